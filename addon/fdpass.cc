@@ -1,0 +1,97 @@
+// Addon entry: the flat syscall functions, constants and the PollWrap class.
+// Context-aware: no globals, so it loads in every worker_threads worker.
+// Every function returns numbers (-errno on failure); lib/ builds the errors.
+#include <errno.h>
+#include <napi.h>
+#include <sys/socket.h>
+
+#include "poll_wrap.h"
+#include "posix_io.h"
+
+namespace fdpass {
+namespace {
+
+int32_t ArgInt(const Napi::CallbackInfo& info, size_t i) {
+  return info[i].As<Napi::Number>().Int32Value();
+}
+
+// socketpair(type, out: Int32Array(2)) -> 0 | -errno
+Napi::Value JsSocketPair(const Napi::CallbackInfo& info) {
+  auto out = info[1].As<Napi::Int32Array>();
+  int fds[2];
+  int err = SocketPair(ArgInt(info, 0), fds);
+  if (err == 0) {
+    out[0] = fds[0];
+    out[1] = fds[1];
+  }
+  return Napi::Number::New(info.Env(), err);
+}
+
+// socketType(fd) -> SOCK_* | -errno
+Napi::Value JsSocketType(const Napi::CallbackInfo& info) {
+  return Napi::Number::New(info.Env(), SocketType(ArgInt(info, 0)));
+}
+
+// setNonBlocking(fd, on) -> 0 | -errno
+Napi::Value JsSetNonBlocking(const Napi::CallbackInfo& info) {
+  return Napi::Number::New(info.Env(), SetNonBlocking(ArgInt(info, 0), info[1].ToBoolean()));
+}
+
+// sendmsg(sock, data: Uint8Array, offset, length, fds: Int32Array, nfds, flags) -> bytes | -errno
+Napi::Value JsSendMessage(const Napi::CallbackInfo& info) {
+  Napi::Env env = info.Env();
+  auto data = info[1].As<Napi::Uint8Array>();
+  size_t offset = static_cast<size_t>(ArgInt(info, 2));
+  size_t length = static_cast<size_t>(ArgInt(info, 3));
+  auto fds = info[4].As<Napi::Int32Array>();
+  size_t nfds = static_cast<size_t>(ArgInt(info, 5));
+  if (offset + length > data.ElementLength() || nfds > fds.ElementLength())
+    return Napi::Number::New(env, -EINVAL);
+  ssize_t n = SendMessage(ArgInt(info, 0), data.Data() + offset, length, fds.Data(), nfds,
+                          ArgInt(info, 6));
+  return Napi::Number::New(env, static_cast<double>(n));
+}
+
+// recvmsg(sock, data: Uint8Array, fds: Int32Array, out: Int32Array(2), flags) -> bytes | -errno
+// out[0] = fds received, out[1] = msg_flags.
+Napi::Value JsReceiveMessage(const Napi::CallbackInfo& info) {
+  auto data = info[1].As<Napi::Uint8Array>();
+  auto fds = info[2].As<Napi::Int32Array>();
+  auto out = info[3].As<Napi::Int32Array>();
+  ReceivedInfo received;
+  ssize_t n = ReceiveMessage(ArgInt(info, 0), data.Data(), data.ElementLength(), fds.Data(),
+                             fds.ElementLength(), &received, ArgInt(info, 4));
+  out[0] = static_cast<int32_t>(received.nfds);
+  out[1] = received.msg_flags;
+  return Napi::Number::New(info.Env(), static_cast<double>(n));
+}
+
+Napi::Object Init(Napi::Env env, Napi::Object exports) {
+  exports["socketpair"] = Napi::Function::New<JsSocketPair>(env, "socketpair");
+  exports["socketType"] = Napi::Function::New<JsSocketType>(env, "socketType");
+  exports["setNonBlocking"] = Napi::Function::New<JsSetNonBlocking>(env, "setNonBlocking");
+  exports["sendmsg"] = Napi::Function::New<JsSendMessage>(env, "sendmsg");
+  exports["recvmsg"] = Napi::Function::New<JsReceiveMessage>(env, "recvmsg");
+  exports["PollWrap"] = PollWrap::Define(env);
+
+  Napi::Object constants = Napi::Object::New(env);
+  constants["SOCK_STREAM"] = Napi::Number::New(env, SOCK_STREAM);
+  constants["SOCK_DGRAM"] = Napi::Number::New(env, SOCK_DGRAM);
+  constants["SOCK_SEQPACKET"] = Napi::Number::New(env, SOCK_SEQPACKET);
+  constants["MSG_DONTWAIT"] = Napi::Number::New(env, DontWaitFlag());
+  constants["MSG_CTRUNC"] = Napi::Number::New(env, MSG_CTRUNC);
+  constants["MSG_TRUNC"] = Napi::Number::New(env, MSG_TRUNC);
+  constants["MAX_FDS_PER_MESSAGE"] = Napi::Number::New(env, (kMaxFdsPerMessage));
+  exports["constants"] = constants;
+  return exports;
+}
+
+}  // namespace
+}  // namespace fdpass
+
+// The macro pastes its argument into a name: it needs an unqualified function.
+static Napi::Object InitAddon(Napi::Env env, Napi::Object exports) {
+  return fdpass::Init(env, exports);
+}
+
+NODE_API_MODULE(fdpass, InitAddon)

@@ -1,0 +1,257 @@
+// PollWrap: one uv_poll_t over one socket fd, and the only way fdpass calls into JS.
+//
+// Lifecycle: idle -> active (open) -> closing (close) -> closed (uv close callback).
+// The native state (PollHandle) lives from open until the uv close callback and is
+// freed only there. From open until then the JS object is held strongly, so it
+// cannot be collected while libuv may still call it. Either side can go first at
+// environment teardown: whoever goes first detaches the other.
+#include "poll_wrap.h"
+
+#include <errno.h>
+#include <unistd.h>
+
+#include "posix_io.h"
+
+namespace fdpass {
+
+enum class State { kActive, kClosing };
+
+struct PollHandle {
+  uv_poll_t poll;
+  int fd;
+  bool owns_fd;
+  State state;
+  PollWrap* wrap;  // null once detached: then nothing calls into JS
+  napi_env env;
+  napi_async_cleanup_hook_handle cleanup_hook;
+};
+
+namespace {
+
+void OnUvPoll(uv_poll_t* poll, int status, int events) {
+  auto* handle = reinterpret_cast<PollHandle*>(poll->data);
+  if (handle->state != State::kActive || handle->wrap == nullptr) return;
+  handle->wrap->OnPoll(status, events);
+}
+
+void OnUvClose(uv_handle_t* uv_handle) {
+  auto* handle = reinterpret_cast<PollHandle*>(uv_handle->data);
+  // The poll is gone from the loop: only now may the fd be closed.
+  if (handle->owns_fd) close(handle->fd);
+  if (handle->cleanup_hook != nullptr) napi_remove_async_cleanup_hook(handle->cleanup_hook);
+  if (handle->wrap != nullptr) handle->wrap->OnClosed();
+  delete handle;  // free only in the close callback
+}
+
+void BeginClose(PollHandle* handle) {
+  if (handle->state != State::kActive) return;
+  handle->state = State::kClosing;
+  uv_poll_stop(&handle->poll);
+  uv_close(reinterpret_cast<uv_handle_t*>(&handle->poll), OnUvClose);
+}
+
+// The environment (main thread or a worker) is going away: close without JS.
+void OnEnvironmentCleanup(napi_async_cleanup_hook_handle, void* arg) {
+  auto* handle = static_cast<PollHandle*>(arg);
+  if (handle->wrap != nullptr) handle->wrap->Detach();
+  BeginClose(handle);  // no-op if already closing; OnUvClose removes this hook
+}
+
+}  // namespace
+
+Napi::Function PollWrap::Define(Napi::Env env) {
+  return DefineClass(env, "PollWrap",
+                     {
+                         InstanceMethod<&PollWrap::Open>("open"),
+                         InstanceMethod<&PollWrap::Start>("start"),
+                         InstanceMethod<&PollWrap::RefHandle>("ref"),
+                         InstanceMethod<&PollWrap::UnrefHandle>("unref"),
+                         InstanceMethod<&PollWrap::HasRefHandle>("hasRef"),
+                         InstanceMethod<&PollWrap::Close>("close"),
+                     });
+}
+
+// new PollWrap(onEvent, data: Uint8Array, fds: Int32Array, records: Int32Array, minDataSpace)
+PollWrap::PollWrap(const Napi::CallbackInfo& info)
+    : Napi::ObjectWrap<PollWrap>(info), async_context_(info.Env(), "fdpass:PollWrap") {
+  Napi::Env env = info.Env();
+  if (info.Length() < 5 || !info[0].IsFunction() || !info[1].IsTypedArray() ||
+      !info[2].IsTypedArray() || !info[3].IsTypedArray() || !info[4].IsNumber()) {
+    Napi::TypeError::New(env, "PollWrap(onEvent, data, fds, records, minDataSpace)")
+        .ThrowAsJavaScriptException();
+    return;
+  }
+  if (info[1].As<Napi::TypedArray>().TypedArrayType() != napi_uint8_array ||
+      info[2].As<Napi::TypedArray>().TypedArrayType() != napi_int32_array ||
+      info[3].As<Napi::TypedArray>().TypedArrayType() != napi_int32_array) {
+    Napi::TypeError::New(env, "PollWrap buffers: Uint8Array, Int32Array, Int32Array")
+        .ThrowAsJavaScriptException();
+    return;
+  }
+  on_event_ = Napi::Persistent(info[0].As<Napi::Function>());
+  data_ = Napi::Persistent(info[1].As<Napi::Object>());
+  fds_ = Napi::Persistent(info[2].As<Napi::Object>());
+  records_ = Napi::Persistent(info[3].As<Napi::Object>());
+  int64_t min_space = info[4].As<Napi::Number>().Int64Value();
+  min_data_space_ = min_space < 1 ? 1 : static_cast<size_t>(min_space);
+}
+
+PollWrap::~PollWrap() {
+  // Normally the handle closed long ago. At environment teardown the JS object
+  // may be finalized first: detach, and let the close callback free the handle.
+  if (handle_ != nullptr) {
+    PollHandle* handle = handle_;
+    Detach();
+    BeginClose(handle);
+  }
+}
+
+void PollWrap::Detach() {
+  if (handle_ != nullptr) handle_->wrap = nullptr;
+  handle_ = nullptr;
+}
+
+// open(fd, ownsFd) -> 0 | -errno
+Napi::Value PollWrap::Open(const Napi::CallbackInfo& info) {
+  Napi::Env env = info.Env();
+  if (handle_ != nullptr) return Napi::Number::New(env, -EALREADY);
+  int fd = info[0].As<Napi::Number>().Int32Value();
+  bool owns_fd = info[1].ToBoolean();
+
+  uv_loop_t* loop = nullptr;
+  if (napi_get_uv_event_loop(env, &loop) != napi_ok) return Napi::Number::New(env, -EINVAL);
+
+  auto* handle = new PollHandle();
+  handle->fd = fd;
+  handle->owns_fd = owns_fd;
+  handle->state = State::kActive;
+  handle->env = env;
+  int err = uv_poll_init(loop, &handle->poll, fd);  // also makes fd non-blocking
+  if (err != 0) {
+    delete handle;  // uv_poll_init failed before registering the handle
+    return Napi::Number::New(env, err);
+  }
+  handle->poll.data = handle;
+  if (napi_add_async_cleanup_hook(env, OnEnvironmentCleanup, handle, &handle->cleanup_hook) !=
+      napi_ok) {
+    handle->owns_fd = false;  // the caller still owns fd when open fails
+    handle->cleanup_hook = nullptr;
+    BeginClose(handle);
+    return Napi::Number::New(env, -ENOMEM);
+  }
+  handle->wrap = this;
+  handle_ = handle;
+  // Held strongly until the close callback: libuv may call us at any time.
+  Napi::ObjectWrap<PollWrap>::Ref();
+  strongly_held_ = true;
+  return Napi::Number::New(env, 0);
+}
+
+// start(readable, writable) -> 0 | -errno; both false stops polling.
+Napi::Value PollWrap::Start(const Napi::CallbackInfo& info) {
+  Napi::Env env = info.Env();
+  if (handle_ == nullptr || handle_->state != State::kActive)
+    return Napi::Number::New(env, -EBADF);
+  reading_ = info[0].ToBoolean();
+  int events = (reading_ ? UV_READABLE : 0) | (info[1].ToBoolean() ? UV_WRITABLE : 0);
+  int err = events == 0 ? uv_poll_stop(&handle_->poll)
+                        : uv_poll_start(&handle_->poll, events, OnUvPoll);
+  return Napi::Number::New(env, err);
+}
+
+Napi::Value PollWrap::RefHandle(const Napi::CallbackInfo& info) {
+  if (handle_ != nullptr) uv_ref(reinterpret_cast<uv_handle_t*>(&handle_->poll));
+  return info.This();
+}
+
+Napi::Value PollWrap::UnrefHandle(const Napi::CallbackInfo& info) {
+  if (handle_ != nullptr) uv_unref(reinterpret_cast<uv_handle_t*>(&handle_->poll));
+  return info.This();
+}
+
+Napi::Value PollWrap::HasRefHandle(const Napi::CallbackInfo& info) {
+  bool has = handle_ != nullptr && uv_has_ref(reinterpret_cast<uv_handle_t*>(&handle_->poll));
+  return Napi::Boolean::New(info.Env(), has);
+}
+
+// close(onClose) -> true if onClose will be called; false if there was nothing to close.
+Napi::Value PollWrap::Close(const Napi::CallbackInfo& info) {
+  Napi::Env env = info.Env();
+  if (handle_ == nullptr || handle_->state != State::kActive) return Napi::Boolean::New(env, false);
+  if (info[0].IsFunction()) on_close_ = Napi::Persistent(info[0].As<Napi::Function>());
+  BeginClose(handle_);
+  return Napi::Boolean::New(env, true);
+}
+
+int PollWrap::DrainReadable() {
+  auto data = data_.Value().As<Napi::Uint8Array>();
+  auto fds = fds_.Value().As<Napi::Int32Array>();
+  auto records = records_.Value().As<Napi::Int32Array>();
+  uint8_t* data_ptr = data.Data();
+  int32_t* fds_ptr = fds.Data();
+  int32_t* rec_ptr = records.Data();
+  size_t data_cap = data.ElementLength();
+  size_t fds_cap = fds.ElementLength();
+  size_t max_records = records.ElementLength() / 3;
+
+  size_t data_used = 0;
+  size_t fds_used = 0;
+  size_t count = 0;
+  // A bounded batch per wake-up, as libuv does: fair to other handles on the loop.
+  while (count < max_records && data_cap - data_used >= min_data_space_ &&
+         fds_cap - fds_used >= kMaxFdsPerMessage) {
+    ReceivedInfo received;
+    ssize_t n = ReceiveMessage(handle_->fd, data_ptr + data_used, data_cap - data_used,
+                               fds_ptr + fds_used, fds_cap - fds_used, &received,
+                               DontWaitFlag());
+    if (n == -EAGAIN || n == -EWOULDBLOCK) break;
+    rec_ptr[count * 3] = static_cast<int32_t>(n);
+    rec_ptr[count * 3 + 1] = static_cast<int32_t>(received.nfds);
+    rec_ptr[count * 3 + 2] = received.msg_flags;
+    count++;
+    if (n <= 0) break;  // an error, EOF or an empty datagram: JS decides before reading on
+    data_used += static_cast<size_t>(n);
+    fds_used += received.nfds;
+  }
+  return static_cast<int>(count);
+}
+
+void PollWrap::OnPoll(int status, int events) {
+  Napi::Env env = Env();
+  Napi::HandleScope scope(env);
+  int records = 0;
+  if (status == 0 && reading_ && (events & UV_READABLE)) records = DrainReadable();
+  bool writable = status == 0 && (events & UV_WRITABLE);
+  if (status == 0 && records == 0 && !writable) return;  // spurious wake-up
+
+  CallIntoJs(on_event_.Value(), {Napi::Number::New(env, status), Napi::Number::New(env, records),
+                                  Napi::Boolean::New(env, writable)});
+}
+
+// MakeCallback, so promise reactions run before control returns to libuv.
+void PollWrap::CallIntoJs(Napi::Function callback, const std::initializer_list<napi_value>& args) {
+  Napi::Env env = Env();
+  callback.MakeCallback(Value(), args, async_context_);
+  if (env.IsExceptionPending()) {
+    // Nothing may unwind through libuv: hand the error to process 'uncaughtException'.
+    Napi::Error error = env.GetAndClearPendingException();
+    napi_fatal_exception(env, error.Value());
+  }
+}
+
+void PollWrap::OnClosed() {
+  handle_ = nullptr;
+  Napi::Env env = Env();
+  Napi::HandleScope scope(env);
+  if (!on_close_.IsEmpty()) {
+    Napi::Function callback = on_close_.Value();
+    on_close_.Reset();
+    CallIntoJs(callback, {});
+  }
+  if (strongly_held_) {
+    strongly_held_ = false;
+    Napi::ObjectWrap<PollWrap>::Unref();  // now the JS object may be collected
+  }
+}
+
+}  // namespace fdpass

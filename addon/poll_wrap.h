@@ -1,0 +1,46 @@
+// PollWrap: one uv_poll_t over one socket fd, and the only way fdpass calls into JS.
+#pragma once
+
+#include <napi.h>
+#include <uv.h>
+
+namespace fdpass {
+
+struct PollHandle;
+
+class PollWrap : public Napi::ObjectWrap<PollWrap> {
+ public:
+  static Napi::Function Define(Napi::Env env);
+
+  explicit PollWrap(const Napi::CallbackInfo& info);
+  ~PollWrap() override;
+
+  // Called by the native handle; see poll_wrap.cc for the lifecycle.
+  void OnPoll(int status, int events);
+  void OnClosed();
+  void Detach();
+
+ private:
+  Napi::Value Open(const Napi::CallbackInfo& info);
+  Napi::Value Start(const Napi::CallbackInfo& info);
+  Napi::Value RefHandle(const Napi::CallbackInfo& info);
+  Napi::Value UnrefHandle(const Napi::CallbackInfo& info);
+  Napi::Value HasRefHandle(const Napi::CallbackInfo& info);
+  Napi::Value Close(const Napi::CallbackInfo& info);
+
+  int DrainReadable();
+  void CallIntoJs(Napi::Function callback, const std::initializer_list<napi_value>& args);
+
+  PollHandle* handle_ = nullptr;
+  bool reading_ = false;
+  Napi::FunctionReference on_event_;
+  Napi::FunctionReference on_close_;
+  Napi::ObjectReference data_;     // Uint8Array: received bytes, packed
+  Napi::ObjectReference fds_;      // Int32Array: received fds, packed
+  Napi::ObjectReference records_;  // Int32Array: [bytes or -errno, nfds, msg_flags] per message
+  size_t min_data_space_ = 1;
+  Napi::AsyncContext async_context_;
+  bool strongly_held_ = false;
+};
+
+}  // namespace fdpass

@@ -1,0 +1,42 @@
+// The socket syscalls fdpass makes, in plain POSIX: no Node-API here.
+// Every function returns a value >= 0 on success or -errno on failure.
+#pragma once
+
+#include <stddef.h>
+#include <sys/types.h>
+
+namespace fdpass {
+
+// Linux refuses more than this many fds in one SCM_RIGHTS message (EINVAL).
+constexpr size_t kMaxFdsPerMessage = 253;
+
+// Flags the caller may pass through to send/recv.
+int DontWaitFlag();
+
+// socketpair(AF_UNIX, type) with both ends close-on-exec and non-blocking.
+int SocketPair(int type, int out[2]);
+
+// SO_TYPE of fd: SOCK_STREAM, SOCK_SEQPACKET, SOCK_DGRAM; -ENOTSOCK if fd is not a socket.
+int SocketType(int fd);
+
+int SetNonBlocking(int fd, bool nonblocking);
+
+// sendmsg(2) of len bytes with nfds fds in SCM_RIGHTS; always without SIGPIPE.
+// Returns the number of bytes sent.
+ssize_t SendMessage(int sock, const void* data, size_t len, const int* fds, size_t nfds, int flags);
+
+struct ReceivedInfo {
+  size_t nfds;    // fds copied out to the caller's array
+  int msg_flags;  // MSG_CTRUNC, MSG_TRUNC... as the kernel set them
+};
+
+// recvmsg(2) into data[0..cap) and fds[0..fds_cap), received fds close-on-exec.
+// fds_cap must be at least kMaxFdsPerMessage. If the kernel cut the control data
+// (MSG_CTRUNC), every fd that did arrive is closed and info->nfds is 0: the caller
+// reports the cut, nothing leaks. Returns the number of data bytes received.
+ssize_t ReceiveMessage(int sock, void* data, size_t cap, int* fds, size_t fds_cap,
+                       ReceivedInfo* info, int flags);
+
+void CloseFds(const int* fds, size_t nfds);
+
+}  // namespace fdpass
