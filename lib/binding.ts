@@ -1,0 +1,52 @@
+// The native addon, loaded once per thread by node-gyp-build, with its types.
+import path from 'node:path';
+import load from 'node-gyp-build';
+
+export interface PollWrap {
+  /** 0 or -errno. Takes ownership of fd when ownsFd: the close callback closes it. */
+  open(fd: number, ownsFd: boolean): number;
+  /** 0 or -errno; both false stops polling. */
+  start(readable: boolean, writable: boolean): number;
+  ref(): this;
+  unref(): this;
+  hasRef(): boolean;
+  /** true when onClose will be called (after the fd is closed). */
+  close(onClose: () => void): boolean;
+}
+
+export interface PollWrapConstructor {
+  /**
+   * onEvent(status, records, writable): status < 0 is a poll error; records is the number
+   * of messages the native side received into the shared buffers on this wake-up.
+   */
+  new (
+    onEvent: (status: number, records: number, writable: boolean) => void,
+    data: Uint8Array,
+    fds: Int32Array,
+    records: Int32Array,
+    minDataSpace: number,
+  ): PollWrap;
+}
+
+export interface Binding {
+  socketpair(type: number, out: Int32Array): number;
+  socketType(fd: number): number;
+  setNonBlocking(fd: number, nonBlocking: boolean): number;
+  sendmsg(sock: number, data: Uint8Array, offset: number, length: number, fds: Int32Array, nfds: number, flags: number): number;
+  /** out[0] = fds received, out[1] = msg_flags. */
+  recvmsg(sock: number, data: Uint8Array, fds: Int32Array, out: Int32Array, flags: number): number;
+  PollWrap: PollWrapConstructor;
+  constants: {
+    SOCK_STREAM: number;
+    SOCK_DGRAM: number;
+    SOCK_SEQPACKET: number;
+    MSG_DONTWAIT: number;
+    MSG_CTRUNC: number;
+    MSG_TRUNC: number;
+    MAX_FDS_PER_MESSAGE: number;
+  };
+}
+
+// Both lib/ (under tsx or vitest) and dist/ sit one level below the package root.
+export const binding = load(path.join(__dirname, '..')) as Binding;
+export const constants = binding.constants;

@@ -1,0 +1,495 @@
+// Channel: one socket fd in the event loop, with promises, async iteration and events.
+//
+// send: caller -> sendmsg at once (MSG_DONTWAIT) -> on EAGAIN queue and wait for WRITABLE -> retry in order
+// recv: READABLE -> the addon drains a batch -> decode -> pending recv() / 'message' listeners / bounded inbox
+import { constants as os } from 'node:os';
+import EventEmitter from 'eventemitter3';
+import { binding, constants, type PollWrap } from './binding';
+import { decodeBareFd } from './bare-fd';
+import { UV_EOF, type SystemError, abortError, closedError, errnoException, fdpassError, invalidArgType, outOfRange, truncatedError } from './errors';
+import { closeFds, toFd, validateFd, type FdLike } from './fd';
+import { ReceivedMessage } from './message';
+import { socketpair, type SocketType } from './seed';
+
+export interface ChannelOptions {
+  /**
+   * Most received fds held for nobody (no pending recv(), no 'message' listener) before the
+   * channel stops reading and leaves the rest in the kernel: a fast peer cannot fill our fd table.
+   * Default 128.
+   */
+  maxBufferedFds?: number;
+}
+
+export interface SendOptions {
+  /**
+   * Close the fd once the kernel has it. Ownership passes to fdpass at the call:
+   * the fd is closed whether the send succeeds or fails.
+   */
+  close?: boolean;
+}
+
+export interface RecvOptions {
+  signal?: AbortSignal;
+}
+
+export interface ChannelEvents {
+  /** A message nobody was awaiting. The listener owns its fds. */
+  message: [message: ReceivedMessage];
+  /** A message that could not be delivered (cut by the kernel, malformed), or a socket error. */
+  error: [error: Error];
+  /** The peer closed its end. Buffered messages can still be received. */
+  end: [];
+  /** The channel closed: its fd is closed and every pending call settled. */
+  close: [];
+}
+
+type Delivery = ReceivedMessage | Error;
+
+interface PendingRecv {
+  resolve(message: ReceivedMessage): void;
+  reject(error: Error): void;
+}
+
+interface PendingSend {
+  fd: number;
+  close: boolean;
+  resolve(): void;
+  reject(error: Error): void;
+}
+
+const EAGAIN = -os.errno.EAGAIN;
+const EWOULDBLOCK = -os.errno.EWOULDBLOCK;
+const EEXIST = -os.errno.EEXIST;
+
+// One set of receive buffers per thread, shared by every channel: the addon fills them
+// and JS decodes them within the same callback, before any other channel can run.
+const MAX_RECORDS_PER_WAKEUP = 64;
+const shared = {
+  data: new Uint8Array(64 * 1024),
+  fds: new Int32Array(constants.MAX_FDS_PER_MESSAGE + 2 * MAX_RECORDS_PER_WAKEUP),
+  records: new Int32Array(3 * MAX_RECORDS_PER_WAKEUP),
+};
+const zeroByte = new Uint8Array(1);
+const sendFds = new Int32Array(1);
+
+function isWouldBlock(err: number): boolean {
+  return err === EAGAIN || err === EWOULDBLOCK;
+}
+
+/** The error a recv() gets after the peer closed: code 'EOF', as libuv names it. */
+function eofError(): Error {
+  return errnoException(UV_EOF, 'recvmsg', 'the peer closed the channel');
+}
+
+export class Channel extends EventEmitter<ChannelEvents> {
+  readonly #fd: number;
+  readonly #type: SocketType;
+  readonly #poll: PollWrap;
+  readonly #maxBufferedFds: number;
+
+  #state: 'open' | 'closing' | 'closed' = 'open';
+  #closed: Promise<void> | undefined;
+  /** Why reading stopped for good: EOF or a socket error. */
+  #endError: Error | undefined;
+
+  readonly #sendQueue: PendingSend[] = [];
+  readonly #recvQueue: PendingRecv[] = [];
+  readonly #inbox: Delivery[] = [];
+  #inboxFds = 0;
+  #iterators = 0;
+
+  #watchReadable = false;
+  #watchWritable = false;
+  #explicitRef: boolean | undefined;
+  #refd = true;
+
+  /** A connected pair of channels over a new socketpair. */
+  static pair(type: SocketType = 'stream', options?: ChannelOptions): [Channel, Channel] {
+    const [a, b] = socketpair(type);
+    return [new Channel(a, options), new Channel(b, options)];
+  }
+
+  /**
+   * A channel over a connected Unix socket fd. The channel owns the fd from here on:
+   * it makes it non-blocking and closes it on close(). If the constructor throws,
+   * the fd is still the caller's.
+   */
+  constructor(fd: number, options: ChannelOptions = {}) {
+    super();
+    validateFd(fd, 'fd');
+    if (typeof options !== 'object' || options === null) throw invalidArgType('options', 'of type object', options);
+    const maxBufferedFds = options.maxBufferedFds ?? 128;
+    if (!Number.isInteger(maxBufferedFds) || maxBufferedFds < 1) {
+      throw outOfRange('options.maxBufferedFds', 'an integer >= 1', maxBufferedFds);
+    }
+    const type = binding.socketType(fd);
+    if (type < 0) throw errnoException(type, 'getsockopt', `fd ${fd} is not a usable socket`);
+    this.#type = type === constants.SOCK_DGRAM ? 'dgram' : type === constants.SOCK_SEQPACKET ? 'seqpacket' : 'stream';
+
+    this.#fd = fd;
+    this.#maxBufferedFds = maxBufferedFds;
+    this.#poll = new binding.PollWrap(
+      (status, records, writable) => this.#onPoll(status, records, writable),
+      shared.data,
+      shared.fds,
+      shared.records,
+      1,
+    );
+    const err = this.#poll.open(fd, true);
+    if (err < 0) {
+      throw errnoException(err, 'uv_poll_init', err === EEXIST ? `fd ${fd} is already watched by another channel` : `fd ${fd}`);
+    }
+    this.#updateRef();
+    this.#updatePoll();
+  }
+
+  /** The socket fd the channel owns (-1 once closed). */
+  get fd(): number {
+    return this.#state === 'closed' ? -1 : this.#fd;
+  }
+
+  get type(): SocketType {
+    return this.#type;
+  }
+
+  get closed(): boolean {
+    return this.#state !== 'open';
+  }
+
+  /**
+   * Sends fd to the peer, after every send called before it. Resolves once the kernel has
+   * it (the sender keeps its fd unless `close` is set); waits while the socket is full.
+   */
+  send(fd: FdLike, options: SendOptions = {}): Promise<void> {
+    const fdNumber = toFd(fd, 'fd');
+    const close = options.close === true;
+    if (this.#state !== 'open') {
+      if (close) closeFds([fdNumber]);
+      return Promise.reject(closedError());
+    }
+    if (this.#sendQueue.length === 0) {
+      const err = this.#sendNow(fdNumber);
+      if (err === 0) {
+        if (close) closeFds([fdNumber]);
+        return Promise.resolve();
+      }
+      if (!isWouldBlock(err)) {
+        if (close) closeFds([fdNumber]);
+        return Promise.reject(errnoException(err, 'sendmsg'));
+      }
+    }
+    return new Promise<void>((resolve, reject) => {
+      this.#sendQueue.push({ fd: fdNumber, close, resolve, reject });
+      this.#updatePoll();
+      this.#updateRef();
+    });
+  }
+
+  /**
+   * The next message, in the order the calls were made. Rejects with code 'EOF' once the
+   * peer has closed and nothing is left, 'ERR_FDPASS_CHANNEL_CLOSED' after close(),
+   * 'ABORT_ERR' when the signal aborts.
+   */
+  recv(options: RecvOptions = {}): Promise<ReceivedMessage> {
+    const { signal } = options;
+    if (signal !== undefined && !(signal instanceof AbortSignal)) {
+      return Promise.reject(invalidArgType('options.signal', 'an instance of AbortSignal', signal));
+    }
+    if (signal?.aborted) return Promise.reject(abortError(signal));
+    const buffered = this.#takeBuffered();
+    if (buffered) return buffered instanceof Error ? Promise.reject(buffered) : Promise.resolve(buffered);
+    if (this.#endError) return Promise.reject(this.#endError);
+    if (this.#state !== 'open') return Promise.reject(closedError());
+
+    return new Promise<ReceivedMessage>((resolve, reject) => {
+      const pending: PendingRecv = { resolve, reject };
+      if (signal) {
+        const onAbort = (): void => {
+          const index = this.#recvQueue.indexOf(pending);
+          if (index !== -1) this.#recvQueue.splice(index, 1);
+          this.#updateRef();
+          reject(abortError(signal));
+        };
+        signal.addEventListener('abort', onAbort, { once: true });
+        const done = (): void => signal.removeEventListener('abort', onAbort);
+        pending.resolve = (message) => {
+          done();
+          resolve(message);
+        };
+        pending.reject = (error) => {
+          done();
+          reject(error);
+        };
+      }
+      this.#recvQueue.push(pending);
+      this.#updateRef();
+    });
+  }
+
+  /** Yields every message until the peer closes (or the channel is closed). */
+  [Symbol.asyncIterator](): AsyncIterableIterator<ReceivedMessage> {
+    let active = true;
+    this.#iterators++;
+    this.#updateRef();
+    const finish = (): IteratorResult<ReceivedMessage> => {
+      if (active) {
+        active = false;
+        this.#iterators--;
+        this.#updateRef();
+      }
+      return { done: true, value: undefined };
+    };
+    const iterator: AsyncIterableIterator<ReceivedMessage> = {
+      next: async () => {
+        if (!active) return { done: true, value: undefined };
+        try {
+          return { done: false, value: await this.recv() };
+        } catch (error) {
+          const code = (error as { code?: unknown }).code;
+          if (code === 'EOF' || code === 'ERR_FDPASS_CHANNEL_CLOSED') return finish();
+          finish();
+          throw error;
+        }
+      },
+      return: async () => finish(),
+      [Symbol.asyncIterator]: () => iterator,
+    };
+    return iterator;
+  }
+
+  /**
+   * Closes the channel: pending sends and receives reject with 'ERR_FDPASS_CHANNEL_CLOSED',
+   * received fds nobody took are closed, the poll handle is released, then the socket fd is
+   * closed. Resolves when all of that is done; calling it again returns the same promise.
+   */
+  close(): Promise<void> {
+    if (this.#closed) return this.#closed;
+    this.#state = 'closing';
+    const error = closedError();
+    for (const pending of this.#sendQueue.splice(0)) {
+      if (pending.close) closeFds([pending.fd]);
+      pending.reject(error);
+    }
+    for (const pending of this.#recvQueue.splice(0)) pending.reject(this.#endError ?? error);
+    for (const item of this.#inbox.splice(0)) {
+      if (item instanceof ReceivedMessage) item.close();
+    }
+    this.#inboxFds = 0;
+    this.#closed = new Promise<void>((resolve) => {
+      this.#poll.close(() => {
+        this.#state = 'closed';
+        this.#emitSafely('close');
+        resolve();
+      });
+    });
+    return this.#closed;
+  }
+
+  /** Keep the process alive while the channel is open, whether or not anyone waits. */
+  ref(): this {
+    this.#explicitRef = true;
+    this.#updateRef();
+    return this;
+  }
+
+  /** Never keep the process alive for this channel, even with calls pending. */
+  unref(): this {
+    this.#explicitRef = false;
+    this.#updateRef();
+    return this;
+  }
+
+  hasRef(): boolean {
+    return this.#state !== 'closed' && this.#refd;
+  }
+
+  // eventemitter3 has no 'newListener': a 'message' listener changes who receives and what
+  // keeps the process alive, so every way of adding or removing one is seen here.
+  override on<T extends keyof ChannelEvents>(event: T, fn: EventEmitter.EventListener<ChannelEvents, T>, context?: unknown): this {
+    super.on(event, fn, context);
+    return this.#listenersChanged();
+  }
+
+  override addListener<T extends keyof ChannelEvents>(event: T, fn: EventEmitter.EventListener<ChannelEvents, T>, context?: unknown): this {
+    return this.on(event, fn, context);
+  }
+
+  override once<T extends keyof ChannelEvents>(event: T, fn: EventEmitter.EventListener<ChannelEvents, T>, context?: unknown): this {
+    super.once(event, fn, context);
+    return this.#listenersChanged();
+  }
+
+  override removeListener<T extends keyof ChannelEvents>(
+    event: T,
+    fn?: EventEmitter.EventListener<ChannelEvents, T>,
+    context?: unknown,
+    once?: boolean,
+  ): this {
+    super.removeListener(event, fn, context, once);
+    return this.#listenersChanged();
+  }
+
+  override off<T extends keyof ChannelEvents>(event: T, fn?: EventEmitter.EventListener<ChannelEvents, T>, context?: unknown, once?: boolean): this {
+    return this.removeListener(event, fn, context, once);
+  }
+
+  override removeAllListeners(event?: keyof ChannelEvents): this {
+    super.removeAllListeners(event);
+    return this.#listenersChanged();
+  }
+
+  #listenersChanged(): this {
+    this.#updateRef();
+    // Messages buffered while nobody listened go to a new listener, after the caller's code.
+    if (this.#inbox.length > 0 && this.listenerCount('message') > 0) queueMicrotask(() => this.#drainInboxToListeners());
+    return this;
+  }
+
+  #drainInboxToListeners(): void {
+    while (this.#inbox.length > 0 && this.#recvQueue.length === 0 && this.listenerCount('message') > 0) {
+      const item = this.#takeBuffered()!;
+      if (item instanceof Error) this.#emitSafely('error', item);
+      else this.#emitSafely('message', item);
+    }
+    this.#updateRef();
+  }
+
+  /**
+   * A listener that throws must not stop the channel mid-batch (the rest of the batch's fds
+   * would have no owner): the error is rethrown on its own tick, as an uncaught exception.
+   */
+  #emitSafely<T extends keyof ChannelEvents>(event: T, ...args: EventEmitter.EventArgs<ChannelEvents, T>): void {
+    try {
+      this.emit(event, ...args);
+    } catch (error) {
+      process.nextTick(() => {
+        throw error;
+      });
+    }
+  }
+
+  #sendNow(fd: number): number {
+    sendFds[0] = fd;
+    const sent = binding.sendmsg(this.#fd, zeroByte, 0, 1, sendFds, 1, constants.MSG_DONTWAIT);
+    return sent < 0 ? sent : 0;
+  }
+
+  #flushSends(): void {
+    while (this.#sendQueue.length > 0 && this.#state === 'open') {
+      const pending = this.#sendQueue[0]!;
+      const err = this.#sendNow(pending.fd);
+      if (isWouldBlock(err)) break;
+      this.#sendQueue.shift();
+      if (pending.close) closeFds([pending.fd]);
+      if (err === 0) pending.resolve();
+      else pending.reject(errnoException(err, 'sendmsg'));
+    }
+    this.#updatePoll();
+    this.#updateRef();
+  }
+
+  #onPoll(status: number, records: number, writable: boolean): void {
+    if (this.#state !== 'open') return;
+    if (status < 0) {
+      this.#endReading(errnoException(status, 'poll'));
+      return;
+    }
+    if (records > 0) this.#decode(records);
+    if (writable) this.#flushSends();
+  }
+
+  #decode(records: number): void {
+    const { data, fds, records: info } = shared;
+    let dataOffset = 0;
+    let fdOffset = 0;
+    for (let i = 0; i < records; i++) {
+      const bytes = info[3 * i]!;
+      const nfds = info[3 * i + 1]!;
+      const flags = info[3 * i + 2]!;
+      if (bytes < 0) {
+        this.#endReading(errnoException(bytes, 'recvmsg'));
+        return;
+      }
+      if (flags & constants.MSG_CTRUNC) {
+        this.#deliver(truncatedError('recvmsg'));
+      } else if (bytes === 0 && nfds === 0 && this.#type !== 'dgram') {
+        this.#endReading(eofError());
+        return;
+      } else {
+        const result = decodeBareFd(data, bytes, fds, nfds, dataOffset, fdOffset);
+        if (typeof result === 'number') {
+          this.#deliver(new ReceivedMessage([result]));
+        } else {
+          closeFds(fds.subarray(fdOffset, fdOffset + nfds));
+          this.#deliver(fdpassError('ERR_FDPASS_BAD_MESSAGE', `recvmsg: ${result}`));
+        }
+      }
+      dataOffset += bytes;
+      fdOffset += nfds;
+    }
+    this.#updatePoll();
+    this.#updateRef();
+  }
+
+  /** Hands a message (or a per-message error) to the first taker, else buffers it. */
+  #deliver(item: Delivery): void {
+    const pending = this.#recvQueue.shift();
+    if (pending) {
+      if (item instanceof Error) pending.reject(item);
+      else pending.resolve(item);
+      return;
+    }
+    const event = item instanceof Error ? 'error' : 'message';
+    if (this.#inbox.length === 0 && this.listenerCount(event) > 0) {
+      if (item instanceof Error) this.#emitSafely('error', item);
+      else this.#emitSafely('message', item);
+      return;
+    }
+    this.#inbox.push(item);
+    if (item instanceof ReceivedMessage) this.#inboxFds += item.fds.length;
+  }
+
+  #takeBuffered(): Delivery | undefined {
+    const item = this.#inbox.shift();
+    if (item === undefined) return undefined;
+    if (item instanceof ReceivedMessage) this.#inboxFds -= item.fds.length;
+    if (this.#inbox.length === 0 && this.#endError && this.#state === 'open') {
+      void this.close(); // the peer is gone and nothing is left to hand out
+    } else {
+      this.#updatePoll();
+    }
+    return item;
+  }
+
+  /** EOF or a socket error: no more reading; waiters get the reason; close once drained. */
+  #endReading(reason: Error): void {
+    this.#endError = reason;
+    for (const pending of this.#recvQueue.splice(0)) pending.reject(reason);
+    if ((reason as SystemError).errno === UV_EOF) this.#emitSafely('end');
+    else if (this.listenerCount('error') > 0) this.#emitSafely('error', reason);
+    if (this.#inbox.length === 0) void this.close();
+    else this.#updatePoll();
+  }
+
+  #updatePoll(): void {
+    if (this.#state !== 'open') return;
+    const readable = this.#endError === undefined && this.#inboxFds < this.#maxBufferedFds;
+    const writable = this.#sendQueue.length > 0;
+    if (readable === this.#watchReadable && writable === this.#watchWritable) return;
+    this.#watchReadable = readable;
+    this.#watchWritable = writable;
+    const err = this.#poll.start(readable, writable);
+    if (err < 0) this.#endReading(errnoException(err, 'uv_poll_start'));
+  }
+
+  #updateRef(): void {
+    if (this.#state !== 'open') return;
+    const wanted =
+      this.#explicitRef ??
+      (this.#recvQueue.length > 0 || this.#sendQueue.length > 0 || this.#iterators > 0 || this.listenerCount('message') > 0);
+    if (wanted === this.#refd) return;
+    this.#refd = wanted;
+    if (wanted) this.#poll.ref();
+    else this.#poll.unref();
+  }
+}

@@ -1,0 +1,92 @@
+// Every error fdpass raises, shaped like Node's own: a string `code`, and for
+// system errors `errno` and `syscall`.
+import { getSystemErrorMap } from 'node:util';
+
+export interface SystemError extends Error {
+  code: string;
+  /** Negative, as in Node's own system errors (-9 for EBADF on Linux). */
+  errno: number;
+  syscall: string;
+}
+
+/** libuv's end-of-file code: what recv reports when the peer has closed. */
+export const UV_EOF = -4095;
+
+const systemErrors = getSystemErrorMap();
+
+/** A system error from a negative errno returned by the addon, e.g. `sendmsg EPIPE`. */
+export function errnoException(err: number, syscall: string, detail?: string): SystemError {
+  const [code, description] = systemErrors.get(err) ?? [`Unknown system error ${err}`, 'unknown error'];
+  const message = `${syscall} ${code}${detail ? `: ${detail}` : ''} (${description})`;
+  const error = new Error(message) as SystemError;
+  error.code = code;
+  error.errno = err;
+  error.syscall = syscall;
+  Error.captureStackTrace(error, errnoException);
+  return error;
+}
+
+export type FdpassErrorCode =
+  | 'ERR_FDPASS_CHANNEL_CLOSED'
+  | 'ERR_FDPASS_BAD_MESSAGE'
+  | 'ERR_FDPASS_TRUNCATED';
+
+export interface FdpassError extends Error {
+  code: FdpassErrorCode;
+}
+
+/** An error of fdpass's own making (a protocol violation, a closed channel). */
+export function fdpassError(code: FdpassErrorCode, message: string): FdpassError {
+  const error = new Error(message) as FdpassError;
+  error.code = code;
+  Error.captureStackTrace(error, fdpassError);
+  return error;
+}
+
+export function closedError(): FdpassError {
+  return fdpassError('ERR_FDPASS_CHANNEL_CLOSED', 'the channel is closed');
+}
+
+/** Control data cut by the kernel: the receiver hit its fd limit, or a peer sent too many. */
+export function truncatedError(syscall: string): FdpassError {
+  return fdpassError(
+    'ERR_FDPASS_TRUNCATED',
+    `${syscall}: the kernel cut the message's fds (MSG_CTRUNC: is the receiver at its fd limit?); ` +
+      'the fds that did arrive were closed',
+  );
+}
+
+export function invalidArgType(name: string, expected: string, actual: unknown): TypeError {
+  const error = new TypeError(`The "${name}" argument must be ${expected}. Received ${describe(actual)}`);
+  (error as TypeError & { code: string }).code = 'ERR_INVALID_ARG_TYPE';
+  return error;
+}
+
+export function outOfRange(name: string, range: string, actual: unknown): RangeError {
+  const error = new RangeError(`The value of "${name}" is out of range. It must be ${range}. Received ${describe(actual)}`);
+  (error as RangeError & { code: string }).code = 'ERR_OUT_OF_RANGE';
+  return error;
+}
+
+export function invalidArgValue(name: string, reason: string, actual: unknown): TypeError {
+  const error = new TypeError(`The argument "${name}" ${reason}. Received ${describe(actual)}`);
+  (error as TypeError & { code: string }).code = 'ERR_INVALID_ARG_VALUE';
+  return error;
+}
+
+/** Like Node's own AbortError: code 'ABORT_ERR', the signal's reason as cause. */
+export function abortError(signal: AbortSignal): Error {
+  const error = new Error('The operation was aborted', { cause: signal.reason });
+  error.name = 'AbortError';
+  (error as Error & { code: string }).code = 'ABORT_ERR';
+  return error;
+}
+
+function describe(value: unknown): string {
+  if (value === null) return 'null';
+  if (typeof value === 'number' || typeof value === 'bigint') return `${typeof value} ${String(value)}`;
+  if (typeof value === 'string') return `type string ('${value.length > 28 ? `${value.slice(0, 25)}...` : value}')`;
+  if (typeof value === 'function') return `function ${value.name || '<anonymous>'}`;
+  if (typeof value === 'object') return `an instance of ${value.constructor?.name ?? 'Object'}`;
+  return `type ${typeof value} (${String(value)})`;
+}

@@ -1,0 +1,6 @@
+// fdpass: pass open file descriptors between processes over Unix domain sockets.
+export { send, recv, lastError, socketpair, setBlocking, type SocketType } from './seed';
+export { Channel, type ChannelOptions, type ChannelEvents, type SendOptions, type RecvOptions } from './channel';
+export { ReceivedMessage } from './message';
+export type { FdLike } from './fd';
+export type { SystemError, FdpassError, FdpassErrorCode } from './errors';

@@ -1,0 +1,91 @@
+// IO::FDPass's two calls, on its wire format: one zero byte of data carrying one fd.
+// Blocking or not as the socket is; the reason for a failure is kept for lastError().
+import { binding, constants } from './binding';
+import { UV_EOF, errnoException, fdpassError, invalidArgValue, truncatedError } from './errors';
+import { closeFds, toFd, validateFd, type FdLike } from './fd';
+import { decodeBareFd } from './bare-fd';
+
+const zeroByte = new Uint8Array(1);
+const sendFds = new Int32Array(1);
+const recvData = new Uint8Array(1);
+const recvFds = new Int32Array(constants.MAX_FDS_PER_MESSAGE);
+const recvInfo = new Int32Array(2);
+
+let last: Error | null = null;
+
+/**
+ * Why the last `send` or `recv` of this thread failed (`code` 'EAGAIN', 'EOF', 'EBADF',
+ * 'ERR_FDPASS_BAD_MESSAGE'...), or null after a success: JavaScript's `$!`.
+ */
+export function lastError(): Error | null {
+  return last;
+}
+
+/** Sends fd over socketFd. The sender keeps its fd. false on failure: see lastError(). */
+export function send(socketFd: number, fd: FdLike): boolean {
+  validateFd(socketFd, 'socketFd');
+  sendFds[0] = toFd(fd, 'fd');
+  const sent = binding.sendmsg(socketFd, zeroByte, 0, 1, sendFds, 1, 0);
+  if (sent < 0) {
+    last = errnoException(sent, 'sendmsg');
+    return false;
+  }
+  last = null;
+  return true;
+}
+
+/**
+ * Receives one fd from socketFd; the caller owns it (close-on-exec is set).
+ * -1 on failure: see lastError(), whose code is 'EOF' when the peer has closed.
+ */
+export function recv(socketFd: number): number {
+  validateFd(socketFd, 'socketFd');
+  const received = binding.recvmsg(socketFd, recvData, recvFds, recvInfo, 0);
+  if (received < 0) {
+    last = errnoException(received, 'recvmsg');
+    return -1;
+  }
+  const nfds = recvInfo[0]!;
+  if (recvInfo[1]! & constants.MSG_CTRUNC) {
+    last = truncatedError('recvmsg');
+    return -1;
+  }
+  const result = decodeBareFd(recvData, received, recvFds, nfds);
+  if (typeof result === 'number') {
+    last = null;
+    return result;
+  }
+  closeFds(recvFds, nfds);
+  last = result === 'eof' ? errnoException(UV_EOF, 'recvmsg', 'the peer closed the socket') : fdpassError('ERR_FDPASS_BAD_MESSAGE', `recvmsg: ${result}`);
+  return -1;
+}
+
+export type SocketType = 'stream' | 'seqpacket' | 'dgram';
+
+const socketTypes: Record<SocketType, number> = {
+  stream: constants.SOCK_STREAM,
+  seqpacket: constants.SOCK_SEQPACKET,
+  dgram: constants.SOCK_DGRAM,
+};
+
+export function socketTypeNumber(type: unknown): number {
+  if (typeof type !== 'string' || !Object.hasOwn(socketTypes, type)) {
+    throw invalidArgValue('type', "must be one of 'stream', 'seqpacket', 'dgram'", type);
+  }
+  return socketTypes[type as SocketType];
+}
+
+/** A connected pair of Unix sockets, both ends close-on-exec and non-blocking. */
+export function socketpair(type: SocketType = 'stream'): [number, number] {
+  const out = new Int32Array(2);
+  const err = binding.socketpair(socketTypeNumber(type), out);
+  if (err < 0) throw errnoException(err, 'socketpair');
+  return [out[0]!, out[1]!];
+}
+
+/** Makes fd blocking (IO::FDPass's default) or non-blocking. */
+export function setBlocking(fd: number, blocking: boolean): void {
+  validateFd(fd, 'fd');
+  const err = binding.setNonBlocking(fd, !blocking);
+  if (err < 0) throw errnoException(err, 'fcntl');
+}
