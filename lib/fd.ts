@@ -1,9 +1,10 @@
 // What counts as an fd in fdpass's API, and how fdpass closes fds it owns.
 import { closeSync } from 'node:fs';
+import type { Server, Socket } from 'node:net';
 import { invalidArgType, outOfRange } from './errors';
 
 /** Anything that has an fd: a number, a FileHandle, or a net.Socket / net.Server with an open handle. */
-export type FdLike = number | { readonly fd: number } | { readonly _handle?: { readonly fd?: number } | null };
+export type FdLike = number | { readonly fd: number } | Socket | Server;
 
 const MAX_FD = 0x7fffffff;
 

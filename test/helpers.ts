@@ -1,0 +1,94 @@
+// Test helpers: real child processes with a socket on fd 3, and fd counting through /proc.
+import { spawn, type ChildProcess } from 'node:child_process';
+import { readdirSync, readFileSync, readlinkSync } from 'node:fs';
+import path from 'node:path';
+
+export const root = path.resolve(__dirname, '..');
+export const fixtures = path.join(root, 'test', 'fixtures');
+
+/** Open fds of a process, as /proc/<pid>/fd lists them (fd number -> link target). */
+export function openFds(pid: number | 'self' = 'self'): Map<number, string> {
+  const dir = `/proc/${pid}/fd`;
+  const fds = new Map<number, string>();
+  for (const name of readdirSync(dir)) {
+    try {
+      fds.set(Number(name), readlinkSync(`${dir}/${name}`));
+    } catch {
+      // the fd closed between readdir and readlink (the readdir's own fd, typically)
+    }
+  }
+  return fds;
+}
+
+export function countFds(pid: number | 'self' = 'self'): number {
+  return openFds(pid).size;
+}
+
+/** Whether fd has close-on-exec set, read from /proc/self/fdinfo. */
+export function isCloexec(fd: number, pid: number | 'self' = 'self'): boolean {
+  const info = readFileSync(`/proc/${pid}/fdinfo/${fd}`, 'utf8');
+  const flags = /^flags:\s+([0-7]+)/m.exec(info);
+  if (!flags?.[1]) throw new Error(`no flags in fdinfo for ${fd}`);
+  return (parseInt(flags[1], 8) & 0o2000000) !== 0; // O_CLOEXEC
+}
+
+export interface Peer {
+  child: ChildProcess;
+  /** Everything the child printed on stdout, once it exited. */
+  exited: Promise<{ code: number | null; signal: NodeJS.Signals | null; stdout: string; stderr: string }>;
+  /** Resolves with the next line the child prints on stdout. */
+  line(): Promise<string>;
+}
+
+/**
+ * Spawns `command args` with `socketFd` as the child's fd 3 (and more fds at 4, 5...).
+ * The parent keeps its own copy of socketFd: close it when the child should own the only one.
+ */
+export function spawnPeer(command: string, args: string[], extraFds: number[] = [], env: NodeJS.ProcessEnv = {}): Peer {
+  const child = spawn(command, args, {
+    stdio: ['ignore', 'pipe', 'pipe', ...extraFds],
+    env: { ...process.env, ...env },
+  });
+  let stdout = '';
+  let stderr = '';
+  let buffered = '';
+  const waiting: Array<(line: string) => void> = [];
+  const lines: string[] = [];
+  child.stdout!.setEncoding('utf8');
+  child.stderr!.setEncoding('utf8');
+  child.stdout!.on('data', (chunk: string) => {
+    stdout += chunk;
+    buffered += chunk;
+    let nl: number;
+    while ((nl = buffered.indexOf('\n')) !== -1) {
+      const line = buffered.slice(0, nl);
+      buffered = buffered.slice(nl + 1);
+      const resolve = waiting.shift();
+      if (resolve) resolve(line);
+      else lines.push(line);
+    }
+  });
+  child.stderr!.on('data', (chunk: string) => (stderr += chunk));
+  const exited = new Promise<{ code: number | null; signal: NodeJS.Signals | null; stdout: string; stderr: string }>(
+    (resolve, reject) => {
+      child.on('error', reject);
+      child.on('close', (code, signal) => resolve({ code, signal, stdout, stderr }));
+    },
+  );
+  return {
+    child,
+    exited,
+    line: () =>
+      new Promise<string>((resolve, reject) => {
+        const next = lines.shift();
+        if (next !== undefined) return resolve(next);
+        waiting.push(resolve);
+        exited.then(({ stderr: err }) => reject(new Error(`child exited before printing a line; stderr: ${err}`)), reject);
+      }),
+  };
+}
+
+/** Runs a Node fixture (an .mjs file under test/fixtures, importing the built dist/). */
+export function spawnNodePeer(fixture: string, args: string[], extraFds: number[] = [], env: NodeJS.ProcessEnv = {}): Peer {
+  return spawnPeer(process.execPath, [path.join(fixtures, fixture), ...args], extraFds, env);
+}
