@@ -1,0 +1,77 @@
+// The receiving side of each benchmark case, run as its own process with the socket on fd 3
+// (or, for Node's handle passing, the IPC channel). Prints "ready", then "done" once the
+// N-th fd has been received and closed (or, for echo, sent back).
+import { closeSync } from 'node:fs';
+import type { Server } from 'node:net';
+import { Channel, lastError, recv, send, setBlocking } from '../lib/index.js';
+
+const [role, count] = process.argv.slice(2);
+const n = Number(count);
+
+async function main(): Promise<void> {
+  switch (role) {
+    case 'recv-sync': {
+      setBlocking(3, true);
+      console.log('ready');
+      for (let i = 0; i < n; i++) {
+        const fd = recv(3);
+        if (fd < 0) throw lastError();
+        closeSync(fd);
+      }
+      break;
+    }
+    case 'echo-sync': {
+      setBlocking(3, true);
+      console.log('ready');
+      for (let i = 0; i < n; i++) {
+        const fd = recv(3);
+        if (fd < 0 || !send(3, fd)) throw lastError();
+        closeSync(fd);
+      }
+      break;
+    }
+    case 'recv-channel': {
+      const channel = new Channel(3);
+      console.log('ready');
+      let received = 0;
+      for await (const message of channel) {
+        closeSync(message.fd);
+        if (++received === n) break;
+      }
+      break;
+    }
+    case 'echo-channel': {
+      const channel = new Channel(3);
+      console.log('ready');
+      let echoed = 0;
+      for await (const message of channel) {
+        await channel.send(message.fd, { close: true });
+        if (++echoed === n) break;
+      }
+      break;
+    }
+    case 'recv-node-ipc': {
+      let received = 0;
+      await new Promise<void>((resolve) => {
+        process.on('message', (_message, handle) => {
+          (handle as Server).close();
+          if (++received === n) resolve();
+        });
+        console.log('ready');
+      });
+      process.disconnect();
+      break;
+    }
+    default:
+      throw new Error(`unknown role ${role}`);
+  }
+  console.log('done');
+}
+
+main().then(
+  () => process.exit(0),
+  (error: unknown) => {
+    console.error(error);
+    process.exit(1);
+  },
+);

@@ -1,0 +1,193 @@
+// npm run bench: fds per second between two processes, one fd per message, the receiver
+// closing each fd, for a C baseline compiled in this run, fdpass's seed send/recv,
+// fdpass's Channel and Node's own handle passing; plus a one-fd round trip for C and Channel.
+// Every case is timed the same way: from the first send until the receiving process
+// reports it has handled the N-th fd. Each case runs 3 times; the median is reported.
+import { execFileSync, fork, spawn, type ChildProcess } from 'node:child_process';
+import { closeSync, mkdirSync, openSync, writeFileSync } from 'node:fs';
+import net from 'node:net';
+import path from 'node:path';
+import { Channel, lastError, send, setBlocking, socketpair } from '../lib/index.js';
+
+const here = __dirname;
+const out = path.join(here, 'out');
+const baseline = path.join(out, 'baseline');
+const peerScript = path.join(here, 'peer.ts');
+const RUNS = 3;
+const TARGET_SECONDS = 1;
+
+interface Peer {
+  child: ChildProcess;
+  /** Resolves when the peer prints `line`. */
+  printed(line: string): Promise<void>;
+}
+
+function watchLines(child: ChildProcess): Peer {
+  let seen = '';
+  const waiters: Array<{ line: string; resolve: () => void }> = [];
+  child.stdout!.setEncoding('utf8');
+  child.stdout!.on('data', (chunk: string) => {
+    seen += chunk;
+    for (const waiter of waiters.splice(0)) {
+      if (seen.split('\n').includes(waiter.line)) waiter.resolve();
+      else waiters.push(waiter);
+    }
+  });
+  return {
+    child,
+    printed: (line) =>
+      new Promise((resolve, reject) => {
+        if (seen.split('\n').includes(line)) return resolve();
+        waiters.push({ line, resolve });
+        child.once('exit', (code) => code !== 0 && reject(new Error(`peer exited with ${code}`)));
+      }),
+  };
+}
+
+/** A bench/peer.ts process holding the other end of a new socketpair as fd 3. */
+async function startPeer(role: string, n: number): Promise<{ peer: Peer; socket: number }> {
+  const [mine, theirs] = socketpair();
+  const child = spawn(process.execPath, ['--import', 'tsx', peerScript, role, String(n)], {
+    stdio: ['ignore', 'pipe', 'inherit', theirs],
+  });
+  closeSync(theirs);
+  const peer = watchLines(child);
+  await peer.printed('ready');
+  return { peer, socket: mine };
+}
+
+async function exited(child: ChildProcess): Promise<void> {
+  if (child.exitCode !== null) return;
+  await new Promise((resolve) => child.once('exit', resolve));
+}
+
+// Each case sends n fds (or makes n round trips) and returns the seconds it took.
+type Case = (n: number, fd: number) => Promise<number>;
+
+const cases: Record<string, Case> = {
+  async seedSync(n, fd) {
+    const { peer, socket } = await startPeer('recv-sync', n);
+    setBlocking(socket, true);
+    const start = performance.now();
+    for (let i = 0; i < n; i++) if (!send(socket, fd)) throw lastError();
+    await peer.printed('done');
+    const seconds = (performance.now() - start) / 1000;
+    closeSync(socket);
+    await exited(peer.child);
+    return seconds;
+  },
+
+  async channel(n, fd) {
+    const { peer, socket } = await startPeer('recv-channel', n);
+    const channel = new Channel(socket);
+    const start = performance.now();
+    // Many sends in flight, as a busy server would have them; the channel queues on EAGAIN.
+    const WINDOW = 1024;
+    for (let sent = 0; sent < n; ) {
+      const batch: Promise<void>[] = [];
+      for (let i = 0; i < WINDOW && sent < n; i++, sent++) batch.push(channel.send(fd));
+      await Promise.all(batch);
+    }
+    await peer.printed('done');
+    const seconds = (performance.now() - start) / 1000;
+    await channel.close();
+    await exited(peer.child);
+    return seconds;
+  },
+
+  async nodeIpc(n) {
+    const server = net.createServer();
+    await new Promise<void>((resolve) => server.listen(0, '127.0.0.1', resolve));
+    const child = fork(peerScript, ['recv-node-ipc', String(n)], { execArgv: ['--import', 'tsx'], stdio: ['ignore', 'pipe', 'inherit', 'ipc'] });
+    const peer = watchLines(child);
+    await peer.printed('ready');
+    const start = performance.now();
+    // Node queues handle messages itself (one in flight until the child acknowledges it).
+    const WINDOW = 256;
+    for (let sent = 0; sent < n; ) {
+      const batch: Promise<void>[] = [];
+      for (let i = 0; i < WINDOW && sent < n; i++, sent++) {
+        batch.push(new Promise((resolve, reject) => child.send('fd', server, (error) => (error ? reject(error) : resolve()))));
+      }
+      await Promise.all(batch);
+    }
+    await peer.printed('done');
+    const seconds = (performance.now() - start) / 1000;
+    await exited(child);
+    server.close();
+    return seconds;
+  },
+
+  async channelPingPong(n, fd) {
+    const { peer, socket } = await startPeer('echo-channel', n);
+    const channel = new Channel(socket);
+    const start = performance.now();
+    for (let i = 0; i < n; i++) {
+      await channel.send(fd);
+      closeSync((await channel.recv()).fd);
+    }
+    const seconds = (performance.now() - start) / 1000;
+    await peer.printed('done');
+    await channel.close();
+    await exited(peer.child);
+    return seconds;
+  },
+};
+
+function runBaseline(mode: 'throughput' | 'pingpong', n: number): number {
+  return Number(execFileSync(baseline, [mode, String(n)], { encoding: 'utf8' }).trim());
+}
+
+function median(values: number[]): number {
+  const sorted = [...values].sort((a, b) => a - b);
+  return sorted[Math.floor(sorted.length / 2)]!;
+}
+
+/** Runs a case RUNS times with n sized from a short trial so each run takes about TARGET_SECONDS. */
+async function measure(run: (n: number) => Promise<number>, trial: number): Promise<{ seconds: number; n: number }[]> {
+  const trialSeconds = await run(trial);
+  const n = Math.max(trial, Math.round((trial / trialSeconds) * TARGET_SECONDS));
+  const results = [];
+  for (let i = 0; i < RUNS; i++) results.push({ n, seconds: await run(n) });
+  return results;
+}
+
+async function main(): Promise<void> {
+  mkdirSync(out, { recursive: true });
+  execFileSync('cc', ['-O2', '-Wall', '-o', baseline, path.join(here, 'baseline.c')], { stdio: 'inherit' });
+  const fd = openSync('/dev/null', 'r');
+
+  const rate = async (run: Case, trial: number): Promise<number> =>
+    median((await measure((n) => run(n, fd), trial)).map(({ n, seconds }) => n / seconds));
+  const roundTrip = async (run: Case, trial: number): Promise<number> =>
+    median((await measure((n) => run(n, fd), trial)).map(({ n, seconds }) => (seconds * 1e6) / n));
+
+  const cThroughput = await rate(async (n) => n / runBaseline('throughput', n), 2000);
+  const seedSync = await rate(cases.seedSync!, 2000);
+  const channel = await rate(cases.channel!, 2000);
+  const nodeIpc = await rate(cases.nodeIpc!, 500);
+  const cRoundTrip = await roundTrip(async (n) => (runBaseline('pingpong', n) * n) / 1e6, 200);
+  const channelRoundTrip = await roundTrip(cases.channelPingPong!, 200);
+  closeSync(fd);
+
+  const rows = [
+    { case: '(a) C, blocking sendmsg/recvmsg', figure: cThroughput, unit: 'fds/s', ratio: 1, target: '' },
+    { case: '(b) fdpass send/recv (sync)', figure: seedSync, unit: 'fds/s', ratio: seedSync / cThroughput, target: '>= 0.9' },
+    { case: '(c) fdpass Channel (promises)', figure: channel, unit: 'fds/s', ratio: channel / cThroughput, target: '>= 0.6' },
+    { case: "(d) Node's child.send(msg, handle)", figure: nodeIpc, unit: 'fds/s', ratio: nodeIpc / cThroughput, target: '' },
+    { case: '(a) C round trip', figure: cRoundTrip, unit: 'µs', ratio: 1, target: '' },
+    { case: '(c) Channel round trip', figure: channelRoundTrip, unit: 'µs', ratio: channelRoundTrip / cRoundTrip, target: '<= 1.3' },
+  ];
+  console.log(`median of ${RUNS} runs of about ${TARGET_SECONDS} s each; ratios are to (a) in this run\n`);
+  console.log(`${'case'.padEnd(38)}${'figure'.padStart(12)}  ${'unit'.padEnd(6)}${'ratio'.padStart(7)}  target`);
+  for (const row of rows) {
+    const figure = row.unit === 'µs' ? row.figure.toFixed(1) : Math.round(row.figure).toLocaleString('en-US');
+    console.log(`${row.case.padEnd(38)}${figure.padStart(12)}  ${row.unit.padEnd(6)}${row.ratio.toFixed(2).padStart(7)}  ${row.target}`);
+  }
+  writeFileSync(path.join(out, 'results.json'), `${JSON.stringify({ date: new Date().toISOString(), node: process.version, rows }, null, 2)}\n`);
+}
+
+main().catch((error: unknown) => {
+  console.error(error);
+  process.exit(1);
+});
