@@ -72,6 +72,16 @@ const shared = {
 const zeroByte = new Uint8Array(1);
 const sendFds = new Int32Array(1);
 
+// Socket fds of this thread's open channels. A paused channel's poll is stopped, so libuv
+// no longer sees its fd and would let a second poll handle onto it (and abort later).
+const channelFds = new Set<number>();
+
+function validateOptions<T extends object>(options: T | undefined, name: string): T | Record<string, never> {
+  if (options === undefined) return {};
+  if (typeof options !== 'object' || options === null) throw invalidArgType(name, 'of type object', options);
+  return options;
+}
+
 function isWouldBlock(err: number): boolean {
   return err === EAGAIN || err === EWOULDBLOCK;
 }
@@ -105,8 +115,18 @@ export class Channel extends EventEmitter<ChannelEvents> {
 
   /** A connected pair of channels over a new socketpair. */
   static pair(type: SocketType = 'stream', options?: ChannelOptions): [Channel, Channel] {
+    maxBufferedFdsOption(options);
     const [a, b] = socketpair(type);
-    return [new Channel(a, options), new Channel(b, options)];
+    let first: Channel | undefined;
+    try {
+      first = new Channel(a, options);
+      return [first, new Channel(b, options)];
+    } catch (error) {
+      if (first) void first.close();
+      else closeFds([a]);
+      closeFds([b]);
+      throw error;
+    }
   }
 
   /**
@@ -114,13 +134,12 @@ export class Channel extends EventEmitter<ChannelEvents> {
    * it makes it non-blocking and closes it on close(). If the constructor throws,
    * the fd is still the caller's.
    */
-  constructor(fd: number, options: ChannelOptions = {}) {
+  constructor(fd: number, options?: ChannelOptions) {
     super();
     validateFd(fd, 'fd');
-    if (typeof options !== 'object' || options === null) throw invalidArgType('options', 'of type object', options);
-    const maxBufferedFds = options.maxBufferedFds ?? 128;
-    if (!Number.isInteger(maxBufferedFds) || maxBufferedFds < 1) {
-      throw outOfRange('options.maxBufferedFds', 'an integer >= 1', maxBufferedFds);
+    const maxBufferedFds = maxBufferedFdsOption(options);
+    if (channelFds.has(fd)) {
+      throw errnoException(EEXIST, 'uv_poll_init', `fd ${fd} is already owned by another channel`);
     }
     const type = binding.socketType(fd);
     if (type < 0) throw errnoException(type, 'getsockopt', `fd ${fd} is not a usable socket`);
@@ -137,8 +156,9 @@ export class Channel extends EventEmitter<ChannelEvents> {
     );
     const err = this.#poll.open(fd, true);
     if (err < 0) {
-      throw errnoException(err, 'uv_poll_init', err === EEXIST ? `fd ${fd} is already watched by another channel` : `fd ${fd}`);
+      throw errnoException(err, 'uv_poll_init', err === EEXIST ? `fd ${fd} is already watched by another poll handle` : `fd ${fd}`);
     }
+    channelFds.add(fd);
     this.#updateRef();
     this.#updatePoll();
   }
@@ -160,9 +180,9 @@ export class Channel extends EventEmitter<ChannelEvents> {
    * Sends fd to the peer, after every send called before it. Resolves once the kernel has
    * it (the sender keeps its fd unless `close` is set); waits while the socket is full.
    */
-  send(fd: FdLike, options: SendOptions = {}): Promise<void> {
+  send(fd: FdLike, options?: SendOptions): Promise<void> {
     const fdNumber = toFd(fd, 'fd');
-    const close = options.close === true;
+    const close = validateOptions(options, 'options').close === true;
     if (this.#state !== 'open') {
       if (close) closeFds([fdNumber]);
       return Promise.reject(closedError());
@@ -190,8 +210,13 @@ export class Channel extends EventEmitter<ChannelEvents> {
    * peer has closed and nothing is left, 'ERR_FDPASS_CHANNEL_CLOSED' after close(),
    * 'ABORT_ERR' when the signal aborts.
    */
-  recv(options: RecvOptions = {}): Promise<ReceivedMessage> {
-    const { signal } = options;
+  recv(options?: RecvOptions): Promise<ReceivedMessage> {
+    let signal: AbortSignal | undefined;
+    try {
+      signal = validateOptions(options, 'options').signal;
+    } catch (error) {
+      return Promise.reject(error);
+    }
     if (signal !== undefined && !(signal instanceof AbortSignal)) {
       return Promise.reject(invalidArgType('options.signal', 'an instance of AbortSignal', signal));
     }
@@ -277,6 +302,7 @@ export class Channel extends EventEmitter<ChannelEvents> {
     this.#inboxFds = 0;
     this.#closed = new Promise<void>((resolve) => {
       this.#poll.close(() => {
+        channelFds.delete(this.#fd);
         this.#state = 'closed';
         this.#emitSafely('close');
         resolve();
@@ -406,15 +432,20 @@ export class Channel extends EventEmitter<ChannelEvents> {
       const bytes = info[3 * i]!;
       const nfds = info[3 * i + 1]!;
       const flags = info[3 * i + 2]!;
+      if (this.#state !== 'open') {
+        // A listener closed the channel mid-batch: the rest of the batch is ours to close.
+        closeFds(fds.subarray(fdOffset, fdOffset + nfds));
+        fdOffset += nfds;
+        continue;
+      }
       if (bytes < 0) {
         this.#endReading(errnoException(bytes, 'recvmsg'));
-        return;
+        continue;
       }
       if (flags & constants.MSG_CTRUNC) {
         this.#deliver(truncatedError('recvmsg'));
       } else if (bytes === 0 && nfds === 0 && this.#type !== 'dgram') {
         this.#endReading(eofError());
-        return;
       } else {
         const result = decodeBareFd(data, bytes, fds, nfds, dataOffset, fdOffset);
         if (typeof result === 'number') {
@@ -424,7 +455,7 @@ export class Channel extends EventEmitter<ChannelEvents> {
           this.#deliver(fdpassError('ERR_FDPASS_BAD_MESSAGE', `recvmsg: ${result}`));
         }
       }
-      dataOffset += bytes;
+      dataOffset += Math.max(bytes, 0);
       fdOffset += nfds;
     }
     this.#updatePoll();
@@ -492,4 +523,12 @@ export class Channel extends EventEmitter<ChannelEvents> {
     if (wanted) this.#poll.ref();
     else this.#poll.unref();
   }
+}
+
+function maxBufferedFdsOption(options: ChannelOptions | undefined): number {
+  const maxBufferedFds = validateOptions(options, 'options').maxBufferedFds ?? 128;
+  if (!Number.isInteger(maxBufferedFds) || maxBufferedFds < 1) {
+    throw outOfRange('options.maxBufferedFds', 'an integer >= 1', maxBufferedFds);
+  }
+  return maxBufferedFds;
 }
