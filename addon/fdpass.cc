@@ -66,12 +66,21 @@ Napi::Value JsReceiveMessage(const Napi::CallbackInfo& info) {
   return Napi::Number::New(info.Env(), static_cast<double>(n));
 }
 
+// close(fd) -> 0 | -errno. Not fs.closeSync: inside a worker, Node warns when fs closes
+// an fd that fs did not open, and every fd fdpass closes came from the kernel.
+Napi::Value JsClose(const Napi::CallbackInfo& info) {
+  int fd = ArgInt(info, 0);
+  CloseFds(&fd, 1);
+  return Napi::Number::New(info.Env(), 0);
+}
+
 Napi::Object Init(Napi::Env env, Napi::Object exports) {
   exports["socketpair"] = Napi::Function::New<JsSocketPair>(env, "socketpair");
   exports["socketType"] = Napi::Function::New<JsSocketType>(env, "socketType");
   exports["setNonBlocking"] = Napi::Function::New<JsSetNonBlocking>(env, "setNonBlocking");
   exports["sendmsg"] = Napi::Function::New<JsSendMessage>(env, "sendmsg");
   exports["recvmsg"] = Napi::Function::New<JsReceiveMessage>(env, "recvmsg");
+  exports["close"] = Napi::Function::New<JsClose>(env, "close");
   exports["PollWrap"] = PollWrap::Define(env);
 
   Napi::Object constants = Napi::Object::New(env);

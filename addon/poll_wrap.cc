@@ -10,6 +10,9 @@
 #include <errno.h>
 #include <unistd.h>
 
+#include <algorithm>
+#include <vector>
+
 #include "posix_io.h"
 
 namespace fdpass {
@@ -24,6 +27,9 @@ struct PollHandle {
   PollWrap* wrap;  // null once detached: then nothing calls into JS
   napi_env env;
   napi_async_cleanup_hook_handle cleanup_hook;
+  // Received fds that JS holds for nobody yet (a channel's inbox). Closed with the handle,
+  // so they are not orphaned when a worker is terminated and no JS runs to close them.
+  std::vector<int> held_fds;
 };
 
 namespace {
@@ -38,6 +44,7 @@ void OnUvClose(uv_handle_t* uv_handle) {
   auto* handle = reinterpret_cast<PollHandle*>(uv_handle->data);
   // The poll is gone from the loop: only now may the fd be closed.
   if (handle->owns_fd) close(handle->fd);
+  CloseFds(handle->held_fds.data(), handle->held_fds.size());
   if (handle->cleanup_hook != nullptr) napi_remove_async_cleanup_hook(handle->cleanup_hook);
   if (handle->wrap != nullptr) handle->wrap->OnClosed();
   delete handle;  // free only in the close callback
@@ -68,6 +75,8 @@ Napi::Function PollWrap::Define(Napi::Env env) {
                          InstanceMethod<&PollWrap::UnrefHandle>("unref"),
                          InstanceMethod<&PollWrap::HasRefHandle>("hasRef"),
                          InstanceMethod<&PollWrap::Close>("close"),
+                         InstanceMethod<&PollWrap::Hold>("hold"),
+                         InstanceMethod<&PollWrap::Release>("release"),
                      });
 }
 
@@ -181,6 +190,28 @@ Napi::Value PollWrap::Close(const Napi::CallbackInfo& info) {
   if (info[0].IsFunction()) on_close_ = Napi::Persistent(info[0].As<Napi::Function>());
   BeginClose(handle_);
   return Napi::Boolean::New(env, true);
+}
+
+// hold(fd): the handle closes fd when it closes, unless released first.
+Napi::Value PollWrap::Hold(const Napi::CallbackInfo& info) {
+  int fd = info[0].As<Napi::Number>().Int32Value();
+  if (handle_ == nullptr) {
+    close(fd);  // already closing: nobody else will
+  } else {
+    handle_->held_fds.push_back(fd);
+  }
+  return info.Env().Undefined();
+}
+
+// release(fd): the caller takes fd back (the inbox handed it out).
+Napi::Value PollWrap::Release(const Napi::CallbackInfo& info) {
+  int fd = info[0].As<Napi::Number>().Int32Value();
+  if (handle_ != nullptr) {
+    auto& held = handle_->held_fds;
+    auto found = std::find(held.begin(), held.end(), fd);  // FIFO: usually the first
+    if (found != held.end()) held.erase(found);
+  }
+  return info.Env().Undefined();
 }
 
 int PollWrap::DrainReadable() {

@@ -27,6 +27,8 @@ class PollWrap : public Napi::ObjectWrap<PollWrap> {
   Napi::Value UnrefHandle(const Napi::CallbackInfo& info);
   Napi::Value HasRefHandle(const Napi::CallbackInfo& info);
   Napi::Value Close(const Napi::CallbackInfo& info);
+  Napi::Value Hold(const Napi::CallbackInfo& info);
+  Napi::Value Release(const Napi::CallbackInfo& info);
 
   int DrainReadable();
   void CallIntoJs(Napi::Function callback, const std::initializer_list<napi_value>& args);

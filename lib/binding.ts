@@ -12,6 +12,9 @@ export interface PollWrap {
   hasRef(): boolean;
   /** true when onClose will be called (after the fd is closed). */
   close(onClose: () => void): boolean;
+  /** The handle closes fd when it closes (at once if it is closing), unless released first. */
+  hold(fd: number): void;
+  release(fd: number): void;
 }
 
 export interface PollWrapConstructor {
@@ -35,6 +38,7 @@ export interface Binding {
   sendmsg(sock: number, data: Uint8Array, offset: number, length: number, fds: Int32Array, nfds: number, flags: number): number;
   /** out[0] = fds received, out[1] = msg_flags. */
   recvmsg(sock: number, data: Uint8Array, fds: Int32Array, out: Int32Array, flags: number): number;
+  close(fd: number): number;
   PollWrap: PollWrapConstructor;
   constants: {
     SOCK_STREAM: number;

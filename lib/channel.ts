@@ -296,9 +296,8 @@ export class Channel extends EventEmitter<ChannelEvents> {
       pending.reject(error);
     }
     for (const pending of this.#recvQueue.splice(0)) pending.reject(this.#endError ?? error);
-    for (const item of this.#inbox.splice(0)) {
-      if (item instanceof ReceivedMessage) item.close();
-    }
+    // The poll handle closes the inbox's fds (it holds them) once it has closed.
+    this.#inbox.length = 0;
     this.#inboxFds = 0;
     this.#closed = new Promise<void>((resolve) => {
       this.#poll.close(() => {
@@ -477,13 +476,19 @@ export class Channel extends EventEmitter<ChannelEvents> {
       return;
     }
     this.#inbox.push(item);
-    if (item instanceof ReceivedMessage) this.#inboxFds += item.fds.length;
+    if (item instanceof ReceivedMessage) {
+      this.#inboxFds += item.fds.length;
+      for (const fd of item.fds) this.#poll.hold(fd);
+    }
   }
 
   #takeBuffered(): Delivery | undefined {
     const item = this.#inbox.shift();
     if (item === undefined) return undefined;
-    if (item instanceof ReceivedMessage) this.#inboxFds -= item.fds.length;
+    if (item instanceof ReceivedMessage) {
+      this.#inboxFds -= item.fds.length;
+      for (const fd of item.fds) this.#poll.release(fd);
+    }
     if (this.#inbox.length === 0 && this.#endError && this.#state === 'open') {
       void this.close(); // the peer is gone and nothing is left to hand out
     } else {

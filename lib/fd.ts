@@ -1,6 +1,6 @@
 // What counts as an fd in fdpass's API, and how fdpass closes fds it owns.
-import { closeSync } from 'node:fs';
 import type { Server, Socket } from 'node:net';
+import { binding } from './binding';
 import { invalidArgType, outOfRange } from './errors';
 
 /** Anything that has an fd: a number, a FileHandle, or a net.Socket / net.Server with an open handle. */
@@ -28,13 +28,7 @@ export function toFd(value: unknown, name: string): number {
   throw invalidArgType(name, 'an fd: a number, a FileHandle, or a net.Socket or net.Server with an open handle', value);
 }
 
-/** Closes fds fdpass owns. An fd already gone is no error: there is nothing left to leak. */
+/** Closes fds fdpass owns (or the caller asked it to close). */
 export function closeFds(fds: ArrayLike<number>, count = fds.length): void {
-  for (let i = 0; i < count; i++) {
-    try {
-      closeSync(fds[i]!);
-    } catch {
-      // EBADF: already closed by its owner
-    }
-  }
+  for (let i = 0; i < count; i++) binding.close(fds[i]!);
 }
