@@ -1,13 +1,13 @@
 // Channel in one process over real socketpairs, and the seed send/recv; every received fd is
 // proven to work by reading its file, and every test counts this process's fds around it.
-import { spawn, spawnSync } from 'node:child_process';
+import { spawnSync } from 'node:child_process';
 import { getEventListeners } from 'node:events';
-import { closeSync, existsSync, fstatSync, mkdtempSync, openSync, readSync, rmSync, writeFileSync, writeSync } from 'node:fs';
+import { closeSync, existsSync, fstatSync, mkdtempSync, openSync, rmSync, writeFileSync, writeSync } from 'node:fs';
 import { constants as os, tmpdir } from 'node:os';
 import path from 'node:path';
-import { afterAll, afterEach, beforeAll, beforeEach, describe, expect, it } from 'vitest';
+import { afterAll, describe, expect, it } from 'vitest';
 import { Channel, ReceivedMessage, lastError, recv, send, setBlocking, socketpair } from '../lib/index.js';
-import { countFds, openFds, root, spawnPeer } from './helpers.js';
+import { contentOf, countFds, expectNoFdLeakAroundEachTest, openFds, python, root, spawnPeer, within } from './helpers.js';
 
 type Failure = Error & { code?: string; errno?: number; syscall?: string; cause?: unknown };
 
@@ -15,21 +15,8 @@ type Failure = Error & { code?: string; errno?: number; syscall?: string; cause?
 const dir = mkdtempSync(path.join(existsSync('/dev/shm') ? '/dev/shm' : tmpdir(), 'fdpass-channel-'));
 afterAll(() => rmSync(dir, { recursive: true, force: true }));
 
-// Debian's python3, when there is one: a pyenv shim costs seconds per start.
-const python = existsSync('/usr/bin/python3') ? '/usr/bin/python3' : 'python3';
 
-beforeAll(async () => {
-  // libuv opens its SIGCHLD pipe at the first spawn and keeps it: open it before any count.
-  await new Promise((resolve) => spawn(process.execPath, ['-e', '0'], { stdio: 'ignore' }).on('close', resolve));
-});
-
-let baseline: number;
-beforeEach(() => {
-  baseline = countFds();
-});
-afterEach(() => {
-  expect(countFds()).toBe(baseline);
-});
+expectNoFdLeakAroundEachTest();
 
 const created = new Set<number>();
 /** Opens temp file number i, whose content is its index: reading it tells which fd arrived. */
@@ -50,12 +37,6 @@ function closeAll(fds: readonly number[]): void {
   for (const fd of fds) closeSync(fd);
 }
 
-/** What the file behind fd holds, read from position 0: proves the fd works. */
-function contentOf(fd: number): string {
-  const buf = Buffer.alloc(64);
-  const n = readSync(fd, buf, 0, buf.length, 0);
-  return buf.subarray(0, n).toString();
-}
 
 /** Reads a received message's file and closes its fds. */
 function consume(message: ReceivedMessage): string {
@@ -70,18 +51,6 @@ const range = (n: number): string[] => Array.from({ length: n }, (_, i) => Strin
 
 const tick = (ms: number): Promise<void> => new Promise((resolve) => setTimeout(resolve, ms));
 
-/** p, or a rejection naming what hung: a hang fails the test instead of stalling it. */
-async function within<T>(p: Promise<T>, ms: number, what: string): Promise<T> {
-  let timer: NodeJS.Timeout | undefined;
-  const timeout = new Promise<never>((_, reject) => {
-    timer = setTimeout(() => reject(new Error(`${what}: still pending after ${ms} ms`)), ms);
-  });
-  try {
-    return await Promise.race([p, timeout]);
-  } finally {
-    clearTimeout(timer);
-  }
-}
 
 /** The error fn throws or its promise rejects with (either is accepted). */
 async function errorOf(fn: () => unknown): Promise<Failure> {

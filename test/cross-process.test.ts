@@ -4,20 +4,14 @@ import { closeSync, constants, fstatSync, mkdtempSync, openSync, readFileSync, r
 import net from 'node:net';
 import { tmpdir } from 'node:os';
 import path from 'node:path';
-import { afterAll, afterEach, beforeEach, describe, expect, it } from 'vitest';
+import { afterAll, describe, expect, it } from 'vitest';
 import { Channel, socketpair } from '../lib/index.js';
-import { countFds, spawnNodePeer, type Peer } from './helpers.js';
+import { expectNoFdLeakAroundEachTest, spawnNodePeer, type Peer } from './helpers.js';
 
 const dir = mkdtempSync(path.join(tmpdir(), 'fdpass-xproc-'));
 afterAll(() => rmSync(dir, { recursive: true, force: true }));
 
-let baseline: number;
-beforeEach(() => {
-  baseline = countFds();
-});
-afterEach(() => {
-  expect(countFds()).toBe(baseline);
-});
+expectNoFdLeakAroundEachTest();
 
 /** A Channel to a child running test/fixtures/node-peer.mjs, which owns the other end. */
 async function startPeer(mode: string, arg: string): Promise<{ channel: Channel; peer: Peer }> {

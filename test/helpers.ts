@@ -1,7 +1,8 @@
 // Test helpers: real child processes with a socket on fd 3, and fd counting through /proc.
 import { spawn, type ChildProcess } from 'node:child_process';
-import { readdirSync, readFileSync, readlinkSync } from 'node:fs';
+import { existsSync, readdirSync, readFileSync, readlinkSync, readSync } from 'node:fs';
 import path from 'node:path';
+import { afterEach, beforeAll, beforeEach, expect } from 'vitest';
 
 export const root = path.resolve(__dirname, '..');
 export const fixtures = path.join(root, 'test', 'fixtures');
@@ -24,13 +25,55 @@ export function countFds(pid: number | 'self' = 'self'): number {
   return openFds(pid).size;
 }
 
-/** Whether fd has close-on-exec set, read from /proc/self/fdinfo. */
-export function isCloexec(fd: number, pid: number | 'self' = 'self'): boolean {
-  const info = readFileSync(`/proc/${pid}/fdinfo/${fd}`, 'utf8');
-  const flags = /^flags:\s+([0-7]+)/m.exec(info);
+/** The file status flags of fd (O_NONBLOCK, O_CLOEXEC...), as /proc/<pid>/fdinfo shows them. */
+export function statusFlags(fd: number, pid: number | 'self' = 'self'): number {
+  const flags = /^flags:\s+([0-7]+)/m.exec(readFileSync(`/proc/${pid}/fdinfo/${fd}`, 'utf8'));
   if (!flags?.[1]) throw new Error(`no flags in fdinfo for ${fd}`);
-  return (parseInt(flags[1], 8) & 0o2000000) !== 0; // O_CLOEXEC
+  return parseInt(flags[1], 8);
 }
+
+export const isCloexec = (fd: number, pid: number | 'self' = 'self'): boolean => (statusFlags(fd, pid) & 0o2000000) !== 0;
+export const isNonBlocking = (fd: number): boolean => (statusFlags(fd) & 0o4000) !== 0;
+
+/**
+ * Checks that every test of the calling file leaves this process's fd count as it found it.
+ * libuv opens its SIGCHLD pipe at the first spawn and keeps it: open it before any count.
+ */
+export function expectNoFdLeakAroundEachTest(): void {
+  let baseline = 0;
+  beforeAll(async () => {
+    await new Promise((resolve) => spawn(process.execPath, ['-e', '0'], { stdio: 'ignore' }).on('close', resolve));
+  });
+  beforeEach(() => {
+    baseline = countFds();
+  });
+  afterEach(() => {
+    expect(countFds()).toBe(baseline);
+  });
+}
+
+/** What the file behind fd holds, read from position 0: proves the fd works. */
+export function contentOf(fd: number): string {
+  const buf = Buffer.alloc(256);
+  const n = readSync(fd, buf, 0, buf.length, 0);
+  return buf.subarray(0, n).toString();
+}
+
+/** p, or a rejection naming what hung: a hang fails the test instead of stalling it. */
+export async function within<T>(p: Promise<T>, ms: number, what: string): Promise<T> {
+  let timer: NodeJS.Timeout | undefined;
+  const timeout = new Promise<never>((_, reject) => {
+    timer = setTimeout(() => reject(new Error(`${what}: still pending after ${ms} ms`)), ms);
+  });
+  try {
+    return await Promise.race([p, timeout]);
+  } finally {
+    clearTimeout(timer);
+  }
+}
+
+/** Debian's python3, when there is one: a pyenv shim costs seconds per start. */
+export const python = existsSync('/usr/bin/python3') ? '/usr/bin/python3' : 'python3';
 
 export interface Peer {
   child: ChildProcess;

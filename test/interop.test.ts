@@ -2,24 +2,18 @@
 import { closeSync, fstatSync, mkdtempSync, openSync, readFileSync, readSync, rmSync, writeFileSync } from 'node:fs';
 import { tmpdir } from 'node:os';
 import path from 'node:path';
-import { afterAll, afterEach, beforeEach, describe, expect, it } from 'vitest';
+import { afterAll, describe, expect, it } from 'vitest';
 import { Channel, lastError, recv, send, setBlocking, socketpair } from '../lib/index.js';
-import { countFds, fixtures, spawnPeer, type Peer } from './helpers.js';
+import { countFds, expectNoFdLeakAroundEachTest, fixtures, python, spawnPeer, type Peer } from './helpers.js';
 
 const dir = mkdtempSync(path.join(tmpdir(), 'fdpass-interop-'));
 afterAll(() => rmSync(dir, { recursive: true, force: true }));
 
-let baseline: number;
-beforeEach(() => {
-  baseline = countFds();
-});
-afterEach(() => {
-  expect(countFds()).toBe(baseline);
-});
+expectNoFdLeakAroundEachTest();
 
 const peers = [
   { name: 'Perl IO::FDPass', command: 'perl', script: 'peer.pl', wrote: 'perl-wrote;' },
-  { name: 'Python send_fds', command: 'python3', script: 'peer.py', wrote: 'python-wrote;' },
+  { name: 'Python send_fds', command: python, script: 'peer.py', wrote: 'python-wrote;' },
 ];
 
 interface Running {

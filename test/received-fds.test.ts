@@ -1,15 +1,14 @@
 // Received fds are close-on-exec, whatever the sender's flags; socketpair() ends are
 // close-on-exec and non-blocking. Flags are read from /proc/self/fdinfo, and checked once
 // for real: a child process does not inherit what we received.
-import { execFileSync, spawn } from 'node:child_process';
-import { closeSync, existsSync, mkdtempSync, openSync, readFileSync, readSync, rmSync, writeFileSync } from 'node:fs';
+import { execFileSync } from 'node:child_process';
+import { closeSync, mkdtempSync, openSync, rmSync, writeFileSync } from 'node:fs';
 import { tmpdir } from 'node:os';
 import path from 'node:path';
-import { afterAll, afterEach, beforeAll, beforeEach, describe, expect, it } from 'vitest';
+import { afterAll, describe, expect, it } from 'vitest';
 import { Channel, lastError, recv, send, setBlocking, socketpair, type SocketType } from '../lib/index.js';
-import { countFds, isCloexec, spawnPeer } from './helpers.js';
+import { contentOf, countFds, expectNoFdLeakAroundEachTest, isCloexec, isNonBlocking, python, spawnPeer, within } from './helpers.js';
 
-const O_NONBLOCK = 0o4000;
 const types: SocketType[] = ['stream', 'seqpacket', 'dgram'];
 
 const dir = mkdtempSync(path.join(tmpdir(), 'fdpass-received-'));
@@ -17,48 +16,12 @@ afterAll(() => rmSync(dir, { recursive: true, force: true }));
 const file = path.join(dir, 'content.txt');
 writeFileSync(file, 'received');
 
-// Debian's python3, when there is one: a pyenv shim costs seconds per start.
-const python = existsSync('/usr/bin/python3') ? '/usr/bin/python3' : 'python3';
 
-beforeAll(async () => {
-  // libuv opens its SIGCHLD pipe at the first spawn and keeps it: open it before any count.
-  await new Promise((resolve) => spawn(process.execPath, ['-e', '0'], { stdio: 'ignore' }).on('close', resolve));
-});
+expectNoFdLeakAroundEachTest();
 
-let baseline: number;
-beforeEach(() => {
-  baseline = countFds();
-});
-afterEach(() => {
-  expect(countFds()).toBe(baseline);
-});
 
-/** The file status flags of fd (O_NONBLOCK, O_CLOEXEC...), as /proc/self/fdinfo shows them. */
-function statusFlags(fd: number): number {
-  const flags = /^flags:\s+([0-7]+)/m.exec(readFileSync(`/proc/self/fdinfo/${fd}`, 'utf8'));
-  if (!flags?.[1]) throw new Error(`no flags in fdinfo for ${fd}`);
-  return parseInt(flags[1], 8);
-}
 
-const isNonBlocking = (fd: number): boolean => (statusFlags(fd) & O_NONBLOCK) !== 0;
 
-function contentOf(fd: number): string {
-  const buf = Buffer.alloc(64);
-  const n = readSync(fd, buf, 0, buf.length, 0);
-  return buf.subarray(0, n).toString();
-}
-
-async function within<T>(p: Promise<T>, ms: number, what: string): Promise<T> {
-  let timer: NodeJS.Timeout | undefined;
-  const timeout = new Promise<never>((_, reject) => {
-    timer = setTimeout(() => reject(new Error(`${what}: still pending after ${ms} ms`)), ms);
-  });
-  try {
-    return await Promise.race([p, timeout]);
-  } finally {
-    clearTimeout(timer);
-  }
-}
 
 describe('received fds are close-on-exec', () => {
   it.each(types)('Channel.recv() over a %s pair', async (type) => {
