@@ -223,7 +223,7 @@ int PollWrap::DrainReadable() {
   int32_t* rec_ptr = records.Data();
   size_t data_cap = data.ElementLength();
   size_t fds_cap = fds.ElementLength();
-  size_t max_records = records.ElementLength() / 3;
+  size_t max_records = (records.ElementLength() - 1) / 3;  // the last slot: see OnPoll
 
   size_t data_used = 0;
   size_t fds_used = 0;
@@ -255,19 +255,37 @@ void PollWrap::OnPoll(int status, int events) {
   bool writable = status == 0 && (events & UV_WRITABLE);
   if (status == 0 && records == 0 && !writable) return;  // spurious wake-up
 
+  // The records array's last slot says the batch is unclaimed until JS zeroes it. If JS
+  // never ran (a worker being terminated), the batch's fds would have no owner: close them.
+  auto records_array = records_.Value().As<Napi::Int32Array>();
+  int32_t* unclaimed = records_array.Data() + records_array.ElementLength() - 1;
+  *unclaimed = records;
   CallIntoJs(on_event_.Value(), {Napi::Number::New(env, status), Napi::Number::New(env, records),
                                   Napi::Boolean::New(env, writable)});
+  if (*unclaimed != 0) {
+    const int32_t* rec = records_array.Data();
+    size_t nfds = 0;
+    for (int i = 0; i < records; i++) nfds += static_cast<size_t>(rec[i * 3 + 1]);
+    CloseFds(fds_.Value().As<Napi::Int32Array>().Data(), nfds);
+    *unclaimed = 0;
+  }
 }
 
-// MakeCallback, so promise reactions run before control returns to libuv.
+// MakeCallback, so promise reactions run before control returns to libuv. Raw Node-API
+// here: node-addon-api turns a failed call into an Error object, which is itself fatal
+// while a worker is being terminated (its JS can no longer run).
 void PollWrap::CallIntoJs(Napi::Function callback, const std::initializer_list<napi_value>& args) {
-  Napi::Env env = Env();
-  callback.MakeCallback(Value(), args, async_context_);
-  if (env.IsExceptionPending()) {
-    // Nothing may unwind through libuv: hand the error to process 'uncaughtException'.
-    Napi::Error error = env.GetAndClearPendingException();
-    napi_fatal_exception(env, error.Value());
-  }
+  napi_env env = Env();
+  napi_value result;
+  if (napi_make_callback(env, async_context_, Value(), callback, args.size(), args.begin(), &result) ==
+      napi_ok)
+    return;
+  bool pending = false;
+  if (napi_is_exception_pending(env, &pending) != napi_ok || !pending) return;
+  napi_value error;
+  if (napi_get_and_clear_last_exception(env, &error) != napi_ok) return;
+  // Nothing may unwind through libuv: hand the error to process 'uncaughtException'.
+  napi_fatal_exception(env, error);
 }
 
 void PollWrap::OnClosed() {

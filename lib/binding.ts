@@ -20,7 +20,8 @@ export interface PollWrap {
 export interface PollWrapConstructor {
   /**
    * onEvent(status, records, writable): status < 0 is a poll error; records is the number
-   * of messages the native side received into the shared buffers on this wake-up.
+   * of messages the native side received into the shared buffers on this wake-up. records
+   * ends with one extra slot that JS zeroes to claim the batch; else the addon closes its fds.
    */
   new (
     onEvent: (status: number, records: number, writable: boolean) => void,

@@ -67,7 +67,9 @@ const MAX_RECORDS_PER_WAKEUP = 64;
 const shared = {
   data: new Uint8Array(64 * 1024),
   fds: new Int32Array(constants.MAX_FDS_PER_MESSAGE + 2 * MAX_RECORDS_PER_WAKEUP),
-  records: new Int32Array(3 * MAX_RECORDS_PER_WAKEUP),
+  // [bytes or -errno, nfds, msg_flags] per message, then one slot: the number of messages
+  // not yet claimed by JS (the addon closes an unclaimed batch's fds).
+  records: new Int32Array(3 * MAX_RECORDS_PER_WAKEUP + 1),
 };
 const zeroByte = new Uint8Array(1);
 const sendFds = new Int32Array(1);
@@ -414,7 +416,7 @@ export class Channel extends EventEmitter<ChannelEvents> {
   }
 
   #onPoll(status: number, records: number, writable: boolean): void {
-    if (this.#state !== 'open') return;
+    if (this.#state !== 'open') return; // the addon closes the unclaimed batch
     if (status < 0) {
       this.#endReading(errnoException(status, 'poll'));
       return;
@@ -425,6 +427,7 @@ export class Channel extends EventEmitter<ChannelEvents> {
 
   #decode(records: number): void {
     const { data, fds, records: info } = shared;
+    info[info.length - 1] = 0; // the batch is ours now: every fd below ends delivered or closed
     let dataOffset = 0;
     let fdOffset = 0;
     for (let i = 0; i < records; i++) {
