@@ -7,7 +7,7 @@ import { constants as os, tmpdir } from 'node:os';
 import path from 'node:path';
 import { afterAll, describe, expect, it } from 'vitest';
 import { Channel, ReceivedMessage, lastError, recv, send, setBlocking, socketpair } from '../lib/index.js';
-import { contentOf, countFds, expectNoFdLeakAroundEachTest, openFds, python, root, spawnPeer, within } from './helpers.js';
+import { contentOf, countFds, expectNoFdLeakAroundEachTest, isNonBlocking, openFds, python, root, spawnPeer, within } from './helpers.js';
 
 type Failure = Error & { code?: string; errno?: number; syscall?: string; cause?: unknown };
 
@@ -570,7 +570,7 @@ describe('bad input', () => {
   });
 
   it('sends queued behind a full socket all settle when the peer closes', async () => {
-    const N = 1000;
+    const N = 600; // more than the socket buffer and one batch of the receiver hold
     const fds = openTaggedRange(N);
     const [a, b] = Channel.pair('stream', { maxBufferedFds: 1 });
     const sent = Promise.allSettled(fds.map((fd) => a.send(fd)));
@@ -692,6 +692,8 @@ describe('the seed API: send, recv, lastError', () => {
 
   it("recv() on an empty non-blocking socket is -1 with 'EAGAIN'; after the peer closes, 'EOF'", () => {
     const [x, y] = socketpair();
+    // Were the socket blocking, the recv() below would hang the run: fail here instead.
+    expect(isNonBlocking(y)).toBe(true);
     expect(recv(y)).toBe(-1);
     expect(lastError()).toMatchObject({ code: 'EAGAIN', errno: -os.errno.EAGAIN, syscall: 'recvmsg' });
     closeSync(x);
@@ -708,6 +710,8 @@ describe('the seed API: send, recv, lastError', () => {
     expect(send(x, gone)).toBe(false);
     expect(lastError()).toMatchObject({ code: 'EBADF', syscall: 'sendmsg' });
 
+    // Were the sockets blocking, this loop or the last recv() would hang the run: fail here instead.
+    expect(isNonBlocking(x) && isNonBlocking(y)).toBe(true);
     let sent = 0;
     while (send(x, fd)) sent++;
     expect(lastError()).toMatchObject({ code: 'EAGAIN', syscall: 'sendmsg' });
