@@ -290,6 +290,12 @@ void PollWrap::CallIntoJs(Napi::Function callback, const std::initializer_list<n
 
 void PollWrap::OnClosed() {
   handle_ = nullptr;
+  // No more calls into JS: drop the strong references, or the callback's closure (which
+  // holds the Channel, which holds this object) would keep both alive for good.
+  on_event_.Reset();
+  data_.Reset();
+  fds_.Reset();
+  records_.Reset();
   Napi::Env env = Env();
   Napi::HandleScope scope(env);
   if (!on_close_.IsEmpty()) {
