@@ -7,7 +7,7 @@ import EventEmitter from 'eventemitter3';
 import { binding, constants, type PollWrap } from './binding';
 import { decodeBareFd } from './bare-fd';
 import { UV_EOF, type SystemError, abortError, closedError, errnoException, fdpassError, invalidArgType, outOfRange, truncatedError } from './errors';
-import { closeFds, toFd, validateFd, type FdLike } from './fd';
+import { closeFds, closeHandedFd, toFd, validateFd, type FdLike } from './fd';
 import { ReceivedMessage } from './message';
 import { socketpair, type SocketType } from './seed';
 
@@ -22,8 +22,10 @@ export interface ChannelOptions {
 
 export interface SendOptions {
   /**
-   * Close the fd once the kernel has it. Ownership passes to fdpass at the call:
-   * the fd is closed whether the send succeeds or fails.
+   * Close the fd once the kernel has it. Ownership passes to fdpass at the call: the fd is
+   * closed whether the send succeeds or fails, the way it was opened (a net.Socket is
+   * destroyed, a FileHandle closed, a number closed with fs.closeSync), so that nothing in
+   * Node closes that number again later.
    */
   close?: boolean;
 }
@@ -52,7 +54,8 @@ interface PendingRecv {
 
 interface PendingSend {
   fd: number;
-  close: boolean;
+  /** What to close once the kernel has the fd (`close: true`), else undefined. */
+  handed: FdLike | undefined;
   resolve(): void;
   reject(error: Error): void;
 }
@@ -184,24 +187,24 @@ export class Channel extends EventEmitter<ChannelEvents> {
    */
   send(fd: FdLike, options?: SendOptions): Promise<void> {
     const fdNumber = toFd(fd, 'fd');
-    const close = validateOptions(options, 'options').close === true;
+    const handed = validateOptions(options, 'options').close === true ? fd : undefined;
     if (this.#state !== 'open') {
-      if (close) closeFds([fdNumber]);
+      if (handed !== undefined) closeHandedFd(handed);
       return Promise.reject(closedError());
     }
     if (this.#sendQueue.length === 0) {
       const err = this.#sendNow(fdNumber);
       if (err === 0) {
-        if (close) closeFds([fdNumber]);
+        if (handed !== undefined) closeHandedFd(handed);
         return Promise.resolve();
       }
       if (!isWouldBlock(err)) {
-        if (close) closeFds([fdNumber]);
+        if (handed !== undefined) closeHandedFd(handed);
         return Promise.reject(errnoException(err, 'sendmsg'));
       }
     }
     return new Promise<void>((resolve, reject) => {
-      this.#sendQueue.push({ fd: fdNumber, close, resolve, reject });
+      this.#sendQueue.push({ fd: fdNumber, handed, resolve, reject });
       this.#updatePoll();
       this.#updateRef();
     });
@@ -294,7 +297,7 @@ export class Channel extends EventEmitter<ChannelEvents> {
     this.#state = 'closing';
     const error = closedError();
     for (const pending of this.#sendQueue.splice(0)) {
-      if (pending.close) closeFds([pending.fd]);
+      if (pending.handed !== undefined) closeHandedFd(pending.handed);
       pending.reject(error);
     }
     for (const pending of this.#recvQueue.splice(0)) pending.reject(this.#endError ?? error);
@@ -407,7 +410,7 @@ export class Channel extends EventEmitter<ChannelEvents> {
       const err = this.#sendNow(pending.fd);
       if (isWouldBlock(err)) break;
       this.#sendQueue.shift();
-      if (pending.close) closeFds([pending.fd]);
+      if (pending.handed !== undefined) closeHandedFd(pending.handed);
       if (err === 0) pending.resolve();
       else pending.reject(errnoException(err, 'sendmsg'));
     }

@@ -1,5 +1,6 @@
 // What counts as an fd in fdpass's API, and how fdpass closes fds it owns.
-import type { Server, Socket } from 'node:net';
+import { closeSync } from 'node:fs';
+import { Server, Socket } from 'node:net';
 import { binding } from './binding';
 import { invalidArgType, outOfRange } from './errors';
 
@@ -31,4 +32,26 @@ export function toFd(value: unknown, name: string): number {
 /** Closes fds fdpass owns (or the caller asked it to close). */
 export function closeFds(fds: ArrayLike<number>, count = fds.length): void {
   for (let i = 0; i < count; i++) binding.close(fds[i]!);
+}
+
+/**
+ * Closes an fd the caller handed over with `close: true`, through whatever opened it: a
+ * socket or server is destroyed, a FileHandle closed, a number closed by fs. Closing the
+ * number underneath would leave Node's own record of it (a libuv handle, a FileHandle, a
+ * worker's fd tracking) to close that number again later, when it may be someone else's.
+ */
+export function closeHandedFd(value: FdLike): void {
+  try {
+    if (typeof value === 'number') closeSync(value);
+    else if (value instanceof Socket) value.destroy();
+    else if (value instanceof Server) value.close();
+    else if (hasClose(value)) void Promise.resolve(value.close()).catch(() => {});
+    else closeSync(value.fd);
+  } catch {
+    // Already closed or never valid: the send reported that; nothing is left to close.
+  }
+}
+
+function hasClose(value: object): value is { close(): unknown } {
+  return typeof (value as { close?: unknown }).close === 'function';
 }

@@ -1,7 +1,9 @@
 // Channel in one process over real socketpairs, and the seed send/recv; every received fd is
 // proven to work by reading its file, and every test counts this process's fds around it.
 import { spawnSync } from 'node:child_process';
-import { getEventListeners } from 'node:events';
+import { getEventListeners, once as eventOnce } from 'node:events';
+import { promises as fsPromises } from 'node:fs';
+import net from 'node:net';
 import { closeSync, existsSync, fstatSync, mkdtempSync, openSync, rmSync, writeFileSync, writeSync } from 'node:fs';
 import { constants as os, tmpdir } from 'node:os';
 import path from 'node:path';
@@ -186,6 +188,34 @@ describe('round trip', () => {
     await a.close();
     expect(closes).toBe(1);
     await within(b.close(), 2000, 'close()');
+  });
+  it('send(x, { close: true }) closes a FileHandle, a net.Socket and a net.Server through their own close', async () => {
+    const [a, b] = Channel.pair();
+    closeSync(openTagged(0)); // creates the file
+    const handle = await fsPromises.open(path.join(dir, 'tag-0'), 'r');
+    await a.send(handle, { close: true });
+    expect(handle.fd).toBe(-1); // the FileHandle knows: it will not close the number again
+    expect(consume(await within(b.recv(), 2000, 'recv'))).toBe('0');
+
+    const server = net.createServer();
+    await new Promise<void>((resolve) => server.listen(0, '127.0.0.1', resolve));
+    const port = (server.address() as net.AddressInfo).port;
+    const client = net.connect(port, '127.0.0.1');
+    const [accepted] = (await eventOnce(server, 'connection')) as [net.Socket];
+    const destroyed = eventOnce(accepted, 'close');
+    await a.send(accepted, { close: true });
+    await within(destroyed, 2000, "the sent socket's 'close'");
+    const { fd } = await within(b.recv(), 2000, 'recv');
+    writeSync(fd, 'through the passed socket'); // the connection lives on in the received fd
+    closeSync(fd);
+    const [reply] = (await eventOnce(client, 'data')) as [Buffer];
+    expect(reply.toString()).toBe('through the passed socket');
+    client.destroy();
+
+    await a.send(server, { close: true });
+    expect(server.listening).toBe(false);
+    (await within(b.recv(), 2000, 'recv')).close();
+    await closeBoth(a, b);
   });
 });
 

@@ -1,6 +1,6 @@
 // The addon is context-aware: it loads and passes fds inside worker_threads, and a worker's
 // channels release their fds when the worker ends.
-import { closeSync, mkdtempSync, openSync, rmSync, writeFileSync } from 'node:fs';
+import { closeSync, fstatSync, mkdtempSync, openSync, rmSync, writeFileSync } from 'node:fs';
 import { tmpdir } from 'node:os';
 import path from 'node:path';
 import { Worker } from 'node:worker_threads';
@@ -107,5 +107,39 @@ describe('worker_threads', () => {
     await worker.terminate();
     expect(countFds()).toBe(before);
     closeSync(openSync('/dev/null', 'r')); // the process still works
+  });
+
+  it("send(fd, { close: true }) in a worker closes through fs, so the worker's exit cannot close a reused number", async () => {
+    const before = countFds();
+    const [mine, theirs] = socketpair();
+    const { worker, result, exited } = runWorker(
+      `
+      const { parentPort, workerData } = require('node:worker_threads');
+      const fs = require('node:fs');
+      const { Channel } = require(${dist});
+      (async () => {
+        const channel = new Channel(workerData.fd);
+        const file = fs.openSync('/dev/null', 'r'); // tracked by the worker, to close at exit
+        await channel.send(file, { close: true });
+        await channel.close();
+        parentPort.once('message', () => process.exit(0)); // exit once the number is reused
+        parentPort.postMessage(file);
+      })();`,
+      { fd: theirs },
+    );
+    const channel = new Channel(mine);
+    const received = await channel.recv();
+    const freed = (await result) as number;
+    // The number the worker closed must be ours again (often it is the received fd itself).
+    const taken: number[] = [];
+    while (received.fd !== freed && !taken.includes(freed) && taken.length < 64) taken.push(openSync('/dev/null', 'r'));
+    expect([received.fd, ...taken]).toContain(freed);
+    worker.postMessage('exit');
+    expect(await exited).toBe(0);
+    for (const fd of [received.fd, ...taken]) expect(() => fstatSync(fd)).not.toThrow();
+    for (const fd of taken) closeSync(fd);
+    received.close();
+    await channel.close();
+    expect(countFds()).toBe(before);
   });
 });
