@@ -5,6 +5,8 @@
 #include <napi.h>
 #include <sys/socket.h>
 
+#include <algorithm>
+
 #include "poll_wrap.h"
 #include "posix_io.h"
 
@@ -52,6 +54,31 @@ Napi::Value JsSendMessage(const Napi::CallbackInfo& info) {
   return Napi::Number::New(env, static_cast<double>(n));
 }
 
+// sendmmsg(sock, data: Uint8Array, records: Int32Array, fds: Int32Array, count) -> sent | -errno
+// records: [dataOffset, dataLength, fdsOffset, nfds, bytesSent (out)] per message.
+Napi::Value JsSendMessages(const Napi::CallbackInfo& info) {
+  Napi::Env env = info.Env();
+  auto data = info[1].As<Napi::Uint8Array>();
+  auto records = info[2].As<Napi::Int32Array>();
+  auto fds = info[3].As<Napi::Int32Array>();
+  size_t count = std::min(static_cast<size_t>(ArgInt(info, 4)), kMaxMessagesPerBatch);
+  if (count * 5 > records.ElementLength()) return Napi::Number::New(env, -EINVAL);
+  OutgoingMessage messages[kMaxMessagesPerBatch];
+  for (size_t i = 0; i < count; i++) {
+    const int32_t* r = records.Data() + i * 5;
+    if (r[0] < 0 || r[1] < 0 || r[2] < 0 || r[3] < 0 ||
+        static_cast<size_t>(r[0]) + static_cast<size_t>(r[1]) > data.ElementLength() ||
+        static_cast<size_t>(r[2]) + static_cast<size_t>(r[3]) > fds.ElementLength())
+      return Napi::Number::New(env, -EINVAL);
+    messages[i] = OutgoingMessage{data.Data() + r[0], static_cast<size_t>(r[1]),
+                                  fds.Data() + r[2], static_cast<size_t>(r[3]), 0};
+  }
+  ssize_t sent = SendMessages(ArgInt(info, 0), messages, count);
+  int32_t* out = records.Data();
+  for (ssize_t i = 0; i < sent; i++) out[i * 5 + 4] = static_cast<int32_t>(messages[i].sent);
+  return Napi::Number::New(env, static_cast<double>(sent));
+}
+
 // recvmsg(sock, data: Uint8Array, fds: Int32Array, out: Int32Array(2), flags) -> bytes | -errno
 // out[0] = fds received, out[1] = msg_flags.
 Napi::Value JsReceiveMessage(const Napi::CallbackInfo& info) {
@@ -80,6 +107,7 @@ Napi::Object Init(Napi::Env env, Napi::Object exports) {
   exports["setNonBlocking"] = Napi::Function::New<JsSetNonBlocking>(env, "setNonBlocking");
   exports["sendmsg"] = Napi::Function::New<JsSendMessage>(env, "sendmsg");
   exports["recvmsg"] = Napi::Function::New<JsReceiveMessage>(env, "recvmsg");
+  exports["sendmmsg"] = Napi::Function::New<JsSendMessages>(env, "sendmmsg");
   exports["close"] = Napi::Function::New<JsClose>(env, "close");
   exports["PollWrap"] = PollWrap::Define(env);
 
@@ -90,7 +118,8 @@ Napi::Object Init(Napi::Env env, Napi::Object exports) {
   constants["MSG_DONTWAIT"] = Napi::Number::New(env, DontWaitFlag());
   constants["MSG_CTRUNC"] = Napi::Number::New(env, MSG_CTRUNC);
   constants["MSG_TRUNC"] = Napi::Number::New(env, MSG_TRUNC);
-  constants["MAX_FDS_PER_MESSAGE"] = Napi::Number::New(env, (kMaxFdsPerMessage));
+  constants["MAX_FDS_PER_MESSAGE"] = Napi::Number::New(env, kMaxFdsPerMessage);
+  constants["MAX_MESSAGES_PER_BATCH"] = Napi::Number::New(env, kMaxMessagesPerBatch);
   exports["constants"] = constants;
   return exports;
 }

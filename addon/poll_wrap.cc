@@ -80,13 +80,13 @@ Napi::Function PollWrap::Define(Napi::Env env) {
                      });
 }
 
-// new PollWrap(onEvent, data: Uint8Array, fds: Int32Array, records: Int32Array, minDataSpace)
+// new PollWrap(onEvent, data: Uint8Array, fds: Int32Array, records: Int32Array, slotBytes)
 PollWrap::PollWrap(const Napi::CallbackInfo& info)
     : Napi::ObjectWrap<PollWrap>(info), async_context_(info.Env(), "fdpass:PollWrap") {
   Napi::Env env = info.Env();
   if (info.Length() < 5 || !info[0].IsFunction() || !info[1].IsTypedArray() ||
       !info[2].IsTypedArray() || !info[3].IsTypedArray() || !info[4].IsNumber()) {
-    Napi::TypeError::New(env, "PollWrap(onEvent, data, fds, records, minDataSpace)")
+    Napi::TypeError::New(env, "PollWrap(onEvent, data, fds, records, slotBytes)")
         .ThrowAsJavaScriptException();
     return;
   }
@@ -101,8 +101,8 @@ PollWrap::PollWrap(const Napi::CallbackInfo& info)
   data_ = Napi::Persistent(info[1].As<Napi::Object>());
   fds_ = Napi::Persistent(info[2].As<Napi::Object>());
   records_ = Napi::Persistent(info[3].As<Napi::Object>());
-  int64_t min_space = info[4].As<Napi::Number>().Int64Value();
-  min_data_space_ = min_space < 1 ? 1 : static_cast<size_t>(min_space);
+  int64_t slot_bytes = info[4].As<Napi::Number>().Int64Value();
+  slot_bytes_ = slot_bytes < 1 ? 1 : static_cast<size_t>(slot_bytes);
 }
 
 PollWrap::~PollWrap() {
@@ -214,37 +214,29 @@ Napi::Value PollWrap::Release(const Napi::CallbackInfo& info) {
   return info.Env().Undefined();
 }
 
+// One batch per wake-up, bounded as libuv bounds its reads: fair to other handles on the
+// loop. Message i lands at data[i * slot_bytes_] and fds[i * kMaxFdsPerMessage].
 int PollWrap::DrainReadable() {
   auto data = data_.Value().As<Napi::Uint8Array>();
   auto fds = fds_.Value().As<Napi::Int32Array>();
   auto records = records_.Value().As<Napi::Int32Array>();
-  uint8_t* data_ptr = data.Data();
-  int32_t* fds_ptr = fds.Data();
-  int32_t* rec_ptr = records.Data();
-  size_t data_cap = data.ElementLength();
-  size_t fds_cap = fds.ElementLength();
-  size_t max_records = (records.ElementLength() - 1) / 3;  // the last slot: see OnPoll
-
-  size_t data_used = 0;
-  size_t fds_used = 0;
-  size_t count = 0;
-  // A bounded batch per wake-up, as libuv does: fair to other handles on the loop.
-  while (count < max_records && data_cap - data_used >= min_data_space_ &&
-         fds_cap - fds_used >= kMaxFdsPerMessage) {
-    ReceivedInfo received;
-    ssize_t n = ReceiveMessage(handle_->fd, data_ptr + data_used, data_cap - data_used,
-                               fds_ptr + fds_used, fds_cap - fds_used, &received,
-                               DontWaitFlag());
-    if (n == -EAGAIN || n == -EWOULDBLOCK) break;
-    rec_ptr[count * 3] = static_cast<int32_t>(n);
-    rec_ptr[count * 3 + 1] = static_cast<int32_t>(received.nfds);
-    rec_ptr[count * 3 + 2] = received.msg_flags;
-    count++;
-    if (n <= 0) break;  // an error, EOF or an empty datagram: JS decides before reading on
-    data_used += static_cast<size_t>(n);
-    fds_used += received.nfds;
+  size_t count = std::min({(records.ElementLength() - 1) / 3,  // the last slot: see OnPoll
+                           data.ElementLength() / slot_bytes_,
+                           fds.ElementLength() / kMaxFdsPerMessage, kMaxMessagesPerBatch});
+  MessageSlot slots[kMaxMessagesPerBatch];
+  for (size_t i = 0; i < count; i++) {
+    slots[i].data = data.Data() + i * slot_bytes_;
+    slots[i].cap = slot_bytes_;
+    slots[i].fds = fds.Data() + i * kMaxFdsPerMessage;
   }
-  return static_cast<int>(count);
+  size_t filled = ReceiveMessages(handle_->fd, slots, count);
+  int32_t* rec = records.Data();
+  for (size_t i = 0; i < filled; i++) {
+    rec[i * 3] = static_cast<int32_t>(slots[i].bytes);
+    rec[i * 3 + 1] = static_cast<int32_t>(slots[i].info.nfds);
+    rec[i * 3 + 2] = slots[i].info.msg_flags;
+  }
+  return static_cast<int>(filled);
 }
 
 void PollWrap::OnPoll(int status, int events) {
@@ -264,9 +256,10 @@ void PollWrap::OnPoll(int status, int events) {
                                   Napi::Boolean::New(env, writable)});
   if (*unclaimed != 0) {
     const int32_t* rec = records_array.Data();
-    size_t nfds = 0;
-    for (int i = 0; i < records; i++) nfds += static_cast<size_t>(rec[i * 3 + 1]);
-    CloseFds(fds_.Value().As<Napi::Int32Array>().Data(), nfds);
+    int32_t* fds = fds_.Value().As<Napi::Int32Array>().Data();
+    for (int i = 0; i < records; i++) {
+      CloseFds(fds + i * kMaxFdsPerMessage, static_cast<size_t>(rec[i * 3 + 1]));
+    }
     *unclaimed = 0;
   }
 }

@@ -37,10 +37,10 @@ class PollWrap : public Napi::ObjectWrap<PollWrap> {
   bool reading_ = false;
   Napi::FunctionReference on_event_;
   Napi::FunctionReference on_close_;
-  Napi::ObjectReference data_;     // Uint8Array: received bytes, packed
-  Napi::ObjectReference fds_;      // Int32Array: received fds, packed
+  Napi::ObjectReference data_;     // Uint8Array: slot_bytes_ of received bytes per message
+  Napi::ObjectReference fds_;      // Int32Array: kMaxFdsPerMessage received fds per message
   Napi::ObjectReference records_;  // Int32Array: [bytes or -errno, nfds, msg_flags] per message
-  size_t min_data_space_ = 1;
+  size_t slot_bytes_ = 1;
   Napi::AsyncContext async_context_;
   bool strongly_held_ = false;
 };

@@ -8,6 +8,12 @@
 #include <sys/un.h>
 #include <unistd.h>
 
+#include <vector>
+
+#if defined(__linux__)
+#define FDPASS_HAVE_MMSG 1  // recvmmsg(2) and sendmmsg(2): a batch in one syscall
+#endif
+
 namespace fdpass {
 
 namespace {
@@ -36,6 +42,65 @@ union ControlBuffer {
   struct cmsghdr align;
   char buf[CMSG_SPACE(sizeof(int) * kMaxFdsPerMessage)];
 };
+
+void PrepareSend(struct msghdr* msg, struct iovec* iov, ControlBuffer* control, const void* data,
+                 size_t len, const int* fds, size_t nfds) {
+  iov->iov_base = const_cast<void*>(data);
+  iov->iov_len = len;
+  memset(msg, 0, sizeof(*msg));
+  msg->msg_iov = iov;
+  msg->msg_iovlen = 1;
+  if (nfds == 0) return;
+  memset(control, 0, CMSG_SPACE(sizeof(int) * nfds));
+  msg->msg_control = control->buf;
+  msg->msg_controllen = CMSG_SPACE(sizeof(int) * nfds);
+  struct cmsghdr* cmsg = CMSG_FIRSTHDR(msg);
+  cmsg->cmsg_level = SOL_SOCKET;
+  cmsg->cmsg_type = SCM_RIGHTS;
+  cmsg->cmsg_len = CMSG_LEN(sizeof(int) * nfds);
+  memcpy(CMSG_DATA(cmsg), fds, sizeof(int) * nfds);
+}
+
+void PrepareReceive(struct msghdr* msg, struct iovec* iov, ControlBuffer* control, void* data,
+                    size_t cap) {
+  iov->iov_base = data;
+  iov->iov_len = cap;
+  memset(msg, 0, sizeof(*msg));
+  msg->msg_iov = iov;
+  msg->msg_iovlen = 1;
+  msg->msg_control = control->buf;
+  msg->msg_controllen = sizeof(control->buf);
+}
+
+// Copies the fds of a received message out (fds has room for kMaxFdsPerMessage). Walks
+// every cmsg: a peer may split its fds over several SCM_RIGHTS headers. If the kernel cut
+// the control data (MSG_CTRUNC), the message is unusable: close what did arrive.
+void TakeFds(struct msghdr* msg, int* fds, ReceivedInfo* info) {
+  size_t count = 0;
+  for (struct cmsghdr* cmsg = CMSG_FIRSTHDR(msg); cmsg != nullptr; cmsg = CMSG_NXTHDR(msg, cmsg)) {
+    if (cmsg->cmsg_level != SOL_SOCKET || cmsg->cmsg_type != SCM_RIGHTS) continue;
+    size_t here = (cmsg->cmsg_len - CMSG_LEN(0)) / sizeof(int);
+    for (size_t i = 0; i < here; i++) {
+      int fd;
+      // CMSG_DATA need not be aligned for int: copy, do not cast.
+      memcpy(&fd, CMSG_DATA(cmsg) + i * sizeof(int), sizeof(int));
+      if (count < kMaxFdsPerMessage) {
+        fds[count++] = fd;
+      } else {
+        close(fd);  // the control buffer holds no more than this; never leak regardless
+      }
+    }
+  }
+#if defined(FDPASS_NEEDS_CLOEXEC_AFTER_RECV)
+  for (size_t i = 0; i < count; i++) SetCloexec(fds[i]);
+#endif
+  info->msg_flags = msg->msg_flags;
+  if (msg->msg_flags & MSG_CTRUNC) {
+    CloseFds(fds, count);
+    count = 0;
+  }
+  info->nfds = count;
+}
 
 }  // namespace
 
@@ -83,26 +148,9 @@ ssize_t SendMessage(int sock, const void* data, size_t len, const int* fds, size
                     int flags) {
   if (nfds > kMaxFdsPerMessage) return -EINVAL;
   struct iovec iov;
-  iov.iov_base = const_cast<void*>(data);
-  iov.iov_len = len;
-
-  struct msghdr msg;
-  memset(&msg, 0, sizeof(msg));
-  msg.msg_iov = &iov;
-  msg.msg_iovlen = 1;
-
   ControlBuffer control;
-  if (nfds > 0) {
-    memset(&control, 0, sizeof(control));
-    msg.msg_control = control.buf;
-    msg.msg_controllen = CMSG_SPACE(sizeof(int) * nfds);
-    struct cmsghdr* cmsg = CMSG_FIRSTHDR(&msg);
-    cmsg->cmsg_level = SOL_SOCKET;
-    cmsg->cmsg_type = SCM_RIGHTS;
-    cmsg->cmsg_len = CMSG_LEN(sizeof(int) * nfds);
-    memcpy(CMSG_DATA(cmsg), fds, sizeof(int) * nfds);
-  }
-
+  struct msghdr msg;
+  PrepareSend(&msg, &iov, &control, data, len, fds, nfds);
   ssize_t n;
   do {
     n = sendmsg(sock, &msg, flags | MSG_NOSIGNAL);
@@ -117,55 +165,105 @@ ssize_t ReceiveMessage(int sock, void* data, size_t cap, int* fds, size_t fds_ca
   if (fds_cap < kMaxFdsPerMessage) return -EINVAL;
 
   struct iovec iov;
-  iov.iov_base = data;
-  iov.iov_len = cap;
-
   ControlBuffer control;
   struct msghdr msg;
-  memset(&msg, 0, sizeof(msg));
-  msg.msg_iov = &iov;
-  msg.msg_iovlen = 1;
-  msg.msg_control = control.buf;
-  msg.msg_controllen = sizeof(control.buf);
-
+  PrepareReceive(&msg, &iov, &control, data, cap);
   ssize_t n;
   do {
     n = recvmsg(sock, &msg, flags | MSG_CMSG_CLOEXEC);
   } while (n == -1 && errno == EINTR);
   if (n == -1) return -errno;
+  TakeFds(&msg, fds, info);
+  return n;
+}
 
-  // Walk every cmsg: a peer may split its fds over several SCM_RIGHTS headers.
-  size_t count = 0;
-  for (struct cmsghdr* cmsg = CMSG_FIRSTHDR(&msg); cmsg != nullptr;
-       cmsg = CMSG_NXTHDR(&msg, cmsg)) {
-    if (cmsg->cmsg_level != SOL_SOCKET || cmsg->cmsg_type != SCM_RIGHTS) continue;
-    size_t bytes = cmsg->cmsg_len - CMSG_LEN(0);
-    size_t here = bytes / sizeof(int);
-    for (size_t i = 0; i < here; i++) {
-      int fd;
-      // CMSG_DATA need not be aligned for int: copy, do not cast.
-      memcpy(&fd, CMSG_DATA(cmsg) + i * sizeof(int), sizeof(int));
-      if (count < fds_cap) {
-        fds[count++] = fd;
-      } else {
-        close(fd);  // cannot happen with fds_cap >= kMaxFdsPerMessage; never leak regardless
-      }
+size_t ReceiveMessages(int sock, MessageSlot* slots, size_t count) {
+  if (count > kMaxMessagesPerBatch) count = kMaxMessagesPerBatch;
+#if defined(FDPASS_HAVE_MMSG)
+  // Per-thread scratch: a control buffer and a header per message of the largest batch.
+  thread_local std::vector<ControlBuffer> controls;
+  thread_local std::vector<struct mmsghdr> headers;
+  thread_local std::vector<struct iovec> iovs;
+  if (controls.size() < count) {
+    controls.resize(count);
+    headers.resize(count);
+    iovs.resize(count);
+  }
+  for (size_t i = 0; i < count; i++) {
+    PrepareReceive(&headers[i].msg_hdr, &iovs[i], &controls[i], slots[i].data, slots[i].cap);
+    headers[i].msg_len = 0;
+  }
+  int n;
+  do {
+    n = recvmmsg(sock, headers.data(), static_cast<unsigned>(count),
+                 MSG_DONTWAIT | MSG_CMSG_CLOEXEC, nullptr);
+  } while (n == -1 && errno == EINTR);
+  if (n == -1) {
+    if (errno == EAGAIN || errno == EWOULDBLOCK) return 0;
+    slots[0].bytes = -errno;
+    slots[0].info = ReceivedInfo{0, 0};
+    return 1;
+  }
+  // An error after the first message is kept by the kernel for the next call.
+  for (int i = 0; i < n; i++) {
+    slots[i].bytes = headers[i].msg_len;
+    TakeFds(&headers[i].msg_hdr, slots[i].fds, &slots[i].info);
+  }
+  return static_cast<size_t>(n);
+#else
+  size_t filled = 0;
+  while (filled < count) {
+    MessageSlot& slot = slots[filled];
+    slot.bytes = ReceiveMessage(sock, slot.data, slot.cap, slot.fds, kMaxFdsPerMessage,
+                                &slot.info, MSG_DONTWAIT);
+    if (slot.bytes == -EAGAIN || slot.bytes == -EWOULDBLOCK) break;
+    filled++;
+    if (slot.bytes <= 0) break;  // an error or EOF: nothing useful follows
+  }
+  return filled;
+#endif
+}
+
+ssize_t SendMessages(int sock, OutgoingMessage* messages, size_t count) {
+  if (count > kMaxMessagesPerBatch) count = kMaxMessagesPerBatch;
+  for (size_t i = 0; i < count; i++) {
+    if (messages[i].nfds > kMaxFdsPerMessage) {
+      if (i == 0) return -EINVAL;
+      count = i;  // send those before it; the caller meets the bad one next time
     }
   }
-
-#if defined(FDPASS_NEEDS_CLOEXEC_AFTER_RECV)
-  for (size_t i = 0; i < count; i++) SetCloexec(fds[i]);
-#endif
-
-  info->msg_flags = msg.msg_flags;
-  if (msg.msg_flags & MSG_CTRUNC) {
-    // Part of the fds were dropped by the kernel: the message is unusable, so
-    // close what did arrive and let the caller report the cut.
-    CloseFds(fds, count);
-    count = 0;
+#if defined(FDPASS_HAVE_MMSG)
+  thread_local std::vector<ControlBuffer> controls;
+  thread_local std::vector<struct mmsghdr> headers;
+  thread_local std::vector<struct iovec> iovs;
+  if (controls.size() < count) {
+    controls.resize(count);
+    headers.resize(count);
+    iovs.resize(count);
   }
-  info->nfds = count;
+  for (size_t i = 0; i < count; i++) {
+    const OutgoingMessage& m = messages[i];
+    PrepareSend(&headers[i].msg_hdr, &iovs[i], &controls[i], m.data, m.len, m.fds, m.nfds);
+    headers[i].msg_len = 0;
+  }
+  int n;
+  do {
+    n = sendmmsg(sock, headers.data(), static_cast<unsigned>(count), MSG_DONTWAIT | MSG_NOSIGNAL);
+  } while (n == -1 && errno == EINTR);
+  if (n == -1) return -errno;
+  for (int i = 0; i < n; i++) messages[i].sent = headers[i].msg_len;
   return n;
+#else
+  size_t done = 0;
+  for (; done < count; done++) {
+    OutgoingMessage& m = messages[done];
+    ssize_t n = SendMessage(sock, m.data, m.len, m.fds, m.nfds, MSG_DONTWAIT);
+    if (n < 0) return done > 0 ? static_cast<ssize_t>(done) : n;
+    m.sent = static_cast<size_t>(n);
+    if (m.sent < m.len) return static_cast<ssize_t>(done + 1);  // partial: the socket is full
+  }
+  return static_cast<ssize_t>(done);
+#endif
 }
 
 void CloseFds(const int* fds, size_t nfds) {

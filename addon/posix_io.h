@@ -10,6 +10,9 @@ namespace fdpass {
 // Linux refuses more than this many fds in one SCM_RIGHTS message (EINVAL).
 constexpr size_t kMaxFdsPerMessage = 253;
 
+// The most messages one batch call moves (the rest wait for the next call).
+constexpr size_t kMaxMessagesPerBatch = 64;
+
 // Flags the caller may pass through to send/recv.
 int DontWaitFlag();
 
@@ -36,6 +39,38 @@ struct ReceivedInfo {
 // reports the cut, nothing leaks. Returns the number of data bytes received.
 ssize_t ReceiveMessage(int sock, void* data, size_t cap, int* fds, size_t fds_cap,
                        ReceivedInfo* info, int flags);
+
+// One message's place in a batch receive: the caller's buffers in, the outcome out.
+struct MessageSlot {
+  void* data;
+  size_t cap;
+  int* fds;        // room for kMaxFdsPerMessage
+  ssize_t bytes;   // bytes received, or -errno
+  ReceivedInfo info;
+};
+
+// Receives up to count messages that are already waiting, without blocking: one
+// recvmmsg(2) where the system has it, else recvmsg(2) until EAGAIN. Each slot is filled
+// as ReceiveMessage fills its arguments. Returns the number of slots filled, 0 if nothing
+// was waiting. A slot with an error or a 0-byte read (EOF on a stream) may be followed by
+// more of the same; the caller stops at the first.
+size_t ReceiveMessages(int sock, MessageSlot* slots, size_t count);
+
+// One message of a batch send.
+struct OutgoingMessage {
+  const void* data;
+  size_t len;
+  const int* fds;
+  size_t nfds;
+  size_t sent;  // out: bytes the kernel took
+};
+
+// Sends messages in order without blocking: one sendmmsg(2) where the system has it, else
+// sendmsg(2) until one fails. Returns how many messages the kernel took, or -errno if it
+// took none; see each one's `sent`. On a stream socket a message the kernel takes only in
+// part stops the batch, but sendmmsg(2) cannot be told to stop: batch only messages the
+// kernel takes whole or not at all (a few bytes; a bare fd's one byte always is).
+ssize_t SendMessages(int sock, OutgoingMessage* messages, size_t count);
 
 void CloseFds(const int* fds, size_t nfds);
 

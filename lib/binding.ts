@@ -20,15 +20,17 @@ export interface PollWrap {
 export interface PollWrapConstructor {
   /**
    * onEvent(status, records, writable): status < 0 is a poll error; records is the number
-   * of messages the native side received into the shared buffers on this wake-up. records
-   * ends with one extra slot that JS zeroes to claim the batch; else the addon closes its fds.
+   * of messages the native side received into the shared buffers on this wake-up: message
+   * i's bytes at data[i * slotBytes], its fds at fds[i * MAX_FDS_PER_MESSAGE], and
+   * [bytes or -errno, nfds, msg_flags] at records[3 * i]. records ends with one extra slot
+   * that JS zeroes to claim the batch; else the addon closes its fds.
    */
   new (
     onEvent: (status: number, records: number, writable: boolean) => void,
     data: Uint8Array,
     fds: Int32Array,
     records: Int32Array,
-    minDataSpace: number,
+    slotBytes: number,
   ): PollWrap;
 }
 
@@ -37,6 +39,12 @@ export interface Binding {
   socketType(fd: number): number;
   setNonBlocking(fd: number, nonBlocking: boolean): number;
   sendmsg(sock: number, data: Uint8Array, offset: number, length: number, fds: Int32Array, nfds: number, flags: number): number;
+  /**
+   * Up to MAX_MESSAGES_PER_BATCH messages in one call, never blocking. records holds
+   * [dataOffset, dataLength, fdsOffset, nfds, bytesSent (out)] per message.
+   * Returns how many the kernel took, or -errno if none.
+   */
+  sendmmsg(sock: number, data: Uint8Array, records: Int32Array, fds: Int32Array, count: number): number;
   /** out[0] = fds received, out[1] = msg_flags. */
   recvmsg(sock: number, data: Uint8Array, fds: Int32Array, out: Int32Array, flags: number): number;
   close(fd: number): number;
@@ -49,6 +57,7 @@ export interface Binding {
     MSG_CTRUNC: number;
     MSG_TRUNC: number;
     MAX_FDS_PER_MESSAGE: number;
+    MAX_MESSAGES_PER_BATCH: number;
   };
 }
 

@@ -165,13 +165,17 @@ describe('round trip', () => {
     const fds = openTaggedRange(2);
     const [a, b] = Channel.pair();
     const ended = once(b, 'end');
+    let ends = 0;
+    b.on('end', () => ends++);
     for (const fd of fds) await a.send(fd);
     await a.close();
     await within(ended, 2000, "'end'");
+    await tick(20); // the messages and the EOF come in one batch: a second 'end' would be here by now
     expect(b.closed).toBe(false);
     expect(consume(await b.recv())).toBe('0');
     expect(consume(await b.recv())).toBe('1');
     await expect(b.recv()).rejects.toMatchObject({ code: 'EOF', syscall: 'recvmsg' });
+    expect(ends).toBe(1);
     await within(b.close(), 2000, 'close()');
     closeAll(fds);
   });
@@ -318,6 +322,25 @@ describe('a full socket (EAGAIN)', () => {
     await within(Promise.all(sends), 2000, 'the queued sends');
     await closeBoth(a, b);
     closeAll(fds);
+  });
+
+  it('sends queued behind a full socket, when the peer goes away, each reject and have their fds closed', async () => {
+    const before = countFds();
+    const N = 600;
+    const [a, b] = Channel.pair('stream', { maxBufferedFds: 1 });
+    const sends = Array.from({ length: N }, () => a.send(openTagged(0), { close: true }).then(() => 'sent', (error: Failure) => error.code));
+    await tick(50);
+    expect(countFds()).toBeGreaterThan(before + 2); // queued and in-flight fds
+    await b.close(); // takes the in-flight fds with it
+    const outcomes = await within(Promise.all(sends), 5000, 'the queued sends');
+    const sent = outcomes.filter((outcome) => outcome === 'sent').length;
+    expect(sent).toBeGreaterThan(0);
+    expect(sent).toBeLessThan(N);
+    // A prefix was sent; every send after it failed on the dead peer.
+    expect(outcomes.slice(0, sent).every((outcome) => outcome === 'sent')).toBe(true);
+    for (const code of outcomes.slice(sent)) expect(['EPIPE', 'ECONNRESET', 'ERR_FDPASS_CHANNEL_CLOSED']).toContain(code);
+    await within(a.close(), 2000, 'close()');
+    expect(countFds()).toBe(before);
   });
 
   it('recv() on an empty channel waits, and resolves when an fd arrives later', async () => {
