@@ -29,6 +29,8 @@ export function errnoException(err: number, syscall: string, detail?: string): S
 export type FdpassErrorCode =
   | 'ERR_FDPASS_CHANNEL_CLOSED'
   | 'ERR_FDPASS_BAD_MESSAGE'
+  | 'ERR_FDPASS_MESSAGE_TOO_LARGE'
+  | 'ERR_FDPASS_TOO_MANY_FDS'
   | 'ERR_FDPASS_TRUNCATED';
 
 export interface FdpassError extends Error {
