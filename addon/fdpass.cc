@@ -120,6 +120,8 @@ Napi::Object Init(Napi::Env env, Napi::Object exports) {
   constants["MSG_TRUNC"] = Napi::Number::New(env, MSG_TRUNC);
   constants["MAX_FDS_PER_MESSAGE"] = Napi::Number::New(env, kMaxFdsPerMessage);
   constants["MAX_MESSAGES_PER_BATCH"] = Napi::Number::New(env, kMaxMessagesPerBatch);
+  // Not in Node's os.constants.errno: the kernel's cap on a user's fds in flight.
+  constants["ETOOMANYREFS"] = Napi::Number::New(env, ETOOMANYREFS);
   exports["constants"] = constants;
   return exports;
 }

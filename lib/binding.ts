@@ -58,6 +58,7 @@ export interface Binding {
     MSG_TRUNC: number;
     MAX_FDS_PER_MESSAGE: number;
     MAX_MESSAGES_PER_BATCH: number;
+    ETOOMANYREFS: number;
   };
 }
 

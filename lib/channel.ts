@@ -1,14 +1,17 @@
 // Channel: one socket fd in the event loop, with promises, async iteration and events.
 //
-// send: caller -> sendmsg at once (MSG_DONTWAIT) -> on EAGAIN queue and wait for WRITABLE -> retry in order
-// recv: READABLE -> the addon drains a batch -> decode -> pending recv() / 'message' listeners / bounded inbox
+// send: caller -> encode (outgoing.ts) -> sendmsg at once (MSG_DONTWAIT) -> on EAGAIN queue and wait for
+//       WRITABLE (on ETOOMANYREFS, for a timer) -> retry in order, bare fds a sendmmsg batch at a time
+// recv: READABLE -> the addon drains a batch (recvmmsg) -> decode (framing.ts) -> pending recv() /
+//       'message' listeners / bounded inbox
 import { constants as os } from 'node:os';
 import EventEmitter from 'eventemitter3';
 import { binding, constants, type PollWrap } from './binding';
-import { decodeBareFd } from './bare-fd';
 import { UV_EOF, type SystemError, abortError, closedError, errnoException, fdpassError, invalidArgType, outOfRange, truncatedError } from './errors';
-import { closeFds, closeHandedFd, toFd, validateFd, type FdLike } from './fd';
+import { closeFds, validateFd, type FdLike } from './fd';
+import { MAX_FDS_PER_FRAME, MAX_PAYLOAD_BYTES, MESSAGE_HEADER_BYTES, StreamDecoder, decodePacket, type DecodeOutcome, type FramingLimits } from './framing';
 import { ReceivedMessage } from './message';
+import { closeHanded, toOutgoing, type Message, type Outgoing } from './outgoing';
 import { socketpair, type SocketType } from './seed';
 
 export interface ChannelOptions {
@@ -18,6 +21,17 @@ export interface ChannelOptions {
    * Default 128.
    */
   maxBufferedFds?: number;
+  /**
+   * Largest payload accepted from the peer; a larger message is dropped (its fds closed)
+   * and reported as an error with code 'ERR_FDPASS_MESSAGE_TOO_LARGE'. Default 1 MiB.
+   * On seqpacket and dgram sockets it also sizes the receive buffer, up to 4 MiB.
+   */
+  maxPayloadBytes?: number;
+  /**
+   * Most fds accepted in one message from the peer; a message with more is dropped (its
+   * fds closed) and reported with code 'ERR_FDPASS_TOO_MANY_FDS'. Default 253, Linux's limit.
+   */
+  maxFdsPerMessage?: number;
 }
 
 export interface SendOptions {
@@ -53,9 +67,7 @@ interface PendingRecv {
 }
 
 interface PendingSend {
-  fd: number;
-  /** What to close once the kernel has the fd (`close: true`), else undefined. */
-  handed: FdLike | undefined;
+  outgoing: Outgoing;
   resolve(): void;
   reject(error: Error): void;
 }
@@ -63,29 +75,59 @@ interface PendingSend {
 const EAGAIN = -os.errno.EAGAIN;
 const EWOULDBLOCK = -os.errno.EWOULDBLOCK;
 const EEXIST = -os.errno.EEXIST;
+const ETOOMANYREFS = -constants.ETOOMANYREFS;
+// ETOOMANYREFS: too many of this user's fds are in flight. Nothing signals when the peer
+// has taken some, so the send tries again after a pause.
+const IN_FLIGHT_RETRY_MS = 5;
 
-// One set of receive buffers per thread, shared by every channel: the addon fills them
-// and JS decodes them within the same callback, before any other channel can run.
-// Message i of a batch has its own slot: SLOT_BYTES of data and MAX_FDS_PER_MESSAGE fds.
+// Receive buffers, one set per thread and slot size, shared by the channels using it: the
+// addon fills them and JS decodes them within the same callback, before any other channel
+// runs. Message i of a batch has its own slot: slotBytes of data, MAX_FDS fds.
 const BATCH = constants.MAX_MESSAGES_PER_BATCH;
 const MAX_FDS = constants.MAX_FDS_PER_MESSAGE;
-const SLOT_BYTES = 1024;
-const shared = {
-  data: new Uint8Array(BATCH * SLOT_BYTES),
-  fds: new Int32Array(BATCH * MAX_FDS),
+const STREAM_SLOT_BYTES = 4096;
+const BATCH_BYTES = BATCH * STREAM_SLOT_BYTES;
+// No Unix packet is larger than the sender's socket buffer, which Linux caps at wmem_max
+// (208 KiB by default): a packet channel's maxPayloadBytes is at most this.
+const MAX_PACKET_PAYLOAD_BYTES = 4 * 1024 * 1024;
+
+interface ReceiveBuffers {
+  slotBytes: number;
+  data: Uint8Array;
+  fds: Int32Array;
   // [bytes or -errno, nfds, msg_flags] per message, then one slot: the number of messages
   // not yet claimed by JS (the addon closes an unclaimed batch's fds).
-  records: new Int32Array(3 * BATCH + 1),
-};
+  records: Int32Array;
+}
+
+const receiveBuffers = new Map<number, ReceiveBuffers>();
+
+function receiveBuffersFor(slotBytes: number): ReceiveBuffers {
+  let buffers = receiveBuffers.get(slotBytes);
+  if (buffers === undefined) {
+    const slots = Math.max(1, Math.min(BATCH, Math.floor(BATCH_BYTES / slotBytes)));
+    buffers = {
+      slotBytes,
+      data: new Uint8Array(slots * slotBytes),
+      fds: new Int32Array(slots * MAX_FDS),
+      records: new Int32Array(3 * slots + 1),
+    };
+    receiveBuffers.set(slotBytes, buffers);
+  }
+  return buffers;
+}
+
+// A batch of bare fds for one sendmmsg: [dataOffset, dataLength, fdsOffset, nfds, sent].
 const zeroByte = new Uint8Array(1);
-const sendFds = new Int32Array(1);
-// A batch of queued sends for one sendmmsg: [dataOffset, dataLength, fdsOffset, nfds, sent].
 const sendBatch = { records: new Int32Array(5 * BATCH), fds: new Int32Array(BATCH) };
 for (let i = 0; i < BATCH; i++) sendBatch.records.set([0, 1, i, 1, 0], 5 * i);
 
 // Socket fds of this thread's open channels. A paused channel's poll is stopped, so libuv
 // no longer sees its fd and would let a second poll handle onto it (and abort later).
 const channelFds = new Set<number>();
+
+// What a StreamDecoder push completes; reused, as decoding runs to completion in one callback.
+const decoded: DecodeOutcome[] = [];
 
 function validateOptions<T extends object>(options: T | undefined, name: string): T | Record<string, never> {
   if (options === undefined) return {};
@@ -107,6 +149,10 @@ export class Channel extends EventEmitter<ChannelEvents> {
   readonly #type: SocketType;
   readonly #poll: PollWrap;
   readonly #maxBufferedFds: number;
+  readonly #limits: FramingLimits;
+  readonly #buffers: ReceiveBuffers;
+  /** Reassembles a stream's frames; null on packet sockets, where a packet is a message. */
+  readonly #decoder: StreamDecoder | null;
 
   #state: 'open' | 'closing' | 'closed' = 'open';
   #closed: Promise<void> | undefined;
@@ -119,6 +165,7 @@ export class Channel extends EventEmitter<ChannelEvents> {
   #inboxFds = 0;
   #iterators = 0;
 
+  #inFlightRetry: NodeJS.Timeout | undefined;
   #watchReadable = false;
   #watchWritable = false;
   #explicitRef: boolean | undefined;
@@ -126,7 +173,7 @@ export class Channel extends EventEmitter<ChannelEvents> {
 
   /** A connected pair of channels over a new socketpair. */
   static pair(type: SocketType = 'stream', options?: ChannelOptions): [Channel, Channel] {
-    maxBufferedFdsOption(options);
+    channelOptions(options);
     const [a, b] = socketpair(type);
     let first: Channel | undefined;
     try {
@@ -148,7 +195,7 @@ export class Channel extends EventEmitter<ChannelEvents> {
   constructor(fd: number, options?: ChannelOptions) {
     super();
     validateFd(fd, 'fd');
-    const maxBufferedFds = maxBufferedFdsOption(options);
+    const { maxBufferedFds, limits } = channelOptions(options);
     if (channelFds.has(fd)) {
       throw errnoException(EEXIST, 'uv_poll_init', `fd ${fd} is already owned by another channel`);
     }
@@ -158,13 +205,13 @@ export class Channel extends EventEmitter<ChannelEvents> {
 
     this.#fd = fd;
     this.#maxBufferedFds = maxBufferedFds;
-    this.#poll = new binding.PollWrap(
-      (status, records, writable) => this.#onPoll(status, records, writable),
-      shared.data,
-      shared.fds,
-      shared.records,
-      SLOT_BYTES,
-    );
+    this.#limits = limits;
+    // A packet must fit one slot whole, or the kernel cuts it (MSG_TRUNC).
+    const packetSlotBytes = MESSAGE_HEADER_BYTES + Math.min(limits.maxPayloadBytes, MAX_PACKET_PAYLOAD_BYTES);
+    this.#buffers = receiveBuffersFor(this.#type === 'stream' ? STREAM_SLOT_BYTES : packetSlotBytes);
+    this.#decoder = this.#type === 'stream' ? new StreamDecoder(limits, (fds) => closeFds(fds)) : null;
+    const { data, fds, records, slotBytes } = this.#buffers;
+    this.#poll = new binding.PollWrap((status, count, writable) => this.#onPoll(status, count, writable), data, fds, records, slotBytes);
     const err = this.#poll.open(fd, true);
     if (err < 0) {
       throw errnoException(err, 'uv_poll_init', err === EEXIST ? `fd ${fd} is already watched by another poll handle` : `fd ${fd}`);
@@ -188,29 +235,31 @@ export class Channel extends EventEmitter<ChannelEvents> {
   }
 
   /**
-   * Sends fd to the peer, after every send called before it. Resolves once the kernel has
-   * it (the sender keeps its fd unless `close` is set); waits while the socket is full.
+   * Sends a bare fd, or a message `{ data, fds }`, after every send called before it.
+   * Resolves once the kernel has all of it (the sender keeps its fds unless `close` is
+   * set); waits while the socket is full. A bare fd, or a message of no data and one fd,
+   * goes in IO::FDPass's format; anything else as a frame (docs/wire-format.md).
+   * Throws a TypeError or RangeError at the call for a bad argument, taking nothing.
    */
-  send(fd: FdLike, options?: SendOptions): Promise<void> {
-    const fdNumber = toFd(fd, 'fd');
-    const handed = validateOptions(options, 'options').close === true ? fd : undefined;
+  send(value: FdLike | Message, options?: SendOptions): Promise<void> {
+    const outgoing = toOutgoing(value, validateOptions(options, 'options').close === true);
     if (this.#state !== 'open') {
-      if (handed !== undefined) closeHandedFd(handed);
+      closeHanded(outgoing);
       return Promise.reject(closedError());
     }
     if (this.#sendQueue.length === 0) {
-      const err = this.#sendNow(fdNumber);
+      const err = this.#sendOne(outgoing);
       if (err === 0) {
-        if (handed !== undefined) closeHandedFd(handed);
+        closeHanded(outgoing);
         return Promise.resolve();
       }
-      if (!isWouldBlock(err)) {
-        if (handed !== undefined) closeHandedFd(handed);
+      if (!this.#mustWait(err)) {
+        closeHanded(outgoing);
         return Promise.reject(errnoException(err, 'sendmsg'));
       }
     }
     return new Promise<void>((resolve, reject) => {
-      this.#sendQueue.push({ fd: fdNumber, handed, resolve, reject });
+      this.#sendQueue.push({ outgoing, resolve, reject });
       this.#updatePoll();
       this.#updateRef();
     });
@@ -301,8 +350,9 @@ export class Channel extends EventEmitter<ChannelEvents> {
     if (this.#closed) return this.#closed;
     this.#state = 'closing';
     const error = closedError();
+    clearTimeout(this.#inFlightRetry);
     for (const pending of this.#sendQueue.splice(0)) {
-      if (pending.handed !== undefined) closeHandedFd(pending.handed);
+      closeHanded(pending.outgoing);
       pending.reject(error);
     }
     for (const pending of this.#recvQueue.splice(0)) pending.reject(this.#endError ?? error);
@@ -403,31 +453,68 @@ export class Channel extends EventEmitter<ChannelEvents> {
     }
   }
 
-  #sendNow(fd: number): number {
-    sendFds[0] = fd;
-    const sent = binding.sendmsg(this.#fd, zeroByte, 0, 1, sendFds, 1, constants.MSG_DONTWAIT);
-    return sent < 0 ? sent : 0;
+  /**
+   * One sendmsg of what is left of a message: 0 once the kernel has all of it, else
+   * -errno (EAGAIN also after part of a large frame went; the rest follows, without fds).
+   */
+  #sendOne(outgoing: Outgoing): number {
+    const { bytes, fds } = outgoing;
+    const length = bytes.length - outgoing.offset;
+    const nfds = outgoing.offset === 0 ? fds.length : 0;
+    const sent = binding.sendmsg(this.#fd, bytes, outgoing.offset, length, fds, nfds, constants.MSG_DONTWAIT);
+    if (sent < 0) return sent;
+    outgoing.offset += sent;
+    return sent === length ? 0 : EAGAIN;
   }
 
-  /** The socket is writable again: sends what waited, a batch per syscall. */
+  /** Consecutive bare fds at the head of the queue, up to one batch, in one sendmmsg. */
+  #sendBareBatch(): number {
+    const queue = this.#sendQueue;
+    let count = 0;
+    while (count < BATCH && count < queue.length && queue[count]!.outgoing.bare) {
+      sendBatch.fds[count] = queue[count]!.outgoing.fds[0]!;
+      count++;
+    }
+    return binding.sendmmsg(this.#fd, zeroByte, sendBatch.records, sendBatch.fds, count);
+  }
+
+  /** Whether a send that failed with err waits and tries again, rather than failing. */
+  #mustWait(err: number): boolean {
+    if (isWouldBlock(err)) return true;
+    if (err !== ETOOMANYREFS) return false;
+    this.#inFlightRetry ??= setTimeout(() => {
+      this.#inFlightRetry = undefined;
+      this.#flushSends();
+    }, IN_FLIGHT_RETRY_MS);
+    return true;
+  }
+
+  /** The socket is writable again (or the in-flight pause is over): sends what waited, in order. */
   #flushSends(): void {
     const queue = this.#sendQueue;
-    while (queue.length > 0 && this.#state === 'open') {
-      const count = Math.min(queue.length, BATCH);
-      for (let i = 0; i < count; i++) sendBatch.fds[i] = queue[i]!.fd;
-      const sent = binding.sendmmsg(this.#fd, zeroByte, sendBatch.records, sendBatch.fds, count);
-      if (isWouldBlock(sent)) break;
-      // A failure belongs to the first message the kernel refused; the rest try again.
-      const settled = queue.splice(0, sent < 0 ? 1 : sent);
-      for (const pending of settled) {
-        if (pending.handed !== undefined) closeHandedFd(pending.handed);
-        if (sent < 0) pending.reject(errnoException(sent, 'sendmsg'));
-        else pending.resolve();
+    while (queue.length > 0 && this.#state === 'open' && this.#inFlightRetry === undefined) {
+      const head = queue[0]!;
+      if (head.outgoing.bare) {
+        const sent = this.#sendBareBatch();
+        if (sent < 0 && this.#mustWait(sent)) break;
+        // A failure belongs to the first message the kernel refused; the rest try again.
+        for (const pending of queue.splice(0, sent < 0 ? 1 : sent)) this.#settleSend(pending, sent < 0 ? sent : 0);
+        if (sent >= 0 && sent < BATCH && queue[0]?.outgoing.bare) break; // the socket is full again
+      } else {
+        const err = this.#sendOne(head.outgoing);
+        if (err < 0 && this.#mustWait(err)) break;
+        queue.shift();
+        this.#settleSend(head, err);
       }
-      if (sent >= 0 && sent < count) break; // the socket is full again
     }
     this.#updatePoll();
     this.#updateRef();
+  }
+
+  #settleSend(pending: PendingSend, err: number): void {
+    closeHanded(pending.outgoing);
+    if (err === 0) pending.resolve();
+    else pending.reject(errnoException(err, 'sendmsg'));
   }
 
   #onPoll(status: number, records: number, writable: boolean): void {
@@ -441,36 +528,41 @@ export class Channel extends EventEmitter<ChannelEvents> {
   }
 
   #decode(records: number): void {
-    const { data, fds, records: info } = shared;
+    const { data, fds, records: info, slotBytes } = this.#buffers;
     info[info.length - 1] = 0; // the batch is ours now: every fd below ends delivered or closed
     for (let i = 0; i < records; i++) {
       const bytes = info[3 * i]!;
       const nfds = info[3 * i + 1]!;
       const flags = info[3 * i + 2]!;
-      const dataOffset = i * SLOT_BYTES;
+      const dataOffset = i * slotBytes;
       const fdOffset = i * MAX_FDS;
       if (this.#state !== 'open' || this.#endError !== undefined) {
         // A listener closed the channel, or the stream ended, mid-batch: whatever the
         // rest of the batch holds is ours to close.
         closeFds(fds.subarray(fdOffset, fdOffset + nfds));
-        continue;
-      }
-      if (bytes < 0) {
+      } else if (bytes < 0) {
         this.#endReading(errnoException(bytes, 'recvmsg'));
-        continue;
-      }
-      if (flags & constants.MSG_CTRUNC) {
-        this.#deliver(truncatedError('recvmsg'));
+      } else if (flags & constants.MSG_CTRUNC) {
+        this.#deliver(truncatedError('recvmsg')); // the addon closed what did arrive
       } else if (bytes === 0 && nfds === 0 && this.#type !== 'dgram') {
+        const cut = this.#decoder?.end();
+        if (cut) this.#deliver(cut);
         this.#endReading(eofError());
-      } else {
-        const result = decodeBareFd(data, bytes, fds, nfds, dataOffset, fdOffset);
-        if (typeof result === 'number') {
-          this.#deliver(new ReceivedMessage([result]));
-        } else {
-          closeFds(fds.subarray(fdOffset, fdOffset + nfds));
-          this.#deliver(fdpassError('ERR_FDPASS_BAD_MESSAGE', `recvmsg: ${result}`));
+      } else if (this.#decoder !== null) {
+        for (const outcome of this.#decoder.push(data, dataOffset, bytes, fds, fdOffset, nfds, decoded)) {
+          // A broken stream cannot be read on: its error ends reading.
+          if (outcome instanceof Error && this.#decoder.failed) this.#endReading(outcome);
+          else this.#deliver(outcome instanceof Error ? outcome : new ReceivedMessage(outcome.fds, outcome.data));
         }
+        decoded.length = 0;
+      } else if (flags & constants.MSG_TRUNC) {
+        closeFds(fds.subarray(fdOffset, fdOffset + nfds));
+        this.#deliver(
+          fdpassError('ERR_FDPASS_MESSAGE_TOO_LARGE', `a packet over maxPayloadBytes (${this.#limits.maxPayloadBytes}) was cut by the kernel and dropped; its ${nfds} fd(s) were closed`),
+        );
+      } else {
+        const outcome = decodePacket(data, dataOffset, bytes, fds, fdOffset, nfds, this.#limits, closeFds);
+        this.#deliver(outcome instanceof Error ? outcome : new ReceivedMessage(outcome.fds, outcome.data));
       }
     }
     this.#updatePoll();
@@ -526,7 +618,7 @@ export class Channel extends EventEmitter<ChannelEvents> {
   #updatePoll(): void {
     if (this.#state !== 'open') return;
     const readable = this.#endError === undefined && this.#inboxFds < this.#maxBufferedFds;
-    const writable = this.#sendQueue.length > 0;
+    const writable = this.#sendQueue.length > 0 && this.#inFlightRetry === undefined;
     if (readable === this.#watchReadable && writable === this.#watchWritable) return;
     this.#watchReadable = readable;
     this.#watchWritable = writable;
@@ -546,10 +638,19 @@ export class Channel extends EventEmitter<ChannelEvents> {
   }
 }
 
-function maxBufferedFdsOption(options: ChannelOptions | undefined): number {
-  const maxBufferedFds = validateOptions(options, 'options').maxBufferedFds ?? 128;
-  if (!Number.isInteger(maxBufferedFds) || maxBufferedFds < 1) {
-    throw outOfRange('options.maxBufferedFds', 'an integer >= 1', maxBufferedFds);
-  }
-  return maxBufferedFds;
+function channelOptions(options: ChannelOptions | undefined): { maxBufferedFds: number; limits: FramingLimits } {
+  const { maxBufferedFds = 128, maxPayloadBytes = 1024 * 1024, maxFdsPerMessage = MAX_FDS_PER_FRAME } = validateOptions(options, 'options');
+  return {
+    maxBufferedFds: integerOption('options.maxBufferedFds', maxBufferedFds, 1, Number.MAX_SAFE_INTEGER),
+    limits: {
+      maxPayloadBytes: integerOption('options.maxPayloadBytes', maxPayloadBytes, 0, MAX_PAYLOAD_BYTES),
+      maxFdsPerMessage: integerOption('options.maxFdsPerMessage', maxFdsPerMessage, 0, MAX_FDS_PER_FRAME),
+    },
+  };
+}
+
+function integerOption(name: string, value: unknown, min: number, max: number): number {
+  if (typeof value !== 'number') throw invalidArgType(name, 'of type number', value);
+  if (!Number.isInteger(value) || value < min || value > max) throw outOfRange(name, `an integer >= ${min} and <= ${max}`, value);
+  return value;
 }

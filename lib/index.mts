@@ -1,3 +1,3 @@
 // ESM entry: the CommonJS build's exports, so both module systems share one Channel class.
 export { send, recv, lastError, socketpair, setBlocking, Channel, ReceivedMessage } from './index.js';
-export type { SocketType, ChannelOptions, ChannelEvents, SendOptions, RecvOptions, FdLike, SystemError, FdpassError, FdpassErrorCode } from './index.js';
+export type { SocketType, ChannelOptions, ChannelEvents, SendOptions, RecvOptions, FdLike, Message, SystemError, FdpassError, FdpassErrorCode } from './index.js';

@@ -3,4 +3,5 @@ export { send, recv, lastError, socketpair, setBlocking, type SocketType } from 
 export { Channel, type ChannelOptions, type ChannelEvents, type SendOptions, type RecvOptions } from './channel';
 export { ReceivedMessage } from './message';
 export type { FdLike } from './fd';
+export type { Message } from './outgoing';
 export type { SystemError, FdpassError, FdpassErrorCode } from './errors';

@@ -685,9 +685,24 @@ describe('bad input', () => {
     }
   });
 
-  it("bytes without an fd reject the next recv() with 'ERR_FDPASS_BAD_MESSAGE'; the channel goes on", async () => {
+  it("on a stream, bytes that are no message end the channel with 'ERR_FDPASS_BAD_MESSAGE' (it cannot resynchronise)", async () => {
     const fd = openTagged(8);
     const [x, y] = socketpair();
+    const b = new Channel(y);
+    expect(send(x, fd)).toBe(true); // a good message first: it is still delivered
+    writeSync(x, Buffer.from('x'));
+    expect(consume(await within(b.recv(), 2000, 'recv'))).toBe('8');
+    const error = await within(errorOf(() => b.recv()), 2000, 'recv');
+    expect(error.code).toBe('ERR_FDPASS_BAD_MESSAGE');
+    expect(error.message).toContain('unknown message tag 0x78');
+    await within(once(b, 'close'), 2000, "'close' after the broken stream");
+    await expect(b.recv()).rejects.toBe(error); // the reason reading ended, as after EOF
+    closeAll([x, fd]);
+  });
+
+  it("on seqpacket, a packet that is no message rejects one recv() with 'ERR_FDPASS_BAD_MESSAGE'; the channel goes on", async () => {
+    const fd = openTagged(8);
+    const [x, y] = socketpair('seqpacket');
     const b = new Channel(y);
     writeSync(x, Buffer.from('x'));
     await expect(within(b.recv(), 2000, 'recv')).rejects.toMatchObject({ code: 'ERR_FDPASS_BAD_MESSAGE' });

@@ -15,6 +15,7 @@ import {
   socketpair,
   type ChannelEvents,
   type FdLike,
+  type Message,
   type RecvOptions,
   type SendOptions,
 } from '../lib/index.js';
@@ -91,7 +92,7 @@ describe('types', () => {
     expectTypeOf(Channel.prototype.recv).returns.toEqualTypeOf<Promise<ReceivedMessage>>();
     expectTypeOf(Channel.prototype.recv).parameters.toEqualTypeOf<[options?: RecvOptions]>();
     expectTypeOf(Channel.prototype.send).returns.toEqualTypeOf<Promise<void>>();
-    expectTypeOf(Channel.prototype.send).parameters.toEqualTypeOf<[fd: FdLike, options?: SendOptions]>();
+    expectTypeOf(Channel.prototype.send).parameters.toEqualTypeOf<[value: FdLike | Message, options?: SendOptions]>();
     expectTypeOf(Channel.pair).returns.toEqualTypeOf<[Channel, Channel]>();
     expectTypeOf(Channel.prototype.close).returns.toEqualTypeOf<Promise<void>>();
     expectTypeOf(Channel.prototype.ref).returns.toEqualTypeOf<Channel>();

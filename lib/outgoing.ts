@@ -1,0 +1,80 @@
+// What Channel.send() takes, turned into the bytes and fds one sendmsg carries
+// (docs/wire-format.md): a bare fd as IO::FDPass sends it, or a frame.
+import { Server, Socket } from 'node:net';
+import { invalidArgType, outOfRange } from './errors';
+import { closeHandedFd, toFd, type FdLike } from './fd';
+import { MAX_FDS_PER_FRAME, MAX_PAYLOAD_BYTES, MESSAGE_HEADER_BYTES, isBareFd, writeHeader } from './framing';
+
+/** A message to send: a payload and the fds that travel with it. */
+export interface Message {
+  /** Bytes, or a string sent as UTF-8. Copied at the call. Default: none. */
+  readonly data?: string | Uint8Array;
+  /** Sent in this order, at most 253 (Linux's limit per message). Default: none. */
+  readonly fds?: readonly FdLike[];
+}
+
+export interface Outgoing {
+  readonly bytes: Uint8Array;
+  /** Bytes the kernel has taken so far: a stream may take a large frame in parts. */
+  offset: number;
+  /** Attached to the first part only. */
+  readonly fds: Int32Array;
+  /** One zero byte with one fd: small enough that the kernel takes it whole or not at all. */
+  readonly bare: boolean;
+  /** What to close once the kernel has the fds (`close: true`), else undefined. */
+  readonly handed: readonly FdLike[] | undefined;
+}
+
+const zeroByte = new Uint8Array(1);
+
+function isMessage(value: unknown): value is Message {
+  return (
+    typeof value === 'object' &&
+    value !== null &&
+    !(value instanceof Socket) &&
+    !(value instanceof Server) &&
+    !('fd' in value) &&
+    ('data' in value || 'fds' in value)
+  );
+}
+
+function payloadOf(data: unknown): Uint8Array {
+  if (data === undefined) return zeroByte.subarray(0, 0);
+  if (typeof data === 'string') return Buffer.from(data, 'utf8');
+  if (data instanceof Uint8Array) return data;
+  throw invalidArgType('message.data', 'a string, Buffer or Uint8Array', data);
+}
+
+function fdsOf(fds: unknown): readonly FdLike[] {
+  if (fds === undefined) return [];
+  if (!Array.isArray(fds)) throw invalidArgType('message.fds', 'an array of fds', fds);
+  if (fds.length > MAX_FDS_PER_FRAME) {
+    throw outOfRange('message.fds.length', `at most ${MAX_FDS_PER_FRAME} (Linux's limit per message); send several messages`, fds.length);
+  }
+  return fds as readonly FdLike[];
+}
+
+/** Validates what send() was given; throws TypeError/RangeError before anything is taken. */
+export function toOutgoing(value: FdLike | Message, close: boolean): Outgoing {
+  if (!isMessage(value)) {
+    const fds = Int32Array.of(toFd(value, 'fd'));
+    return { bytes: zeroByte, offset: 0, fds, bare: true, handed: close ? [value] : undefined };
+  }
+  const payload = payloadOf(value.data);
+  const handed = fdsOf(value.fds);
+  const fds = Int32Array.from(handed, (fd, i) => toFd(fd, `message.fds[${i}]`));
+  if (payload.length > MAX_PAYLOAD_BYTES) {
+    throw outOfRange('message.data.length', `at most ${MAX_PAYLOAD_BYTES}`, payload.length);
+  }
+  const closeAfter = close && handed.length > 0 ? handed : undefined;
+  if (isBareFd(payload.length, fds.length)) return { bytes: zeroByte, offset: 0, fds, bare: true, handed: closeAfter };
+  const bytes = Buffer.allocUnsafe(MESSAGE_HEADER_BYTES + payload.length);
+  writeHeader(bytes, 0, payload.length, fds.length);
+  bytes.set(payload, MESSAGE_HEADER_BYTES);
+  return { bytes, offset: 0, fds, bare: false, handed: closeAfter };
+}
+
+/** Closes what the caller handed over with `close: true`; see closeHandedFd. */
+export function closeHanded(outgoing: Outgoing): void {
+  if (outgoing.handed !== undefined) for (const fd of outgoing.handed) closeHandedFd(fd);
+}

@@ -1,0 +1,127 @@
+// Messages — a payload with any number of fds — across two processes on stream, seqpacket
+// and dgram sockets: randomized round trips through an echoing peer, checked byte for byte
+// and fd for fd, with both processes' fd counts equal before and after.
+import { closeSync, fstatSync, mkdtempSync, openSync, rmSync, writeFileSync } from 'node:fs';
+import { tmpdir } from 'node:os';
+import path from 'node:path';
+import { afterAll, describe, expect, it } from 'vitest';
+import { Channel, socketpair, type SocketType } from '../lib/index.js';
+import { countFds, expectNoFdLeakAroundEachTest, spawnNodePeer, within } from './helpers.js';
+
+expectNoFdLeakAroundEachTest();
+
+const SEED = Number(process.env.FDPASS_TEST_SEED ?? 20261125);
+const MESSAGES = 2000;
+const WINDOW = 8; // messages in flight at once
+const STREAM_MAX_PAYLOAD = 256 * 1024;
+
+const dir = mkdtempSync(path.join(tmpdir(), 'fdpass-messages-'));
+// 253 distinct files: an echoed fd is checked by the inode it refers to.
+const pool = Array.from({ length: 253 }, (_, i) => {
+  const file = path.join(dir, `f${i}`);
+  writeFileSync(file, String(i));
+  return openSync(file, 'r');
+});
+const inodeOf = new Map(pool.map((fd) => [fd, fstatSync(fd).ino]));
+afterAll(() => {
+  for (const fd of pool) closeSync(fd);
+  rmSync(dir, { recursive: true, force: true });
+});
+
+/** mulberry32: a small seeded PRNG, so a failure can be replayed with FDPASS_TEST_SEED. */
+function random(seed: number): () => number {
+  let a = seed >>> 0;
+  return () => {
+    a = (a + 0x6d2b79f5) >>> 0;
+    let t = a;
+    t = Math.imul(t ^ (t >>> 15), t | 1);
+    t ^= t + Math.imul(t ^ (t >>> 7), t | 61);
+    return ((t ^ (t >>> 14)) >>> 0) / 4294967296;
+  };
+}
+
+/** The largest packet a fresh socketpair of this type takes (the kernel's own limit). */
+async function largestPacket(type: SocketType): Promise<number> {
+  const [a, b] = Channel.pair(type, { maxPayloadBytes: 4 * 1024 * 1024 });
+  let low = 0;
+  let high = 4 * 1024 * 1024;
+  while (low < high) {
+    const size = Math.ceil((low + high) / 2);
+    try {
+      await a.send({ data: Buffer.alloc(size) });
+      await b.recv();
+      low = size;
+    } catch (error) {
+      if ((error as { code?: string }).code !== 'EMSGSIZE') throw error;
+      high = size - 1;
+    }
+  }
+  await Promise.all([a.close(), b.close()]);
+  return low;
+}
+
+function randomMessage(next: () => number, maxPayload: number): { data: Buffer; fds: number[] } {
+  const size = next() < 0.6 ? Math.floor(next() * 64) : next() < 0.75 ? Math.floor(next() * 4096) : Math.floor(next() * (maxPayload + 1));
+  const data = Buffer.alloc(size);
+  for (let i = 0; i < size; i += 997) data[i] = Math.floor(next() * 256); // sparse, cheap, position-dependent
+  const r = next();
+  const nfds = r < 0.7 ? Math.floor(next() * 5) : r < 0.95 ? Math.floor(next() * 33) : Math.floor(next() * 254);
+  const fds = Array.from({ length: nfds }, () => pool[Math.floor(next() * pool.length)]!);
+  return { data, fds };
+}
+
+describe.each(['stream', 'seqpacket', 'dgram'] as const)('messages over %s', (type) => {
+  it(`${MESSAGES} random messages (0..max payload, 0..253 fds) go out and come back intact, in order`, async () => {
+    const maxPayload = type === 'stream' ? STREAM_MAX_PAYLOAD : (await largestPacket(type)) - 8;
+    console.log(`messages over ${type}: seed ${SEED}, payloads up to ${maxPayload} bytes`);
+    const next = random(SEED);
+    const [mine, theirs] = socketpair(type);
+    const peer = spawnNodePeer('node-peer.mjs', ['echo-messages', String(MESSAGES)], [theirs]);
+    closeSync(theirs);
+    expect(await peer.line()).toBe('ready');
+    const peerFdsBefore = countFds(peer.child.pid!);
+    const channel = new Channel(mine, { maxPayloadBytes: 4 * 1024 * 1024 });
+
+    const sent: Array<{ data: Buffer; fds: number[] }> = [];
+    let checked = 0;
+    let fdsChecked = 0;
+    const receiving = (async () => {
+      for (; checked < MESSAGES; checked++) {
+        const message = await channel.recv();
+        const expected = sent[checked]!;
+        try {
+          if (!message.data.equals(expected.data)) throw new Error(`message ${checked}: payload differs (${message.data.length} vs ${expected.data.length} bytes)`);
+          const inodes = message.fds.map((fd) => fstatSync(fd).ino);
+          const wanted = expected.fds.map((fd) => inodeOf.get(fd));
+          if (inodes.join() !== wanted.join()) throw new Error(`message ${checked}: fds differ`);
+          fdsChecked += inodes.length;
+        } finally {
+          message.close();
+        }
+      }
+    })();
+    const inFlight = new Set<Promise<void>>();
+    for (let i = 0; i < MESSAGES; i++) {
+      const message = randomMessage(next, maxPayload);
+      sent.push(message);
+      const sending = channel.send(message).finally(() => inFlight.delete(sending));
+      inFlight.add(sending);
+      // Keep a bounded window: wait for the echo of the message WINDOW places back.
+      while (i - checked >= WINDOW) await Promise.race([receiving, new Promise((resolve) => setImmediate(resolve))]);
+    }
+    // A peer that dies would leave a dgram channel waiting for good: fail with its stderr.
+    const died = peer.exited.then(({ code, stderr }) => {
+      throw new Error(`the peer exited (${code}) before echoing everything: ${stderr}`);
+    });
+    await within(Promise.race([receiving, died]), 60_000, 'the echoes');
+    await Promise.all(inFlight);
+    expect(checked).toBe(MESSAGES);
+    expect(fdsChecked).toBe(sent.reduce((total, message) => total + message.fds.length, 0));
+    expect(await peer.line()).toBe('done');
+    expect(countFds(peer.child.pid!)).toBe(peerFdsBefore);
+    await channel.send({ data: 'bye' }); // a dgram peer sees no EOF: this lets it go
+    await channel.close();
+    expect((await peer.exited).code).toBe(0);
+    died.catch(() => {});
+  });
+});
