@@ -84,15 +84,31 @@ describe('process exit', () => {
     expect(await exit).toMatchObject({ code: 0, signal: null, stdout: 'ref\n', stderr: '' });
   });
 
-  it('exiting with fds buffered and sends pending is clean', async () => {
+  it('exiting with fds buffered unread (in the inbox and in the socket) and sends queued is clean', async () => {
     const { exit, channel } = run(`
-      const [a, b] = fdpass.Channel.pair('stream', { maxBufferedFds: 4 });
       const fs = require('node:fs');
       const fd = fs.openSync('/dev/null', 'r');
-      for (let i = 0; i < 2000; i++) a.send(fd).catch(() => {});
-      a.unref();
-      setTimeout(() => console.log('leaving'), 100);`);
+      (async () => {
+        const [a, b] = fdpass.Channel.pair('stream', { maxBufferedFds: 4 });
+        for (let i = 0; i < 8; i++) await a.send(fd);
+        // b reads them into its inbox (nobody takes them) in the loop's next poll phase.
+        await new Promise((resolve) => setTimeout(resolve, 50));
+        for (let i = 0; i < 8; i++) await a.send(fd); // and more, left in b's socket
+        const [c] = fdpass.Channel.pair(); // a full socket: sends wait in c's queue
+        c.unref();
+        for (let i = 0; i < 2000; i++) c.send(fd).catch(() => {});
+        console.log('leaving');
+      })();`);
     expect(await exit).toMatchObject({ code: 0, signal: null, stdout: 'leaving\n', stderr: '' });
+    await channel.close();
+  });
+
+  it("close() called in a process 'exit' listener is clean", async () => {
+    const { exit, channel } = run(`
+      const c = new fdpass.Channel(3);
+      process.on('exit', () => void c.close());
+      console.log('ready');`);
+    expect(await exit).toMatchObject({ code: 0, signal: null, stdout: 'ready\n', stderr: '' });
     await channel.close();
   });
 });

@@ -6,7 +6,7 @@ import path from 'node:path';
 import { Worker } from 'node:worker_threads';
 import { afterAll, describe, expect, it } from 'vitest';
 import { Channel, socketpair } from '../lib/index.js';
-import { countFds, root } from './helpers.js';
+import { countFds, root, spawnNodePeer } from './helpers.js';
 
 const dist = JSON.stringify(path.join(root, 'dist', 'index.js'));
 const dir = mkdtempSync(path.join(tmpdir(), 'fdpass-worker-'));
@@ -141,5 +141,17 @@ describe('worker_threads', () => {
     received.close();
     await channel.close();
     expect(countFds()).toBe(before);
+  });
+
+  it('terminating busy workers while a message waits unread on their channel crashes nothing and releases every fd', async () => {
+    // terminate() stops a busy worker's JS; Node then runs the worker's loop once more while it
+    // tears down, and the unread message wakes the poll handle with no JS left to call. A
+    // crash there aborts the whole process, so the workers live in a host process.
+    const host = spawnNodePeer('busy-worker-host.mjs', ['4']);
+    const killer = setTimeout(() => host.child.kill('SIGKILL'), 40_000);
+    const exit = await host.exited.finally(() => clearTimeout(killer));
+    expect({ code: exit.code, signal: exit.signal, stderr: exit.stderr }).toEqual({ code: 0, signal: null, stderr: '' });
+    const report = JSON.parse(exit.stdout) as { codes: number[]; fdsBefore: number; fdsAfter: number; onFile: number };
+    expect(report).toEqual({ codes: [1, 1, 1, 1], fdsBefore: report.fdsBefore, fdsAfter: report.fdsBefore, onFile: 0 });
   });
 });
