@@ -1,6 +1,7 @@
 /* The C baseline: blocking sendmsg/recvmsg of one fd per message (IO::FDPass's format:
  * one zero byte carrying one fd) between two processes over a socketpair.
- *   baseline throughput N   the child receives N fds and closes each; prints fds per second
+ *   baseline throughput N [FDS [BYTES]]   N messages of BYTES bytes (default 1) with FDS fds
+ *                           (default 1); the child closes each fd; prints fds per second
  *   baseline pingpong N     N round trips of one fd there and back; prints microseconds each
  * Time runs from the first send until the receiver reports, through a pipe, that it is done. */
 #define _GNU_SOURCE
@@ -13,35 +14,56 @@
 #include <time.h>
 #include <unistd.h>
 
-static void send_fd(int sock, int fd) {
-  char byte = 0;
-  struct iovec iov = {&byte, 1};
-  union { struct cmsghdr align; char buf[CMSG_SPACE(sizeof(int))]; } control;
+#define MAX_FDS 253
+
+/* One message: `bytes` bytes of data (at least one) carrying `nfds` copies of fd. */
+static void send_message(int sock, int fd, int nfds, const char *data, size_t bytes) {
+  struct iovec iov = {(void *)data, bytes};
+  union { struct cmsghdr align; char buf[CMSG_SPACE(sizeof(int) * MAX_FDS)]; } control;
+  struct msghdr msg = {0};
+  msg.msg_iov = &iov;
+  msg.msg_iovlen = 1;
+  msg.msg_control = control.buf;
+  msg.msg_controllen = CMSG_SPACE(sizeof(int) * nfds);
+  struct cmsghdr *cmsg = CMSG_FIRSTHDR(&msg);
+  cmsg->cmsg_level = SOL_SOCKET;
+  cmsg->cmsg_type = SCM_RIGHTS;
+  cmsg->cmsg_len = CMSG_LEN(sizeof(int) * nfds);
+  for (int i = 0; i < nfds; i++) memcpy(CMSG_DATA(cmsg) + i * sizeof(int), &fd, sizeof(int));
+  if (sendmsg(sock, &msg, MSG_NOSIGNAL) != (ssize_t)bytes) { perror("sendmsg"); exit(1); }
+}
+
+/* Receives one message of `bytes` bytes into data; returns its fds' count, fds in fds. */
+static int recv_message(int sock, int *fds, char *data, size_t bytes) {
+  struct iovec iov = {data, bytes};
+  union { struct cmsghdr align; char buf[CMSG_SPACE(sizeof(int) * MAX_FDS)]; } control;
   struct msghdr msg = {0};
   msg.msg_iov = &iov;
   msg.msg_iovlen = 1;
   msg.msg_control = control.buf;
   msg.msg_controllen = sizeof(control.buf);
+  ssize_t n = recvmsg(sock, &msg, MSG_CMSG_CLOEXEC);
+  if (n <= 0) { perror("recvmsg"); exit(1); }
   struct cmsghdr *cmsg = CMSG_FIRSTHDR(&msg);
-  cmsg->cmsg_level = SOL_SOCKET;
-  cmsg->cmsg_type = SCM_RIGHTS;
-  cmsg->cmsg_len = CMSG_LEN(sizeof(int));
-  memcpy(CMSG_DATA(cmsg), &fd, sizeof(int));
-  if (sendmsg(sock, &msg, MSG_NOSIGNAL) != 1) { perror("sendmsg"); exit(1); }
+  int nfds = cmsg ? (int)((cmsg->cmsg_len - CMSG_LEN(0)) / sizeof(int)) : 0;
+  if (nfds) memcpy(fds, CMSG_DATA(cmsg), sizeof(int) * nfds);
+  /* A stream may return a large message in parts; the rest carries no fds. */
+  for (size_t got = (size_t)n; got < bytes; got += (size_t)n) {
+    n = read(sock, data + got, bytes - got);
+    if (n <= 0) { perror("read"); exit(1); }
+  }
+  return nfds;
+}
+
+static void send_fd(int sock, int fd) {
+  char byte = 0;
+  send_message(sock, fd, 1, &byte, 1);
 }
 
 static int recv_fd(int sock) {
   char byte;
-  struct iovec iov = {&byte, 1};
-  union { struct cmsghdr align; char buf[CMSG_SPACE(sizeof(int))]; } control;
-  struct msghdr msg = {0};
-  msg.msg_iov = &iov;
-  msg.msg_iovlen = 1;
-  msg.msg_control = control.buf;
-  msg.msg_controllen = sizeof(control.buf);
-  if (recvmsg(sock, &msg, MSG_CMSG_CLOEXEC) != 1) { perror("recvmsg"); exit(1); }
   int fd;
-  memcpy(&fd, CMSG_DATA(CMSG_FIRSTHDR(&msg)), sizeof(int));
+  recv_message(sock, &fd, &byte, 1);
   return fd;
 }
 
@@ -52,9 +74,13 @@ static double now(void) {
 }
 
 int main(int argc, char **argv) {
-  if (argc != 3) { fprintf(stderr, "usage: baseline throughput|pingpong N\n"); return 2; }
+  if (argc < 3) { fprintf(stderr, "usage: baseline throughput|pingpong N [FDS [BYTES]]\n"); return 2; }
   int pingpong = strcmp(argv[1], "pingpong") == 0;
   long n = atol(argv[2]);
+  int fds_per_message = argc > 3 ? atoi(argv[3]) : 1;
+  size_t bytes = argc > 4 ? (size_t)atol(argv[4]) : 1;
+  char *data = calloc(bytes, 1);
+  int received[MAX_FDS];
   int sv[2], done[2];
   if (socketpair(AF_UNIX, SOCK_STREAM | SOCK_CLOEXEC, 0, sv) || pipe(done)) { perror("setup"); return 1; }
   int passed = open("/dev/null", O_RDONLY | O_CLOEXEC);
@@ -62,9 +88,14 @@ int main(int argc, char **argv) {
   pid_t child = fork();
   if (child == 0) {
     for (long i = 0; i < n; i++) {
-      int fd = recv_fd(sv[1]);
-      if (pingpong) send_fd(sv[1], fd);
-      close(fd);
+      if (pingpong) {
+        int fd = recv_fd(sv[1]);
+        send_fd(sv[1], fd);
+        close(fd);
+        continue;
+      }
+      int nfds = recv_message(sv[1], received, data, bytes);
+      for (int k = 0; k < nfds; k++) close(received[k]);
     }
     if (write(done[1], "d", 1) != 1) _exit(1);
     _exit(0);
@@ -72,14 +103,18 @@ int main(int argc, char **argv) {
 
   double start = now();
   for (long i = 0; i < n; i++) {
-    send_fd(sv[0], passed);
-    if (pingpong) close(recv_fd(sv[0]));
+    if (pingpong) {
+      send_fd(sv[0], passed);
+      close(recv_fd(sv[0]));
+    } else {
+      send_message(sv[0], passed, fds_per_message, data, bytes);
+    }
   }
   char byte;
   if (read(done[0], &byte, 1) != 1) { perror("read"); return 1; }
   double elapsed = now() - start;
   waitpid(child, NULL, 0);
   if (pingpong) printf("%.2f\n", elapsed * 1e6 / n);
-  else printf("%.0f\n", n / elapsed);
+  else printf("%.0f\n", n * fds_per_message / elapsed);
   return 0;
 }

@@ -1,6 +1,7 @@
 // npm run bench: fds per second between two processes, one fd per message, the receiver
 // closing each fd, for a C baseline compiled in this run, fdpass's seed send/recv,
-// fdpass's Channel and Node's own handle passing; plus a one-fd round trip for C and Channel.
+// fdpass's Channel and Node's own handle passing; a one-fd round trip for C and Channel;
+// and messages of 16 fds, 64 fds, and 4 KiB with one fd, each against C doing the same.
 // Every case is timed the same way: from the first send until the receiving process
 // reports it has handled the N-th fd. The cases run in interleaved rounds; each reports its best.
 import { execFileSync, fork, spawn, type ChildProcess } from 'node:child_process';
@@ -134,8 +135,30 @@ const cases: Record<string, Case> = {
   },
 };
 
-function runBaseline(mode: 'throughput' | 'pingpong', n: number): number {
-  return Number(execFileSync(baseline, [mode, String(n)], { encoding: 'utf8' }).trim());
+function runBaseline(mode: 'throughput' | 'pingpong', n: number, fdsPerMessage = 1, bytes = 1): number {
+  return Number(execFileSync(baseline, [mode, String(n), String(fdsPerMessage), String(bytes)], { encoding: 'utf8' }).trim());
+}
+
+/** Channel messages of `bytes` bytes (0: none) with fdsPerMessage fds; n counts fds. */
+function channelMessages(fdsPerMessage: number, bytes: number): Case {
+  return async (n, fd) => {
+    const messages = Math.max(1, Math.round(n / fdsPerMessage));
+    const { peer, socket } = await startPeer('recv-messages', messages);
+    const channel = new Channel(socket);
+    const message = { data: Buffer.alloc(bytes), fds: new Array<number>(fdsPerMessage).fill(fd) };
+    const start = performance.now();
+    const WINDOW = 256;
+    for (let sent = 0; sent < messages; ) {
+      const batch: Promise<void>[] = [];
+      for (let i = 0; i < WINDOW && sent < messages; i++, sent++) batch.push(channel.send(message));
+      await Promise.all(batch);
+    }
+    await peer.printed('done');
+    const seconds = (performance.now() - start) / 1000;
+    await channel.close();
+    await exited(peer.child);
+    return (seconds * n) / (messages * fdsPerMessage);
+  };
 }
 
 /** Sizes n from a short trial so that one run takes about TARGET_SECONDS. */
@@ -157,9 +180,28 @@ async function main(): Promise<void> {
     nodeIpc: (n: number) => cases.nodeIpc!(n, fd),
     cRoundTrip: async (n: number) => (runBaseline('pingpong', n) * n) / 1e6,
     channelRoundTrip: (n: number) => cases.channelPingPong!(n, fd),
+    c16: async (n: number) => n / runBaseline('throughput', Math.max(1, Math.round(n / 16)), 16),
+    channel16: (n: number) => channelMessages(16, 0)(n, fd),
+    c64: async (n: number) => n / runBaseline('throughput', Math.max(1, Math.round(n / 64)), 64),
+    channel64: (n: number) => channelMessages(64, 0)(n, fd),
+    c4k: async (n: number) => n / runBaseline('throughput', n, 1, 4096),
+    channel4k: (n: number) => channelMessages(1, 4096)(n, fd),
   };
   type Name = keyof typeof measurements;
-  const trials: Record<Name, number> = { cThroughput: 2000, seedSync: 2000, channel: 2000, nodeIpc: 500, cRoundTrip: 200, channelRoundTrip: 200 };
+  const trials: Record<Name, number> = {
+    cThroughput: 2000,
+    seedSync: 2000,
+    channel: 2000,
+    nodeIpc: 500,
+    cRoundTrip: 200,
+    channelRoundTrip: 200,
+    c16: 16_000,
+    channel16: 16_000,
+    c64: 32_000,
+    channel64: 32_000,
+    c4k: 2000,
+    channel4k: 2000,
+  };
   const names = Object.keys(measurements) as Name[];
   const sizes = {} as Record<Name, number>;
   for (const name of names) sizes[name] = await sized(measurements[name], trials[name]);
@@ -187,8 +229,14 @@ async function main(): Promise<void> {
     { case: "(d) Node's child.send(msg, handle)", figure: nodeIpc, unit: 'fds/s', ratio: nodeIpc / cThroughput, target: '' },
     { case: '(a) C round trip', figure: cRoundTrip, unit: 'µs', ratio: 1, target: '' },
     { case: '(c) Channel round trip', figure: channelRoundTrip, unit: 'µs', ratio: channelRoundTrip / cRoundTrip, target: '<= 1.3' },
+    { case: 'C, 16 fds per message', figure: 1 / best.c16, unit: 'fds/s', ratio: 1, target: '' },
+    { case: 'Channel, 16 fds per message', figure: 1 / best.channel16, unit: 'fds/s', ratio: best.c16 / best.channel16, target: '>= 0.7' },
+    { case: 'C, 64 fds per message', figure: 1 / best.c64, unit: 'fds/s', ratio: 1, target: '' },
+    { case: 'Channel, 64 fds per message', figure: 1 / best.channel64, unit: 'fds/s', ratio: best.c64 / best.channel64, target: '>= 0.7' },
+    { case: 'C, 4 KiB + 1 fd per message', figure: 1 / best.c4k, unit: 'fds/s', ratio: 1, target: '' },
+    { case: 'Channel, 4 KiB + 1 fd per message', figure: 1 / best.channel4k, unit: 'fds/s', ratio: best.c4k / best.channel4k, target: '' },
   ];
-  console.log(`best of ${RUNS} interleaved runs of about ${TARGET_SECONDS} s each; ratios are to (a) in this run\n`);
+  console.log(`best of ${RUNS} interleaved runs of about ${TARGET_SECONDS} s each; ratios are to the C case of the same kind, in this run\n`);
   console.log(`${'case'.padEnd(38)}${'figure'.padStart(12)}  ${'unit'.padEnd(6)}${'ratio'.padStart(7)}  target`);
   for (const row of rows) {
     const figure = row.unit === 'µs' ? row.figure.toFixed(1) : Math.round(row.figure).toLocaleString('en-US');
