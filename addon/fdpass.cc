@@ -101,6 +101,15 @@ Napi::Value JsClose(const Napi::CallbackInfo& info) {
   return Napi::Number::New(info.Env(), 0);
 }
 
+// closeMany(fds: Int32Array, count) -> 0: the first count fds, a run of consecutive numbers
+// in one syscall.
+Napi::Value JsCloseMany(const Napi::CallbackInfo& info) {
+  auto fds = info[0].As<Napi::Int32Array>();
+  size_t count = std::min(static_cast<size_t>(ArgInt(info, 1)), fds.ElementLength());
+  CloseFds(fds.Data(), count);
+  return Napi::Number::New(info.Env(), 0);
+}
+
 Napi::Object Init(Napi::Env env, Napi::Object exports) {
   exports["socketpair"] = Napi::Function::New<JsSocketPair>(env, "socketpair");
   exports["socketType"] = Napi::Function::New<JsSocketType>(env, "socketType");
@@ -109,6 +118,7 @@ Napi::Object Init(Napi::Env env, Napi::Object exports) {
   exports["recvmsg"] = Napi::Function::New<JsReceiveMessage>(env, "recvmsg");
   exports["sendmmsg"] = Napi::Function::New<JsSendMessages>(env, "sendmmsg");
   exports["close"] = Napi::Function::New<JsClose>(env, "close");
+  exports["closeMany"] = Napi::Function::New<JsCloseMany>(env, "closeMany");
   exports["PollWrap"] = PollWrap::Define(env);
 
   Napi::Object constants = Napi::Object::New(env);

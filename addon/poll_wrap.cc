@@ -192,24 +192,29 @@ Napi::Value PollWrap::Close(const Napi::CallbackInfo& info) {
   return Napi::Boolean::New(env, true);
 }
 
-// hold(fd): the handle closes fd when it closes, unless released first.
+// hold(fds: Int32Array, count): the handle closes those fds when it closes, unless
+// released first.
 Napi::Value PollWrap::Hold(const Napi::CallbackInfo& info) {
-  int fd = info[0].As<Napi::Number>().Int32Value();
+  auto fds = info[0].As<Napi::Int32Array>();
+  size_t count = std::min(static_cast<size_t>(info[1].As<Napi::Number>().Int64Value()), fds.ElementLength());
   if (handle_ == nullptr) {
-    close(fd);  // already closing: nobody else will
+    CloseFds(fds.Data(), count);  // already closing: nobody else will
   } else {
-    handle_->held_fds.push_back(fd);
+    handle_->held_fds.insert(handle_->held_fds.end(), fds.Data(), fds.Data() + count);
   }
   return info.Env().Undefined();
 }
 
-// release(fd): the caller takes fd back (the inbox handed it out).
+// release(fds: Int32Array, count): the caller takes those fds back (the inbox handed them out).
 Napi::Value PollWrap::Release(const Napi::CallbackInfo& info) {
-  int fd = info[0].As<Napi::Number>().Int32Value();
+  auto fds = info[0].As<Napi::Int32Array>();
+  size_t count = std::min(static_cast<size_t>(info[1].As<Napi::Number>().Int64Value()), fds.ElementLength());
   if (handle_ != nullptr) {
     auto& held = handle_->held_fds;
-    auto found = std::find(held.begin(), held.end(), fd);  // FIFO: usually the first
-    if (found != held.end()) held.erase(found);
+    for (size_t i = 0; i < count; i++) {
+      auto found = std::find(held.begin(), held.end(), fds.Data()[i]);  // FIFO: near the front
+      if (found != held.end()) held.erase(found);
+    }
   }
   return info.Env().Undefined();
 }

@@ -5,6 +5,7 @@
 #include <fcntl.h>
 #include <string.h>
 #include <sys/socket.h>
+#include <sys/syscall.h>
 #include <sys/un.h>
 #include <unistd.h>
 
@@ -268,7 +269,20 @@ ssize_t SendMessages(int sock, OutgoingMessage* messages, size_t count) {
 
 void CloseFds(const int* fds, size_t nfds) {
   // close(2) on Linux releases the fd even when it returns EINTR: never retry.
-  for (size_t i = 0; i < nfds; i++) close(fds[i]);
+  for (size_t i = 0; i < nfds;) {
+    // The fds of one message are usually consecutive numbers (the kernel hands out the
+    // lowest free ones): a run of them goes in one close_range(2), a syscall instead of many.
+    size_t run = 1;
+    while (i + run < nfds && fds[i + run] == fds[i + run - 1] + 1) run++;
+#if defined(SYS_close_range)
+    if (run > 1 && syscall(SYS_close_range, static_cast<unsigned>(fds[i]),
+                           static_cast<unsigned>(fds[i + run - 1]), 0) == 0) {
+      i += run;
+      continue;
+    }
+#endif
+    for (size_t end = i + run; i < end; i++) close(fds[i]);
+  }
 }
 
 }  // namespace fdpass

@@ -35,7 +35,7 @@ async function main(): Promise<void> {
       console.log('ready');
       let received = 0;
       for await (const message of channel) {
-        closeSync(message.fd);
+        message.close();
         if (++received === n) break;
       }
       break;

@@ -12,9 +12,9 @@ export interface PollWrap {
   hasRef(): boolean;
   /** true when onClose will be called (after the fd is closed). */
   close(onClose: () => void): boolean;
-  /** The handle closes fd when it closes (at once if it is closing), unless released first. */
-  hold(fd: number): void;
-  release(fd: number): void;
+  /** The handle closes fds[0..count) when it closes (at once if it is closing), unless released first. */
+  hold(fds: Int32Array, count: number): void;
+  release(fds: Int32Array, count: number): void;
 }
 
 export interface PollWrapConstructor {
@@ -48,6 +48,8 @@ export interface Binding {
   /** out[0] = fds received, out[1] = msg_flags. */
   recvmsg(sock: number, data: Uint8Array, fds: Int32Array, out: Int32Array, flags: number): number;
   close(fd: number): number;
+  /** Closes fds[0..count): runs of consecutive numbers in one close_range(2) each. */
+  closeMany(fds: Int32Array, count: number): number;
   PollWrap: PollWrapConstructor;
   constants: {
     SOCK_STREAM: number;

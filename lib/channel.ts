@@ -126,6 +126,13 @@ for (let i = 0; i < BATCH; i++) sendBatch.records.set([0, 1, i, 1, 0], 5 * i);
 // no longer sees its fd and would let a second poll handle onto it (and abort later).
 const channelFds = new Set<number>();
 
+// A message's fds as the addon takes them: one native call per message, not one per fd.
+const fdScratch = new Int32Array(MAX_FDS);
+function asInt32(fds: readonly number[]): [Int32Array, number] {
+  for (let i = 0; i < fds.length; i++) fdScratch[i] = fds[i]!;
+  return [fdScratch, fds.length];
+}
+
 // What a StreamDecoder push completes; reused, as decoding runs to completion in one callback.
 const decoded: DecodeOutcome[] = [];
 
@@ -586,7 +593,7 @@ export class Channel extends EventEmitter<ChannelEvents> {
     this.#inbox.push(item);
     if (item instanceof ReceivedMessage) {
       this.#inboxFds += item.fds.length;
-      for (const fd of item.fds) this.#poll.hold(fd);
+      this.#poll.hold(...asInt32(item.fds));
     }
   }
 
@@ -595,7 +602,7 @@ export class Channel extends EventEmitter<ChannelEvents> {
     if (item === undefined) return undefined;
     if (item instanceof ReceivedMessage) {
       this.#inboxFds -= item.fds.length;
-      for (const fd of item.fds) this.#poll.release(fd);
+      this.#poll.release(...asInt32(item.fds));
     }
     if (this.#inbox.length === 0 && this.#endError && this.#state === 'open') {
       void this.close(); // the peer is gone and nothing is left to hand out

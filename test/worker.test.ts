@@ -4,13 +4,21 @@ import { closeSync, fstatSync, mkdtempSync, openSync, rmSync, writeFileSync } fr
 import { tmpdir } from 'node:os';
 import path from 'node:path';
 import { Worker } from 'node:worker_threads';
-import { afterAll, describe, expect, it } from 'vitest';
+import { afterAll, beforeAll, describe, expect, it } from 'vitest';
 import { Channel, socketpair } from '../lib/index.js';
 import { countFds, root, spawnNodePeer } from './helpers.js';
 
 const dist = JSON.stringify(path.join(root, 'dist', 'index.js'));
 const dir = mkdtempSync(path.join(tmpdir(), 'fdpass-worker-'));
 afterAll(() => rmSync(dir, { recursive: true, force: true }));
+
+// Node opens /dev/null for good the first time it terminates a worker (when stdout is a
+// pipe): do that once before any count, with a worker that never loads fdpass.
+beforeAll(async () => {
+  const worker = new Worker("require('node:worker_threads').parentPort.postMessage('up'); for (;;);", { eval: true });
+  await new Promise((resolve) => worker.once('message', resolve));
+  await worker.terminate();
+});
 
 function runWorker(code: string, workerData: unknown): { worker: Worker; result: Promise<unknown>; exited: Promise<number> } {
   const worker = new Worker(code, { eval: true, workerData });
