@@ -125,3 +125,51 @@ describe.each(['stream', 'seqpacket', 'dgram'] as const)('messages over %s', (ty
     died.catch(() => {});
   });
 });
+
+describe('messages in one process', () => {
+  it('a stream payload larger than the socket buffer arrives whole, and later messages wait their turn', async () => {
+    const [a, b] = Channel.pair('stream', { maxPayloadBytes: 4 * 1024 * 1024 });
+    const big = Buffer.alloc(2 * 1024 * 1024);
+    for (let i = 0; i < big.length; i += 4096) big[i] = (i / 4096) & 0xff;
+    const order: string[] = [];
+    const sendingBig = a.send({ data: big, fds: [pool[0]!] }).then(() => order.push('big sent'));
+    const sendingSmall = a.send({ data: 'after', fds: [pool[1]!] }).then(() => order.push('small sent'));
+    await new Promise((resolve) => setTimeout(resolve, 50));
+    expect(order).toEqual([]); // the socket is full: both wait
+    const first = await within(b.recv(), 10_000, 'the big message');
+    expect(first.data.equals(big)).toBe(true);
+    expect(first.fds.map((fd) => fstatSync(fd).ino)).toEqual([inodeOf.get(pool[0]!)]);
+    first.close();
+    const second = await within(b.recv(), 10_000, 'the small message');
+    expect(second.data.toString()).toBe('after');
+    expect(second.fds.map((fd) => fstatSync(fd).ino)).toEqual([inodeOf.get(pool[1]!)]);
+    second.close();
+    await Promise.all([sendingBig, sendingSmall]);
+    expect(order).toEqual(['big sent', 'small sent']);
+    await Promise.all([a.close(), b.close()]);
+  });
+
+  it.each(['stream', 'seqpacket'] as const)('over %s, a message over the receiver\'s limits is dropped with its fds closed; the next one arrives', async (type) => {
+    const before = countFds();
+    const [sender, receiver] = Channel.pair(type, { maxPayloadBytes: 100, maxFdsPerMessage: 2 });
+    await sender.send({ data: Buffer.alloc(101), fds: [pool[0]!] });
+    await sender.send({ data: 'ok', fds: [pool[0]!, pool[1]!, pool[2]!] });
+    await sender.send({ data: 'fits', fds: [pool[3]!, pool[4]!] });
+    await expect(receiver.recv()).rejects.toMatchObject({ code: 'ERR_FDPASS_MESSAGE_TOO_LARGE' });
+    await expect(receiver.recv()).rejects.toMatchObject({ code: 'ERR_FDPASS_TOO_MANY_FDS' });
+    const fits = await within(receiver.recv(), 2000, 'the message within the limits');
+    expect(fits.data.toString()).toBe('fits');
+    expect(fits.fds.map((fd) => fstatSync(fd).ino)).toEqual([inodeOf.get(pool[3]!), inodeOf.get(pool[4]!)]);
+    fits.close();
+    await Promise.all([sender.close(), receiver.close()]);
+    expect(countFds()).toBe(before);
+  });
+
+  it('more than 253 fds in one message is a RangeError at the call, and nothing is sent', async () => {
+    const [a, b] = Channel.pair();
+    expect(() => a.send({ fds: new Array<number>(254).fill(pool[0]!) })).toThrow(expect.objectContaining({ code: 'ERR_OUT_OF_RANGE' }));
+    await a.send({ data: 'next' });
+    expect((await within(b.recv(), 2000, 'recv')).data.toString()).toBe('next');
+    await Promise.all([a.close(), b.close()]);
+  });
+});
