@@ -550,7 +550,11 @@ export class Channel extends EventEmitter<ChannelEvents> {
       } else if (bytes < 0) {
         this.#endReading(errnoException(bytes, 'recvmsg'));
       } else if (flags & constants.MSG_CTRUNC) {
-        this.#deliver(truncatedError('recvmsg')); // the addon closed what did arrive
+        // The addon closed what did arrive. A lone bare fd is one whole message lost; any
+        // other cut on a stream leaves a frame without its fds: the stream is unusable.
+        const bareFd = bytes === 1 && data[dataOffset] === 0;
+        if (this.#decoder !== null && !(bareFd && !this.#decoder.inFrame)) this.#endReading(truncatedError('recvmsg'));
+        else this.#deliver(truncatedError('recvmsg'));
       } else if (bytes === 0 && nfds === 0 && this.#type !== 'dgram') {
         const cut = this.#decoder?.end();
         if (cut) this.#deliver(cut);
