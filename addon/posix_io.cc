@@ -103,6 +103,26 @@ void TakeFds(struct msghdr* msg, int* fds, ReceivedInfo* info) {
   info->nfds = count;
 }
 
+#if defined(FDPASS_HAVE_MMSG)
+// A header, an iovec and a control buffer per message of a batch, kept per thread: a batch
+// call runs to completion before the next on the same thread.
+struct BatchScratch {
+  std::vector<ControlBuffer> controls;
+  std::vector<struct mmsghdr> headers;
+  std::vector<struct iovec> iovs;
+};
+
+BatchScratch& ScratchFor(size_t count) {
+  thread_local BatchScratch scratch;
+  if (scratch.headers.size() < count) {
+    scratch.controls.resize(count);
+    scratch.headers.resize(count);
+    scratch.iovs.resize(count);
+  }
+  return scratch;
+}
+#endif
+
 }  // namespace
 
 int DontWaitFlag() { return MSG_DONTWAIT; }
@@ -181,17 +201,11 @@ ssize_t ReceiveMessage(int sock, void* data, size_t cap, int* fds, size_t fds_ca
 size_t ReceiveMessages(int sock, MessageSlot* slots, size_t count) {
   if (count > kMaxMessagesPerBatch) count = kMaxMessagesPerBatch;
 #if defined(FDPASS_HAVE_MMSG)
-  // Per-thread scratch: a control buffer and a header per message of the largest batch.
-  thread_local std::vector<ControlBuffer> controls;
-  thread_local std::vector<struct mmsghdr> headers;
-  thread_local std::vector<struct iovec> iovs;
-  if (controls.size() < count) {
-    controls.resize(count);
-    headers.resize(count);
-    iovs.resize(count);
-  }
+  BatchScratch& scratch = ScratchFor(count);
+  auto& headers = scratch.headers;
   for (size_t i = 0; i < count; i++) {
-    PrepareReceive(&headers[i].msg_hdr, &iovs[i], &controls[i], slots[i].data, slots[i].cap);
+    PrepareReceive(&headers[i].msg_hdr, &scratch.iovs[i], &scratch.controls[i], slots[i].data,
+                   slots[i].cap);
     headers[i].msg_len = 0;
   }
   int n;
@@ -234,17 +248,12 @@ ssize_t SendMessages(int sock, OutgoingMessage* messages, size_t count) {
     }
   }
 #if defined(FDPASS_HAVE_MMSG)
-  thread_local std::vector<ControlBuffer> controls;
-  thread_local std::vector<struct mmsghdr> headers;
-  thread_local std::vector<struct iovec> iovs;
-  if (controls.size() < count) {
-    controls.resize(count);
-    headers.resize(count);
-    iovs.resize(count);
-  }
+  BatchScratch& scratch = ScratchFor(count);
+  auto& headers = scratch.headers;
   for (size_t i = 0; i < count; i++) {
     const OutgoingMessage& m = messages[i];
-    PrepareSend(&headers[i].msg_hdr, &iovs[i], &controls[i], m.data, m.len, m.fds, m.nfds);
+    PrepareSend(&headers[i].msg_hdr, &scratch.iovs[i], &scratch.controls[i], m.data, m.len, m.fds,
+                m.nfds);
     headers[i].msg_len = 0;
   }
   int n;

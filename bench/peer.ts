@@ -40,16 +40,6 @@ async function main(): Promise<void> {
       }
       break;
     }
-    case 'recv-messages': {
-      const channel = new Channel(3);
-      console.log('ready');
-      let received = 0;
-      for await (const message of channel) {
-        message.close();
-        if (++received === n) break;
-      }
-      break;
-    }
     case 'echo-channel': {
       const channel = new Channel(3);
       console.log('ready');

@@ -78,23 +78,7 @@ const cases: Record<string, Case> = {
     return seconds;
   },
 
-  async channel(n, fd) {
-    const { peer, socket } = await startPeer('recv-channel', n);
-    const channel = new Channel(socket);
-    const start = performance.now();
-    // Many sends in flight, as a busy server would have them; the channel queues on EAGAIN.
-    const WINDOW = 1024;
-    for (let sent = 0; sent < n; ) {
-      const batch: Promise<void>[] = [];
-      for (let i = 0; i < WINDOW && sent < n; i++, sent++) batch.push(channel.send(fd));
-      await Promise.all(batch);
-    }
-    await peer.printed('done');
-    const seconds = (performance.now() - start) / 1000;
-    await channel.close();
-    await exited(peer.child);
-    return seconds;
-  },
+  channel: (n, fd) => timeChannel(n, 1024, (channel) => channel.send(fd)),
 
   async nodeIpc(n) {
     const server = net.createServer();
@@ -104,14 +88,7 @@ const cases: Record<string, Case> = {
     await peer.printed('ready');
     const start = performance.now();
     // Node queues handle messages itself (one in flight until the child acknowledges it).
-    const WINDOW = 256;
-    for (let sent = 0; sent < n; ) {
-      const batch: Promise<void>[] = [];
-      for (let i = 0; i < WINDOW && sent < n; i++, sent++) {
-        batch.push(new Promise((resolve, reject) => child.send('fd', server, (error) => (error ? reject(error) : resolve()))));
-      }
-      await Promise.all(batch);
-    }
+    await inWindows(n, 256, () => new Promise((resolve, reject) => child.send('fd', server, (error) => (error ? reject(error) : resolve()))));
     await peer.printed('done');
     const seconds = (performance.now() - start) / 1000;
     await exited(child);
@@ -139,24 +116,34 @@ function runBaseline(mode: 'throughput' | 'pingpong', n: number, fdsPerMessage =
   return Number(execFileSync(baseline, [mode, String(n), String(fdsPerMessage), String(bytes)], { encoding: 'utf8' }).trim());
 }
 
+/** Makes count calls of send, window at a time: many sends in flight, as a busy server has them. */
+async function inWindows(count: number, window: number, send: () => Promise<void>): Promise<void> {
+  for (let sent = 0; sent < count; ) {
+    const batch: Promise<void>[] = [];
+    for (let i = 0; i < window && sent < count; i++, sent++) batch.push(send());
+    await Promise.all(batch);
+  }
+}
+
+/** Seconds until a recv-channel peer has received `messages` that a Channel sent with send. */
+async function timeChannel(messages: number, window: number, send: (channel: Channel) => Promise<void>): Promise<number> {
+  const { peer, socket } = await startPeer('recv-channel', messages);
+  const channel = new Channel(socket);
+  const start = performance.now();
+  await inWindows(messages, window, () => send(channel)); // the channel queues on EAGAIN
+  await peer.printed('done');
+  const seconds = (performance.now() - start) / 1000;
+  await channel.close();
+  await exited(peer.child);
+  return seconds;
+}
+
 /** Channel messages of `bytes` bytes (0: none) with fdsPerMessage fds; n counts fds. */
 function channelMessages(fdsPerMessage: number, bytes: number): Case {
   return async (n, fd) => {
     const messages = Math.max(1, Math.round(n / fdsPerMessage));
-    const { peer, socket } = await startPeer('recv-messages', messages);
-    const channel = new Channel(socket);
     const message = { data: Buffer.alloc(bytes), fds: new Array<number>(fdsPerMessage).fill(fd) };
-    const start = performance.now();
-    const WINDOW = 256;
-    for (let sent = 0; sent < messages; ) {
-      const batch: Promise<void>[] = [];
-      for (let i = 0; i < WINDOW && sent < messages; i++, sent++) batch.push(channel.send(message));
-      await Promise.all(batch);
-    }
-    await peer.printed('done');
-    const seconds = (performance.now() - start) / 1000;
-    await channel.close();
-    await exited(peer.child);
+    const seconds = await timeChannel(messages, 256, (channel) => channel.send(message));
     return (seconds * n) / (messages * fdsPerMessage);
   };
 }

@@ -4,9 +4,9 @@
  * Decodes what one recvmsg returned: the fd, 'eof', or why it is not a bare fd.
  * The caller closes the fds when this does not return one.
  */
-export function decodeBareFd(data: Uint8Array, bytes: number, fds: Int32Array, nfds: number, offset = 0, fdOffset = 0): number | 'eof' | string {
+export function decodeBareFd(data: Uint8Array, bytes: number, fds: Int32Array, nfds: number): number | 'eof' | string {
   if (bytes === 0 && nfds === 0) return 'eof';
-  if (bytes === 1 && nfds === 1 && data[offset] === 0) return fds[fdOffset]!;
+  if (bytes === 1 && nfds === 1 && data[0] === 0) return fds[0]!;
   if (nfds === 0) return `${bytes} byte(s) of data arrived without an fd`;
   if (nfds > 1) return `${nfds} fds arrived in one message, where one was expected; all were closed`;
   return `an fd arrived with ${bytes} byte(s) of data other than one zero byte; it was closed`;

@@ -8,7 +8,7 @@ import { constants as os } from 'node:os';
 import EventEmitter from 'eventemitter3';
 import { binding, constants, type PollWrap } from './binding';
 import { UV_EOF, type SystemError, abortError, closedError, errnoException, fdpassError, invalidArgType, outOfRange, truncatedError } from './errors';
-import { closeFds, validateFd, type FdLike } from './fd';
+import { asInt32Array, closeFds, validateFd, type FdLike } from './fd';
 import { MAX_FDS_PER_FRAME, MAX_PAYLOAD_BYTES, MESSAGE_HEADER_BYTES, StreamDecoder, decodePacket, type DecodeOutcome, type FramingLimits } from './framing';
 import { ReceivedMessage } from './message';
 import { closeHanded, toOutgoing, type Message, type Outgoing } from './outgoing';
@@ -119,19 +119,13 @@ function receiveBuffersFor(slotBytes: number): ReceiveBuffers {
 
 // A batch of bare fds for one sendmmsg: [dataOffset, dataLength, fdsOffset, nfds, sent].
 const zeroByte = new Uint8Array(1);
+const bareSendFds = new Int32Array(1);
 const sendBatch = { records: new Int32Array(5 * BATCH), fds: new Int32Array(BATCH) };
 for (let i = 0; i < BATCH; i++) sendBatch.records.set([0, 1, i, 1, 0], 5 * i);
 
 // Socket fds of this thread's open channels. A paused channel's poll is stopped, so libuv
 // no longer sees its fd and would let a second poll handle onto it (and abort later).
 const channelFds = new Set<number>();
-
-// A message's fds as the addon takes them: one native call per message, not one per fd.
-const fdScratch = new Int32Array(MAX_FDS);
-function asInt32(fds: readonly number[]): [Int32Array, number] {
-  for (let i = 0; i < fds.length; i++) fdScratch[i] = fds[i]!;
-  return [fdScratch, fds.length];
-}
 
 // What a StreamDecoder push completes; reused, as decoding runs to completion in one callback.
 const decoded: DecodeOutcome[] = [];
@@ -363,6 +357,8 @@ export class Channel extends EventEmitter<ChannelEvents> {
       pending.reject(error);
     }
     for (const pending of this.#recvQueue.splice(0)) pending.reject(this.#endError ?? error);
+    // A partial frame's fds, and fds queued ahead of their frame, are the decoder's.
+    this.#decoder?.close();
     // The poll handle closes the inbox's fds (it holds them) once it has closed.
     this.#inbox.length = 0;
     this.#inboxFds = 0;
@@ -465,8 +461,10 @@ export class Channel extends EventEmitter<ChannelEvents> {
    * -errno (EAGAIN also after part of a large frame went; the rest follows, without fds).
    */
   #sendOne(outgoing: Outgoing): number {
-    const { bytes, fds } = outgoing;
+    const { bytes } = outgoing;
     const length = bytes.length - outgoing.offset;
+    if (outgoing.bare) bareSendFds[0] = outgoing.fd;
+    const fds = outgoing.bare ? bareSendFds : outgoing.fds;
     const nfds = outgoing.offset === 0 ? fds.length : 0;
     const sent = binding.sendmsg(this.#fd, bytes, outgoing.offset, length, fds, nfds, constants.MSG_DONTWAIT);
     if (sent < 0) return sent;
@@ -474,25 +472,28 @@ export class Channel extends EventEmitter<ChannelEvents> {
     return sent === length ? 0 : EAGAIN;
   }
 
-  /** Consecutive bare fds at the head of the queue, up to one batch, in one sendmmsg. */
-  #sendBareBatch(): number {
+  /** How many bare fds lead the queue, up to one batch; they are copied for sendmmsg. */
+  #gatherBareBatch(): number {
     const queue = this.#sendQueue;
     let count = 0;
     while (count < BATCH && count < queue.length && queue[count]!.outgoing.bare) {
-      sendBatch.fds[count] = queue[count]!.outgoing.fds[0]!;
+      sendBatch.fds[count] = queue[count]!.outgoing.fd;
       count++;
     }
-    return binding.sendmmsg(this.#fd, zeroByte, sendBatch.records, sendBatch.fds, count);
+    return count;
   }
 
   /** Whether a send that failed with err waits and tries again, rather than failing. */
   #mustWait(err: number): boolean {
     if (isWouldBlock(err)) return true;
     if (err !== ETOOMANYREFS) return false;
-    this.#inFlightRetry ??= setTimeout(() => {
-      this.#inFlightRetry = undefined;
-      this.#flushSends();
-    }, IN_FLIGHT_RETRY_MS);
+    if (this.#inFlightRetry === undefined) {
+      this.#inFlightRetry = setTimeout(() => {
+        this.#inFlightRetry = undefined;
+        this.#flushSends();
+      }, IN_FLIGHT_RETRY_MS);
+      if (!this.#refd) this.#inFlightRetry.unref(); // an unref'd channel keeps nothing alive
+    }
     return true;
   }
 
@@ -502,11 +503,12 @@ export class Channel extends EventEmitter<ChannelEvents> {
     while (queue.length > 0 && this.#state === 'open' && this.#inFlightRetry === undefined) {
       const head = queue[0]!;
       if (head.outgoing.bare) {
-        const sent = this.#sendBareBatch();
+        const count = this.#gatherBareBatch();
+        const sent = binding.sendmmsg(this.#fd, zeroByte, sendBatch.records, sendBatch.fds, count);
         if (sent < 0 && this.#mustWait(sent)) break;
         // A failure belongs to the first message the kernel refused; the rest try again.
         for (const pending of queue.splice(0, sent < 0 ? 1 : sent)) this.#settleSend(pending, sent < 0 ? sent : 0);
-        if (sent >= 0 && sent < BATCH && queue[0]?.outgoing.bare) break; // the socket is full again
+        if (sent >= 0 && sent < count) break; // the socket is full again
       } else {
         const err = this.#sendOne(head.outgoing);
         if (err < 0 && this.#mustWait(err)) break;
@@ -597,7 +599,7 @@ export class Channel extends EventEmitter<ChannelEvents> {
     this.#inbox.push(item);
     if (item instanceof ReceivedMessage) {
       this.#inboxFds += item.fds.length;
-      this.#poll.hold(...asInt32(item.fds));
+      this.#poll.hold(asInt32Array(item.fds), item.fds.length); // one native call per message
     }
   }
 
@@ -606,7 +608,7 @@ export class Channel extends EventEmitter<ChannelEvents> {
     if (item === undefined) return undefined;
     if (item instanceof ReceivedMessage) {
       this.#inboxFds -= item.fds.length;
-      this.#poll.release(...asInt32(item.fds));
+      this.#poll.release(asInt32Array(item.fds), item.fds.length);
     }
     if (this.#inbox.length === 0 && this.#endError && this.#state === 'open') {
       void this.close(); // the peer is gone and nothing is left to hand out

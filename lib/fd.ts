@@ -29,19 +29,25 @@ export function toFd(value: unknown, name: string): number {
   throw invalidArgType(name, 'an fd: a number, a FileHandle, or a net.Socket or net.Server with an open handle', value);
 }
 
-const closeScratch = new Int32Array(253);
+// Where fds held in a plain array are copied for a native call that takes an Int32Array.
+const scratch = new Int32Array(binding.constants.MAX_FDS_PER_MESSAGE);
 
-/** Closes fds fdpass owns (or the caller asked it to close): one native call for all of them. */
+/** fds[start..start + count) copied into a shared Int32Array, valid until the next call. */
+export function asInt32Array(fds: ArrayLike<number>, start = 0, count = fds.length - start): Int32Array {
+  for (let i = 0; i < count; i++) scratch[i] = fds[start + i]!;
+  return scratch;
+}
+
+/** Closes fds fdpass owns (or the caller asked it to close): one native call per message. */
 export function closeFds(fds: ArrayLike<number>, count = fds.length): void {
   if (count === 1) {
     binding.close(fds[0]!);
   } else if (fds instanceof Int32Array) {
     binding.closeMany(fds, count);
   } else {
-    for (let start = 0; start < count; start += closeScratch.length) {
-      const chunk = Math.min(closeScratch.length, count - start);
-      for (let i = 0; i < chunk; i++) closeScratch[i] = fds[start + i]!;
-      binding.closeMany(closeScratch, chunk);
+    for (let start = 0; start < count; start += scratch.length) {
+      const chunk = Math.min(scratch.length, count - start);
+      binding.closeMany(asInt32Array(fds, start, chunk), chunk);
     }
   }
 }

@@ -17,15 +17,18 @@ export interface Outgoing {
   readonly bytes: Uint8Array;
   /** Bytes the kernel has taken so far: a stream may take a large frame in parts. */
   offset: number;
-  /** Attached to the first part only. */
+  /** A frame's fds, attached to its first part (empty for a bare fd). */
   readonly fds: Int32Array;
   /** One zero byte with one fd: small enough that the kernel takes it whole or not at all. */
   readonly bare: boolean;
+  /** A bare fd's fd (-1 for a frame): a number, so a bare send allocates no array. */
+  readonly fd: number;
   /** What to close once the kernel has the fds (`close: true`), else undefined. */
   readonly handed: readonly FdLike[] | undefined;
 }
 
 const zeroByte = new Uint8Array(1);
+const noFds = new Int32Array(0);
 
 function isMessage(value: unknown): value is Message {
   return (
@@ -57,8 +60,7 @@ function fdsOf(fds: unknown): readonly FdLike[] {
 /** Validates what send() was given; throws TypeError/RangeError before anything is taken. */
 export function toOutgoing(value: FdLike | Message, close: boolean): Outgoing {
   if (!isMessage(value)) {
-    const fds = Int32Array.of(toFd(value, 'fd'));
-    return { bytes: zeroByte, offset: 0, fds, bare: true, handed: close ? [value] : undefined };
+    return { bytes: zeroByte, offset: 0, fds: noFds, bare: true, fd: toFd(value, 'fd'), handed: close ? [value] : undefined };
   }
   const payload = payloadOf(value.data);
   const handed = fdsOf(value.fds);
@@ -67,11 +69,11 @@ export function toOutgoing(value: FdLike | Message, close: boolean): Outgoing {
     throw outOfRange('message.data.length', `at most ${MAX_PAYLOAD_BYTES}`, payload.length);
   }
   const closeAfter = close && handed.length > 0 ? handed : undefined;
-  if (isBareFd(payload.length, fds.length)) return { bytes: zeroByte, offset: 0, fds, bare: true, handed: closeAfter };
+  if (isBareFd(payload.length, fds.length)) return { bytes: zeroByte, offset: 0, fds: noFds, bare: true, fd: fds[0]!, handed: closeAfter };
   const bytes = Buffer.allocUnsafe(MESSAGE_HEADER_BYTES + payload.length);
   writeHeader(bytes, 0, payload.length, fds.length);
   bytes.set(payload, MESSAGE_HEADER_BYTES);
-  return { bytes, offset: 0, fds, bare: false, handed: closeAfter };
+  return { bytes, offset: 0, fds, bare: false, fd: -1, handed: closeAfter };
 }
 
 /** Closes what the caller handed over with `close: true`; see closeHandedFd. */

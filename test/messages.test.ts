@@ -5,6 +5,8 @@ import { closeSync, fstatSync, mkdtempSync, openSync, rmSync, writeFileSync } fr
 import { tmpdir } from 'node:os';
 import path from 'node:path';
 import { afterAll, describe, expect, it } from 'vitest';
+import { binding } from '../lib/binding.js';
+import { encodeHeader } from '../lib/framing.js';
 import { Channel, socketpair, type SocketType } from '../lib/index.js';
 import { countFds, expectNoFdLeakAroundEachTest, spawnNodePeer, within } from './helpers.js';
 
@@ -171,5 +173,25 @@ describe('messages in one process', () => {
     await a.send({ data: 'next' });
     expect((await within(b.recv(), 2000, 'recv')).data.toString()).toBe('next');
     await Promise.all([a.close(), b.close()]);
+  });
+});
+
+describe('a frame cut short', () => {
+  it('close() in the middle of a frame closes the fds that came with its start', async () => {
+    const before = countFds();
+    const [x, y] = socketpair();
+    const receiver = new Channel(y);
+    // The start of a frame of 1,000 bytes with 2 fds: its header, 10 bytes and the fds.
+    const start = Buffer.concat([encodeHeader(1000, 2), Buffer.alloc(10)]);
+    expect(binding.sendmsg(x, start, 0, start.length, Int32Array.of(pool[0]!, pool[1]!), 2, 0)).toBe(start.length);
+    const pending = receiver.recv().then(
+      () => 'delivered',
+      (error: { code?: string }) => error.code,
+    );
+    await new Promise((resolve) => setTimeout(resolve, 50)); // the channel reads the start
+    await receiver.close();
+    expect(await pending).toBe('ERR_FDPASS_CHANNEL_CLOSED');
+    closeSync(x);
+    expect(countFds()).toBe(before);
   });
 });
