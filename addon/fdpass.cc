@@ -9,6 +9,7 @@
 
 #include "poll_wrap.h"
 #include "posix_io.h"
+#include "unix_socket.h"
 
 namespace fdpass {
 namespace {
@@ -110,6 +111,55 @@ Napi::Value JsCloseMany(const Napi::CallbackInfo& info) {
   return Napi::Number::New(info.Env(), 0);
 }
 
+// A socket name from JS: its bytes, and whether it is abstract.
+struct SocketName {
+  const char* bytes;
+  size_t len;
+};
+
+SocketName ArgName(const Napi::CallbackInfo& info, size_t i) {
+  auto name = info[i].As<Napi::Uint8Array>();
+  return SocketName{reinterpret_cast<const char*>(name.Data()), name.ElementLength()};
+}
+
+// unixSocket(type) -> fd | -errno
+Napi::Value JsUnixSocket(const Napi::CallbackInfo& info) {
+  return Napi::Number::New(info.Env(), UnixSocket(ArgInt(info, 0)));
+}
+
+// bindUnix(sock, name: Uint8Array, abstract, mode) -> 0 | -errno
+Napi::Value JsBindUnix(const Napi::CallbackInfo& info) {
+  SocketName name = ArgName(info, 1);
+  int err = BindUnix(ArgInt(info, 0), name.bytes, name.len, info[2].ToBoolean(),
+                     static_cast<unsigned>(ArgInt(info, 3)));
+  return Napi::Number::New(info.Env(), err);
+}
+
+// listen(sock, backlog) -> 0 | -errno
+Napi::Value JsListen(const Napi::CallbackInfo& info) {
+  return Napi::Number::New(info.Env(), Listen(ArgInt(info, 0), ArgInt(info, 1)));
+}
+
+// connectUnix(sock, name: Uint8Array, abstract) -> 0 | -errno (-EAGAIN: try again later)
+Napi::Value JsConnectUnix(const Napi::CallbackInfo& info) {
+  SocketName name = ArgName(info, 1);
+  int err = ConnectUnix(ArgInt(info, 0), name.bytes, name.len, info[2].ToBoolean());
+  return Napi::Number::New(info.Env(), err);
+}
+
+// peerCredentials(sock, out: Int32Array(3)) -> 0 | -errno; out = [pid, uid, gid]
+Napi::Value JsPeerCredentials(const Napi::CallbackInfo& info) {
+  auto out = info[1].As<Napi::Int32Array>();
+  PeerCredentials cred;
+  int err = GetPeerCredentials(ArgInt(info, 0), &cred);
+  if (err == 0 && out.ElementLength() >= 3) {
+    out[0] = cred.pid;
+    out[1] = static_cast<int32_t>(cred.uid);  // JS reads these back as unsigned
+    out[2] = static_cast<int32_t>(cred.gid);
+  }
+  return Napi::Number::New(info.Env(), err);
+}
+
 Napi::Object Init(Napi::Env env, Napi::Object exports) {
   exports["socketpair"] = Napi::Function::New<JsSocketPair>(env, "socketpair");
   exports["socketType"] = Napi::Function::New<JsSocketType>(env, "socketType");
@@ -119,6 +169,11 @@ Napi::Object Init(Napi::Env env, Napi::Object exports) {
   exports["sendmmsg"] = Napi::Function::New<JsSendMessages>(env, "sendmmsg");
   exports["close"] = Napi::Function::New<JsClose>(env, "close");
   exports["closeMany"] = Napi::Function::New<JsCloseMany>(env, "closeMany");
+  exports["unixSocket"] = Napi::Function::New<JsUnixSocket>(env, "unixSocket");
+  exports["bindUnix"] = Napi::Function::New<JsBindUnix>(env, "bindUnix");
+  exports["listen"] = Napi::Function::New<JsListen>(env, "listen");
+  exports["connectUnix"] = Napi::Function::New<JsConnectUnix>(env, "connectUnix");
+  exports["peerCredentials"] = Napi::Function::New<JsPeerCredentials>(env, "peerCredentials");
   exports["PollWrap"] = PollWrap::Define(env);
 
   Napi::Object constants = Napi::Object::New(env);
@@ -132,6 +187,8 @@ Napi::Object Init(Napi::Env env, Napi::Object exports) {
   constants["MAX_MESSAGES_PER_BATCH"] = Napi::Number::New(env, kMaxMessagesPerBatch);
   // Not in Node's os.constants.errno: the kernel's cap on a user's fds in flight.
   constants["ETOOMANYREFS"] = Napi::Number::New(env, ETOOMANYREFS);
+  constants["MAX_SOCKET_PATH_BYTES"] = Napi::Number::New(env, static_cast<double>(MaxSocketPathBytes()));
+  constants["HAVE_ABSTRACT_NAMES"] = Napi::Boolean::New(env, HaveAbstractNames());
   exports["constants"] = constants;
   return exports;
 }

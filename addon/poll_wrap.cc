@@ -14,6 +14,7 @@
 #include <vector>
 
 #include "posix_io.h"
+#include "unix_socket.h"
 
 namespace fdpass {
 
@@ -80,7 +81,8 @@ Napi::Function PollWrap::Define(Napi::Env env) {
                      });
 }
 
-// new PollWrap(onEvent, data: Uint8Array, fds: Int32Array, records: Int32Array, slotBytes)
+// new PollWrap(onEvent, data: Uint8Array, fds: Int32Array, records: Int32Array, slotBytes,
+//              accepts?: boolean)
 PollWrap::PollWrap(const Napi::CallbackInfo& info)
     : Napi::ObjectWrap<PollWrap>(info), async_context_(info.Env(), "fdpass:PollWrap") {
   Napi::Env env = info.Env();
@@ -103,6 +105,7 @@ PollWrap::PollWrap(const Napi::CallbackInfo& info)
   records_ = Napi::Persistent(info[3].As<Napi::Object>());
   int64_t slot_bytes = info[4].As<Napi::Number>().Int64Value();
   slot_bytes_ = slot_bytes < 1 ? 1 : static_cast<size_t>(slot_bytes);
+  accepts_ = info.Length() > 5 && info[5].ToBoolean();
 }
 
 PollWrap::~PollWrap() {
@@ -228,6 +231,7 @@ int PollWrap::DrainReadable() {
   size_t count = std::min({(records.ElementLength() - 1) / 3,  // the last slot: see OnPoll
                            data.ElementLength() / slot_bytes_,
                            fds.ElementLength() / kMaxFdsPerMessage, kMaxMessagesPerBatch});
+  if (accepts_) return AcceptWaiting(fds.Data(), records.Data(), count);
   MessageSlot slots[kMaxMessagesPerBatch];
   for (size_t i = 0; i < count; i++) {
     slots[i].data = data.Data() + i * slot_bytes_;
@@ -240,6 +244,25 @@ int PollWrap::DrainReadable() {
     rec[i * 3] = static_cast<int32_t>(slots[i].bytes);
     rec[i * 3 + 1] = static_cast<int32_t>(slots[i].info.nfds);
     rec[i * 3 + 2] = slots[i].info.msg_flags;
+  }
+  return static_cast<int>(filled);
+}
+
+// A listener's wake-up: connection i's fd at fds[i * kMaxFdsPerMessage], with the record
+// [0, 1, 0]; a failed accept ends the batch with [-errno, 0, 0]. The same layout as
+// messages, so an unclaimed batch is closed the same way.
+int PollWrap::AcceptWaiting(int32_t* fds, int32_t* records, size_t count) {
+  size_t filled = 0;
+  while (filled < count) {
+    int fd = Accept(handle_->fd);
+    if (fd == -EAGAIN || fd == -EWOULDBLOCK) break;
+    int32_t* rec = records + filled * 3;
+    rec[0] = fd < 0 ? fd : 0;
+    rec[1] = fd < 0 ? 0 : 1;
+    rec[2] = 0;
+    if (fd >= 0) fds[filled * kMaxFdsPerMessage] = fd;
+    filled++;
+    if (fd < 0) break;
   }
   return static_cast<int>(filled);
 }

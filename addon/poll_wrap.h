@@ -31,6 +31,7 @@ class PollWrap : public Napi::ObjectWrap<PollWrap> {
   Napi::Value Release(const Napi::CallbackInfo& info);
 
   int DrainReadable();
+  int AcceptWaiting(int32_t* fds, int32_t* records, size_t count);
   void CallIntoJs(Napi::Function callback, const std::initializer_list<napi_value>& args);
 
   PollHandle* handle_ = nullptr;
@@ -41,6 +42,7 @@ class PollWrap : public Napi::ObjectWrap<PollWrap> {
   Napi::ObjectReference fds_;      // Int32Array: kMaxFdsPerMessage received fds per message
   Napi::ObjectReference records_;  // Int32Array: [bytes or -errno, nfds, msg_flags] per message
   size_t slot_bytes_ = 1;
+  bool accepts_ = false;  // a listening socket: a wake-up accepts connections, not messages
   Napi::AsyncContext async_context_;
   bool strongly_held_ = false;
 };

@@ -31,6 +31,8 @@ export interface PollWrapConstructor {
     fds: Int32Array,
     records: Int32Array,
     slotBytes: number,
+    /** A listening socket: each wake-up accepts connections, connection i's fd at fds[i * MAX_FDS_PER_MESSAGE]. */
+    accepts?: boolean,
   ): PollWrap;
 }
 
@@ -50,6 +52,15 @@ export interface Binding {
   close(fd: number): number;
   /** Closes fds[0..count): runs of consecutive numbers in one close_range(2) each. */
   closeMany(fds: Int32Array, count: number): number;
+  /** socket(AF_UNIX, type), close-on-exec and non-blocking: the fd or -errno. */
+  unixSocket(type: number): number;
+  /** The file, if any, is created with permission bits `mode` from the start. */
+  bindUnix(sock: number, name: Uint8Array, abstract: boolean, mode: number): number;
+  listen(sock: number, backlog: number): number;
+  /** 0 once connected; -EAGAIN while the listener's backlog is full. */
+  connectUnix(sock: number, name: Uint8Array, abstract: boolean): number;
+  /** out = [pid (-1 if unknown), uid, gid] as int32. */
+  peerCredentials(sock: number, out: Int32Array): number;
   PollWrap: PollWrapConstructor;
   constants: {
     SOCK_STREAM: number;
@@ -61,6 +72,9 @@ export interface Binding {
     MAX_FDS_PER_MESSAGE: number;
     MAX_MESSAGES_PER_BATCH: number;
     ETOOMANYREFS: number;
+    /** Bytes of a socket name in sun_path, without the NUL. */
+    MAX_SOCKET_PATH_BYTES: number;
+    HAVE_ABSTRACT_NAMES: boolean;
   };
 }
 

@@ -7,10 +7,12 @@
 import { constants as os } from 'node:os';
 import EventEmitter from 'eventemitter3';
 import { binding, constants, type PollWrap } from './binding';
-import { UV_EOF, type SystemError, abortError, closedError, errnoException, fdpassError, invalidArgType, outOfRange, truncatedError } from './errors';
+import { UV_EOF, type SystemError, abortError, closedError, errnoException, fdpassError, invalidArgType, truncatedError } from './errors';
 import { asInt32Array, closeFds, validateFd, type FdLike } from './fd';
 import { MAX_FDS_PER_FRAME, MAX_PAYLOAD_BYTES, MESSAGE_HEADER_BYTES, StreamDecoder, decodePacket, type DecodeOutcome, type FramingLimits } from './framing';
 import { ReceivedMessage } from './message';
+import { integerOption, validateOptions } from './options';
+import { readPeerCredentials, type PeerCredentials } from './peer';
 import { closeHanded, toOutgoing, type Message, type Outgoing } from './outgoing';
 import { socketpair, type SocketType } from './seed';
 
@@ -130,11 +132,6 @@ const channelFds = new Set<number>();
 // What a StreamDecoder push completes; reused, as decoding runs to completion in one callback.
 const decoded: DecodeOutcome[] = [];
 
-function validateOptions<T extends object>(options: T | undefined, name: string): T | Record<string, never> {
-  if (options === undefined) return {};
-  if (typeof options !== 'object' || options === null) throw invalidArgType(name, 'of type object', options);
-  return options;
-}
 
 function isWouldBlock(err: number): boolean {
   return err === EAGAIN || err === EWOULDBLOCK;
@@ -166,6 +163,7 @@ export class Channel extends EventEmitter<ChannelEvents> {
   #inboxFds = 0;
   #iterators = 0;
 
+  #peer: PeerCredentials | undefined;
   #inFlightRetry: NodeJS.Timeout | undefined;
   #watchReadable = false;
   #watchWritable = false;
@@ -233,6 +231,19 @@ export class Channel extends EventEmitter<ChannelEvents> {
 
   get closed(): boolean {
     return this.#state !== 'open';
+  }
+
+  /**
+   * The process at the other end: its pid, uid and gid as of its connect() or socketpair()
+   * (SO_PEERCRED on Linux). Read once, on first use; throws 'ERR_FDPASS_CHANNEL_CLOSED' if
+   * the channel closed before that, or a system error where the socket has no peer.
+   */
+  get peer(): PeerCredentials {
+    if (this.#peer === undefined) {
+      if (this.#state === 'closed') throw closedError();
+      this.#peer = readPeerCredentials(this.#fd);
+    }
+    return this.#peer;
   }
 
   /**
@@ -651,7 +662,7 @@ export class Channel extends EventEmitter<ChannelEvents> {
   }
 }
 
-function channelOptions(options: ChannelOptions | undefined): { maxBufferedFds: number; limits: FramingLimits } {
+export function channelOptions(options: ChannelOptions | undefined): { maxBufferedFds: number; limits: FramingLimits } {
   const { maxBufferedFds = 128, maxPayloadBytes = 1024 * 1024, maxFdsPerMessage = MAX_FDS_PER_FRAME } = validateOptions(options, 'options');
   return {
     maxBufferedFds: integerOption('options.maxBufferedFds', maxBufferedFds, 1, Number.MAX_SAFE_INTEGER),
@@ -660,10 +671,4 @@ function channelOptions(options: ChannelOptions | undefined): { maxBufferedFds: 
       maxFdsPerMessage: integerOption('options.maxFdsPerMessage', maxFdsPerMessage, 0, MAX_FDS_PER_FRAME),
     },
   };
-}
-
-function integerOption(name: string, value: unknown, min: number, max: number): number {
-  if (typeof value !== 'number') throw invalidArgType(name, 'of type number', value);
-  if (!Number.isInteger(value) || value < min || value > max) throw outOfRange(name, `an integer >= ${min} and <= ${max}`, value);
-  return value;
 }

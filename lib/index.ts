@@ -2,6 +2,9 @@
 export { send, recv, lastError, socketpair, setBlocking, type SocketType } from './seed';
 export { Channel, type ChannelOptions, type ChannelEvents, type SendOptions, type RecvOptions } from './channel';
 export { ReceivedMessage } from './message';
+export { listen, Server, type ListenOptions, type ServerCloseOptions, type ServerEvents, type ServerSocketType } from './server';
+export { connect, type ConnectOptions } from './connect';
+export type { PeerCredentials } from './peer';
 export type { FdLike } from './fd';
 export type { Message } from './outgoing';
 export type { SystemError, FdpassError, FdpassErrorCode } from './errors';

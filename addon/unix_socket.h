@@ -1,0 +1,43 @@
+// Unix socket addresses: bind, listen, accept, connect, and the peer's credentials.
+// Plain POSIX, no Node-API; every function returns a value >= 0 or -errno.
+#pragma once
+
+#include <stddef.h>
+#include <sys/types.h>
+
+namespace fdpass {
+
+// Bytes a name may take in sockaddr_un.sun_path: for a file path, without its NUL;
+// for a Linux abstract name, without its leading NUL.
+size_t MaxSocketPathBytes();
+
+// Whether this system has Linux's abstract socket namespace.
+bool HaveAbstractNames();
+
+// socket(AF_UNIX, type), close-on-exec and non-blocking.
+int UnixSocket(int type);
+
+// bind(2) to name[0..len). A file is created with permission bits `mode` from the start:
+// the socket's mode is set before bind creates the file, so it is never wider (the umask
+// may still narrow it, as for any file).
+int BindUnix(int sock, const char* name, size_t len, bool abstract, unsigned mode);
+
+int Listen(int sock, int backlog);
+
+// accept(2) of one waiting connection, close-on-exec and non-blocking: the new fd.
+int Accept(int listener);
+
+// connect(2) without blocking: 0 once connected; -EAGAIN when the listener's backlog is
+// full (a Unix socket connects at once or not at all; try again later).
+int ConnectUnix(int sock, const char* name, size_t len, bool abstract);
+
+struct PeerCredentials {
+  int pid;  // -1 where the system does not say
+  unsigned uid;
+  unsigned gid;
+};
+
+// Who is at the other end of a connected Unix socket, as of its connect() or socketpair().
+int GetPeerCredentials(int sock, PeerCredentials* out);
+
+}  // namespace fdpass

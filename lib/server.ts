@@ -1,0 +1,463 @@
+// A server on a Unix socket path: listen() binds (replacing a dead server's file, never a
+// live one's), the same poll handle as a channel's accepts without blocking, allow() checks
+// each client's credentials before user code sees it, and each client becomes a Channel.
+import { chmodSync, lstatSync, unlinkSync, type Stats } from 'node:fs';
+import { constants as os } from 'node:os';
+import EventEmitter from 'eventemitter3';
+import { binding, constants, type PollWrap } from './binding';
+import { Channel, channelOptions, type ChannelOptions } from './channel';
+import { errnoException, invalidArgType, invalidArgValue } from './errors';
+import { closeFds } from './fd';
+import { integerOption, validateOptions } from './options';
+import { readPeerCredentials, type PeerCredentials } from './peer';
+import { describeAddress, socketAddress, type SocketAddress } from './socket-address';
+
+export type ServerSocketType = 'stream' | 'seqpacket';
+
+export interface ListenOptions {
+  /** A file path, or with `abstract` a name in Linux's abstract namespace. */
+  path: string;
+  /**
+   * A Linux abstract name: no file, so no file permissions either; anyone on the host who
+   * knows the name can connect, and `allow` is the only guard.
+   */
+  abstract?: boolean;
+  /** Default 'stream'. */
+  type?: ServerSocketType;
+  /** Permission bits of the socket file, in force from its creation. Default 0o600. */
+  mode?: number;
+  /** Connections the kernel queues until they are accepted. Default 511, as Node's net. */
+  backlog?: number;
+  /**
+   * Whether a client may stay, decided before any user code sees it. A refused client is
+   * closed at once, counted in `refusedCount`, and reported by a 'refused' event. A check
+   * that throws refuses, and the error goes to 'error' listeners.
+   */
+  allow?: (peer: PeerCredentials) => boolean;
+  /** Options for each accepted channel. */
+  channel?: ChannelOptions;
+  /**
+   * Accepted channels held for nobody (no 'connection' listener, no iterator waiting)
+   * before the server stops accepting, leaving the rest in the kernel's backlog. Default 64.
+   */
+  maxPendingChannels?: number;
+}
+
+export interface ServerCloseOptions {
+  /** Resolve only once every channel the server handed out has closed. Default false. */
+  waitForChannels?: boolean;
+}
+
+export interface ServerEvents {
+  /** A new client, allowed in. The listener owns the channel. */
+  connection: [channel: Channel];
+  /** allow() turned a client away; its socket is already closed. */
+  refused: [peer: PeerCredentials];
+  /** accept() failed (out of fds, say): the server pauses briefly and goes on. */
+  error: [error: Error];
+  /** The server stopped: its socket and file are gone, every pending call settled. */
+  close: [];
+}
+
+const EAGAIN = -os.errno.EAGAIN;
+const EADDRINUSE = -os.errno.EADDRINUSE;
+const ECONNREFUSED = -os.errno.ECONNREFUSED;
+const ENOENT = -os.errno.ENOENT;
+// Out of fds or memory: the connection stays in the backlog, and the listener stays
+// readable. Accepting again at once would spin; wait for something to be freed.
+const RESOURCE_ERRORS = new Set([os.errno.EMFILE, os.errno.ENFILE, os.errno.ENOBUFS, os.errno.ENOMEM].map((e) => -e));
+const RESOURCE_PAUSE_MS = 100;
+
+const DEFAULT_MODE = 0o600;
+const DEFAULT_BACKLOG = 511;
+const MAX_FDS = constants.MAX_FDS_PER_MESSAGE;
+
+// Accept buffers, shared by this thread's servers: the addon fills them and the server
+// copies the fds out in the same callback. Connection i's fd is at fds[i * MAX_FDS].
+const BATCH = constants.MAX_MESSAGES_PER_BATCH;
+let acceptBuffers: { data: Uint8Array; fds: Int32Array; records: Int32Array } | undefined;
+
+interface Waiter {
+  resolve(result: IteratorResult<Channel>): void;
+}
+
+/** What listen() hands the Server: a bound, listening socket, and its file if it has one. */
+interface Listener {
+  sock: number;
+  address: SocketAddress;
+  type: ServerSocketType;
+  file: Stats | undefined;
+}
+
+export class Server extends EventEmitter<ServerEvents> {
+  readonly #address: SocketAddress;
+  readonly #type: ServerSocketType;
+  /** The socket file as bound: close() removes the file only if it is still this one. */
+  readonly #file: Stats | undefined;
+  readonly #poll: PollWrap;
+  readonly #allow: ((peer: PeerCredentials) => boolean) | undefined;
+  readonly #channelOptions: ChannelOptions | undefined;
+  readonly #maxPending: number;
+
+  /** Accepted and allowed, not yet taken. */
+  readonly #pending: Channel[] = [];
+  readonly #waiters: Waiter[] = [];
+  /** Handed out and still open. */
+  readonly #channels = new Set<Channel>();
+  #channelsGone: (() => void) | undefined;
+  #refusedCount = 0;
+  #listening = true;
+  #closed: Promise<void> | undefined;
+  #resumeTimer: NodeJS.Timeout | undefined;
+  #watching = false;
+  #refd = true;
+
+  /** Use listen(). */
+  constructor(listener: Listener, options: ListenOptions) {
+    super();
+    this.#address = listener.address;
+    this.#type = listener.type;
+    this.#file = listener.file;
+    this.#allow = options.allow;
+    this.#channelOptions = options.channel;
+    this.#maxPending = options.maxPendingChannels ?? 64;
+    acceptBuffers ??= { data: new Uint8Array(BATCH), fds: new Int32Array(BATCH * MAX_FDS), records: new Int32Array(3 * BATCH + 1) };
+    const { data, fds, records } = acceptBuffers;
+    this.#poll = new binding.PollWrap((status, count) => this.#onPoll(status, count), data, fds, records, 1, true);
+    const err = this.#poll.open(listener.sock, true);
+    if (err < 0) throw errnoException(err, 'uv_poll_init');
+    this.#updatePoll();
+  }
+
+  /** The path (or abstract name) given to listen(). */
+  get path(): string {
+    return this.#address.path;
+  }
+
+  get abstract(): boolean {
+    return this.#address.abstract;
+  }
+
+  get type(): ServerSocketType {
+    return this.#type;
+  }
+
+  get listening(): boolean {
+    return this.#listening;
+  }
+
+  /** Clients allow() turned away so far. */
+  get refusedCount(): number {
+    return this.#refusedCount;
+  }
+
+  /** Channels handed out (by event or iterator) that are still open. */
+  get connections(): number {
+    return this.#channels.size;
+  }
+
+  /** Yields each accepted channel; ends when the server closes. The taker owns the channel. */
+  [Symbol.asyncIterator](): AsyncIterableIterator<Channel> {
+    const iterator: AsyncIterableIterator<Channel> = {
+      next: () => {
+        const channel = this.#pending.shift();
+        if (channel) {
+          this.#handOut(channel);
+          this.#updatePoll();
+          return Promise.resolve({ done: false, value: channel });
+        }
+        if (!this.#listening) return Promise.resolve({ done: true, value: undefined });
+        return new Promise((resolve) => this.#waiters.push({ resolve }));
+      },
+      return: async () => ({ done: true, value: undefined }),
+      [Symbol.asyncIterator]: () => iterator,
+    };
+    return iterator;
+  }
+
+  /**
+   * Stops accepting: the socket file is removed (if it is still this server's), the
+   * listening socket closed, channels accepted but never taken are closed, and iterators
+   * end. Channels already handed out are their takers'; with `waitForChannels` the promise
+   * waits until they have all closed. Calling it again returns a promise for the same close.
+   */
+  close(options?: ServerCloseOptions): Promise<void> {
+    const { waitForChannels = false } = validateOptions(options, 'options');
+    if (typeof waitForChannels !== 'boolean') throw invalidArgType('options.waitForChannels', 'of type boolean', waitForChannels);
+    this.#closed ??= this.#stop();
+    if (!waitForChannels) return this.#closed;
+    return this.#closed.then(() => this.#allChannelsClosed());
+  }
+
+  /** Keep the process alive while listening (the default, as with net.Server). */
+  ref(): this {
+    this.#refd = true;
+    if (this.#listening) this.#poll.ref();
+    return this;
+  }
+
+  /** Let the process exit even while listening. */
+  unref(): this {
+    this.#refd = false;
+    if (this.#listening) this.#poll.unref();
+    this.#resumeTimer?.unref();
+    return this;
+  }
+
+  // A 'connection' listener added later takes the channels that waited for one.
+  override on<T extends keyof ServerEvents>(event: T, fn: EventEmitter.EventListener<ServerEvents, T>, context?: unknown): this {
+    super.on(event, fn, context);
+    if (event === 'connection') queueMicrotask(() => this.#drainPendingToListeners());
+    return this;
+  }
+
+  override addListener<T extends keyof ServerEvents>(event: T, fn: EventEmitter.EventListener<ServerEvents, T>, context?: unknown): this {
+    return this.on(event, fn, context);
+  }
+
+  override once<T extends keyof ServerEvents>(event: T, fn: EventEmitter.EventListener<ServerEvents, T>, context?: unknown): this {
+    super.once(event, fn, context);
+    if (event === 'connection') queueMicrotask(() => this.#drainPendingToListeners());
+    return this;
+  }
+
+  async #stop(): Promise<void> {
+    this.#listening = false;
+    clearTimeout(this.#resumeTimer);
+    // The file goes first: from here a client gets ENOENT, not a connection nobody accepts.
+    if (this.#file) removeSocketFile(this.#address.path, this.#file);
+    for (const waiter of this.#waiters.splice(0)) waiter.resolve({ done: true, value: undefined });
+    const untaken = this.#pending.splice(0);
+    await Promise.all([
+      new Promise<void>((resolve) => {
+        if (!this.#poll.close(resolve)) resolve();
+      }),
+      ...untaken.map((channel) => channel.close()),
+    ]);
+    this.#emitSafely('close');
+  }
+
+  #allChannelsClosed(): Promise<void> {
+    if (this.#channels.size === 0) return Promise.resolve();
+    return new Promise((resolve) => {
+      const previous = this.#channelsGone;
+      this.#channelsGone = () => {
+        previous?.();
+        resolve();
+      };
+    });
+  }
+
+  #onPoll(status: number, count: number): void {
+    if (!this.#listening) return; // the addon closes an unclaimed batch's fds
+    if (status < 0) {
+      this.#emitError(errnoException(status, 'poll'));
+      return;
+    }
+    const { fds, records } = acceptBuffers!;
+    records[records.length - 1] = 0; // claimed: each fd below is handed out or closed
+    const accepted: number[] = [];
+    let failure = 0;
+    for (let i = 0; i < count; i++) {
+      if (records[3 * i]! < 0) failure = records[3 * i]!;
+      else accepted.push(fds[i * MAX_FDS]!);
+    }
+    for (const fd of accepted) this.#admit(fd);
+    if (failure < 0) this.#acceptFailed(failure);
+  }
+
+  /** A new client: checked by allow(), then made a channel and handed out or queued. */
+  #admit(fd: number): void {
+    if (!this.#listening) {
+      closeFds([fd]); // a listener closed the server mid-batch
+      return;
+    }
+    if (this.#allow) {
+      let peer: PeerCredentials;
+      try {
+        peer = readPeerCredentials(fd);
+      } catch (error) {
+        closeFds([fd]);
+        this.#emitError(error as Error);
+        return;
+      }
+      let allowed = false;
+      try {
+        allowed = this.#allow(peer) === true;
+      } catch (error) {
+        this.#emitError(error as Error);
+      }
+      if (!allowed) {
+        closeFds([fd]);
+        this.#refusedCount++;
+        this.#emitSafely('refused', peer);
+        return;
+      }
+    }
+    let channel: Channel;
+    try {
+      channel = new Channel(fd, this.#channelOptions);
+    } catch (error) {
+      closeFds([fd]);
+      this.#emitError(error as Error);
+      return;
+    }
+    const waiter = this.#waiters.shift();
+    if (waiter) {
+      this.#handOut(channel);
+      waiter.resolve({ done: false, value: channel });
+    } else if (this.#pending.length === 0 && this.listenerCount('connection') > 0) {
+      this.#handOut(channel);
+      this.#emitSafely('connection', channel);
+    } else {
+      this.#pending.push(channel);
+      this.#updatePoll();
+    }
+  }
+
+  #drainPendingToListeners(): void {
+    while (this.#pending.length > 0 && this.listenerCount('connection') > 0) {
+      const channel = this.#pending.shift()!;
+      this.#handOut(channel);
+      this.#emitSafely('connection', channel);
+    }
+    this.#updatePoll();
+  }
+
+  #handOut(channel: Channel): void {
+    this.#channels.add(channel);
+    channel.once('close', () => {
+      this.#channels.delete(channel);
+      if (this.#channels.size === 0 && this.#channelsGone) {
+        const gone = this.#channelsGone;
+        this.#channelsGone = undefined;
+        gone();
+      }
+    });
+  }
+
+  #acceptFailed(err: number): void {
+    if (err === EAGAIN) return;
+    if (RESOURCE_ERRORS.has(err)) {
+      this.#resumeTimer = setTimeout(() => {
+        this.#resumeTimer = undefined;
+        this.#updatePoll();
+      }, RESOURCE_PAUSE_MS);
+      if (!this.#refd) this.#resumeTimer.unref();
+      this.#updatePoll();
+    }
+    // Anything else (ECONNABORTED: the client gave up) is that one client's.
+    this.#emitError(errnoException(err, 'accept', describeAddress(this.#address)));
+  }
+
+  #updatePoll(): void {
+    if (!this.#listening) return;
+    const watch = this.#resumeTimer === undefined && this.#pending.length < this.#maxPending;
+    if (watch === this.#watching) return;
+    this.#watching = watch;
+    const err = this.#poll.start(watch, false);
+    if (err < 0) this.#emitError(errnoException(err, 'uv_poll_start'));
+  }
+
+  /** Errors go to 'error' listeners; with none, the server goes on without them. */
+  #emitError(error: Error): void {
+    if (this.listenerCount('error') > 0) this.#emitSafely('error', error);
+  }
+
+  /** A listener that throws must not stop the server mid-batch: rethrown on its own tick. */
+  #emitSafely<T extends keyof ServerEvents>(event: T, ...args: EventEmitter.EventArgs<ServerEvents, T>): void {
+    try {
+      this.emit(event, ...args);
+    } catch (error) {
+      process.nextTick(() => {
+        throw error;
+      });
+    }
+  }
+}
+
+/**
+ * Listens on a Unix socket path (or a Linux abstract name). The socket file gets mode 0600
+ * unless `mode` says otherwise, from the moment it exists. A file left by a server that is
+ * gone is replaced; a path where a server still listens is refused with EADDRINUSE, as is a
+ * path that is not a socket.
+ */
+export async function listen(pathOrOptions: string | ListenOptions): Promise<Server> {
+  const options = typeof pathOrOptions === 'string' ? { path: pathOrOptions } : validateOptions(pathOrOptions, 'options');
+  const { path, abstract, type = 'stream', mode, backlog = DEFAULT_BACKLOG, allow, maxPendingChannels = 64 } = options as Partial<ListenOptions>;
+  const address = socketAddress(path, abstract, 'bind');
+  if (type !== 'stream' && type !== 'seqpacket') throw invalidArgValue('type', "must be 'stream' or 'seqpacket'", type);
+  if (address.abstract && mode !== undefined) throw invalidArgValue('mode', 'does not apply to an abstract name, which has no file', mode);
+  const fileMode = integerOption('mode', mode ?? DEFAULT_MODE, 0, 0o777);
+  integerOption('backlog', backlog, 0, 0x7fffffff);
+  integerOption('maxPendingChannels', maxPendingChannels, 1, Number.MAX_SAFE_INTEGER);
+  if (allow !== undefined && typeof allow !== 'function') throw invalidArgType('allow', 'of type function', allow);
+  channelOptions((options as Partial<ListenOptions>).channel);
+  const typeNumber = type === 'stream' ? constants.SOCK_STREAM : constants.SOCK_SEQPACKET;
+
+  const sock = binding.unixSocket(typeNumber);
+  if (sock < 0) throw errnoException(sock, 'socket');
+  let file: Stats | undefined;
+  try {
+    bindReplacingStale(sock, address, typeNumber, fileMode);
+    if (!address.abstract) {
+      file = lstatSync(address.path);
+      // The umask may have narrowed the mode; widen it to what was asked, and no further.
+      if ((file.mode & 0o777) !== fileMode) chmodSync(address.path, fileMode);
+    }
+    const err = binding.listen(sock, backlog);
+    if (err < 0) throw errnoException(err, 'listen', describeAddress(address));
+    return new Server({ sock, address, type, file }, { ...(options as ListenOptions), allow, maxPendingChannels });
+  } catch (error) {
+    closeFds([sock]);
+    if (file) removeSocketFile(address.path, file);
+    throw error;
+  }
+}
+
+function bindReplacingStale(sock: number, address: SocketAddress, type: number, mode: number): void {
+  let err = binding.bindUnix(sock, address.name, address.abstract, mode);
+  let detail = describeAddress(address);
+  if (err === EADDRINUSE && !address.abstract) {
+    const holder = whoHolds(address, type);
+    if (holder === 'nobody') {
+      // A dead server's file: nothing listens behind it. Replace it.
+      try {
+        unlinkSync(address.path);
+      } catch (error) {
+        if ((error as NodeJS.ErrnoException).code !== 'ENOENT') throw error;
+      }
+      err = binding.bindUnix(sock, address.name, false, mode);
+    } else {
+      detail += holder === 'a server' ? ': a server is listening there' : ': the path exists and is not a socket';
+    }
+  }
+  if (err < 0) throw errnoException(err, 'bind', detail);
+}
+
+/** What is behind an existing path: a live server, a dead one's socket file, or no socket. */
+function whoHolds(address: SocketAddress, type: number): 'a server' | 'nobody' | 'not a socket' {
+  let stats: Stats;
+  try {
+    stats = lstatSync(address.path);
+  } catch {
+    return 'nobody'; // gone since bind looked
+  }
+  if (!stats.isSocket()) return 'not a socket';
+  const probe = binding.unixSocket(type);
+  if (probe < 0) return 'a server'; // cannot tell: never take the path
+  const err = binding.connectUnix(probe, address.name, false);
+  closeFds([probe]);
+  // Anything but a refusal (connected, backlog full, another socket type) means someone is there.
+  return err === ECONNREFUSED || err === ENOENT ? 'nobody' : 'a server';
+}
+
+/** Removes the socket file if it is still the one bound: never a later server's. */
+function removeSocketFile(path: string, bound: Stats): void {
+  try {
+    const now = lstatSync(path);
+    if (now.ino === bound.ino && now.dev === bound.dev) unlinkSync(path);
+  } catch {
+    // already gone
+  }
+}
