@@ -15,3 +15,17 @@ it('examples/pass-file.ts: the child reads and writes through the file and answe
   expect(stdout).toMatch(/the TCP client got: "child (\d+) answering on the connection the parent accepted"/);
   expect(stdout).toMatch(/\| appended by the child, pid \d+/);
 });
+
+it('examples/fd-broker.ts: a client gets a file and a listening TCP socket from the broker, and an error for a missing file', async () => {
+  const { stdout, stderr } = await run(tsx, [path.join(root, 'examples', 'fd-broker.ts')], { cwd: root, timeout: 60_000 });
+  expect(stderr).toBe('');
+  const client = /client (\d+): connected to broker pid (\d+)/.exec(stdout);
+  expect(client).not.toBeNull();
+  expect(stdout).toMatch(/broker (\d+): listening/);
+  expect(stdout).toContain(`broker ${client![2]}: listening`);
+  expect(stdout).toContain(`broker: client pid ${client![1]} connected`);
+  expect(stdout).toContain('client: motd.txt reads "served by the broker\\n"');
+  expect(stdout).toContain('client: no-such-file -> {"ok":false,"error":"ENOENT"}');
+  expect(stdout).toMatch(new RegExp(`client: port \\d+, bound by the broker, answered "hello from client ${client![1]}"`));
+  expect(stdout).toMatch(/broker: closed\n$/);
+});
