@@ -159,12 +159,15 @@ Napi::Value PollWrap::Open(const Napi::CallbackInfo& info) {
   return Napi::Number::New(env, 0);
 }
 
-// start(readable, writable) -> 0 | -errno; both false stops polling.
+// start(readable, writable, batchLimit?) -> 0 | -errno; both false stops polling.
+// batchLimit bounds the records one wake-up takes (0 or absent: as many as the buffers hold).
 Napi::Value PollWrap::Start(const Napi::CallbackInfo& info) {
   Napi::Env env = info.Env();
   if (handle_ == nullptr || handle_->state != State::kActive)
     return Napi::Number::New(env, -EBADF);
   reading_ = info[0].ToBoolean();
+  int64_t limit = info.Length() > 2 && info[2].IsNumber() ? info[2].As<Napi::Number>().Int64Value() : 0;
+  batch_limit_ = limit > 0 ? static_cast<size_t>(limit) : 0;
   int events = (reading_ ? UV_READABLE : 0) | (info[1].ToBoolean() ? UV_WRITABLE : 0);
   int err = events == 0 ? uv_poll_stop(&handle_->poll)
                         : uv_poll_start(&handle_->poll, events, OnUvPoll);
@@ -231,6 +234,7 @@ int PollWrap::DrainReadable() {
   size_t count = std::min({(records.ElementLength() - 1) / 3,  // the last slot: see OnPoll
                            data.ElementLength() / slot_bytes_,
                            fds.ElementLength() / kMaxFdsPerMessage, kMaxMessagesPerBatch});
+  if (batch_limit_ > 0) count = std::min(count, batch_limit_);
   if (accepts_) return AcceptWaiting(fds.Data(), records.Data(), count);
   MessageSlot slots[kMaxMessagesPerBatch];
   for (size_t i = 0; i < count; i++) {

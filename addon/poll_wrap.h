@@ -43,6 +43,7 @@ class PollWrap : public Napi::ObjectWrap<PollWrap> {
   Napi::ObjectReference records_;  // Int32Array: [bytes or -errno, nfds, msg_flags] per message
   size_t slot_bytes_ = 1;
   bool accepts_ = false;  // a listening socket: a wake-up accepts connections, not messages
+  size_t batch_limit_ = 0;  // most records per wake-up; 0: as many as the buffers hold
   Napi::AsyncContext async_context_;
   bool strongly_held_ = false;
 };

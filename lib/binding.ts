@@ -5,8 +5,8 @@ import load from 'node-gyp-build';
 export interface PollWrap {
   /** 0 or -errno. Takes ownership of fd when ownsFd: the close callback closes it. */
   open(fd: number, ownsFd: boolean): number;
-  /** 0 or -errno; both false stops polling. */
-  start(readable: boolean, writable: boolean): number;
+  /** 0 or -errno; both false stops polling. batchLimit: most records per wake-up (default: what the buffers hold). */
+  start(readable: boolean, writable: boolean, batchLimit?: number): number;
   ref(): this;
   unref(): this;
   hasRef(): boolean;

@@ -109,7 +109,8 @@ export class Server extends EventEmitter<ServerEvents> {
   #listening = true;
   #closed: Promise<void> | undefined;
   #resumeTimer: NodeJS.Timeout | undefined;
-  #watching = false;
+  /** Connections the poll may accept on its next wake-up (-1 before the first start). */
+  #room = -1;
   #refd = true;
 
   /** Use listen(). */
@@ -311,6 +312,13 @@ export class Server extends EventEmitter<ServerEvents> {
       this.#emitSafely('connection', channel);
     } else {
       this.#pending.push(channel);
+      // A client that leaves before anyone takes its channel (the channel reads EOF and
+      // closes itself) is dropped, not handed out closed.
+      channel.once('close', () => {
+        const index = this.#pending.indexOf(channel);
+        if (index !== -1) this.#pending.splice(index, 1);
+        this.#updatePoll();
+      });
       this.#updatePoll();
     }
   }
@@ -352,10 +360,11 @@ export class Server extends EventEmitter<ServerEvents> {
 
   #updatePoll(): void {
     if (!this.#listening) return;
-    const watch = this.#resumeTimer === undefined && this.#pending.length < this.#maxPending;
-    if (watch === this.#watching) return;
-    this.#watching = watch;
-    const err = this.#poll.start(watch, false);
+    // Accept no more than there is room for: the rest wait in the kernel's backlog.
+    const room = this.#resumeTimer === undefined ? Math.max(0, this.#maxPending - this.#pending.length) : 0;
+    if (room === this.#room) return;
+    this.#room = room;
+    const err = this.#poll.start(room > 0, false, room);
     if (err < 0) this.#emitError(errnoException(err, 'uv_poll_start'));
   }
 

@@ -346,6 +346,36 @@ describe('server.close()', () => {
   });
 });
 
+describe('channels waiting to be taken', () => {
+  it('a client that left before anyone took its channel is dropped, not handed out closed', async () => {
+    const server = await listen(socketPath());
+    const gone = await connect(server.path);
+    await gone.close();
+    await new Promise((resolve) => setTimeout(resolve, 100));
+    const staying = await connect(server.path);
+    const { value: channel } = await server[Symbol.asyncIterator]().next();
+    expect((channel as Channel).closed).toBe(false);
+    await staying.send({ data: 'me' });
+    expect((await (channel as Channel).recv()).data.toString()).toBe('me');
+    await Promise.all([staying.close(), (channel as Channel).close()]);
+    await server.close();
+  });
+
+  it('stops accepting at maxPendingChannels, and goes on once they are taken', async () => {
+    const server = await listen({ path: socketPath(), maxPendingChannels: 2 });
+    const before = countFds();
+    const clients = await Promise.all(Array.from({ length: 5 }, () => connect(server.path)));
+    await new Promise((resolve) => setTimeout(resolve, 200));
+    // Five client sockets, and only two accepted: the other three wait in the kernel's backlog.
+    expect(countFds() - before).toBe(5 + 2);
+    const taken: Channel[] = [];
+    server.on('connection', (channel) => taken.push(channel));
+    await until(() => taken.length === 5, 'all five channels');
+    await Promise.all([...taken, ...clients].map((channel) => channel.close()));
+    await server.close();
+  });
+});
+
 describe('seqpacket', () => {
   it('serves a seqpacket client, message boundaries and all', async () => {
     const server = await listen({ path: socketPath(), type: 'seqpacket' });
