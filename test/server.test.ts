@@ -346,6 +346,33 @@ describe('server.close()', () => {
   });
 });
 
+describe('out of fds', () => {
+  it('a server at its fd limit reports EMFILE, pauses, and accepts the waiting clients once fds are free', async () => {
+    const file = socketPath();
+    const server = spawnPeer('sh', ['-c', `ulimit -n 40 && exec "$0" "$1" "$2"`, process.execPath, path.join(fixtures, 'server-fd-limit.mjs'), file]);
+    try {
+      expect(await server.line()).toBe('listening');
+      const clients: Channel[] = [];
+      for (let i = 0; i < 60; i++) clients.push(await connect(file));
+      expect(await within(server.line(), 10_000, 'EMFILE')).toBe('error EMFILE');
+      await clients[0]!.send({ data: 'release' });
+      const released = /^released (\d+)$/.exec(await within(server.line(), 10_000, 'the release'));
+      expect(released).not.toBeNull();
+      const held = Number(released![1]);
+      expect(held).toBeGreaterThan(5);
+      expect(held).toBeLessThan(40);
+      // Every client that waited in the backlog is accepted now.
+      let last = '';
+      for (let k = 1; k <= 60 - held; k++) last = await within(server.line(), 10_000, `connection ${k}`);
+      expect(last).toBe(`connection ${60 - held}`);
+      await Promise.all(clients.map((client) => client.close()));
+    } finally {
+      server.child.kill();
+      await server.exited;
+    }
+  });
+});
+
 describe('channels waiting to be taken', () => {
   it('a client that left before anyone took its channel is dropped, not handed out closed', async () => {
     const server = await listen(socketPath());
