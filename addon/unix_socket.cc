@@ -16,6 +16,11 @@
 #include <sys/ucred.h>
 #endif
 
+// socket() and accept4() that set close-on-exec and non-blocking in the same call.
+#if defined(SOCK_CLOEXEC) && defined(SOCK_NONBLOCK)
+#define FDPASS_HAVE_ATOMIC_SOCKET_FLAGS 1
+#endif
+
 namespace fdpass {
 
 namespace {
@@ -36,6 +41,24 @@ int MakeAddress(const char* name, size_t len, bool abstract, struct sockaddr_un*
   return 0;
 }
 
+// A socket just made by socket() or accept(): close-on-exec and non-blocking where the call
+// could not make it so, and never raising SIGPIPE where only a socket option prevents that.
+// Returns fd, or closes it and returns -errno.
+int FinishNewSocket(int fd) {
+#if !defined(FDPASS_HAVE_ATOMIC_SOCKET_FLAGS)
+  if (fcntl(fd, F_SETFD, FD_CLOEXEC) == -1 || SetNonBlocking(fd, true) != 0) {
+    int err = -errno;
+    close(fd);
+    return err;
+  }
+#endif
+#if defined(SO_NOSIGPIPE)
+  int on = 1;
+  setsockopt(fd, SOL_SOCKET, SO_NOSIGPIPE, &on, sizeof(on));
+#endif
+  return fd;
+}
+
 }  // namespace
 
 size_t MaxSocketPathBytes() {
@@ -51,23 +74,12 @@ bool HaveAbstractNames() {
 }
 
 int UnixSocket(int type) {
-#if defined(SOCK_CLOEXEC) && defined(SOCK_NONBLOCK)
+#if defined(FDPASS_HAVE_ATOMIC_SOCKET_FLAGS)
   int sock = socket(AF_UNIX, type | SOCK_CLOEXEC | SOCK_NONBLOCK, 0);
-  if (sock == -1) return -errno;
 #else
   int sock = socket(AF_UNIX, type, 0);
-  if (sock == -1) return -errno;
-  if (fcntl(sock, F_SETFD, FD_CLOEXEC) == -1 || SetNonBlocking(sock, true) != 0) {
-    int err = -errno;
-    close(sock);
-    return err;
-  }
 #endif
-#if defined(SO_NOSIGPIPE)
-  int on = 1;
-  setsockopt(sock, SOL_SOCKET, SO_NOSIGPIPE, &on, sizeof(on));
-#endif
-  return sock;
+  return sock == -1 ? -errno : FinishNewSocket(sock);
 }
 
 int BindUnix(int sock, const char* name, size_t len, bool abstract, unsigned mode) {
@@ -95,27 +107,14 @@ int Listen(int sock, int backlog) { return listen(sock, backlog) == -1 ? -errno 
 
 int Accept(int listener) {
   int fd;
-#if defined(__linux__) || defined(__FreeBSD__) || defined(__OpenBSD__) || defined(__NetBSD__)
   do {
+#if defined(FDPASS_HAVE_ATOMIC_SOCKET_FLAGS)
     fd = accept4(listener, nullptr, nullptr, SOCK_CLOEXEC | SOCK_NONBLOCK);
-  } while (fd == -1 && errno == EINTR);
-  if (fd == -1) return -errno;
 #else
-  do {
     fd = accept(listener, nullptr, nullptr);
+#endif
   } while (fd == -1 && errno == EINTR);
-  if (fd == -1) return -errno;
-  if (fcntl(fd, F_SETFD, FD_CLOEXEC) == -1 || SetNonBlocking(fd, true) != 0) {
-    int err = -errno;
-    close(fd);
-    return err;
-  }
-#endif
-#if defined(SO_NOSIGPIPE)
-  int on = 1;
-  setsockopt(fd, SOL_SOCKET, SO_NOSIGPIPE, &on, sizeof(on));
-#endif
-  return fd;
+  return fd == -1 ? -errno : FinishNewSocket(fd);
 }
 
 int ConnectUnix(int sock, const char* name, size_t len, bool abstract) {
