@@ -294,6 +294,11 @@ export class Server extends EventEmitter<ServerEvents> {
         this.#emitSafely('refused', peer);
         return;
       }
+      // allow() may have closed the server: a channel made now would have no owner.
+      if (!this.#listening) {
+        closeFds([fd]);
+        return;
+      }
     }
     let channel: Channel;
     try {

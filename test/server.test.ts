@@ -296,6 +296,21 @@ describe('server.close()', () => {
     expect(await iterator.next()).toEqual({ done: true, value: undefined });
   });
 
+  it('an allow() that closes the server: the client it let in is closed too, not left open with no owner', async () => {
+    let server: Server | undefined;
+    let closing: Promise<void> | undefined;
+    server = await listen({ path: socketPath(), allow: () => ((closing = server!.close()), true) });
+    const connections: Channel[] = [];
+    server.on('connection', (channel) => connections.push(channel));
+    const client = await connect(server.path);
+    await until(() => closing !== undefined, 'allow() running', 5000);
+    await closing;
+    await expect(within(client.recv(), 5000, 'the client seeing the end')).rejects.toMatchObject({ code: expect.stringMatching(/^(EOF|ECONNRESET)$/) });
+    expect(connections).toEqual([]);
+    expect(server.connections).toBe(0);
+    await client.close();
+  });
+
   it('with waitForChannels, resolves once every channel it handed out has closed', async () => {
     const server = await listen(socketPath());
     const accepted = new Promise<Channel>((resolve) => server.once('connection', resolve));
