@@ -159,8 +159,13 @@ export class Server extends EventEmitter<ServerEvents> {
 
   /** Yields each accepted channel; ends when the server closes. The taker owns the channel. */
   [Symbol.asyncIterator](): AsyncIterableIterator<Channel> {
+    // This iterator's next() calls still waiting: return() ends them, as events.on() does,
+    // or the next client would go to a promise nobody awaits any more.
+    const waiting = new Set<Waiter>();
+    let finished = false;
     const iterator: AsyncIterableIterator<Channel> = {
       next: () => {
+        if (finished) return Promise.resolve({ done: true, value: undefined });
         const channel = this.#pending.shift();
         if (channel) {
           this.#handOut(channel);
@@ -168,9 +173,26 @@ export class Server extends EventEmitter<ServerEvents> {
           return Promise.resolve({ done: false, value: channel });
         }
         if (!this.#listening) return Promise.resolve({ done: true, value: undefined });
-        return new Promise((resolve) => this.#waiters.push({ resolve }));
+        return new Promise((resolve) => {
+          const waiter: Waiter = {
+            resolve: (result) => {
+              waiting.delete(waiter);
+              resolve(result);
+            },
+          };
+          waiting.add(waiter);
+          this.#waiters.push(waiter);
+        });
       },
-      return: async () => ({ done: true, value: undefined }),
+      return: async () => {
+        finished = true;
+        for (const waiter of waiting) {
+          const index = this.#waiters.indexOf(waiter);
+          if (index !== -1) this.#waiters.splice(index, 1);
+          waiter.resolve({ done: true, value: undefined });
+        }
+        return { done: true, value: undefined };
+      },
       [Symbol.asyncIterator]: () => iterator,
     };
     return iterator;

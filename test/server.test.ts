@@ -296,6 +296,22 @@ describe('server.close()', () => {
     expect(await iterator.next()).toEqual({ done: true, value: undefined });
   });
 
+  it("an iterator's return() ends its waiting next(), so the next client is not handed to nobody", async () => {
+    const server = await listen(socketPath());
+    const iterator = server[Symbol.asyncIterator]();
+    const waiting = iterator.next();
+    expect(await iterator.return!()).toEqual({ done: true, value: undefined });
+    expect(await within(waiting, 5000, 'the waiting next()')).toEqual({ done: true, value: undefined });
+    expect(await iterator.next()).toEqual({ done: true, value: undefined });
+    // The client waits for a taker; close() closes its channel, and nothing waits on it.
+    const client = await connect(server.path);
+    await new Promise((resolve) => setTimeout(resolve, 100));
+    expect(server.connections).toBe(0);
+    await within(server.close({ waitForChannels: true }), 5000, 'close({ waitForChannels: true })');
+    await expect(client.recv()).rejects.toMatchObject({ code: expect.stringMatching(/^(EOF|ECONNRESET)$/) });
+    await client.close();
+  });
+
   it('an allow() that closes the server: the client it let in is closed too, not left open with no owner', async () => {
     let server: Server | undefined;
     let closing: Promise<void> | undefined;
