@@ -1,8 +1,9 @@
 // A server on a Unix socket path: listen() binds (replacing a dead server's file, never a
 // live one's), the same poll handle as a channel's accepts without blocking, allow() checks
 // each client's credentials before user code sees it, and each client becomes a Channel.
-import { chmodSync, lstatSync, unlinkSync, type Stats } from 'node:fs';
+import { chmodSync, lstatSync, readFileSync, unlinkSync, type Stats } from 'node:fs';
 import { constants as os } from 'node:os';
+import { resolve as resolvePath } from 'node:path';
 import EventEmitter from 'eventemitter3';
 import { binding, constants, type PollWrap } from './binding';
 import { Channel, channelOptions, type ChannelOptions } from './channel';
@@ -274,7 +275,9 @@ export class Server extends EventEmitter<ServerEvents> {
   #onPoll(status: number, count: number): void {
     if (!this.#listening) return; // the addon closes an unclaimed batch's fds
     if (status < 0) {
-      this.#emitError(errnoException(status, 'poll'));
+      // libuv has stopped the poll: this server accepts no more. Say why, then close it.
+      this.#emitError(errnoException(status, 'poll', describeAddress(this.#address)));
+      void this.close();
       return;
     }
     const { fds, records } = acceptBuffers!;
@@ -372,7 +375,7 @@ export class Server extends EventEmitter<ServerEvents> {
   }
 
   #acceptFailed(err: number): void {
-    if (err === EAGAIN) return;
+    if (err === EAGAIN || !this.#listening) return; // a listener closed the server mid-batch
     if (RESOURCE_ERRORS.has(err)) {
       this.#resumeTimer = setTimeout(() => {
         this.#resumeTimer = undefined;
@@ -465,27 +468,44 @@ function bindReplacingStale(sock: number, address: SocketAddress, type: number, 
       }
       err = binding.bindUnix(sock, address.name, false, mode);
     } else {
-      detail += holder === 'a server' ? ': a server is listening there' : ': the path exists and is not a socket';
+      detail += `: ${holder}`;
     }
   }
   if (err < 0) throw errnoException(err, 'bind', detail);
 }
 
 /** What is behind an existing path: a live server, a dead one's socket file, or no socket. */
-function whoHolds(address: SocketAddress, type: number): 'a server' | 'nobody' | 'not a socket' {
+type Holder = 'nobody' | 'a server is listening there' | 'a socket is bound there, not yet listening' | 'the path exists and is not a socket';
+
+function whoHolds(address: SocketAddress, type: number): Holder {
   let stats: Stats;
   try {
     stats = lstatSync(address.path);
   } catch {
     return 'nobody'; // gone since bind looked
   }
-  if (!stats.isSocket()) return 'not a socket';
+  if (!stats.isSocket()) return 'the path exists and is not a socket';
   const probe = binding.unixSocket(type);
-  if (probe < 0) return 'a server'; // cannot tell: never take the path
+  if (probe < 0) return 'a server is listening there'; // cannot tell: never take the path
   const err = binding.connectUnix(probe, address.name, false);
   closeFds([probe]);
   // Anything but a refusal (connected, backlog full, another socket type) means someone is there.
-  return err === ECONNREFUSED || err === ENOENT ? 'nobody' : 'a server';
+  if (err !== ECONNREFUSED && err !== ENOENT) return 'a server is listening there';
+  // A server between its bind() and listen() refuses too; Linux still lists its socket.
+  return isBoundOnLinux(address.path) ? 'a socket is bound there, not yet listening' : 'nobody';
+}
+
+/** Whether a live socket is bound to path, by /proc/net/unix (false where there is none). */
+function isBoundOnLinux(path: string): boolean {
+  let table: string;
+  try {
+    table = readFileSync('/proc/net/unix', 'latin1');
+  } catch {
+    return false;
+  }
+  // Each line ends with the name the socket was bound to, as its process spelled it.
+  const names = new Set([path, resolvePath(path)].map((name) => ` ${Buffer.from(name).toString('latin1')}`));
+  return table.split('\n').some((line) => [...names].some((name) => line.endsWith(name)));
 }
 
 /** Removes the socket file if it is still the one bound: never a later server's. */

@@ -234,6 +234,23 @@ describe('socket files', () => {
     await server.close();
   });
 
+  it('refuses the path of a server that has bound but not yet called listen(), though it refuses connections', async () => {
+    const file = socketPath();
+    const starting = spawnPeer(python, ['-c', 'import socket,sys,time; s=socket.socket(socket.AF_UNIX); s.bind(sys.argv[1]); print("bound", flush=True); time.sleep(60)', file]);
+    try {
+      expect(await starting.line()).toBe('bound');
+      const theirs = lstatSync(file).ino;
+      await expect(connect(file)).rejects.toMatchObject({ code: 'ECONNREFUSED' });
+      await expect(listen(file)).rejects.toMatchObject({ code: 'EADDRINUSE', syscall: 'bind', message: expect.stringContaining('not yet listening') });
+      expect(lstatSync(file).ino).toBe(theirs);
+    } finally {
+      starting.child.kill();
+      await starting.exited;
+    }
+    const server = await listen(file); // its process is gone: the file is stale
+    await server.close();
+  });
+
   it('removes its file on close(), but not a file another server has put at its path since', async () => {
     const file = socketPath();
     const first = await listen(file);
