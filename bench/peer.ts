@@ -3,7 +3,7 @@
 // N-th fd has been received and closed (or, for echo, sent back).
 import { closeSync } from 'node:fs';
 import type { Server } from 'node:net';
-import { Channel, lastError, recv, send, setBlocking } from '../lib/index.js';
+import { Channel, lastError, recv, send, setBlocking } from 'fdpass';
 
 const [role, count] = process.argv.slice(2);
 const n = Number(count);
