@@ -130,7 +130,10 @@ describe.each(['stream', 'seqpacket', 'dgram'] as const)('messages over %s', (ty
 
 describe('messages in one process', () => {
   it('a stream payload larger than the socket buffer arrives whole, and later messages wait their turn', async () => {
-    const [a, b] = Channel.pair('stream', { maxPayloadBytes: 4 * 1024 * 1024 });
+    // The receiving end stays a bare socket until both sends have had time to go: a
+    // channel would read in the background, and the send might finish on a fast machine.
+    const [mine, theirs] = socketpair('stream');
+    const a = new Channel(mine);
     const big = Buffer.alloc(2 * 1024 * 1024);
     for (let i = 0; i < big.length; i += 4096) big[i] = (i / 4096) & 0xff;
     const order: string[] = [];
@@ -138,6 +141,7 @@ describe('messages in one process', () => {
     const sendingSmall = a.send({ data: 'after', fds: [pool[1]!] }).then(() => order.push('small sent'));
     await new Promise((resolve) => setTimeout(resolve, 50));
     expect(order).toEqual([]); // the socket is full: both wait
+    const b = new Channel(theirs, { maxPayloadBytes: 4 * 1024 * 1024 });
     const first = await within(b.recv(), 10_000, 'the big message');
     expect(first.data.equals(big)).toBe(true);
     expect(first.fds.map((fd) => fstatSync(fd).ino)).toEqual([inodeOf.get(pool[0]!)]);
