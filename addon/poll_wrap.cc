@@ -28,8 +28,9 @@ struct PollHandle {
   PollWrap* wrap;  // null once detached: then nothing calls into JS
   napi_env env;
   napi_async_cleanup_hook_handle cleanup_hook;
-  // Received fds that JS holds for nobody yet (a channel's inbox). Closed with the handle,
-  // so they are not orphaned when a worker is terminated and no JS runs to close them.
+  // Received fds that JS held for nobody (a channel's inbox) when closing began, taken from
+  // the ledger. Closed with the handle, so they are not orphaned when a worker is terminated
+  // and no JS runs to close them.
   std::vector<int> held_fds;
 };
 
@@ -76,8 +77,7 @@ Napi::Function PollWrap::Define(Napi::Env env) {
                          InstanceMethod<&PollWrap::UnrefHandle>("unref"),
                          InstanceMethod<&PollWrap::HasRefHandle>("hasRef"),
                          InstanceMethod<&PollWrap::Close>("close"),
-                         InstanceMethod<&PollWrap::Hold>("hold"),
-                         InstanceMethod<&PollWrap::Release>("release"),
+                         InstanceMethod<&PollWrap::SetLedger>("setLedger"),
                      });
 }
 
@@ -119,6 +119,7 @@ PollWrap::~PollWrap() {
 }
 
 void PollWrap::Detach() {
+  TakeLedger();  // JS may never run again: what its ledger holds is ours to close
   if (handle_ != nullptr) handle_->wrap = nullptr;
   handle_ = nullptr;
 }
@@ -194,35 +195,35 @@ Napi::Value PollWrap::Close(const Napi::CallbackInfo& info) {
   Napi::Env env = info.Env();
   if (handle_ == nullptr || handle_->state != State::kActive) return Napi::Boolean::New(env, false);
   if (info[0].IsFunction()) on_close_ = Napi::Persistent(info[0].As<Napi::Function>());
+  TakeLedger();
   BeginClose(handle_);
   return Napi::Boolean::New(env, true);
 }
 
-// hold(fds: Int32Array, count): the handle closes those fds when it closes, unless
-// released first.
-Napi::Value PollWrap::Hold(const Napi::CallbackInfo& info) {
-  auto fds = info[0].As<Napi::Int32Array>();
-  size_t count = std::min(static_cast<size_t>(info[1].As<Napi::Number>().Int64Value()), fds.ElementLength());
-  if (handle_ == nullptr) {
-    CloseFds(fds.Data(), count);  // already closing: nobody else will
-  } else {
-    handle_->held_fds.insert(handle_->held_fds.end(), fds.Data(), fds.Data() + count);
+// setLedger(slots: Int32Array): where JS records the fds its inbox holds for nobody, as
+// [head, tail, fds...] with the fds at slots[2 + head .. 2 + tail). JS writes it without a
+// call; it is read once, when the handle starts closing (JS call or teardown).
+Napi::Value PollWrap::SetLedger(const Napi::CallbackInfo& info) {
+  if (!info[0].IsTypedArray() || info[0].As<Napi::TypedArray>().TypedArrayType() != napi_int32_array) {
+    Napi::TypeError::New(info.Env(), "setLedger(slots: Int32Array)").ThrowAsJavaScriptException();
+    return info.Env().Undefined();
   }
+  auto slots = info[0].As<Napi::Int32Array>();
+  ledger_ = Napi::Persistent(slots.As<Napi::Object>());
+  ledger_slots_ = slots.Data();
+  ledger_length_ = slots.ElementLength();
   return info.Env().Undefined();
 }
 
-// release(fds: Int32Array, count): the caller takes those fds back (the inbox handed them out).
-Napi::Value PollWrap::Release(const Napi::CallbackInfo& info) {
-  auto fds = info[0].As<Napi::Int32Array>();
-  size_t count = std::min(static_cast<size_t>(info[1].As<Napi::Number>().Int64Value()), fds.ElementLength());
-  if (handle_ != nullptr) {
-    auto& held = handle_->held_fds;
-    for (size_t i = 0; i < count; i++) {
-      auto found = std::find(held.begin(), held.end(), fds.Data()[i]);  // FIFO: near the front
-      if (found != held.end()) held.erase(found);
-    }
-  }
-  return info.Env().Undefined();
+// The handle is closing: the ledger's fds become the handle's, to close with it.
+void PollWrap::TakeLedger() {
+  if (ledger_slots_ == nullptr || ledger_length_ < 2 || handle_ == nullptr) return;
+  size_t capacity = ledger_length_ - 2;
+  size_t head = std::min(static_cast<size_t>(std::max(ledger_slots_[0], 0)), capacity);
+  size_t tail = std::min(static_cast<size_t>(std::max(ledger_slots_[1], 0)), capacity);
+  for (size_t i = head; i < tail; i++) handle_->held_fds.push_back(ledger_slots_[2 + i]);
+  ledger_slots_[0] = 0;  // taken once: nothing is closed twice
+  ledger_slots_[1] = 0;
 }
 
 // One batch per wake-up, bounded as libuv bounds its reads: fair to other handles on the
@@ -321,6 +322,9 @@ void PollWrap::OnClosed() {
   data_.Reset();
   fds_.Reset();
   records_.Reset();
+  ledger_.Reset();
+  ledger_slots_ = nullptr;
+  ledger_length_ = 0;
   Napi::Env env = Env();
   Napi::HandleScope scope(env);
   if (!on_close_.IsEmpty()) {

@@ -27,9 +27,9 @@ class PollWrap : public Napi::ObjectWrap<PollWrap> {
   Napi::Value UnrefHandle(const Napi::CallbackInfo& info);
   Napi::Value HasRefHandle(const Napi::CallbackInfo& info);
   Napi::Value Close(const Napi::CallbackInfo& info);
-  Napi::Value Hold(const Napi::CallbackInfo& info);
-  Napi::Value Release(const Napi::CallbackInfo& info);
+  Napi::Value SetLedger(const Napi::CallbackInfo& info);
 
+  void TakeLedger();
   int DrainReadable();
   int AcceptWaiting(int32_t* fds, int32_t* records, size_t count);
   void CallIntoJs(Napi::Function callback, const std::initializer_list<napi_value>& args);
@@ -41,6 +41,9 @@ class PollWrap : public Napi::ObjectWrap<PollWrap> {
   Napi::ObjectReference data_;     // Uint8Array: slot_bytes_ of received bytes per message
   Napi::ObjectReference fds_;      // Int32Array: kMaxFdsPerMessage received fds per message
   Napi::ObjectReference records_;  // Int32Array: [bytes or -errno, nfds, msg_flags] per message
+  Napi::ObjectReference ledger_;   // Int32Array: [head, tail, fds...], see SetLedger
+  int32_t* ledger_slots_ = nullptr;  // ledger_'s memory, alive while ledger_ holds it
+  size_t ledger_length_ = 0;
   size_t slot_bytes_ = 1;
   bool accepts_ = false;  // a listening socket: a wake-up accepts connections, not messages
   size_t batch_limit_ = 0;  // most records per wake-up; 0: as many as the buffers hold

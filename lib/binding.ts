@@ -12,9 +12,11 @@ export interface PollWrap {
   hasRef(): boolean;
   /** true when onClose will be called (after the fd is closed). */
   close(onClose: () => void): boolean;
-  /** The handle closes fds[0..count) when it closes (at once if it is closing), unless released first. */
-  hold(fds: Int32Array, count: number): void;
-  release(fds: Int32Array, count: number): void;
+  /**
+   * Where JS records the received fds it holds for nobody: [head, tail, fds...]. Read when
+   * the handle starts closing (close() or teardown); those fds are closed with it.
+   */
+  setLedger(slots: Int32Array): void;
 }
 
 export interface PollWrapConstructor {

@@ -8,7 +8,8 @@ import { constants as os } from 'node:os';
 import EventEmitter from 'eventemitter3';
 import { binding, constants, type PollWrap } from './binding';
 import { UV_EOF, type SystemError, abortError, closedError, errnoException, fdpassError, invalidArgType, truncatedError } from './errors';
-import { asInt32Array, closeFds, validateFd, type FdLike } from './fd';
+import { closeFds, validateFd, type FdLike } from './fd';
+import { FdLedger } from './fd-ledger';
 import { MAX_FDS_PER_FRAME, MAX_PAYLOAD_BYTES, MESSAGE_HEADER_BYTES, StreamDecoder, decodePacket, type DecodeOutcome, type FramingLimits } from './framing';
 import { ReceivedMessage } from './message';
 import { integerOption, validateOptions } from './options';
@@ -146,6 +147,8 @@ export class Channel extends EventEmitter<ChannelEvents> {
   readonly #fd: number;
   readonly #type: SocketType;
   readonly #poll: PollWrap;
+  /** The inbox's fds, where the addon closes them if no JS runs again. */
+  readonly #ledger: FdLedger;
   readonly #maxBufferedFds: number;
   readonly #limits: FramingLimits;
   readonly #buffers: ReceiveBuffers;
@@ -215,6 +218,7 @@ export class Channel extends EventEmitter<ChannelEvents> {
     if (err < 0) {
       throw errnoException(err, 'uv_poll_init', err === EEXIST ? `fd ${fd} is already watched by another poll handle` : `fd ${fd}`);
     }
+    this.#ledger = new FdLedger(this.#poll);
     channelFds.add(fd);
     this.#updateRef();
     this.#updatePoll();
@@ -610,7 +614,7 @@ export class Channel extends EventEmitter<ChannelEvents> {
     this.#inbox.push(item);
     if (item instanceof ReceivedMessage) {
       this.#inboxFds += item.fds.length;
-      this.#poll.hold(asInt32Array(item.fds), item.fds.length); // one native call per message
+      this.#ledger.add(item.fds);
     }
   }
 
@@ -619,7 +623,7 @@ export class Channel extends EventEmitter<ChannelEvents> {
     if (item === undefined) return undefined;
     if (item instanceof ReceivedMessage) {
       this.#inboxFds -= item.fds.length;
-      this.#poll.release(asInt32Array(item.fds), item.fds.length);
+      this.#ledger.take(item.fds.length);
     }
     if (this.#inbox.length === 0 && this.#endError && this.#state === 'open') {
       void this.close(); // the peer is gone and nothing is left to hand out

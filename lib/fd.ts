@@ -33,7 +33,7 @@ export function toFd(value: unknown, name: string): number {
 const scratch = new Int32Array(binding.constants.MAX_FDS_PER_MESSAGE);
 
 /** fds[start..start + count) copied into a shared Int32Array, valid until the next call. */
-export function asInt32Array(fds: ArrayLike<number>, start = 0, count = fds.length - start): Int32Array {
+function asInt32Array(fds: ArrayLike<number>, start = 0, count = fds.length - start): Int32Array {
   for (let i = 0; i < count; i++) scratch[i] = fds[start + i]!;
   return scratch;
 }
