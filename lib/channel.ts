@@ -340,17 +340,30 @@ export class Channel extends EventEmitter<ChannelEvents> {
       }
       return { done: true, value: undefined };
     };
-    const yielded = (value: ReceivedMessage): IteratorResult<ReceivedMessage> => ({ done: false, value });
-    const ended = (error: unknown): IteratorResult<ReceivedMessage> => {
+    // EOF and close() end the iteration; any other error is thrown from next().
+    const ended = (error: Error): Promise<IteratorResult<ReceivedMessage>> => {
       const code = (error as { code?: unknown }).code;
-      if (code === 'EOF' || code === 'ERR_FDPASS_CHANNEL_CLOSED') return finish();
-      finish();
-      throw error;
+      const result = finish();
+      return code === 'EOF' || code === 'ERR_FDPASS_CHANNEL_CLOSED' ? Promise.resolve(result) : Promise.reject(error);
+    };
+    // Each next() settles its own promise with the iterator result: no promise chained on
+    // recv()'s, as a busy channel yields tens of thousands of messages a second.
+    const next = (): Promise<IteratorResult<ReceivedMessage>> => {
+      if (!active) return Promise.resolve(finish());
+      const buffered = this.#takeBuffered();
+      if (buffered) return buffered instanceof Error ? ended(buffered) : Promise.resolve({ done: false, value: buffered });
+      if (this.#endError) return ended(this.#endError);
+      if (this.#state !== 'open') return ended(closedError());
+      return new Promise((resolve, reject) => {
+        this.#recvQueue.push({
+          resolve: (value) => resolve({ done: false, value }),
+          reject: (error) => ended(error).then(resolve, reject),
+        });
+        this.#updateRef();
+      });
     };
     const iterator: AsyncIterableIterator<ReceivedMessage> = {
-      // One promise reaction per message, not an async function's several: a busy channel
-      // yields tens of thousands of messages a second.
-      next: () => (active ? this.recv().then(yielded, ended) : Promise.resolve(finish())),
+      next,
       return: async () => finish(),
       [Symbol.asyncIterator]: () => iterator,
     };

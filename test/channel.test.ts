@@ -130,6 +130,39 @@ describe('round trip', () => {
     closeAll(fds);
   });
 
+  it("for await throws a message's error and stops; a waiting next() ends at close(); next() after that is done", async () => {
+    const fds = openTaggedRange(2);
+    const [a, b] = Channel.pair('stream', { maxPayloadBytes: 10 });
+    await a.send(fds[0]!);
+    await a.send({ data: Buffer.alloc(11), fds: [fds[1]!] }); // over b's limit: an error in its place
+    const contents: string[] = [];
+    const thrown = await within(
+      (async () => {
+        try {
+          for await (const message of b) contents.push(consume(message));
+        } catch (error) {
+          return error;
+        }
+        return undefined;
+      })(),
+      2000,
+      'for await over a message too large',
+    );
+    expect(contents).toEqual(['0']);
+    expect(thrown).toMatchObject({ code: 'ERR_FDPASS_MESSAGE_TOO_LARGE' });
+    expect(b.hasRef()).toBe(false); // the iteration that threw no longer holds the process
+
+    const iterator = b[Symbol.asyncIterator]();
+    const waiting = iterator.next();
+    expect(b.hasRef()).toBe(true);
+    await b.close();
+    expect(await within(waiting, 2000, 'next() across close()')).toEqual({ done: true, value: undefined });
+    expect(await iterator.next()).toEqual({ done: true, value: undefined });
+    expect(await b[Symbol.asyncIterator]().next()).toEqual({ done: true, value: undefined });
+    await a.close();
+    closeAll(fds);
+  });
+
   it("'message' listeners receive what arrives; 'end' comes at the peer's close, then 'close'", async () => {
     const fds = openTaggedRange(3);
     const [a, b] = Channel.pair();
