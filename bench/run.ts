@@ -150,10 +150,18 @@ function channelMessages(fdsPerMessage: number, bytes: number): Case {
   };
 }
 
-/** Sizes n from a short trial so that one run takes about TARGET_SECONDS. */
+/**
+ * Sizes n so that one run takes about TARGET_SECONDS: a short trial, then a second run at
+ * the size the trial suggests, as the first few thousand calls run before the JIT has
+ * compiled them and a trial that short would size the runs too small.
+ */
 async function sized(run: (n: number) => Promise<number>, trial: number): Promise<number> {
-  const trialSeconds = await run(trial);
-  return Math.max(trial, Math.round((trial / trialSeconds) * TARGET_SECONDS));
+  let n = trial;
+  for (let pass = 0; pass < 2; pass++) {
+    const seconds = await run(n);
+    n = Math.max(trial, Math.round((n / seconds) * TARGET_SECONDS));
+  }
+  return n;
 }
 
 async function main(): Promise<void> {
@@ -231,7 +239,8 @@ async function main(): Promise<void> {
     const figure = row.unit === 'µs' ? row.figure.toFixed(1) : Math.round(row.figure).toLocaleString('en-US');
     console.log(`${row.case.padEnd(38)}${figure.padStart(12)}  ${row.unit.padEnd(6)}${row.ratio.toFixed(2).padStart(7)}  ${row.target}`);
   }
-  writeFileSync(path.join(out, 'results.json'), `${JSON.stringify({ date: new Date().toISOString(), node: process.version, rows }, null, 2)}\n`);
+  console.log(`\nn per run: ${names.map((name) => `${name} ${sizes[name]}`).join(', ')}`);
+  writeFileSync(path.join(out, 'results.json'), `${JSON.stringify({ date: new Date().toISOString(), node: process.version, sizes, rows }, null, 2)}\n`);
 }
 
 main().catch((error: unknown) => {
