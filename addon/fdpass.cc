@@ -6,6 +6,7 @@
 #include <sys/socket.h>
 
 #include <algorithm>
+#include <cstring>
 
 #include "poll_wrap.h"
 #include "posix_io.h"
@@ -13,6 +14,18 @@
 
 namespace fdpass {
 namespace {
+
+// recvFd's answer when the message is not one bare fd: the message is in the receive report.
+// Below every -errno.
+constexpr int kNotBareFd = -0x10000;
+
+// Where recvFd puts a message that is not one bare fd, for lib/ to judge: an Int32Array of
+// [bytes, nfds, msg_flags, first data byte, fds...], registered once per thread, so that
+// the common call passes no buffers at all.
+struct ReceiveReport {
+  Napi::Reference<Napi::Int32Array> slots;
+};
+constexpr size_t kReportHeader = 4;
 
 int32_t ArgInt(const Napi::CallbackInfo& info, size_t i) {
   return info[i].As<Napi::Number>().Int32Value();
@@ -80,18 +93,49 @@ Napi::Value JsSendMessages(const Napi::CallbackInfo& info) {
   return Napi::Number::New(env, static_cast<double>(sent));
 }
 
-// recvmsg(sock, data: Uint8Array, fds: Int32Array, out: Int32Array(2), flags) -> bytes | -errno
-// out[0] = fds received, out[1] = msg_flags.
-Napi::Value JsReceiveMessage(const Napi::CallbackInfo& info) {
-  auto data = info[1].As<Napi::Uint8Array>();
-  auto fds = info[2].As<Napi::Int32Array>();
-  auto out = info[3].As<Napi::Int32Array>();
-  ReceivedInfo received;
-  ssize_t n = ReceiveMessage(ArgInt(info, 0), data.Data(), data.ElementLength(), fds.Data(),
-                             fds.ElementLength(), &received, ArgInt(info, 4));
-  out[0] = static_cast<int32_t>(received.nfds);
-  out[1] = received.msg_flags;
+// sendFd(sock, fd, flags) -> 1 | -errno: IO::FDPass's message, one zero byte carrying fd.
+Napi::Value JsSendFd(const Napi::CallbackInfo& info) {
+  const char zero = 0;
+  int fd = ArgInt(info, 1);
+  ssize_t n = SendMessage(ArgInt(info, 0), &zero, 1, &fd, 1, ArgInt(info, 2));
   return Napi::Number::New(info.Env(), static_cast<double>(n));
+}
+
+// setReceiveReport(slots: Int32Array) -> 0 | -EINVAL: see ReceiveReport.
+Napi::Value JsSetReceiveReport(const Napi::CallbackInfo& info) {
+  Napi::Env env = info.Env();
+  if (!info[0].IsTypedArray() || info[0].As<Napi::TypedArray>().TypedArrayType() != napi_int32_array ||
+      info[0].As<Napi::Int32Array>().ElementLength() < kReportHeader + kMaxFdsPerMessage)
+    return Napi::Number::New(env, -EINVAL);
+  env.GetInstanceData<ReceiveReport>()->slots = Napi::Persistent(info[0].As<Napi::Int32Array>());
+  return Napi::Number::New(env, 0);
+}
+
+// recvFd(sock, flags) -> the fd of a bare-fd message (one zero byte, one fd), -errno, or
+// kNotBareFd with the message in the receive report and its fds open, for lib/ to close
+// (none if the kernel cut the control data: ReceiveMessage closed what arrived).
+Napi::Value JsReceiveFd(const Napi::CallbackInfo& info) {
+  Napi::Env env = info.Env();
+  char byte = 0;
+  int fds[kMaxFdsPerMessage];
+  ReceivedInfo received;
+  ssize_t n = ReceiveMessage(ArgInt(info, 0), &byte, 1, fds, kMaxFdsPerMessage, &received,
+                             ArgInt(info, 1));
+  if (n < 0) return Napi::Number::New(env, static_cast<double>(n));
+  if (n == 1 && received.nfds == 1 && byte == 0 && !(received.msg_flags & MSG_CTRUNC))
+    return Napi::Number::New(env, fds[0]);
+  ReceiveReport* report = env.GetInstanceData<ReceiveReport>();
+  if (report->slots.IsEmpty()) {
+    CloseFds(fds, received.nfds);  // nowhere to report them: never leak
+    return Napi::Number::New(env, -EINVAL);
+  }
+  int32_t* out = report->slots.Value().Data();
+  out[0] = static_cast<int32_t>(n);
+  out[1] = static_cast<int32_t>(received.nfds);
+  out[2] = received.msg_flags;
+  out[3] = static_cast<unsigned char>(byte);
+  std::memcpy(out + kReportHeader, fds, sizeof(int) * received.nfds);
+  return Napi::Number::New(env, kNotBareFd);
 }
 
 // close(fd) -> 0 | -errno. Not fs.closeSync: inside a worker, Node warns when fs closes
@@ -161,11 +205,14 @@ Napi::Value JsPeerCredentials(const Napi::CallbackInfo& info) {
 }
 
 Napi::Object Init(Napi::Env env, Napi::Object exports) {
+  env.SetInstanceData(new ReceiveReport());  // deleted with the environment
   exports["socketpair"] = Napi::Function::New<JsSocketPair>(env, "socketpair");
   exports["socketType"] = Napi::Function::New<JsSocketType>(env, "socketType");
   exports["setNonBlocking"] = Napi::Function::New<JsSetNonBlocking>(env, "setNonBlocking");
   exports["sendmsg"] = Napi::Function::New<JsSendMessage>(env, "sendmsg");
-  exports["recvmsg"] = Napi::Function::New<JsReceiveMessage>(env, "recvmsg");
+  exports["sendFd"] = Napi::Function::New<JsSendFd>(env, "sendFd");
+  exports["recvFd"] = Napi::Function::New<JsReceiveFd>(env, "recvFd");
+  exports["setReceiveReport"] = Napi::Function::New<JsSetReceiveReport>(env, "setReceiveReport");
   exports["sendmmsg"] = Napi::Function::New<JsSendMessages>(env, "sendmmsg");
   exports["close"] = Napi::Function::New<JsClose>(env, "close");
   exports["closeMany"] = Napi::Function::New<JsCloseMany>(env, "closeMany");
@@ -185,6 +232,7 @@ Napi::Object Init(Napi::Env env, Napi::Object exports) {
   constants["MSG_TRUNC"] = Napi::Number::New(env, MSG_TRUNC);
   constants["MAX_FDS_PER_MESSAGE"] = Napi::Number::New(env, kMaxFdsPerMessage);
   constants["MAX_MESSAGES_PER_BATCH"] = Napi::Number::New(env, kMaxMessagesPerBatch);
+  constants["NOT_BARE_FD"] = Napi::Number::New(env, kNotBareFd);
   // Not in Node's os.constants.errno: the kernel's cap on a user's fds in flight.
   constants["ETOOMANYREFS"] = Napi::Number::New(env, ETOOMANYREFS);
   constants["MAX_SOCKET_PATH_BYTES"] = Napi::Number::New(env, static_cast<double>(MaxSocketPathBytes()));

@@ -49,8 +49,18 @@ export interface Binding {
    * Returns how many the kernel took, or -errno if none.
    */
   sendmmsg(sock: number, data: Uint8Array, records: Int32Array, fds: Int32Array, count: number): number;
-  /** out[0] = fds received, out[1] = msg_flags. */
-  recvmsg(sock: number, data: Uint8Array, fds: Int32Array, out: Int32Array, flags: number): number;
+  /** IO::FDPass's message, one zero byte carrying fd: 1 once sent, or -errno. */
+  sendFd(sock: number, fd: number, flags: number): number;
+  /**
+   * One message: its fd if it is a bare fd (one zero byte, one fd); -errno; or
+   * constants.NOT_BARE_FD with the message in the receive report and its fds open.
+   */
+  recvFd(sock: number, flags: number): number;
+  /**
+   * Registers, for this thread, where recvFd reports a message that is not a bare fd:
+   * [bytes, nfds, msg_flags, first data byte, fds...], at least 4 + MAX_FDS_PER_MESSAGE long.
+   */
+  setReceiveReport(slots: Int32Array): number;
   close(fd: number): number;
   /** Closes fds[0..count): runs of consecutive numbers in one close_range(2) each. */
   closeMany(fds: Int32Array, count: number): number;
@@ -73,6 +83,8 @@ export interface Binding {
     MSG_TRUNC: number;
     MAX_FDS_PER_MESSAGE: number;
     MAX_MESSAGES_PER_BATCH: number;
+    /** recvFd's answer for a message that is not a bare fd; below every -errno. */
+    NOT_BARE_FD: number;
     ETOOMANYREFS: number;
     /** Bytes of a socket name in sun_path, without the NUL. */
     MAX_SOCKET_PATH_BYTES: number;

@@ -122,7 +122,6 @@ function receiveBuffersFor(slotBytes: number): ReceiveBuffers {
 
 // A batch of bare fds for one sendmmsg: [dataOffset, dataLength, fdsOffset, nfds, sent].
 const zeroByte = new Uint8Array(1);
-const bareSendFds = new Int32Array(1);
 const sendBatch = { records: new Int32Array(5 * BATCH), fds: new Int32Array(BATCH) };
 for (let i = 0; i < BATCH; i++) sendBatch.records.set([0, 1, i, 1, 0], 5 * i);
 
@@ -489,10 +488,12 @@ export class Channel extends EventEmitter<ChannelEvents> {
    * -errno (EAGAIN also after part of a large frame went; the rest follows, without fds).
    */
   #sendOne(outgoing: Outgoing): number {
-    const { bytes } = outgoing;
+    if (outgoing.bare) {
+      const sent = binding.sendFd(this.#fd, outgoing.fd, constants.MSG_DONTWAIT);
+      return sent < 0 ? sent : 0; // one byte: taken whole or not at all
+    }
+    const { bytes, fds } = outgoing;
     const length = bytes.length - outgoing.offset;
-    if (outgoing.bare) bareSendFds[0] = outgoing.fd;
-    const fds = outgoing.bare ? bareSendFds : outgoing.fds;
     const nfds = outgoing.offset === 0 ? fds.length : 0;
     const sent = binding.sendmsg(this.#fd, bytes, outgoing.offset, length, fds, nfds, constants.MSG_DONTWAIT);
     if (sent < 0) return sent;

@@ -5,11 +5,11 @@ import { UV_EOF, errnoException, fdpassError, invalidArgValue, truncatedError } 
 import { closeFds, toFd, validateFd, type FdLike } from './fd';
 import { decodeBareFd } from './bare-fd';
 
-const zeroByte = new Uint8Array(1);
-const sendFds = new Int32Array(1);
-const recvData = new Uint8Array(1);
-const recvFds = new Int32Array(constants.MAX_FDS_PER_MESSAGE);
-const recvInfo = new Int32Array(2);
+// Where recv() finds a message that is not a bare fd: [bytes, nfds, msg_flags, first data
+// byte, fds...]. A bare fd, the common case, passes no buffer at all.
+const REPORT_FDS = 4;
+const receiveReport = new Int32Array(REPORT_FDS + constants.MAX_FDS_PER_MESSAGE);
+binding.setReceiveReport(receiveReport);
 
 let last: Error | null = null;
 
@@ -24,8 +24,7 @@ export function lastError(): Error | null {
 /** Sends fd over socketFd. The sender keeps its fd. false on failure: see lastError(). */
 export function send(socketFd: number, fd: FdLike): boolean {
   validateFd(socketFd, 'socketFd');
-  sendFds[0] = toFd(fd, 'fd');
-  const sent = binding.sendmsg(socketFd, zeroByte, 0, 1, sendFds, 1, 0);
+  const sent = binding.sendFd(socketFd, toFd(fd, 'fd'), 0);
   if (sent < 0) {
     last = errnoException(sent, 'sendmsg');
     return false;
@@ -40,22 +39,26 @@ export function send(socketFd: number, fd: FdLike): boolean {
  */
 export function recv(socketFd: number): number {
   validateFd(socketFd, 'socketFd');
-  const received = binding.recvmsg(socketFd, recvData, recvFds, recvInfo, 0);
-  if (received < 0) {
+  const received = binding.recvFd(socketFd, 0);
+  if (received >= 0) {
+    last = null;
+    return received;
+  }
+  if (received !== constants.NOT_BARE_FD) {
     last = errnoException(received, 'recvmsg');
     return -1;
   }
-  const nfds = recvInfo[0]!;
-  if (recvInfo[1]! & constants.MSG_CTRUNC) {
-    last = truncatedError('recvmsg');
+  const bytes = receiveReport[0]!;
+  const nfds = receiveReport[1]!;
+  const flags = receiveReport[2]!;
+  const firstByte = receiveReport[3]!;
+  const fds = receiveReport.subarray(REPORT_FDS, REPORT_FDS + nfds);
+  if (flags & constants.MSG_CTRUNC) {
+    last = truncatedError('recvmsg'); // the addon closed what arrived
     return -1;
   }
-  const result = decodeBareFd(recvData, received, recvFds, nfds);
-  if (typeof result === 'number') {
-    last = null;
-    return result;
-  }
-  closeFds(recvFds, nfds);
+  const result = decodeBareFd(bytes, firstByte, fds, nfds);
+  closeFds(fds, nfds); // not a bare fd: nothing here is returned
   last = result === 'eof' ? errnoException(UV_EOF, 'recvmsg', 'the peer closed the socket') : fdpassError('ERR_FDPASS_BAD_MESSAGE', `recvmsg: ${result}`);
   return -1;
 }

@@ -38,6 +38,39 @@ function child(code: string, nofile: number, uid?: number) {
 }
 
 describe('kernel limits', () => {
+  it('seed recv() at the fd limit: -1 with ERR_FDPASS_TRUNCATED, nothing left open, and the next fd arrives', async () => {
+    const { channel, exited, line } = child(
+      `
+      const fs = require('node:fs');
+      fdpass.setBlocking(3, true);
+      const filler = [];
+      try { for (;;) filler.push(fs.openSync('/dev/null', 'r')); } catch {} // not one fd free
+      const count = () => fs.readdirSync('/proc/self/fd').length;
+      fs.closeSync(filler.pop()); // room for readdir's own fd only
+      const before = count();
+      filler.push(fs.openSync('/dev/null', 'r'));
+      console.log('full');
+      const cut = fdpass.recv(3);
+      const cutCode = fdpass.lastError() && fdpass.lastError().code;
+      fs.closeSync(filler.pop());
+      const openAfterCut = count();
+      const next = fdpass.recv(3);
+      console.log(JSON.stringify({ cut, cutCode, leaked: openAfterCut - before, next: next >= 0 && fs.fstatSync(next).isCharacterDevice() }));
+      fs.closeSync(next);
+      for (const fd of filler) fs.closeSync(fd);`,
+      48,
+    );
+    await within(line('full'), 20_000, 'the child filling its fd table');
+    const fd = openSync('/dev/null', 'r');
+    await channel.send(fd);
+    await channel.send(fd);
+    const result = await within(exited, 20_000, 'the child');
+    expect(result.code, result.stderr).toBe(0);
+    expect(JSON.parse(result.stdout.split('\n')[1]!)).toEqual({ cut: -1, cutCode: 'ERR_FDPASS_TRUNCATED', leaked: 0, next: true });
+    closeSync(fd);
+    await channel.close();
+  });
+
   it('a receiver at its fd limit reports the cut message, closes what arrived, and receives again once fds are free', async () => {
     const before = countFds();
     const { channel, exited, line } = child(
