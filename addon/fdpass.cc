@@ -141,9 +141,7 @@ Napi::Value JsReceiveFd(const Napi::CallbackInfo& info) {
 // close(fd) -> 0 | -errno. Not fs.closeSync: inside a worker, Node warns when fs closes
 // an fd that fs did not open, and every fd fdpass closes came from the kernel.
 Napi::Value JsClose(const Napi::CallbackInfo& info) {
-  int fd = ArgInt(info, 0);
-  CloseFds(&fd, 1);
-  return Napi::Number::New(info.Env(), 0);
+  return Napi::Number::New(info.Env(), CloseFd(ArgInt(info, 0)));
 }
 
 // closeMany(fds: Int32Array, count) -> 0: the first count fds, a run of consecutive numbers

@@ -294,4 +294,6 @@ void CloseFds(const int* fds, size_t nfds) {
   }
 }
 
+int CloseFd(int fd) { return close(fd) == 0 || errno == EINTR ? 0 : -errno; }
+
 }  // namespace fdpass

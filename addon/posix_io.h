@@ -74,4 +74,7 @@ ssize_t SendMessages(int sock, OutgoingMessage* messages, size_t count);
 
 void CloseFds(const int* fds, size_t nfds);
 
+// close(2) of one fd: 0 or -errno (EINTR counts as closed: Linux releases the fd regardless).
+int CloseFd(int fd);
+
 }  // namespace fdpass

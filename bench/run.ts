@@ -1,6 +1,6 @@
 // npm run bench: fds per second between two processes, one fd per message, the receiver
-// closing each fd, for a C baseline compiled in this run, fdpass's seed send/recv,
-// fdpass's Channel and Node's own handle passing; a one-fd round trip for C and Channel;
+// closing each fd, for a C baseline compiled in this run, fdpass's seed send/recv (the
+// receiver closing with closeFd, and again with fs.closeSync), fdpass's Channel and Node's own handle passing; a one-fd round trip for C and Channel;
 // and messages of 16 fds, 64 fds, and 4 KiB with one fd, each against C doing the same.
 // Every case is timed the same way: from the first send until the receiving process
 // reports it has handled the N-th fd. The cases run in interleaved rounds; each reports its best.
@@ -68,17 +68,8 @@ async function exited(child: ChildProcess): Promise<void> {
 type Case = (n: number, fd: number) => Promise<number>;
 
 const cases: Record<string, Case> = {
-  async seedSync(n, fd) {
-    const { peer, socket } = await startPeer('recv-sync', n);
-    setBlocking(socket, true);
-    const start = performance.now();
-    for (let i = 0; i < n; i++) if (!send(socket, fd)) throw lastError();
-    await peer.printed('done');
-    const seconds = (performance.now() - start) / 1000;
-    closeSync(socket);
-    await exited(peer.child);
-    return seconds;
-  },
+  seedSync: (n, fd) => timeSeedSync('recv-sync', n, fd),
+  seedSyncFsClose: (n, fd) => timeSeedSync('recv-sync-fs-close', n, fd),
 
   channel: (n, fd) => timeChannel(n, 1024, (channel) => channel.send(fd)),
 
@@ -113,6 +104,19 @@ const cases: Record<string, Case> = {
     return seconds;
   },
 };
+
+/** Seconds until a peer in `role` has received and closed n fds sent with the seed send(). */
+async function timeSeedSync(role: string, n: number, fd: number): Promise<number> {
+  const { peer, socket } = await startPeer(role, n);
+  setBlocking(socket, true);
+  const start = performance.now();
+  for (let i = 0; i < n; i++) if (!send(socket, fd)) throw lastError();
+  await peer.printed('done');
+  const seconds = (performance.now() - start) / 1000;
+  closeSync(socket);
+  await exited(peer.child);
+  return seconds;
+}
 
 function runBaseline(mode: 'throughput' | 'pingpong', n: number, fdsPerMessage = 1, bytes = 1): number {
   return Number(execFileSync(baseline, [mode, String(n), String(fdsPerMessage), String(bytes)], { encoding: 'utf8' }).trim());
@@ -173,6 +177,7 @@ async function main(): Promise<void> {
   const measurements = {
     cThroughput: async (n: number) => n / runBaseline('throughput', n),
     seedSync: (n: number) => cases.seedSync!(n, fd),
+    seedSyncFsClose: (n: number) => cases.seedSyncFsClose!(n, fd),
     channel: (n: number) => cases.channel!(n, fd),
     nodeIpc: (n: number) => cases.nodeIpc!(n, fd),
     cRoundTrip: async (n: number) => (runBaseline('pingpong', n) * n) / 1e6,
@@ -188,6 +193,7 @@ async function main(): Promise<void> {
   const trials: Record<Name, number> = {
     cThroughput: 2000,
     seedSync: 2000,
+    seedSyncFsClose: 2000,
     channel: 2000,
     nodeIpc: 500,
     cRoundTrip: 200,
@@ -222,6 +228,7 @@ async function main(): Promise<void> {
   const rows = [
     { case: '(a) C, blocking sendmsg/recvmsg', figure: cThroughput, unit: 'fds/s', ratio: 1, target: '' },
     { case: '(b) fdpass send/recv (sync)', figure: seedSync, unit: 'fds/s', ratio: seedSync / cThroughput, target: '>= 0.9' },
+    { case: '    the same, closing with fs.closeSync', figure: 1 / best.seedSyncFsClose, unit: 'fds/s', ratio: 1 / best.seedSyncFsClose / cThroughput, target: '' },
     { case: '(c) fdpass Channel (promises)', figure: channel, unit: 'fds/s', ratio: channel / cThroughput, target: '>= 0.6' },
     { case: "(d) Node's child.send(msg, handle)", figure: nodeIpc, unit: 'fds/s', ratio: nodeIpc / cThroughput, target: '' },
     { case: '(a) C round trip', figure: cRoundTrip, unit: 'µs', ratio: 1, target: '' },

@@ -61,6 +61,7 @@ export interface Binding {
    * [bytes, nfds, msg_flags, first data byte, fds...], at least 4 + MAX_FDS_PER_MESSAGE long.
    */
   setReceiveReport(slots: Int32Array): number;
+  /** 0 or -errno. */
   close(fd: number): number;
   /** Closes fds[0..count): runs of consecutive numbers in one close_range(2) each. */
   closeMany(fds: Int32Array, count: number): number;

@@ -1,5 +1,5 @@
 // fdpass: pass open file descriptors between processes over Unix domain sockets.
-export { send, recv, lastError, socketpair, setBlocking, type SocketType } from './seed';
+export { send, recv, closeFd, lastError, socketpair, setBlocking, type SocketType } from './seed';
 export { Channel, type ChannelOptions, type ChannelEvents, type SendOptions, type RecvOptions } from './channel';
 export { ReceivedMessage } from './message';
 export { listen, Server, type ListenOptions, type ServerCloseOptions, type ServerEvents, type ServerSocketType } from './server';

@@ -63,6 +63,17 @@ export function recv(socketFd: number): number {
   return -1;
 }
 
+/**
+ * Closes an fd that recv() (or a received message) gave you. Unlike fs.closeSync, it does
+ * not warn in a worker thread, where Node warns about closing fds that fs did not open.
+ * Throws a system error (code 'EBADF'...) if the fd is not open.
+ */
+export function closeFd(fd: number): void {
+  validateFd(fd, 'fd');
+  const err = binding.close(fd);
+  if (err < 0) throw errnoException(err, 'close');
+}
+
 export type SocketType = 'stream' | 'seqpacket' | 'dgram';
 
 const socketTypes: Record<SocketType, number> = {

@@ -8,7 +8,7 @@ import { closeSync, existsSync, fstatSync, mkdtempSync, openSync, rmSync, writeF
 import { constants as os, tmpdir } from 'node:os';
 import path from 'node:path';
 import { afterAll, describe, expect, it } from 'vitest';
-import { Channel, ReceivedMessage, lastError, recv, send, setBlocking, socketpair } from '../lib/index.js';
+import { Channel, ReceivedMessage, closeFd, lastError, recv, send, setBlocking, socketpair } from '../lib/index.js';
 import { contentOf, countFds, expectNoFdLeakAroundEachTest, isNonBlocking, openFds, python, root, spawnPeer, within } from './helpers.js';
 
 type Failure = Error & { code?: string; errno?: number; syscall?: string; cause?: unknown };
@@ -777,7 +777,7 @@ describe('bad input', () => {
   });
 });
 
-describe('the seed API: send, recv, lastError', () => {
+describe('the seed API: send, recv, closeFd, lastError', () => {
   it('round trip on a socketpair: true, then the fd; lastError() is null after a success', () => {
     const fd = openTagged(9);
     const [x, y] = socketpair();
@@ -789,6 +789,42 @@ describe('the seed API: send, recv, lastError', () => {
     expect(got).not.toBe(fd);
     expect(contentOf(got)).toBe('9');
     closeAll([got, fd, x, y]);
+  });
+
+  it('closeFd() closes what recv() gave; a closed fd is EBADF, bad input a TypeError/RangeError', () => {
+    const [x, y] = socketpair();
+    const fd = openTagged(5);
+    expect(send(x, fd)).toBe(true);
+    const got = recv(y);
+    expect(contentOf(got)).toBe('5');
+    closeFd(got);
+    expect(() => fstatSync(got)).toThrow(expect.objectContaining({ code: 'EBADF' }));
+    expect(() => closeFd(got)).toThrow(expect.objectContaining({ code: 'EBADF', errno: -os.errno.EBADF, syscall: 'close' }));
+    expect(() => closeFd('3' as unknown as number)).toThrow(expect.objectContaining({ name: 'TypeError', code: 'ERR_INVALID_ARG_TYPE' }));
+    expect(() => closeFd(-1)).toThrow(expect.objectContaining({ name: 'RangeError', code: 'ERR_OUT_OF_RANGE' }));
+    closeAll([fd, x, y]);
+  });
+
+  it('in a worker thread, closeFd() closes a received fd without the warning fs.closeSync() gives', () => {
+    const script = (close: string) => `
+      const { Worker } = require('node:worker_threads');
+      const fdpass = require(${JSON.stringify(path.join(root, 'dist', 'index.js'))});
+      new Worker(\`
+        const fs = require('node:fs');
+        const fdpass = require(${JSON.stringify(path.join(root, 'dist', 'index.js'))});
+        const [x, y] = fdpass.socketpair();
+        const file = fs.openSync('/dev/null', 'r');
+        fdpass.send(x, file);
+        const got = fdpass.recv(y);
+        ${close}(got);
+        console.log(fs.fstatSync(file).isCharacterDevice() && got !== file ? 'closed' : 'wrong');
+      \`, { eval: true });`;
+    const withFdpass = spawnSync(process.execPath, ['-e', script('fdpass.closeFd')], { encoding: 'utf8', timeout: 10_000 });
+    expect(withFdpass.stdout.trim()).toBe('closed');
+    expect(withFdpass.stderr).toBe('');
+    const withFs = spawnSync(process.execPath, ['-e', script('fs.closeSync')], { encoding: 'utf8', timeout: 10_000 });
+    expect(withFs.stdout.trim()).toBe('closed');
+    expect(withFs.stderr).toContain('closed but not opened');
   });
 
   it("recv() on an empty non-blocking socket is -1 with 'EAGAIN'; after the peer closes, 'EOF'", () => {

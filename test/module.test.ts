@@ -29,7 +29,7 @@ writeFileSync(file, 'loaded and passed');
 expectNoFdLeakAroundEachTest();
 
 const dist = path.join(root, 'dist');
-const exportNames = ['Channel', 'ReceivedMessage', 'Server', 'connect', 'lastError', 'listen', 'recv', 'send', 'setBlocking', 'socketpair'];
+const exportNames = ['Channel', 'ReceivedMessage', 'Server', 'closeFd', 'connect', 'lastError', 'listen', 'recv', 'send', 'setBlocking', 'socketpair'];
 
 /** Runs a fixture; kills it if it hangs; returns what it printed as JSON. */
 async function runFixture(fixture: string, args: string[]): Promise<unknown> {
