@@ -8,6 +8,7 @@
 #include "poll_wrap.h"
 
 #include <errno.h>
+#include <fcntl.h>
 #include <unistd.h>
 
 #include <algorithm>
@@ -169,9 +170,9 @@ Napi::Value PollWrap::Start(const Napi::CallbackInfo& info) {
   reading_ = info[0].ToBoolean();
   int64_t limit = info.Length() > 2 && info[2].IsNumber() ? info[2].As<Napi::Number>().Int64Value() : 0;
   batch_limit_ = limit > 0 ? static_cast<size_t>(limit) : 0;
-  int events = (reading_ ? UV_READABLE : 0) | (info[1].ToBoolean() ? UV_WRITABLE : 0);
-  int err = events == 0 ? uv_poll_stop(&handle_->poll)
-                        : uv_poll_start(&handle_->poll, events, OnUvPoll);
+  events_ = (reading_ ? UV_READABLE : 0) | (info[1].ToBoolean() ? UV_WRITABLE : 0);
+  int err = events_ == 0 ? uv_poll_stop(&handle_->poll)
+                         : uv_poll_start(&handle_->poll, events_, OnUvPoll);
   return Napi::Number::New(env, err);
 }
 
@@ -275,6 +276,15 @@ int PollWrap::AcceptWaiting(int32_t* fds, int32_t* records, size_t count) {
 void PollWrap::OnPoll(int status, int events) {
   Napi::Env env = Env();
   Napi::HandleScope scope(env);
+  if (status == UV_EBADF && events_ != 0 && fcntl(handle_->fd, F_GETFD) != -1) {
+    // libuv reports POLLERR as UV_EBADF and stops watching, but the fd is open: the error is
+    // the socket's (ECONNRESET when the peer closed with our data unread). Watch again and
+    // go on: recvmsg returns what is still queued, then the error itself, and sendmsg fails.
+    if (uv_poll_start(&handle_->poll, events_, OnUvPoll) == 0) {
+      status = 0;
+      events = events_;
+    }
+  }
   int records = 0;
   if (status == 0 && reading_ && (events & UV_READABLE)) records = DrainReadable();
   bool writable = status == 0 && (events & UV_WRITABLE);

@@ -36,6 +36,7 @@ class PollWrap : public Napi::ObjectWrap<PollWrap> {
 
   PollHandle* handle_ = nullptr;
   bool reading_ = false;
+  int events_ = 0;  // what start() last asked libuv to watch
   Napi::FunctionReference on_event_;
   Napi::FunctionReference on_close_;
   Napi::ObjectReference data_;     // Uint8Array: slot_bytes_ of received bytes per message

@@ -78,6 +78,7 @@ interface PendingSend {
 const EAGAIN = -os.errno.EAGAIN;
 const EWOULDBLOCK = -os.errno.EWOULDBLOCK;
 const EEXIST = -os.errno.EEXIST;
+const ECONNRESET = -os.errno.ECONNRESET;
 const ETOOMANYREFS = -constants.ETOOMANYREFS;
 // ETOOMANYREFS: too many of this user's fds are in flight. Nothing signals when the peer
 // has taken some, so the send tries again after a pause.
@@ -158,6 +159,8 @@ export class Channel extends EventEmitter<ChannelEvents> {
   #closed: Promise<void> | undefined;
   /** Why reading stopped for good: EOF or a socket error. */
   #endError: Error | undefined;
+  /** The peer reset the connection; what it sent before is still being read. */
+  #reset: Error | undefined;
 
   readonly #sendQueue: PendingSend[] = [];
   readonly #recvQueue: PendingRecv[] = [];
@@ -579,7 +582,11 @@ export class Channel extends EventEmitter<ChannelEvents> {
         // rest of the batch holds is ours to close.
         closeFds(fds.subarray(fdOffset, fdOffset + nfds));
       } else if (bytes < 0) {
-        this.#endReading(errnoException(bytes, 'recvmsg'));
+        const error = errnoException(bytes, 'recvmsg');
+        // recvmmsg reports a reset ahead of what the peer sent before it: read that first,
+        // and end with the reset where EOF would be.
+        if (bytes === ECONNRESET && this.#type !== 'dgram' && this.#reset === undefined) this.#reset = error;
+        else this.#endReading(error);
       } else if (flags & constants.MSG_CTRUNC) {
         // The addon closed what did arrive. A lone bare fd is one whole message lost; any
         // other cut on a stream leaves a frame without its fds: the stream is unusable.
@@ -589,7 +596,7 @@ export class Channel extends EventEmitter<ChannelEvents> {
       } else if (bytes === 0 && nfds === 0 && this.#type !== 'dgram') {
         const cut = this.#decoder?.end();
         if (cut) this.#deliver(cut);
-        this.#endReading(eofError());
+        this.#endReading(this.#reset ?? eofError());
       } else if (this.#decoder !== null) {
         for (const outcome of this.#decoder.push(data, dataOffset, bytes, fds, fdOffset, nfds, decoded)) {
           // A broken stream cannot be read on: its error ends reading.

@@ -441,6 +441,22 @@ describe('AbortSignal', () => {
   });
 });
 
+describe('a peer that resets the connection', () => {
+  it('closing with our data unread: what it sent first arrives, then recv() rejects with ECONNRESET', async () => {
+    const [x, y] = socketpair();
+    const a = new Channel(x);
+    const fd = openTagged(7);
+    expect(send(y, fd)).toBe(true); // queued for a
+    await a.send({ data: 'never read' });
+    closeSync(y); // with a's message unread: the kernel resets a's end (and polls it as POLLERR)
+    expect(consume(await within(a.recv(), 2000, 'the fd sent before the reset'))).toBe('7');
+    await expect(within(a.recv(), 2000, 'recv() after the reset')).rejects.toMatchObject({ code: 'ECONNRESET', syscall: 'recvmsg' });
+    await expect(a.send(fd)).rejects.toMatchObject({ code: 'ERR_FDPASS_CHANNEL_CLOSED' });
+    closeSync(fd);
+    await a.close();
+  });
+});
+
 describe('close()', () => {
   it('settles every pending call, closes buffered and owned fds, and is idempotent', async () => {
     const N = 400;
