@@ -21,8 +21,16 @@ export function openFds(pid: number | 'self' = 'self'): Map<number, string> {
   return fds;
 }
 
+/**
+ * Open fds of a process, less any on /proc or /sys: the runtime opens those for a moment on
+ * threads of its own. glibc reads /proc/sys/vm/overcommit_memory once per process, when a
+ * thread's malloc arena first shrinks; in a fresh Node process that is a V8 worker, often just
+ * as the process prints 'ready', so a count taken then could be one too many.
+ */
 export function countFds(pid: number | 'self' = 'self'): number {
-  return openFds(pid).size;
+  let count = 0;
+  for (const target of openFds(pid).values()) if (!/^\/(proc|sys)\//.test(target)) count++;
+  return count;
 }
 
 /** The file status flags of fd (O_NONBLOCK, O_CLOEXEC...), as /proc/<pid>/fdinfo shows them. */
