@@ -442,8 +442,8 @@ describe('AbortSignal', () => {
 });
 
 describe('a peer that resets the connection', () => {
-  it('closing with our data unread: what it sent first arrives, then recv() rejects with ECONNRESET', async () => {
-    const [x, y] = socketpair();
+  it.each(['stream', 'seqpacket'] as const)('over %s, closing with our data unread: what it sent first arrives, then recv() rejects with ECONNRESET', async (type) => {
+    const [x, y] = socketpair(type);
     const a = new Channel(x);
     const fd = openTagged(7);
     expect(send(y, fd)).toBe(true); // queued for a
