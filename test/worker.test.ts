@@ -103,11 +103,12 @@ describe('worker_threads', () => {
       const { Channel } = require(${dist});
       const [a, b] = Channel.pair();
       const fs = require('node:fs');
-      // fds buffered unread in b, and a recv() pending on a: both must be released.
-      a.send(fs.openSync('/dev/null', 'r'), { close: true }).then(() => {
+      // fds buffered unread in b, and a recv() pending on a: both must be released. The check
+      // phase comes after the poll phase in which b reads what a sent: it is buffered by then.
+      a.send(fs.openSync('/dev/null', 'r'), { close: true }).then(() => setImmediate(() => {
         a.recv();
         parentPort.postMessage('waiting');
-      });`,
+      }));`,
       undefined,
     );
     expect(await result).toBe('waiting');
