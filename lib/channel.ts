@@ -165,7 +165,6 @@ export class Channel extends EventEmitter<ChannelEvents> {
   readonly #sendQueue: PendingSend[] = [];
   readonly #recvQueue: PendingRecv[] = [];
   readonly #inbox: Delivery[] = [];
-  #inboxFds = 0;
   #iterators = 0;
 
   #peer: PeerCredentials | undefined;
@@ -299,10 +298,8 @@ export class Channel extends EventEmitter<ChannelEvents> {
       return Promise.reject(invalidArgType('options.signal', 'an instance of AbortSignal', signal));
     }
     if (signal?.aborted) return Promise.reject(abortError(signal));
-    const buffered = this.#takeBuffered();
-    if (buffered) return buffered instanceof Error ? Promise.reject(buffered) : Promise.resolve(buffered);
-    if (this.#endError) return Promise.reject(this.#endError);
-    if (this.#state !== 'open') return Promise.reject(closedError());
+    const ready = this.#takeReady();
+    if (ready) return ready instanceof Error ? Promise.reject(ready) : Promise.resolve(ready);
 
     return new Promise<ReceivedMessage>((resolve, reject) => {
       const pending: PendingRecv = { resolve, reject };
@@ -352,10 +349,8 @@ export class Channel extends EventEmitter<ChannelEvents> {
     // recv()'s, as a busy channel yields tens of thousands of messages a second.
     const next = (): Promise<IteratorResult<ReceivedMessage>> => {
       if (!active) return Promise.resolve(finish());
-      const buffered = this.#takeBuffered();
-      if (buffered) return buffered instanceof Error ? ended(buffered) : Promise.resolve({ done: false, value: buffered });
-      if (this.#endError) return ended(this.#endError);
-      if (this.#state !== 'open') return ended(closedError());
+      const ready = this.#takeReady();
+      if (ready) return ready instanceof Error ? ended(ready) : Promise.resolve({ done: false, value: ready });
       return new Promise((resolve, reject) => {
         this.#recvQueue.push({
           resolve: (value) => resolve({ done: false, value }),
@@ -389,9 +384,8 @@ export class Channel extends EventEmitter<ChannelEvents> {
     for (const pending of this.#recvQueue.splice(0)) pending.reject(this.#endError ?? error);
     // A partial frame's fds, and fds queued ahead of their frame, are the decoder's.
     this.#decoder?.close();
-    // The poll handle closes the inbox's fds (it holds them) once it has closed.
+    // The poll handle takes the inbox's fds from the ledger as it starts closing, and closes them.
     this.#inbox.length = 0;
-    this.#inboxFds = 0;
     this.#closed = new Promise<void>((resolve) => {
       this.#poll.close(() => {
         channelFds.delete(this.#fd);
@@ -633,19 +627,21 @@ export class Channel extends EventEmitter<ChannelEvents> {
       return;
     }
     this.#inbox.push(item);
-    if (item instanceof ReceivedMessage) {
-      this.#inboxFds += item.fds.length;
-      this.#ledger.add(item.fds);
-    }
+    if (item instanceof ReceivedMessage) this.#ledger.add(item.fds);
+  }
+
+  /**
+   * What a receive gets without waiting: the next buffered message or error, else why
+   * nothing more will come (EOF, a socket error, close()); undefined if it must wait.
+   */
+  #takeReady(): Delivery | undefined {
+    return this.#takeBuffered() ?? this.#endError ?? (this.#state === 'open' ? undefined : closedError());
   }
 
   #takeBuffered(): Delivery | undefined {
     const item = this.#inbox.shift();
     if (item === undefined) return undefined;
-    if (item instanceof ReceivedMessage) {
-      this.#inboxFds -= item.fds.length;
-      this.#ledger.take(item.fds.length);
-    }
+    if (item instanceof ReceivedMessage) this.#ledger.take(item.fds.length);
     if (this.#inbox.length === 0 && this.#endError && this.#state === 'open') {
       void this.close(); // the peer is gone and nothing is left to hand out
     } else {
@@ -666,7 +662,7 @@ export class Channel extends EventEmitter<ChannelEvents> {
 
   #updatePoll(): void {
     if (this.#state !== 'open') return;
-    const readable = this.#endError === undefined && this.#inboxFds < this.#maxBufferedFds;
+    const readable = this.#endError === undefined && this.#ledger.size < this.#maxBufferedFds;
     const writable = this.#sendQueue.length > 0 && this.#inFlightRetry === undefined;
     if (readable === this.#watchReadable && writable === this.#watchWritable) return;
     this.#watchReadable = readable;

@@ -19,6 +19,11 @@ export class FdLedger {
     poll.setLedger(this.#slots);
   }
 
+  /** How many fds the inbox holds. */
+  get size(): number {
+    return this.#slots[TAIL]! - this.#slots[HEAD]!;
+  }
+
   /** The inbox took a message: its fds, appended in order. */
   add(fds: readonly number[]): void {
     let tail = this.#slots[TAIL]!;

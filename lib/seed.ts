@@ -3,7 +3,7 @@
 import { binding, constants } from './binding';
 import { UV_EOF, errnoException, fdpassError, invalidArgValue, truncatedError } from './errors';
 import { closeFds, toFd, validateFd, type FdLike } from './fd';
-import { decodeBareFd } from './bare-fd';
+import { whyNotBareFd } from './bare-fd';
 
 // Where recv() finds a message that is not a bare fd: [bytes, nfds, msg_flags, first data
 // byte, fds...]. A bare fd, the common case, passes no buffer at all.
@@ -57,7 +57,7 @@ export function recv(socketFd: number): number {
     last = truncatedError('recvmsg'); // the addon closed what arrived
     return -1;
   }
-  const result = decodeBareFd(bytes, firstByte, fds, nfds);
+  const result = whyNotBareFd(bytes, firstByte, nfds);
   closeFds(fds, nfds); // not a bare fd: nothing here is returned
   last = result === 'eof' ? errnoException(UV_EOF, 'recvmsg', 'the peer closed the socket') : fdpassError('ERR_FDPASS_BAD_MESSAGE', `recvmsg: ${result}`);
   return -1;

@@ -294,36 +294,10 @@ export class Server extends EventEmitter<ServerEvents> {
 
   /** A new client: checked by allow(), then made a channel and handed out or queued. */
   #admit(fd: number): void {
+    if (this.#listening && this.#allow && !this.#passesAllow(fd, this.#allow)) return;
     if (!this.#listening) {
-      closeFds([fd]); // a listener closed the server mid-batch
+      closeFds([fd]); // a listener, or allow(), closed the server mid-batch: no owner for a channel
       return;
-    }
-    if (this.#allow) {
-      let peer: PeerCredentials;
-      try {
-        peer = readPeerCredentials(fd);
-      } catch (error) {
-        closeFds([fd]);
-        this.#emitError(error as Error);
-        return;
-      }
-      let allowed = false;
-      try {
-        allowed = this.#allow(peer) === true;
-      } catch (error) {
-        this.#emitError(error as Error);
-      }
-      if (!allowed) {
-        closeFds([fd]);
-        this.#refusedCount++;
-        this.#emitSafely('refused', peer);
-        return;
-      }
-      // allow() may have closed the server: a channel made now would have no owner.
-      if (!this.#listening) {
-        closeFds([fd]);
-        return;
-      }
     }
     let channel: Channel;
     try {
@@ -360,6 +334,30 @@ export class Server extends EventEmitter<ServerEvents> {
       this.#emitSafely('connection', channel);
     }
     this.#updatePoll();
+  }
+
+  /** allow() on the client's credentials; a refused client is closed, counted and reported. */
+  #passesAllow(fd: number, allow: (peer: PeerCredentials) => boolean): boolean {
+    let peer: PeerCredentials;
+    try {
+      peer = readPeerCredentials(fd);
+    } catch (error) {
+      closeFds([fd]);
+      this.#emitError(error as Error);
+      return false;
+    }
+    let allowed = false;
+    try {
+      allowed = allow(peer) === true;
+    } catch (error) {
+      this.#emitError(error as Error);
+    }
+    if (!allowed) {
+      closeFds([fd]);
+      this.#refusedCount++;
+      this.#emitSafely('refused', peer);
+    }
+    return allowed;
   }
 
   #handOut(channel: Channel): void {
@@ -504,8 +502,8 @@ function isBoundOnLinux(path: string): boolean {
     return false;
   }
   // Each line ends with the name the socket was bound to, as its process spelled it.
-  const names = new Set([path, resolvePath(path)].map((name) => ` ${Buffer.from(name).toString('latin1')}`));
-  return table.split('\n').some((line) => [...names].some((name) => line.endsWith(name)));
+  const endings = [path, resolvePath(path)].map((name) => ` ${Buffer.from(name).toString('latin1')}`);
+  return table.split('\n').some((line) => endings.some((ending) => line.endsWith(ending)));
 }
 
 /** Removes the socket file if it is still the one bound: never a later server's. */
