@@ -1,6 +1,7 @@
 // Test helpers: real child processes with a socket on fd 3, and fd counting through /proc.
 import { spawn, type ChildProcess } from 'node:child_process';
-import { existsSync, readdirSync, readFileSync, readlinkSync, readSync } from 'node:fs';
+import { chmodSync, cpSync, existsSync, mkdtempSync, readdirSync, readFileSync, readlinkSync, readSync, statSync } from 'node:fs';
+import { tmpdir } from 'node:os';
 import path from 'node:path';
 import { afterEach, beforeAll, beforeEach, expect } from 'vitest';
 
@@ -94,10 +95,11 @@ export interface Peer {
 /**
  * Spawns `command args` with `socketFd` as the child's fd 3 (and more fds at 4, 5...).
  * The parent keeps its own copy of socketFd: close it when the child should own the only one.
+ * With stdin 'pipe', write the child's commands to child.stdin.
  */
-export function spawnPeer(command: string, args: string[], extraFds: number[] = [], env: NodeJS.ProcessEnv = {}): Peer {
+export function spawnPeer(command: string, args: string[], extraFds: number[] = [], env: NodeJS.ProcessEnv = {}, stdin: 'ignore' | 'pipe' = 'ignore'): Peer {
   const child = spawn(command, args, {
-    stdio: ['ignore', 'pipe', 'pipe', ...extraFds],
+    stdio: [stdin, 'pipe', 'pipe', ...extraFds],
     env: { ...process.env, ...env },
   });
   let stdout = '';
@@ -140,6 +142,28 @@ export function spawnPeer(command: string, args: string[], extraFds: number[] = 
 }
 
 /** Runs a Node fixture (an .mjs file under test/fixtures, importing the built dist/). */
-export function spawnNodePeer(fixture: string, args: string[], extraFds: number[] = [], env: NodeJS.ProcessEnv = {}): Peer {
-  return spawnPeer(process.execPath, [path.join(fixtures, fixture), ...args], extraFds, env);
+export function spawnNodePeer(fixture: string, args: string[], extraFds: number[] = [], env: NodeJS.ProcessEnv = {}, stdin: 'ignore' | 'pipe' = 'ignore'): Peer {
+  return spawnPeer(process.execPath, [path.join(fixtures, fixture), ...args], extraFds, env, stdin);
+}
+
+/**
+ * A copy of the built package (package.json, dist/, the addon, the runtime dependencies and
+ * test/fixtures) in a fresh temp dir that every uid can read: a child running under another
+ * uid loads fdpass from there, wherever the checkout lives (under /root, mode 0700, say).
+ * The caller removes it (rmSync recursive) when done.
+ */
+export function copyForAnyUser(): string {
+  const copy = mkdtempSync(path.join(tmpdir(), 'fdpass-any-user-'));
+  for (const part of ['package.json', 'dist', 'build/Release/fdpass.node', 'test/fixtures', 'node_modules/eventemitter3', 'node_modules/node-gyp-build']) {
+    cpSync(path.join(root, part), path.join(copy, part), { recursive: true });
+  }
+  openToAll(copy);
+  return copy;
+}
+
+/** Readable by all (and searchable, for directories), whatever the umask was at the checkout. */
+function openToAll(file: string): void {
+  const stats = statSync(file);
+  chmodSync(file, (stats.mode & 0o777) | (stats.isDirectory() ? 0o555 : 0o444));
+  if (stats.isDirectory()) for (const name of readdirSync(file)) openToAll(path.join(file, name));
 }

@@ -2,20 +2,26 @@
 // cuts a message's fds: MSG_CTRUNC), and an unprivileged sender with too many fds in flight
 // (ETOOMANYREFS), which is backpressure, not failure.
 import { spawn } from 'node:child_process';
-import { closeSync, openSync } from 'node:fs';
+import { closeSync, openSync, rmSync } from 'node:fs';
 import path from 'node:path';
-import { describe, expect, it } from 'vitest';
+import { afterAll, beforeAll, describe, expect, it } from 'vitest';
 import { Channel, socketpair } from '../lib/index.js';
-import { countFds, expectNoFdLeakAroundEachTest, root, within } from './helpers.js';
+import { copyForAnyUser, countFds, expectNoFdLeakAroundEachTest, root, within } from './helpers.js';
 
 expectNoFdLeakAroundEachTest();
 
-const dist = JSON.stringify(path.join(root, 'dist', 'index.js'));
+// A child under another uid loads fdpass from a copy it can read: the checkout may not be.
+let anyUserRoot: string;
+beforeAll(() => {
+  anyUserRoot = copyForAnyUser();
+});
+afterAll(() => rmSync(anyUserRoot, { recursive: true, force: true }));
 
 /** Node running `code` with our socket as fd 3, under `ulimit -n nofile`, as uid (default: ours). */
 function child(code: string, nofile: number, uid?: number) {
   const [mine, theirs] = socketpair('seqpacket');
-  const script = `const fdpass = require(${dist}); ${code}`;
+  const dist = path.join(uid === undefined ? root : anyUserRoot, 'dist', 'index.js');
+  const script = `const fdpass = require(${JSON.stringify(dist)}); ${code}`;
   const proc = spawn('sh', ['-c', `ulimit -n ${nofile} && exec "$0" -e "$1"`, process.execPath, script], {
     stdio: ['ignore', 'pipe', 'pipe', theirs],
     ...(uid === undefined ? {} : { uid, gid: uid }),

@@ -7,7 +7,7 @@ import path from 'node:path';
 import { afterAll, beforeAll, describe, expect, it } from 'vitest';
 import { binding, constants } from '../lib/binding';
 import { Channel, connect, listen, socketpair, type Server } from '../lib/index';
-import { contentOf, countFds, expectNoFdLeakAroundEachTest, fixtures, isCloexec, isNonBlocking, python, spawnNodePeer, spawnPeer, within } from './helpers';
+import { contentOf, copyForAnyUser, countFds, expectNoFdLeakAroundEachTest, fixtures, isCloexec, isNonBlocking, python, spawnNodePeer, spawnPeer, within } from './helpers';
 
 expectNoFdLeakAroundEachTest();
 
@@ -132,7 +132,9 @@ describe('peer credentials', () => {
     server.on('connection', (channel) => connections.push(channel));
     const refused = new Promise((resolve) => server.once('refused', resolve));
 
-    const stranger = spawn(process.execPath, [path.join(fixtures, 'socket-client.mjs'), 'peer', server.path], {
+    // The stranger loads fdpass from a copy it can read, wherever the checkout lives.
+    const anyUserRoot = copyForAnyUser();
+    const stranger = spawn(process.execPath, [path.join(anyUserRoot, 'test', 'fixtures', 'socket-client.mjs'), 'peer', server.path], {
       uid: 65534,
       gid: 65533, // not the uid: a uid/gid mix-up shows
       stdio: ['ignore', 'pipe', 'pipe'],
@@ -161,6 +163,7 @@ describe('peer credentials', () => {
     await server.close();
     expect(server.refusedCount).toBe(1);
     rmSync(open, { recursive: true });
+    rmSync(anyUserRoot, { recursive: true });
   });
 });
 
