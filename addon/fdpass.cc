@@ -2,14 +2,17 @@
 // Context-aware: no globals, so it loads in every worker_threads worker.
 // Every function returns numbers (-errno on failure); lib/ builds the errors.
 #include <errno.h>
+#include <fcntl.h>
 #include <napi.h>
 #include <sys/socket.h>
 
 #include <algorithm>
 #include <cstring>
+#include <string>
 
 #include "poll_wrap.h"
 #include "posix_io.h"
+#include "socket_file.h"
 #include "unix_socket.h"
 
 namespace fdpass {
@@ -189,6 +192,90 @@ Napi::Value JsConnectUnix(const Napi::CallbackInfo& info) {
   return Napi::Number::New(info.Env(), err);
 }
 
+// A file name from JS (a Uint8Array), NUL-terminated for the *at() calls; false if it holds
+// a NUL of its own, which would cut it short.
+bool ArgFileName(const Napi::CallbackInfo& info, size_t i, std::string* out) {
+  SocketName name = ArgName(info, i);
+  if (std::memchr(name.bytes, '\0', name.len) != nullptr) return false;
+  out->assign(name.bytes, name.len);
+  return true;
+}
+
+// openDirectoryAt(dir, name: Uint8Array, follow) -> fd | -errno
+Napi::Value JsOpenDirectoryAt(const Napi::CallbackInfo& info) {
+  std::string name;
+  if (!ArgFileName(info, 1, &name)) return Napi::Number::New(info.Env(), -EINVAL);
+  int fd = OpenDirectoryAt(ArgInt(info, 0), name.c_str(), info[2].ToBoolean());
+  return Napi::Number::New(info.Env(), fd);
+}
+
+// makeDirectoryAt(dir, name: Uint8Array, mode) -> 0 | -errno
+Napi::Value JsMakeDirectoryAt(const Napi::CallbackInfo& info) {
+  std::string name;
+  if (!ArgFileName(info, 1, &name)) return Napi::Number::New(info.Env(), -EINVAL);
+  int err = MakeDirectoryAt(ArgInt(info, 0), name.c_str(), static_cast<unsigned>(ArgInt(info, 2)));
+  return Napi::Number::New(info.Env(), err);
+}
+
+// openLockFileAt(dir, name: Uint8Array) -> fd | -errno
+Napi::Value JsOpenLockFileAt(const Napi::CallbackInfo& info) {
+  std::string name;
+  if (!ArgFileName(info, 1, &name)) return Napi::Number::New(info.Env(), -EINVAL);
+  return Napi::Number::New(info.Env(), OpenLockFileAt(ArgInt(info, 0), name.c_str()));
+}
+
+// tryLockExclusive(fd) -> 0 | -EWOULDBLOCK | -errno
+Napi::Value JsTryLockExclusive(const Napi::CallbackInfo& info) {
+  return Napi::Number::New(info.Env(), TryLockExclusive(ArgInt(info, 0)));
+}
+
+// changeModeAt(dir, name: Uint8Array, mode) -> 0 | -errno
+Napi::Value JsChangeModeAt(const Napi::CallbackInfo& info) {
+  std::string name;
+  if (!ArgFileName(info, 1, &name)) return Napi::Number::New(info.Env(), -EINVAL);
+  int err = ChangeModeAt(ArgInt(info, 0), name.c_str(), static_cast<unsigned>(ArgInt(info, 2)));
+  return Napi::Number::New(info.Env(), err);
+}
+
+// statAt(dir, name: Uint8Array, out: BigUint64Array(4)) -> 0 | -errno; out = [dev, ino, mode, uid]
+Napi::Value JsStatAt(const Napi::CallbackInfo& info) {
+  Napi::Env env = info.Env();
+  std::string name;
+  if (!ArgFileName(info, 1, &name)) return Napi::Number::New(env, -EINVAL);
+  if (!info[2].IsTypedArray() ||
+      info[2].As<Napi::TypedArray>().TypedArrayType() != napi_biguint64_array ||
+      info[2].As<Napi::BigUint64Array>().ElementLength() < 4)
+    return Napi::Number::New(env, -EINVAL);
+  FileIdentity file;
+  int err = StatAt(ArgInt(info, 0), name.c_str(), &file);
+  if (err == 0) {
+    uint64_t* out = info[2].As<Napi::BigUint64Array>().Data();
+    out[0] = file.dev;
+    out[1] = file.ino;
+    out[2] = file.mode;
+    out[3] = file.uid;
+  }
+  return Napi::Number::New(env, err);
+}
+
+// linkAt(fromDir, from: Uint8Array, toDir, to: Uint8Array) -> 0 | -errno (-EEXIST: never replaced)
+Napi::Value JsLinkAt(const Napi::CallbackInfo& info) {
+  std::string from;
+  std::string to;
+  if (!ArgFileName(info, 1, &from) || !ArgFileName(info, 3, &to))
+    return Napi::Number::New(info.Env(), -EINVAL);
+  int err = LinkAt(ArgInt(info, 0), from.c_str(), ArgInt(info, 2), to.c_str());
+  return Napi::Number::New(info.Env(), err);
+}
+
+// unlinkAt(dir, name: Uint8Array, directory) -> 0 | -errno
+Napi::Value JsUnlinkAt(const Napi::CallbackInfo& info) {
+  std::string name;
+  if (!ArgFileName(info, 1, &name)) return Napi::Number::New(info.Env(), -EINVAL);
+  int err = UnlinkAt(ArgInt(info, 0), name.c_str(), info[2].ToBoolean());
+  return Napi::Number::New(info.Env(), err);
+}
+
 // peerCredentials(sock, out: Int32Array(3)) -> 0 | -errno; out = [pid, uid, gid]
 Napi::Value JsPeerCredentials(const Napi::CallbackInfo& info) {
   auto out = info[1].As<Napi::Int32Array>();
@@ -219,6 +306,14 @@ Napi::Object Init(Napi::Env env, Napi::Object exports) {
   exports["listen"] = Napi::Function::New<JsListen>(env, "listen");
   exports["connectUnix"] = Napi::Function::New<JsConnectUnix>(env, "connectUnix");
   exports["peerCredentials"] = Napi::Function::New<JsPeerCredentials>(env, "peerCredentials");
+  exports["openDirectoryAt"] = Napi::Function::New<JsOpenDirectoryAt>(env, "openDirectoryAt");
+  exports["makeDirectoryAt"] = Napi::Function::New<JsMakeDirectoryAt>(env, "makeDirectoryAt");
+  exports["openLockFileAt"] = Napi::Function::New<JsOpenLockFileAt>(env, "openLockFileAt");
+  exports["tryLockExclusive"] = Napi::Function::New<JsTryLockExclusive>(env, "tryLockExclusive");
+  exports["changeModeAt"] = Napi::Function::New<JsChangeModeAt>(env, "changeModeAt");
+  exports["statAt"] = Napi::Function::New<JsStatAt>(env, "statAt");
+  exports["linkAt"] = Napi::Function::New<JsLinkAt>(env, "linkAt");
+  exports["unlinkAt"] = Napi::Function::New<JsUnlinkAt>(env, "unlinkAt");
   exports["PollWrap"] = PollWrap::Define(env);
 
   Napi::Object constants = Napi::Object::New(env);
@@ -235,6 +330,7 @@ Napi::Object Init(Napi::Env env, Napi::Object exports) {
   constants["ETOOMANYREFS"] = Napi::Number::New(env, ETOOMANYREFS);
   constants["MAX_SOCKET_PATH_BYTES"] = Napi::Number::New(env, static_cast<double>(MaxSocketPathBytes()));
   constants["HAVE_ABSTRACT_NAMES"] = Napi::Boolean::New(env, HaveAbstractNames());
+  constants["AT_FDCWD"] = Napi::Number::New(env, AT_FDCWD);
   exports["constants"] = constants;
   return exports;
 }

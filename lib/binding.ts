@@ -74,6 +74,24 @@ export interface Binding {
   connectUnix(sock: number, name: Uint8Array, abstract: boolean): number;
   /** out = [pid (-1 if unknown), uid, gid] as int32. */
   peerCredentials(sock: number, out: Int32Array): number;
+  /**
+   * A directory to name things in (on Linux O_PATH), close-on-exec: the fd or -errno. dir is
+   * constants.AT_FDCWD for a path. Unless follow, a symlink at name fails (ELOOP or ENOTDIR).
+   */
+  openDirectoryAt(dir: number, name: Uint8Array, follow: boolean): number;
+  makeDirectoryAt(dir: number, name: Uint8Array, mode: number): number;
+  /** Read-write, created 0600 if missing, never through a symlink (ELOOP), never blocking: the fd or -errno. */
+  openLockFileAt(dir: number, name: Uint8Array): number;
+  /** flock(LOCK_EX | LOCK_NB): 0, or -EWOULDBLOCK while another open file holds it. Closing fd releases it. */
+  tryLockExclusive(fd: number): number;
+  /** fchmodat(2), which follows a symlink at name: only where nobody else can write. */
+  changeModeAt(dir: number, name: Uint8Array, mode: number): number;
+  /** fstatat(2) of name itself, a symlink included: out = [dev, ino, st_mode, uid]. */
+  statAt(dir: number, name: Uint8Array, out: BigUint64Array): number;
+  /** linkat(2): -EEXIST if `to` exists, which it never replaces. */
+  linkAt(fromDir: number, from: Uint8Array, toDir: number, to: Uint8Array): number;
+  /** unlinkat(2); with directory, an empty directory. */
+  unlinkAt(dir: number, name: Uint8Array, directory: boolean): number;
   PollWrap: PollWrapConstructor;
   constants: {
     SOCK_STREAM: number;
@@ -90,6 +108,8 @@ export interface Binding {
     /** Bytes of a socket name in sun_path, without the NUL. */
     MAX_SOCKET_PATH_BYTES: number;
     HAVE_ABSTRACT_NAMES: boolean;
+    /** The dir argument of the *At calls that makes name a path from the working directory. */
+    AT_FDCWD: number;
   };
 }
 
