@@ -14,6 +14,11 @@ export const UV_EOF = -4095;
 
 const systemErrors = getSystemErrorMap();
 
+/** The name of a negative errno: 'EPIPE' for -32 on Linux. */
+export function errnoName(err: number): string {
+  return systemErrors.get(err)?.[0] ?? `Unknown system error ${err}`;
+}
+
 /** A system error from a negative errno returned by the addon, e.g. `sendmsg EPIPE`. */
 export function errnoException(err: number, syscall: string, detail?: string): SystemError {
   const [code, description] = systemErrors.get(err) ?? [`Unknown system error ${err}`, 'unknown error'];

@@ -1,9 +1,7 @@
 // A server on a Unix socket path: listen() binds (replacing a dead server's file, never a
 // live one's), the same poll handle as a channel's accepts without blocking, allow() checks
 // each client's credentials before user code sees it, and each client becomes a Channel.
-import { chmodSync, lstatSync, readFileSync, unlinkSync, type Stats } from 'node:fs';
 import { constants as os } from 'node:os';
-import { resolve as resolvePath } from 'node:path';
 import EventEmitter from 'eventemitter3';
 import { binding, constants, type PollWrap } from './binding';
 import { Channel, channelOptions, type ChannelOptions } from './channel';
@@ -12,6 +10,7 @@ import { closeFds } from './fd';
 import { integerOption, validateOptions } from './options';
 import { readPeerCredentials, type PeerCredentials } from './peer';
 import { describeAddress, socketAddress, type SocketAddress } from './socket-address';
+import { bindListener, type SocketFile } from './socket-file';
 
 export type ServerSocketType = 'stream' | 'seqpacket';
 
@@ -61,9 +60,6 @@ export interface ServerEvents {
 }
 
 const EAGAIN = -os.errno.EAGAIN;
-const EADDRINUSE = -os.errno.EADDRINUSE;
-const ECONNREFUSED = -os.errno.ECONNREFUSED;
-const ENOENT = -os.errno.ENOENT;
 // Out of fds or memory: the connection stays in the backlog, and the listener stays
 // readable. Accepting again at once would spin; wait for something to be freed.
 const RESOURCE_ERRORS = new Set([os.errno.EMFILE, os.errno.ENFILE, os.errno.ENOBUFS, os.errno.ENOMEM].map((e) => -e));
@@ -87,14 +83,14 @@ interface Listener {
   sock: number;
   address: SocketAddress;
   type: ServerSocketType;
-  file: Stats | undefined;
+  file: SocketFile | undefined;
 }
 
 export class Server extends EventEmitter<ServerEvents> {
   readonly #address: SocketAddress;
   readonly #type: ServerSocketType;
-  /** The socket file as bound: close() removes the file only if it is still this one. */
-  readonly #file: Stats | undefined;
+  /** The socket file as published: close() removes the file only if it is still this one. */
+  readonly #file: SocketFile | undefined;
   readonly #poll: PollWrap;
   readonly #allow: ((peer: PeerCredentials) => boolean) | undefined;
   readonly #channelOptions: ChannelOptions | undefined;
@@ -248,10 +244,12 @@ export class Server extends EventEmitter<ServerEvents> {
   async #stop(): Promise<void> {
     this.#listening = false;
     clearTimeout(this.#resumeTimer);
-    // The file goes first: from here a client gets ENOENT, not a connection nobody accepts.
-    if (this.#file) removeSocketFile(this.#address.path, this.#file);
+    // The file goes first (at once, unless another process holds its lock): from here a
+    // client gets ENOENT, not a connection nobody accepts.
+    const fileRemoved = this.#file?.remove().catch((error: Error) => this.#emitError(error));
     for (const waiter of this.#waiters.splice(0)) waiter.resolve({ done: true, value: undefined });
     const untaken = this.#pending.splice(0);
+    await fileRemoved;
     await Promise.all([
       new Promise<void>((resolve) => {
         if (!this.#poll.close(resolve)) resolve();
@@ -432,86 +430,13 @@ export async function listen(pathOrOptions: string | ListenOptions): Promise<Ser
   channelOptions((options as Partial<ListenOptions>).channel);
   const typeNumber = type === 'stream' ? constants.SOCK_STREAM : constants.SOCK_SEQPACKET;
 
-  const sock = binding.unixSocket(typeNumber);
-  if (sock < 0) throw errnoException(sock, 'socket');
-  let file: Stats | undefined;
+  const { sock, file } = await bindListener(address, typeNumber, fileMode, backlog);
   try {
-    bindReplacingStale(sock, address, typeNumber, fileMode);
-    if (!address.abstract) {
-      file = lstatSync(address.path);
-      // The umask may have narrowed the mode; widen it to what was asked, and no further.
-      if ((file.mode & 0o777) !== fileMode) chmodSync(address.path, fileMode);
-    }
-    const err = binding.listen(sock, backlog);
-    if (err < 0) throw errnoException(err, 'listen', describeAddress(address));
     return new Server({ sock, address, type, file }, { ...(options as ListenOptions), allow, maxPendingChannels });
   } catch (error) {
+    // The file goes before the socket closes: it never stands without a server behind it.
+    await file?.remove().catch(() => {});
     closeFds([sock]);
-    if (file) removeSocketFile(address.path, file);
     throw error;
-  }
-}
-
-function bindReplacingStale(sock: number, address: SocketAddress, type: number, mode: number): void {
-  let err = binding.bindUnix(sock, address.name, address.abstract, mode);
-  let detail = describeAddress(address);
-  if (err === EADDRINUSE && !address.abstract) {
-    const holder = whoHolds(address, type);
-    if (holder === 'nobody') {
-      // A dead server's file: nothing listens behind it. Replace it.
-      try {
-        unlinkSync(address.path);
-      } catch (error) {
-        if ((error as NodeJS.ErrnoException).code !== 'ENOENT') throw error;
-      }
-      err = binding.bindUnix(sock, address.name, false, mode);
-    } else {
-      detail += `: ${holder}`;
-    }
-  }
-  if (err < 0) throw errnoException(err, 'bind', detail);
-}
-
-/** What is behind an existing path: a live server, a dead one's socket file, or no socket. */
-type Holder = 'nobody' | 'a server is listening there' | 'a socket is bound there, not yet listening' | 'the path exists and is not a socket';
-
-function whoHolds(address: SocketAddress, type: number): Holder {
-  let stats: Stats;
-  try {
-    stats = lstatSync(address.path);
-  } catch {
-    return 'nobody'; // gone since bind looked
-  }
-  if (!stats.isSocket()) return 'the path exists and is not a socket';
-  const probe = binding.unixSocket(type);
-  if (probe < 0) return 'a server is listening there'; // cannot tell: never take the path
-  const err = binding.connectUnix(probe, address.name, false);
-  closeFds([probe]);
-  // Anything but a refusal (connected, backlog full, another socket type) means someone is there.
-  if (err !== ECONNREFUSED && err !== ENOENT) return 'a server is listening there';
-  // A server between its bind() and listen() refuses too; Linux still lists its socket.
-  return isBoundOnLinux(address.path) ? 'a socket is bound there, not yet listening' : 'nobody';
-}
-
-/** Whether a live socket is bound to path, by /proc/net/unix (false where there is none). */
-function isBoundOnLinux(path: string): boolean {
-  let table: string;
-  try {
-    table = readFileSync('/proc/net/unix', 'latin1');
-  } catch {
-    return false;
-  }
-  // Each line ends with the name the socket was bound to, as its process spelled it.
-  const endings = [path, resolvePath(path)].map((name) => ` ${Buffer.from(name).toString('latin1')}`);
-  return table.split('\n').some((line) => endings.some((ending) => line.endsWith(ending)));
-}
-
-/** Removes the socket file if it is still the one bound: never a later server's. */
-function removeSocketFile(path: string, bound: Stats): void {
-  try {
-    const now = lstatSync(path);
-    if (now.ino === bound.ino && now.dev === bound.dev) unlinkSync(path);
-  } catch {
-    // already gone
   }
 }
