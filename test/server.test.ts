@@ -4,7 +4,7 @@ import { spawn, spawnSync } from 'node:child_process';
 import { chmodSync, closeSync, existsSync, lstatSync, mkdtempSync, readFileSync, rmSync, writeFileSync, writeSync } from 'node:fs';
 import { tmpdir } from 'node:os';
 import path from 'node:path';
-import { afterAll, beforeAll, describe, expect, it } from 'vitest';
+import { afterAll, beforeAll, describe, expect, it, onTestFinished } from 'vitest';
 import { binding, constants } from '../lib/binding';
 import { Channel, connect, listen, socketpair, type Server } from '../lib/index';
 import { contentOf, copyForAnyUser, countFds, expectNoFdLeakAroundEachTest, fixtures, isCloexec, isNonBlocking, python, spawnNodePeer, spawnPeer, within } from './helpers';
@@ -134,6 +134,7 @@ describe('peer credentials', () => {
 
     // The stranger loads fdpass from a copy it can read, wherever the checkout lives.
     const anyUserRoot = copyForAnyUser();
+    onTestFinished(() => rmSync(anyUserRoot, { recursive: true }));
     const stranger = spawn(process.execPath, [path.join(anyUserRoot, 'test', 'fixtures', 'socket-client.mjs'), 'peer', server.path], {
       uid: 65534,
       gid: 65533, // not the uid: a uid/gid mix-up shows
@@ -163,7 +164,6 @@ describe('peer credentials', () => {
     await server.close();
     expect(server.refusedCount).toBe(1);
     rmSync(open, { recursive: true });
-    rmSync(anyUserRoot, { recursive: true });
   });
 });
 

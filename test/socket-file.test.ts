@@ -14,10 +14,19 @@ import { copyForAnyUser, expectNoFdLeakAroundEachTest, fixtures, python, spawnNo
 expectNoFdLeakAroundEachTest();
 
 let dir: string;
+/** More temp dirs, removed after the file's tests pass or fail. */
+const scratch: string[] = [];
+const scratchDir = (prefix: string): string => {
+  const made = mkdtempSync(path.join(tmpdir(), prefix));
+  scratch.push(made);
+  return made;
+};
 beforeAll(() => {
   dir = mkdtempSync(path.join(tmpdir(), 'fdpass-socket-file-'));
 });
-afterAll(() => rmSync(dir, { recursive: true, force: true }));
+afterAll(() => {
+  for (const made of [dir, ...scratch]) rmSync(made, { recursive: true, force: true });
+});
 
 let serial = 0;
 const socketPath = (): string => path.join(dir, `s${serial++}.sock`);
@@ -45,7 +54,7 @@ function holdLock(file: string, ms: number): Peer {
 
 describe('a hostile writer of the directory', () => {
   it('swapping a symlink in for the socket file never makes listen() or close() change the mode of what it points to', async () => {
-    const elsewhere = mkdtempSync(path.join(tmpdir(), 'fdpass-target-'));
+    const elsewhere = scratchDir('fdpass-target-');
     const target = path.join(elsewhere, 'precious');
     writeFileSync(target, 'precious\n');
     chmodSync(target, 0o644);
@@ -80,7 +89,6 @@ describe('a hostile writer of the directory', () => {
     expect(swaps).toBeGreaterThan(1000); // the racer did race
     expect(listened + (refusals.get('EADDRINUSE') ?? 0)).toBeGreaterThan(100);
     expect(privateDirectories()).toEqual([]);
-    rmSync(elsewhere, { recursive: true });
   });
 });
 
@@ -242,8 +250,8 @@ describe.skipIf(!isRoot)('another user', () => {
   let anyUserRoot: string;
   beforeAll(() => {
     anyUserRoot = copyForAnyUser();
+    scratch.push(anyUserRoot);
   });
-  afterAll(() => rmSync(anyUserRoot, { recursive: true, force: true }));
 
   /** listen(file) in a process running as uid 65534: how it failed, and its fds leaked. */
   async function listenAsNobody(file: string): Promise<unknown> {
@@ -271,7 +279,7 @@ describe.skipIf(!isRoot)('another user', () => {
    * may write to: its own, or root's and sticky, like /tmp.
    */
   function staleFileOfUid1(mode: number, directory: 'own' | 'sticky'): string {
-    const shared = mkdtempSync(path.join(tmpdir(), 'fdpass-shared-'));
+    const shared = scratchDir('fdpass-shared-');
     if (directory === 'own') chownSync(shared, 65534, 65534);
     chmodSync(shared, directory === 'own' ? 0o755 : 0o1777);
     const file = path.join(shared, 's.sock');
@@ -292,7 +300,6 @@ describe.skipIf(!isRoot)('another user', () => {
     });
     const now = lstatSync(file);
     expect([now.ino, now.uid, now.isSocket()]).toEqual([stale.ino, 1, true]);
-    rmSync(path.dirname(file), { recursive: true });
   });
 
   it("a dead server's file that may not be removed (a sticky directory, another user's file): EADDRINUSE saying so", async () => {
@@ -305,6 +312,5 @@ describe.skipIf(!isRoot)('another user', () => {
       leaked: 0,
     });
     expect(lstatSync(file).ino).toBe(stale.ino);
-    rmSync(path.dirname(file), { recursive: true });
   });
 });
