@@ -163,4 +163,12 @@ describe('worker_threads', () => {
     const report = JSON.parse(exit.stdout) as { codes: number[]; fdsBefore: number; fdsAfter: number; onFile: number };
     expect(report).toEqual({ codes: [1, 1, 1, 1], fdsBefore: report.fdsBefore, fdsAfter: report.fdsBefore, onFile: 0 });
   });
+
+  it('terminating workers while fds stream into their channel leaks none: not the inbox, not a partial frame, not a batch being decoded', async () => {
+    const host = spawnNodePeer('terminate-during-stream.mjs', ['30']);
+    const killer = setTimeout(() => host.child.kill('SIGKILL'), 60_000);
+    const exit = await host.exited.finally(() => clearTimeout(killer));
+    expect({ code: exit.code, signal: exit.signal, stderr: exit.stderr }).toEqual({ code: 0, signal: null, stderr: '' });
+    expect(JSON.parse(exit.stdout)).toEqual({ rounds: 30, leakyRounds: 0, leaked: 0 });
+  });
 });
