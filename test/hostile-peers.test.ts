@@ -1,0 +1,261 @@
+// Hostile peers in processes of their own (fdpass issue 9): floods of fds and of bytes that
+// nobody reads, fds that no message declares, frames left half-sent, odd control messages and
+// fd kinds, connection storms, and a seeded fuzzer. The peers are Python (test/fixtures/
+// hostile-peer.py, no code of ours); the receiver is this process, or a Node child where its
+// memory is the subject. Every fd either side holds is counted through /proc.
+import { readdirSync } from 'node:fs';
+import path from 'node:path';
+import { afterEach, describe, expect, it } from 'vitest';
+import { Channel, closeFd, socketpair } from '../lib/index';
+import { countFds, expectNoFdLeakAroundEachTest, fixtures, python, spawnPeer, within, type Peer } from './helpers';
+
+expectNoFdLeakAroundEachTest();
+
+/** Linux's SCM_MAX_FD: the most fds one message brings, so the most a budget is exceeded by. */
+const MAX_FDS = 253;
+const DEFAULT_MAX_BUFFERED_FDS = 128;
+const hostilePeer = path.join(fixtures, 'hostile-peer.py');
+
+// What a test started, undone after it even when an assertion failed half-way (this hook runs
+// before the fd-leak check: vitest runs after-hooks in reverse order of registration).
+const cleanups: Array<() => unknown> = [];
+afterEach(async () => {
+  for (const cleanup of cleanups.splice(0).reverse()) await cleanup();
+});
+
+async function stop(peer: Peer): Promise<void> {
+  if (peer.child.exitCode === null && peer.child.signalCode === null) peer.child.kill();
+  await peer.exited;
+}
+
+/** Runs one attack of hostile-peer.py, on `socketFd` as its fd 3 when given. */
+function attack(command: string, args: Array<string | number>, socketFd?: number): Peer {
+  const peer = spawnPeer(python, [hostilePeer, command, ...args.map(String)], socketFd === undefined ? [] : [socketFd]);
+  cleanups.push(() => stop(peer));
+  return peer;
+}
+
+/** A peer on the other end of a new socketpair; this process keeps `mine`, not yet a channel. */
+function attackOverPair(type: 'stream' | 'seqpacket' | 'dgram', command: string, args: Array<string | number> = []): { mine: number; peer: Peer } {
+  const [mine, theirs] = socketpair(type);
+  const peer = attack(command, args, theirs);
+  closeFd(theirs);
+  return { mine, peer };
+}
+
+function own<T extends { close(): Promise<void> }>(closable: T): T {
+  cleanups.push(() => closable.close());
+  return closable;
+}
+
+async function expectLine(peer: Peer, expected: string, ms = 10_000): Promise<void> {
+  expect(await within(peer.line(), ms, `the peer's "${expected}"`)).toBe(expected);
+}
+
+/**
+ * This process's open fds by a bare readdir: no readlink per fd, so cheap to sample while it
+ * holds thousands. It sees its own readdir fd (and any fleeting one of the runtime's): compare
+ * it only with a baseline taken the same way, and only against bounds, never for equality.
+ */
+const fdsNow = (): number => readdirSync('/proc/self/fd').length;
+
+const sleep = (ms: number): Promise<void> => new Promise((resolve) => setTimeout(resolve, ms));
+
+/**
+ * Samples every 10 ms until the value has not changed for quietMs (the receiver has read what
+ * it will read); returns the last value and the highest seen on the way.
+ */
+async function settle(sample: () => number, quietMs = 300, maxMs = 8_000): Promise<{ value: number; peak: number }> {
+  const start = Date.now();
+  let value = sample();
+  let peak = value;
+  let since = Date.now();
+  while (Date.now() - since < quietMs && Date.now() - start < maxMs) {
+    await sleep(10);
+    const now = sample();
+    peak = Math.max(peak, now);
+    if (now !== value) since = Date.now();
+    value = now;
+  }
+  return { value, peak };
+}
+
+/** Polls until condition() holds or ms pass; says which. */
+async function eventually(condition: () => boolean, ms: number): Promise<boolean> {
+  const start = Date.now();
+  while (!condition()) {
+    if (Date.now() - start > ms) return false;
+    await sleep(10);
+  }
+  return true;
+}
+
+/** Receives (and closes) messages until a receive fails; a receive pending for ms is a failure too. */
+async function readUntilError(channel: Channel, ms: number): Promise<{ messages: string[]; error: Error & { code?: string } }> {
+  const messages: string[] = [];
+  for (;;) {
+    try {
+      const message = await within(channel.recv(), ms, `recv() after ${messages.length} message(s)`);
+      messages.push(message.data.toString());
+      message.close();
+    } catch (error) {
+      return { messages, error: error as Error & { code?: string } };
+    }
+  }
+}
+
+describe('an fd flood nobody reads', () => {
+  const cases = (['stream', 'seqpacket', 'dgram'] as const).flatMap((type) => [
+    { type, maxBufferedFds: 1, label: '1' },
+    { type, maxBufferedFds: undefined, label: 'default' },
+  ]);
+  it.each(cases)(
+    '$type, maxBufferedFds $label: 64 messages of 253 fds leave at most the budget and one message in this process, and all arrive when read',
+    async ({ type, maxBufferedFds }) => {
+      const budget = maxBufferedFds ?? DEFAULT_MAX_BUFFERED_FDS;
+      const { mine, peer } = attackOverPair(type, 'flood-fds', [64, MAX_FDS]);
+      const baseline = countFds();
+      const rawBaseline = fdsNow();
+      const channel = own(new Channel(mine, maxBufferedFds === undefined ? {} : { maxBufferedFds }));
+      await expectLine(peer, 'ready');
+      const peerFds = countFds(peer.child.pid!);
+      await expectLine(peer, 'done');
+
+      // Nobody reads: whatever the channel took from the kernel, it holds for nobody.
+      const { peak } = await settle(() => fdsNow() - rawBaseline);
+      const held = countFds() - baseline;
+      expect.soft(peak, 'fds this process held beyond its baseline').toBeLessThanOrEqual(budget + MAX_FDS);
+      expect.soft(held, 'fds read from the kernel before the budget stopped reading').toBeGreaterThanOrEqual(1);
+      expect.soft(channel.bufferedFds, 'channel.bufferedFds, against the fds /proc shows').toBe(held);
+
+      let fds = 0;
+      let heldWhileReading = 0;
+      for (let i = 0; i < 64; i++) {
+        const message = await within(channel.recv(), 5_000, `message ${i}`);
+        expect(message.data.readUInt32LE(0)).toBe(i);
+        fds += message.fds.length;
+        message.close();
+        heldWhileReading = Math.max(heldWhileReading, fdsNow() - rawBaseline);
+      }
+      expect(fds).toBe(64 * MAX_FDS);
+      expect.soft(heldWhileReading, 'fds held while the messages were read one by one').toBeLessThanOrEqual(budget + MAX_FDS);
+      expect(countFds()).toBe(baseline);
+      expect(countFds(peer.child.pid!)).toBe(peerFds);
+    },
+  );
+});
+
+describe('fds no message declares', () => {
+  it('frames declaring no fds but carrying 253 each: ERR_FDPASS_BAD_MESSAGE at the first, its fds closed while the peer is still there', async () => {
+    const { mine, peer } = attackOverPair('stream', 'undeclared', [20]);
+    const baseline = countFds();
+    const channel = own(new Channel(mine));
+    const { messages, error } = await readUntilError(channel, 2_000);
+    expect(error).toMatchObject({ code: 'ERR_FDPASS_BAD_MESSAGE' });
+    expect(messages.length, `messages delivered before the error: ${messages.join(' ')}`).toBeLessThanOrEqual(1);
+    // Closed without waiting for EOF: the peer keeps its end open. The channel's own socket goes too.
+    await eventually(() => countFds() === baseline - 1, 2_000);
+    expect(countFds() - (baseline - 1), 'fds still held').toBe(0);
+    expect(channel.closed).toBe(true);
+    expect(peer.child.exitCode).toBeNull();
+  });
+
+  it("fds sent with the tail of a frame's payload: ERR_FDPASS_BAD_MESSAGE, and they are closed at once", async () => {
+    const { mine, peer } = attackOverPair('stream', 'tail-fds');
+    const baseline = countFds();
+    const channel = own(new Channel(mine));
+    await expectLine(peer, 'ready');
+    await expectLine(peer, 'done');
+    const { messages, error } = await readUntilError(channel, 2_000);
+    expect(error).toMatchObject({ code: 'ERR_FDPASS_BAD_MESSAGE' });
+    expect(messages.length, `messages delivered before the error: ${messages.length}`).toBeLessThanOrEqual(1);
+    await eventually(() => countFds() === baseline - 1, 2_000);
+    expect(countFds() - (baseline - 1), 'fds still held').toBe(0);
+    expect(peer.child.exitCode).toBeNull();
+  });
+
+  it("frames declaring 2 fds and carrying 5, read by listeners: 'error' gets ERR_FDPASS_BAD_MESSAGE, the channel closes, nothing is held", async () => {
+    const { mine, peer } = attackOverPair('stream', 'surplus', [20, 2, 5]);
+    const baseline = countFds();
+    const channel = own(new Channel(mine));
+    const messages: string[] = [];
+    const errors: string[] = [];
+    channel.on('message', (message) => {
+      messages.push(`${message.data.toString()} with ${message.fds.length} fds`);
+      message.close();
+    });
+    channel.on('error', (error) => errors.push((error as Error & { code?: string }).code ?? String(error)));
+    await expectLine(peer, 'ready');
+    await expectLine(peer, 'done');
+    await eventually(() => channel.closed, 2_000);
+    expect(errors).toEqual(['ERR_FDPASS_BAD_MESSAGE']);
+    expect(messages.length, `messages delivered: ${messages.join(', ')}`).toBeLessThanOrEqual(1);
+    expect(channel.closed).toBe(true);
+    await eventually(() => countFds() === baseline - 1, 2_000);
+    expect(countFds() - (baseline - 1), 'fds still held').toBe(0);
+    expect(peer.child.exitCode).toBeNull();
+  });
+});
+
+describe('a message refused, then honest ones', () => {
+  it.each([
+    { type: 'stream' as const, kind: 'oversized' },
+    { type: 'stream' as const, kind: 'too-many-fds' },
+    { type: 'seqpacket' as const, kind: 'oversized' },
+    { type: 'seqpacket' as const, kind: 'malformed' },
+    { type: 'dgram' as const, kind: 'malformed' },
+  ])("$type, $kind: a 'message' listener with no 'error' listener still gets every later message", async ({ type, kind }) => {
+    const { mine, peer } = attackOverPair(type, 'then-honest', [kind]);
+    const baseline = countFds();
+    const channel = own(new Channel(mine, { maxPayloadBytes: 1024, maxFdsPerMessage: 10 }));
+    const messages: string[] = [];
+    channel.on('message', (message) => {
+      messages.push(`${message.data.toString()} with ${message.fds.length} fd(s)`);
+      message.close();
+    });
+    await expectLine(peer, 'ready');
+    await expectLine(peer, 'done');
+    await eventually(() => messages.length === 5, 2_000);
+    expect(messages).toEqual(['h0', 'h1', 'h2', 'h3', 'h4'].map((data) => `${data} with 1 fd(s)`));
+    expect(countFds(), "fds held once the listener has closed what it got (the refused message's were closed)").toBe(baseline);
+  });
+});
+
+describe('a frame left half-sent', () => {
+  it.each([
+    { where: 'payload', reader: 'a pending recv()' },
+    { where: 'header', reader: "an 'error' listener" },
+  ])(
+    'cut in its $where, with its 253 fds: frameTimeout ends the channel with ERR_FDPASS_FRAME_TIMEOUT for $reader and closes the fds',
+    async ({ where }) => {
+      const frameTimeout = 300;
+      const start = Date.now(); // before the peer exists: the frame starts later than this
+      const { mine, peer } = attackOverPair('stream', 'partial', [where]);
+      const baseline = countFds();
+      const channel = own(new Channel(mine, { frameTimeout }));
+      const ended =
+        where === 'payload'
+          ? channel.recv().then(
+              (message) => {
+                message.close();
+                return new Error('a message arrived');
+              },
+              (error: Error) => error,
+            )
+          : new Promise<Error>((resolve) => channel.once('error', resolve));
+      await expectLine(peer, 'ready');
+      await expectLine(peer, 'stalled');
+      const stalled = Date.now();
+      const error = await within(ended, 4_000, 'the end of the channel');
+      const end = Date.now();
+      expect(error).toMatchObject({ code: 'ERR_FDPASS_FRAME_TIMEOUT' });
+      expect(end - start).toBeGreaterThanOrEqual(frameTimeout);
+      expect(end - stalled).toBeLessThanOrEqual(3_000);
+      await eventually(() => countFds() === baseline - 1, 2_000);
+      expect(countFds() - (baseline - 1), 'fds still held').toBe(0);
+      expect(channel.closed).toBe(true);
+      expect(peer.child.exitCode).toBeNull();
+    },
+  );
+});
+
