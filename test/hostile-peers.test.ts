@@ -11,9 +11,15 @@ import { countFds, expectNoFdLeakAroundEachTest, fixtures, python, spawnPeer, wi
 
 expectNoFdLeakAroundEachTest();
 
+const MiB = 1024 * 1024;
 /** Linux's SCM_MAX_FD: the most fds one message brings, so the most a budget is exceeded by. */
 const MAX_FDS = 253;
 const DEFAULT_MAX_BUFFERED_FDS = 128;
+/** What one buffered message costs on top of its payload, by the budget's own rule. */
+const MESSAGE_OVERHEAD_BYTES = 256;
+const FRAME_HEADER_BYTES = 8;
+/** The most one message can put a byte budget over: its header, payload and overhead. */
+const oneMessageBytes = (payloadBytes: number): number => FRAME_HEADER_BYTES + payloadBytes + MESSAGE_OVERHEAD_BYTES;
 const hostilePeer = path.join(fixtures, 'hostile-peer.py');
 
 // What a test started, undone after it even when an assertion failed half-way (this hook runs
@@ -257,5 +263,85 @@ describe('a frame left half-sent', () => {
       expect(peer.child.exitCode).toBeNull();
     },
   );
+});
+
+describe('a byte flood nobody reads', () => {
+  interface Report {
+    rssBefore: number;
+    rssPeak: number;
+    bufferedBytes: number | null;
+    bufferedBytesPeak: number | null;
+    gaveUp: boolean;
+  }
+  interface Drained {
+    messages: number;
+    intact: number;
+    errors: string[];
+  }
+
+  /** The channel read (> 0) and kept to its budget; NaN where the receiver found no bufferedBytes getter. */
+  function expectBufferedBytes(report: Report, bound: number): void {
+    expect.soft(report.bufferedBytes ?? NaN, 'channel.bufferedBytes once the flood stalled').toBeGreaterThan(0);
+    expect.soft(report.bufferedBytesPeak ?? NaN, 'the highest channel.bufferedBytes seen during the flood').toBeLessThanOrEqual(bound);
+  }
+
+  /**
+   * The receiver (a Node child, flooded-receiver.mjs) and a flooding peer on one socketpair.
+   * The receiver reports once `until` says the flood is over (or it gave up), then drains.
+   */
+  async function flood(receiverArgs: string[], nodeFlags: string[], attackArgs: [string, ...Array<string | number>], until: string[]) {
+    const [forReceiver, forPeer] = socketpair('stream');
+    const receiver = spawnPeer(process.execPath, [...nodeFlags, path.join(fixtures, 'flooded-receiver.mjs'), ...receiverArgs], [forReceiver]);
+    cleanups.push(() => stop(receiver));
+    closeFd(forReceiver);
+    await within(receiver.line(), 10_000, 'the receiver starting');
+    const peer = attack(attackArgs[0], attackArgs.slice(1), forPeer);
+    closeFd(forPeer);
+    await expectLine(peer, 'ready');
+    const reportLine = receiver.line();
+    const peerState = (async () => {
+      for (;;) {
+        const line = await peer.line();
+        if (until.includes(line)) return line;
+      }
+    })();
+    const first = await within(Promise.race([reportLine.then(() => 'receiver'), peerState]), 20_000, 'the flood');
+    if (first !== 'receiver') receiver.child.kill('SIGUSR2');
+    const report = JSON.parse(await within(reportLine, 10_000, 'the receiver report')) as Report;
+    return { receiver, peer, report };
+  }
+
+  it('500 frames of 1 MiB: the receiver grows by less than 64 MiB and buffers at most its budget and one message; then all 500 arrive intact', async () => {
+    // Defaults: maxPayloadBytes 1 MiB, so maxBufferedBytes is 4 MiB, and one message may take it
+    // past that by its header, 1 MiB and 256 bytes: about 5 MiB in all. The receive buffers
+    // exist before the flood. 64 MiB leaves the runtime room for its own growth (JIT, heap
+    // sizing) and is an eighth of the flood, which the receiver would otherwise hold whole.
+    const maxBufferedBytes = 4 * MiB;
+    const { receiver, peer, report } = await flood(['frames', '500', String(MiB)], [], ['byte-flood', 500, MiB], ['blocked', 'done']);
+    expect.soft(report.rssPeak - report.rssBefore, `RSS growth in bytes (gave up: ${report.gaveUp})`).toBeLessThan(64 * MiB);
+    expectBufferedBytes(report, maxBufferedBytes + oneMessageBytes(MiB));
+    expect(report.gaveUp).toBe(false);
+    const drained = JSON.parse(await within(receiver.line(), 20_000, 'the receiver draining')) as Drained;
+    expect(drained).toMatchObject({ messages: 500, intact: 500, errors: [] });
+    expect((await peer.exited).code).toBe(0);
+    expect((await receiver.exited).code).toBe(0);
+  });
+
+  it('3 s of empty frames to a receiver with a 64 MiB heap: no crash, RSS bounded, and every frame arrives', async () => {
+    // Each empty message costs 256 bytes of the 4 MiB default budget: at most 16,384 of them
+    // (and one) wait, a few MiB of heap. Without a budget the receiver grew by 500 MiB in 3 s
+    // here, or died of it under the 64 MiB heap.
+    const maxBufferedBytes = 4 * MiB;
+    const { receiver, peer, report } = await flood(['empty'], ['--max-old-space-size=64'], ['empty-flood', 3], ['stopping']);
+    expect.soft(report.rssPeak - report.rssBefore, `RSS growth in bytes (gave up: ${report.gaveUp})`).toBeLessThan(64 * MiB);
+    expectBufferedBytes(report, maxBufferedBytes + oneMessageBytes(0));
+    expect(report.gaveUp).toBe(false);
+    const sent = await within(peer.line(), 10_000, 'the peer finishing');
+    expect(sent).toMatch(/^sent \d+$/);
+    const drained = JSON.parse(await within(receiver.line(), 10_000, 'the receiver draining')) as Drained;
+    const count = Number(sent.split(' ')[1]);
+    expect(drained).toMatchObject({ messages: count, intact: count, errors: [] });
+    expect(await receiver.exited).toMatchObject({ code: 0, signal: null });
+  });
 });
 
