@@ -3,11 +3,12 @@
 // fd kinds, connection storms, and a seeded fuzzer. The peers are Python (test/fixtures/
 // hostile-peer.py, no code of ours); the receiver is this process, or a Node child where its
 // memory is the subject. Every fd either side holds is counted through /proc.
-import { readdirSync } from 'node:fs';
+import { closeSync, mkdtempSync, openSync, readdirSync, rmSync } from 'node:fs';
+import { tmpdir } from 'node:os';
 import path from 'node:path';
-import { afterEach, describe, expect, it } from 'vitest';
-import { Channel, closeFd, socketpair } from '../lib/index';
-import { countFds, expectNoFdLeakAroundEachTest, fixtures, python, spawnPeer, within, type Peer } from './helpers';
+import { afterAll, afterEach, beforeAll, describe, expect, it } from 'vitest';
+import { Channel, closeFd, connect, listen, socketpair } from '../lib/index';
+import { countFds, expectNoFdLeakAroundEachTest, fixtures, openFds, python, spawnNodePeer, spawnPeer, within, type Peer } from './helpers';
 
 expectNoFdLeakAroundEachTest();
 
@@ -21,6 +22,14 @@ const FRAME_HEADER_BYTES = 8;
 /** The most one message can put a byte budget over: its header, payload and overhead. */
 const oneMessageBytes = (payloadBytes: number): number => FRAME_HEADER_BYTES + payloadBytes + MESSAGE_OVERHEAD_BYTES;
 const hostilePeer = path.join(fixtures, 'hostile-peer.py');
+
+let dir: string;
+beforeAll(() => {
+  dir = mkdtempSync(path.join(tmpdir(), 'fdpass-hostile-'));
+});
+afterAll(() => rmSync(dir, { recursive: true, force: true }));
+let serial = 0;
+const socketPath = (): string => path.join(dir, `s${serial++}.sock`);
 
 // What a test started, undone after it even when an assertion failed half-way (this hook runs
 // before the fd-leak check: vitest runs after-hooks in reverse order of registration).
@@ -342,6 +351,87 @@ describe('a byte flood nobody reads', () => {
     const count = Number(sent.split(' ')[1]);
     expect(drained).toMatchObject({ messages: count, intact: count, errors: [] });
     expect(await receiver.exited).toMatchObject({ code: 0, signal: null });
+  });
+});
+
+describe("a server's untaken channels", () => {
+  it('64 clients each sending 253 fds to channels nobody took: the server holds at most one budget and one message, then every fd arrives', async () => {
+    const before = countFds();
+    const server = own(await listen(socketPath()));
+    const peer = attack('connect-flood', [server.path, 64, MAX_FDS]);
+    await expectLine(peer, 'ready');
+    const rawBaseline = fdsNow();
+    peer.child.kill('SIGUSR1'); // go
+    await expectLine(peer, 'done');
+    const { peak } = await settle(() => fdsNow() - rawBaseline);
+    // Beyond the 64 accepted sockets: one budget shared by every untaken channel, plus one message.
+    expect.soft(peak - 64, 'received fds held by the server for untaken channels').toBeLessThanOrEqual(DEFAULT_MAX_BUFFERED_FDS + MAX_FDS);
+
+    const iterator = server[Symbol.asyncIterator]();
+    const channels: Channel[] = [];
+    for (let i = 0; i < 64; i++) {
+      const { value } = await within(iterator.next(), 5_000, `accepted channel ${i}`);
+      channels.push(own(value as Channel));
+    }
+    await iterator.return!();
+    const messages = await Promise.all(channels.map((channel, i) => within(channel.recv(), 5_000, `channel ${i}'s message`)));
+    expect(messages.map((message) => message.data.toString()).sort()).toEqual(Array.from({ length: 64 }, (_, i) => `c${i}`).sort());
+    expect(messages.reduce((sum, message) => sum + message.fds.length, 0)).toBe(64 * MAX_FDS);
+    for (const message of messages) message.close();
+    await Promise.all(channels.map((channel) => channel.close()));
+    await stop(peer);
+    await server.close();
+    expect(countFds()).toBe(before);
+  });
+});
+
+describe('connection storms', () => {
+  it('2,000 idle connections and a connect-and-leave loop: 20 honest round trips each answer within 2 s, and the server ends with the fds it started with', async () => {
+    const serverPath = socketPath();
+    const server = spawnNodePeer('echo-server.mjs', [serverPath]);
+    cleanups.push(() => stop(server));
+    await expectLine(server, 'listening');
+    const serverPid = server.child.pid!;
+    const serverBaseline = countFds(serverPid);
+
+    const idle = attack('idle', [serverPath, 2000]);
+    await expectLine(idle, 'ready');
+    await expectLine(idle, 'connected');
+    const resets = attack('reset-loop', [serverPath, 2]);
+    await expectLine(resets, 'ready');
+
+    const devnull = openSync('/dev/null', 'r');
+    cleanups.push(() => closeSync(devnull));
+    let slowest = 0;
+    for (let i = 0; i < 20; i++) {
+      const start = Date.now();
+      const client = own(await within(connect(serverPath), 2_000, `connect ${i}`));
+      await within(client.send({ data: `ping ${i}`, fds: [devnull] }), 2_000, `send ${i}`);
+      const reply = await within(client.recv(), 2_000, `reply ${i}`);
+      expect(reply.data.toString()).toBe(`ping ${i}`);
+      expect(openFds().get(reply.fd)).toBe('/dev/null');
+      reply.close();
+      await client.close();
+      slowest = Math.max(slowest, Date.now() - start);
+      await sleep(50);
+    }
+    expect(slowest, 'the slowest round trip, in ms').toBeLessThan(2_000);
+    const iterations = await within(resets.line(), 10_000, 'the reset loop');
+    expect(iterations).toMatch(/^iterations [1-9]\d*$/);
+    await expectLine(resets, 'done');
+
+    // The idle connections are the server's only extra fds; once they close, it has none.
+    expect(await eventually(() => countFds(serverPid) === serverBaseline + 2000, 5_000), `server fds: ${countFds(serverPid)}, baseline ${serverBaseline} + 2000`).toBe(true);
+    await stop(idle);
+    expect(await eventually(() => countFds(serverPid) === serverBaseline, 5_000), `server fds: ${countFds(serverPid)}, baseline ${serverBaseline}`).toBe(true);
+
+    server.child.kill('SIGUSR2');
+    const { served, errors } = JSON.parse(await within(server.line(), 5_000, 'the server stats')) as { served: number; errors: Record<string, number> };
+    expect(served).toBeGreaterThanOrEqual(20);
+    // Clients that leave make their own connection fail, in these ways and no other (a channel
+    // closes itself once the peer's EOF is read and its messages taken: the reply finds it closed).
+    const leaving = ['EOF', 'ECONNRESET', 'EPIPE', 'ERR_FDPASS_BAD_MESSAGE', 'ERR_FDPASS_CHANNEL_CLOSED'];
+    expect(Object.keys(errors).filter((code) => !leaving.includes(code))).toEqual([]);
   });
 });
 
