@@ -3,12 +3,13 @@
 // fd kinds, connection storms, and a seeded fuzzer. The peers are Python (test/fixtures/
 // hostile-peer.py, no code of ours); the receiver is this process, or a Node child where its
 // memory is the subject. Every fd either side holds is counted through /proc.
-import { closeSync, mkdtempSync, openSync, readdirSync, rmSync } from 'node:fs';
+import { spawnSync } from 'node:child_process';
+import { closeSync, mkdtempSync, openSync, readdirSync, readFileSync, rmSync } from 'node:fs';
 import { tmpdir } from 'node:os';
 import path from 'node:path';
 import { afterAll, afterEach, beforeAll, describe, expect, it } from 'vitest';
-import { Channel, closeFd, connect, listen, socketpair } from '../lib/index';
-import { countFds, expectNoFdLeakAroundEachTest, fixtures, openFds, python, spawnNodePeer, spawnPeer, within, type Peer } from './helpers';
+import { Channel, closeFd, connect, listen, recv as recvFd, socketpair, type ReceivedMessage } from '../lib/index';
+import { contentOf, countFds, expectNoFdLeakAroundEachTest, fixtures, isCloexec, openFds, python, spawnNodePeer, spawnPeer, within, type Peer } from './helpers';
 
 expectNoFdLeakAroundEachTest();
 
@@ -381,6 +382,115 @@ describe("a server's untaken channels", () => {
     await Promise.all(channels.map((channel) => channel.close()));
     await stop(peer);
     await server.close();
+    expect(countFds()).toBe(before);
+  });
+});
+
+describe('control messages', () => {
+  // A socket with SO_PASSCRED (systemd's PassCredentials=, for one) gets SCM_CREDENTIALS on
+  // every read, ahead of the fds. The option belongs to the socket, so a helper process sets
+  // it on our end as its fd 3.
+  function passCredentials(fd: number): void {
+    const script = 'import socket; socket.socket(fileno=3).setsockopt(socket.SOL_SOCKET, socket.SO_PASSCRED, 1)';
+    const result = spawnSync(python, ['-c', script], { stdio: ['ignore', 'pipe', 'pipe', fd] });
+    expect(result.status, result.stderr.toString()).toBe(0);
+  }
+
+  it.each([
+    { type: 'stream' as const, passcred: false },
+    { type: 'seqpacket' as const, passcred: false },
+    { type: 'stream' as const, passcred: true },
+    { type: 'seqpacket' as const, passcred: true },
+  ])(
+    '$type, SO_PASSCRED on the receiver: $passcred: fds beside SCM_CREDENTIALS, and split over two SCM_RIGHTS, arrive in order; the channel goes on',
+    async ({ type, passcred }) => {
+      const { mine, peer } = attackOverPair(type, 'cmsg');
+      if (passcred) passCredentials(mine);
+      const baseline = countFds();
+      const channel = own(new Channel(mine));
+      await expectLine(peer, 'ready');
+      const peerFds = countFds(peer.child.pid!);
+      const received: Array<{ data: string; contents: string[] }> = [];
+      for (let i = 0; i < 4; i++) {
+        const message = await within(channel.recv(), 5_000, `message ${i}`);
+        received.push({ data: message.data.toString(), contents: message.fds.map((fd) => contentOf(fd)) });
+        message.close();
+      }
+      expect(received).toEqual([
+        { data: '', contents: ['A'] },
+        { data: 'creds', contents: ['B', 'C', 'D'] },
+        { data: 'two-rights', contents: ['E', 'F', 'G', 'H', 'I'] },
+        { data: 'after', contents: [] },
+      ]);
+      await expectLine(peer, 'done');
+      expect(countFds()).toBe(baseline);
+      expect(countFds(peer.child.pid!)).toBe(peerFds);
+    },
+  );
+});
+
+describe('exotic fds', () => {
+  const linkOf: Record<string, RegExp> = {
+    eventpoll: /^anon_inode:\[eventpoll\]$/,
+    eventfd: /^anon_inode:\[eventfd\]$/,
+    pidfd: /^(anon_inode:\[pidfd\]|pidfd:\[\d+\])$/, // pidfs (Linux 6.9+) names its own
+    signalfd: /^anon_inode:\[signalfd\]$/,
+    path: /^\/$/,
+    'socket-with-fd-in-flight': /^socket:\[\d+\]$/,
+  };
+
+  it('epoll, eventfd, pidfd, signalfd, O_PATH and a socket with an fd in flight arrive as what they are, bare and in one frame', async () => {
+    const { mine, peer } = attackOverPair('stream', 'exotic');
+    const baseline = countFds();
+    const channel = own(new Channel(mine));
+    await expectLine(peer, 'ready');
+    const kinds = JSON.parse(await within(peer.line(), 5_000, 'the kinds')) as string[];
+    expect(kinds).toEqual(expect.arrayContaining(['eventpoll', 'eventfd', 'pidfd', 'path', 'socket-with-fd-in-flight']));
+
+    const check = (fd: number, kind: string): void => {
+      expect(openFds().get(fd), kind).toMatch(linkOf[kind]!);
+      expect(isCloexec(fd), `${kind} is close-on-exec`).toBe(true);
+      if (kind === 'pidfd') expect(readFileSync(`/proc/self/fdinfo/${fd}`, 'utf8')).toMatch(new RegExp(`^Pid:\\s+${peer.child.pid}$`, 'm'));
+    };
+    const messages: ReceivedMessage[] = [];
+    for (const kind of kinds) {
+      const message = await within(channel.recv(), 5_000, `the bare ${kind}`);
+      messages.push(message);
+      expect(message.data.length).toBe(0);
+      expect(message.fds.length).toBe(1);
+      check(message.fd, kind);
+    }
+    const frame = await within(channel.recv(), 5_000, 'the frame');
+    messages.push(frame);
+    expect(frame.data.toString()).toBe('all');
+    expect(frame.fds.length).toBe(kinds.length);
+    kinds.forEach((kind, i) => check(frame.fds[i]!, kind));
+    // The socket works, and what was in flight in it is ours too.
+    const inFlight = recvFd(frame.fds[kinds.indexOf('socket-with-fd-in-flight')]!);
+    expect(openFds().get(inFlight)).toBe('/dev/null');
+    closeFd(inFlight);
+    await expectLine(peer, 'done');
+    for (const message of messages) message.close();
+    expect(countFds()).toBe(baseline);
+  });
+
+  it('a channel sent its own socket gets one more fd for it; closing, read or left in the kernel, leaks nothing and does not hang', async () => {
+    const before = countFds();
+    const [a, b] = Channel.pair('stream', { maxBufferedFds: 1 });
+    own(a);
+    own(b);
+    await a.send(b.fd);
+    const ownEnd = await within(b.recv(), 2_000, 'its own end');
+    expect(openFds().get(ownEnd.fd)).toBe(openFds().get(b.fd));
+    ownEnd.close();
+    // Fill b's budget, then send b its own end and a's: those stay queued in b's socket.
+    const devnull = openSync('/dev/null', 'r');
+    await a.send({ data: 'fill', fds: new Array<number>(MAX_FDS).fill(devnull) });
+    await a.send({ data: 'own ends', fds: [b.fd, a.fd] });
+    await b.send(b.fd); // and b's end in a's socket, read by a into its inbox
+    closeSync(devnull);
+    await sleep(50);
+    await within(Promise.all([a.close(), b.close()]), 2_000, 'closing both');
     expect(countFds()).toBe(before);
   });
 });
