@@ -7,8 +7,10 @@ import { spawnSync } from 'node:child_process';
 import { closeSync, mkdtempSync, openSync, readdirSync, readFileSync, rmSync } from 'node:fs';
 import { tmpdir } from 'node:os';
 import path from 'node:path';
+import { setFlagsFromString } from 'node:v8';
+import { runInNewContext } from 'node:vm';
 import { afterAll, afterEach, beforeAll, describe, expect, it } from 'vitest';
-import { Channel, closeFd, connect, listen, recv as recvFd, socketpair, type ReceivedMessage } from '../lib/index';
+import { Channel, closeFd, connect, listen, recv as recvFd, socketpair, type ChannelOptions, type ReceivedMessage } from '../lib/index';
 import { contentOf, countFds, expectNoFdLeakAroundEachTest, fixtures, isCloexec, openFds, python, spawnNodePeer, spawnPeer, within, type Peer } from './helpers';
 
 expectNoFdLeakAroundEachTest();
@@ -545,3 +547,116 @@ describe('connection storms', () => {
   });
 });
 
+describe('live-channel fuzz', () => {
+  const options: ChannelOptions = { maxBufferedFds: 16, maxBufferedBytes: 64 * 1024, maxPayloadBytes: 4096, maxFdsPerMessage: 128, frameTimeout: 500 };
+  const fdLimit = options.maxBufferedFds! + MAX_FDS;
+  const reported = new Set(['ERR_FDPASS_BAD_MESSAGE', 'ERR_FDPASS_MESSAGE_TOO_LARGE', 'ERR_FDPASS_TOO_MANY_FDS', 'ERR_FDPASS_FRAME_TIMEOUT', 'ERR_FDPASS_TRUNCATED', 'EOF', 'ECONNRESET']);
+  const perMessage = new Set(['ERR_FDPASS_MESSAGE_TOO_LARGE', 'ERR_FDPASS_TOO_MANY_FDS']);
+  const rounds = 5;
+  const seed = Number(process.env.FDPASS_FUZZ_SEED ?? Math.floor(Math.random() * 2 ** 31));
+
+  /** A small seeded generator (mulberry32): the consumer's choices replay with the seed. */
+  function generator(state: number): () => number {
+    return () => {
+      state = (state + 0x6d2b79f5) | 0;
+      let t = Math.imul(state ^ (state >>> 15), 1 | state);
+      t = (t + Math.imul(t ^ (t >>> 7), 61 | t)) ^ t;
+      return ((t ^ (t >>> 14)) >>> 0) / 2 ** 32;
+    };
+  }
+
+  async function round(roundSeed: number, violations: Map<string, number>, gc: () => void, heapStart: number): Promise<string[]> {
+    const before = countFds();
+    const { mine, peer } = attackOverPair('stream', 'fuzz', [roundSeed]);
+    const baseline = countFds();
+    const channel = own(new Channel(mine, options));
+    const random = generator(roundSeed);
+    const mode = (['recv', 'iterate', 'listen'] as const)[Math.floor(random() * 3)]!;
+    const note = (what: string): void => {
+      const key = `seed ${roundSeed} (${mode}): ${what}`;
+      violations.set(key, (violations.get(key) ?? 0) + 1);
+    };
+    const codes: string[] = [];
+    /** Records a reported error; true if the channel goes on after it. */
+    const seen = (error: unknown): boolean => {
+      const code = (error as { code?: unknown }).code;
+      if (!(error instanceof Error) || error instanceof TypeError || error instanceof RangeError || typeof code !== 'string' || !reported.has(code)) {
+        note(`reported ${String(error)} (code ${String(code)})`);
+      }
+      codes.push(String(code));
+      return perMessage.has(String(code));
+    };
+    const sampler = setInterval(() => {
+      const held = countFds() - baseline;
+      if (held > fdLimit) note(`held ${held} fds`);
+      const buffered = channel.bufferedFds;
+      if (typeof buffered !== 'number' || buffered > fdLimit) note(`channel.bufferedFds is ${String(buffered)}`);
+    }, 5);
+    const closed = new Promise<void>((resolve) => channel.once('close', resolve));
+    // A reader that starts late and stops now and then lets the budgets fill.
+    const take = async (message: ReceivedMessage): Promise<void> => {
+      message.close();
+      if (random() < 0.1) await sleep(random() < 0.2 ? 100 : 10);
+    };
+    const lateStart = sleep(random() * 300);
+
+    if (mode === 'listen') {
+      channel.on('message', (message) => message.close());
+      channel.on('error', seen);
+      channel.on('end', () => codes.push('EOF'));
+    } else if (mode === 'recv') {
+      void (async () => {
+        await lateStart;
+        for (;;) {
+          try {
+            await take(await channel.recv());
+          } catch (error) {
+            if (!seen(error)) return;
+          }
+        }
+      })();
+    } else {
+      void (async () => {
+        await lateStart;
+        for (;;) {
+          try {
+            for await (const message of channel) await take(message);
+            codes.push('EOF');
+            return;
+          } catch (error) {
+            if (!seen(error)) return;
+          }
+        }
+      })();
+    }
+
+    try {
+      await within(closed, 8_000, 'the channel ending');
+    } catch (error) {
+      note(String(error));
+    }
+    clearInterval(sampler);
+    await channel.close();
+    await stop(peer);
+    const after = countFds();
+    if (after !== before) note(`${after - before} fds left after the round`);
+    gc();
+    const heapGrowth = process.memoryUsage().heapUsed - heapStart;
+    if (heapGrowth > 16 * MiB) note(`heap grew by ${heapGrowth} bytes`);
+    return codes;
+  }
+
+  it(`${rounds} rounds of random streams, from seed ${seed} (FDPASS_FUZZ_SEED=${seed} replays): only the codes listed, within the budget, nothing left`, async () => {
+    setFlagsFromString('--expose-gc');
+    const gc = runInNewContext('gc') as () => void;
+    gc();
+    const heapStart = process.memoryUsage().heapUsed;
+    const violations = new Map<string, number>();
+    const seenCodes = new Set<string>();
+    for (let i = 0; i < rounds; i++) {
+      for (const code of await round(seed + i, violations, gc, heapStart)) seenCodes.add(code);
+    }
+    const found = [...violations].slice(0, 40).map(([what, times]) => (times > 1 ? `${what} (${times} times)` : what));
+    expect(found, `codes seen: ${[...seenCodes].join(', ')}`).toEqual([]);
+  });
+});
