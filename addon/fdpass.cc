@@ -10,6 +10,7 @@
 #include <cstring>
 #include <string>
 
+#include "fd_registry.h"
 #include "poll_wrap.h"
 #include "posix_io.h"
 #include "socket_file.h"
@@ -60,14 +61,16 @@ Napi::Value JsSetNonBlocking(const Napi::CallbackInfo& info) {
 Napi::Value JsSendMessage(const Napi::CallbackInfo& info) {
   Napi::Env env = info.Env();
   auto data = info[1].As<Napi::Uint8Array>();
-  size_t offset = static_cast<size_t>(ArgInt(info, 2));
-  size_t length = static_cast<size_t>(ArgInt(info, 3));
   auto fds = info[4].As<Napi::Int32Array>();
-  size_t nfds = static_cast<size_t>(ArgInt(info, 5));
-  if (offset + length > data.ElementLength() || nfds > fds.ElementLength())
+  // Checked as 64-bit values: a negative int32 cast to size_t would wrap past the bounds.
+  int64_t offset = info[2].As<Napi::Number>().Int64Value();
+  int64_t length = info[3].As<Napi::Number>().Int64Value();
+  int64_t nfds = info[5].As<Napi::Number>().Int64Value();
+  if (offset < 0 || length < 0 || nfds < 0 || offset + length > static_cast<int64_t>(data.ElementLength()) ||
+      nfds > static_cast<int64_t>(fds.ElementLength()))
     return Napi::Number::New(env, -EINVAL);
-  ssize_t n = SendMessage(ArgInt(info, 0), data.Data() + offset, length, fds.Data(), nfds,
-                          ArgInt(info, 6));
+  ssize_t n = SendMessage(ArgInt(info, 0), data.Data() + offset, static_cast<size_t>(length), fds.Data(),
+                          static_cast<size_t>(nfds), ArgInt(info, 6));
   return Napi::Number::New(env, static_cast<double>(n));
 }
 
@@ -141,19 +144,34 @@ Napi::Value JsReceiveFd(const Napi::CallbackInfo& info) {
   return Napi::Number::New(env, kNotBareFd);
 }
 
-// close(fd) -> 0 | -errno. Not fs.closeSync: inside a worker, Node warns when fs closes
-// an fd that fs did not open, and every fd fdpass closes came from the kernel.
+// close(fd) -> 0 | -errno | FD_OWNED_BY_CHANNEL. Not fs.closeSync: inside a worker, Node
+// warns when fs closes an fd that fs did not open, and every fd fdpass closes came from the
+// kernel. A channel's own socket is refused: closing it under the poll handle aborts libuv.
 Napi::Value JsClose(const Napi::CallbackInfo& info) {
-  return Napi::Number::New(info.Env(), CloseFd(ArgInt(info, 0)));
+  return Napi::Number::New(info.Env(), CloseUnlessOwned(ArgInt(info, 0)));
 }
 
 // closeMany(fds: Int32Array, count) -> 0: the first count fds, a run of consecutive numbers
-// in one syscall.
+// in one syscall; an fd a channel owns is left to its channel.
 Napi::Value JsCloseMany(const Napi::CallbackInfo& info) {
   auto fds = info[0].As<Napi::Int32Array>();
-  size_t count = std::min(static_cast<size_t>(ArgInt(info, 1)), fds.ElementLength());
-  CloseFds(fds.Data(), count);
+  int64_t count = std::max<int64_t>(0, info[1].As<Napi::Number>().Int64Value());
+  CloseManyUnlessOwned(fds.Data(), std::min(static_cast<size_t>(count), fds.ElementLength()));
   return Napi::Number::New(info.Env(), 0);
+}
+
+// inspectSocket(fd, out: Int32Array(4)) -> 0 | -errno; out = [domain, type, listening, connected]
+Napi::Value JsInspectSocket(const Napi::CallbackInfo& info) {
+  auto out = info[1].As<Napi::Int32Array>();
+  SocketFacts facts;
+  int err = InspectSocket(ArgInt(info, 0), &facts);
+  if (err == 0 && out.ElementLength() >= 4) {
+    out[0] = facts.domain;
+    out[1] = facts.type;
+    out[2] = facts.listening ? 1 : 0;
+    out[3] = facts.connected ? 1 : 0;
+  }
+  return Napi::Number::New(info.Env(), err);
 }
 
 // A socket name from JS: its bytes, and whether it is abstract.
@@ -246,7 +264,7 @@ Napi::Value JsStatAt(const Napi::CallbackInfo& info) {
       info[2].As<Napi::TypedArray>().TypedArrayType() != napi_biguint64_array ||
       info[2].As<Napi::BigUint64Array>().ElementLength() < 4)
     return Napi::Number::New(env, -EINVAL);
-  FileIdentity file;
+  FileStatus file;
   int err = StatAt(ArgInt(info, 0), name.c_str(), &file);
   if (err == 0) {
     uint64_t* out = info[2].As<Napi::BigUint64Array>().Data();
@@ -293,6 +311,7 @@ Napi::Object Init(Napi::Env env, Napi::Object exports) {
   env.SetInstanceData(new ReceiveReport());  // deleted with the environment
   exports["socketpair"] = Napi::Function::New<JsSocketPair>(env, "socketpair");
   exports["socketType"] = Napi::Function::New<JsSocketType>(env, "socketType");
+  exports["inspectSocket"] = Napi::Function::New<JsInspectSocket>(env, "inspectSocket");
   exports["setNonBlocking"] = Napi::Function::New<JsSetNonBlocking>(env, "setNonBlocking");
   exports["sendmsg"] = Napi::Function::New<JsSendMessage>(env, "sendmsg");
   exports["sendFd"] = Napi::Function::New<JsSendFd>(env, "sendFd");
@@ -326,6 +345,26 @@ Napi::Object Init(Napi::Env env, Napi::Object exports) {
   constants["MAX_FDS_PER_MESSAGE"] = Napi::Number::New(env, kMaxFdsPerMessage);
   constants["MAX_MESSAGES_PER_BATCH"] = Napi::Number::New(env, kMaxMessagesPerBatch);
   constants["NOT_BARE_FD"] = Napi::Number::New(env, kNotBareFd);
+  constants["FD_OWNED_BY_CHANNEL"] = Napi::Number::New(env, kFdOwnedByChannel);
+  constants["AF_UNIX"] = Napi::Number::New(env, AF_UNIX);
+  // The memory JS and the addon share: see poll_wrap.h and lib/binding.ts.
+  constants["LEDGER_HEAD"] = Napi::Number::New(env, kLedgerHead);
+  constants["LEDGER_TAIL"] = Napi::Number::New(env, kLedgerTail);
+  constants["LEDGER_READ_CAP"] = Napi::Number::New(env, kLedgerReadCap);
+  constants["LEDGER_FIRST_FD"] = Napi::Number::New(env, kLedgerFirstFd);
+  constants["RECORD_STRIDE"] = Napi::Number::New(env, kRecordStride);
+  constants["RECORD_BYTES"] = Napi::Number::New(env, kRecordBytes);
+  constants["RECORD_FDS"] = Napi::Number::New(env, kRecordFds);
+  constants["RECORD_FLAGS"] = Napi::Number::New(env, kRecordFlags);
+  constants["BUDGET_MAX_FDS"] = Napi::Number::New(env, kBudgetMaxFds);
+  constants["BUDGET_HELD_FDS"] = Napi::Number::New(env, kBudgetHeldFds);
+  constants["BUDGET_MAX_BYTES"] = Napi::Number::New(env, kBudgetMaxBytes);
+  constants["BUDGET_HELD_BYTES"] = Napi::Number::New(env, kBudgetHeldBytes);
+  constants["BUDGET_LENGTH"] = Napi::Number::New(env, kBudgetLength);
+  constants["BUFFERED_ITEM_OVERHEAD_BYTES"] = Napi::Number::New(env, kBufferedItemOverheadBytes);
+  constants["RECEIVE_STREAM"] = Napi::Number::New(env, static_cast<int>(ReceiveMode::kStream));
+  constants["RECEIVE_PACKETS"] = Napi::Number::New(env, static_cast<int>(ReceiveMode::kPackets));
+  constants["RECEIVE_ACCEPT"] = Napi::Number::New(env, static_cast<int>(ReceiveMode::kAccept));
   // Not in Node's os.constants.errno: the kernel's cap on a user's fds in flight.
   constants["ETOOMANYREFS"] = Napi::Number::New(env, ETOOMANYREFS);
   constants["MAX_SOCKET_PATH_BYTES"] = Napi::Number::New(env, static_cast<double>(MaxSocketPathBytes()));

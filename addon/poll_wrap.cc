@@ -1,37 +1,39 @@
 // PollWrap: one uv_poll_t over one socket fd, and the only way fdpass calls into JS.
 //
-// Lifecycle: idle -> active (open) -> closing (close) -> closed (uv close callback).
-// The native state (PollHandle) lives from open until the uv close callback and is
-// freed only there. From open until then the JS object is held strongly, so it
-// cannot be collected while libuv may still call it. Either side can go first at
-// environment teardown: whoever goes first detaches the other.
+// Lifecycle (PollWrap::State): new -> open (open) -> closing (close) -> closed (uv close
+// callback). The native state (PollHandle) lives from open until the uv close callback and
+// is freed only there. From open until then the JS object is held strongly, so it cannot be
+// collected while libuv may still call it. Either side can go first at environment teardown:
+// whoever goes first detaches the other.
+//
+// Ownership: every fd a wake-up receives goes straight into the ledger, in native code, so
+// that at every moment it is either there or handed out by JS. Whatever the ledger holds when
+// the handle starts closing is closed with it, whether or not JS ever runs again.
 #include "poll_wrap.h"
 
 #include <errno.h>
-#include <fcntl.h>
+#include <string.h>
 #include <unistd.h>
 
 #include <algorithm>
 #include <vector>
 
-#include "posix_io.h"
+#include "fd_registry.h"
 #include "unix_socket.h"
 
 namespace fdpass {
 
-enum class State { kActive, kClosing };
-
 struct PollHandle {
   uv_poll_t poll;
   int fd;
-  bool owns_fd;
-  State state;
-  PollWrap* wrap;  // null once detached: then nothing calls into JS
-  napi_env env;
-  napi_async_cleanup_hook_handle cleanup_hook;
-  // Received fds that JS held for nobody (a channel's inbox) when closing began, taken from
-  // the ledger. Closed with the handle, so they are not orphaned when a worker is terminated
-  // and no JS runs to close them.
+  // The socket as opened: a number closed and reused behind the handle's back is not its own.
+  FileIdentity identity;
+  bool owns_fd = true;  // false once the number no longer names the socket it opened
+  bool closing = false;
+  PollWrap* wrap = nullptr;  // null once detached: then nothing calls into JS
+  napi_async_cleanup_hook_handle cleanup_hook = nullptr;
+  // The ledger's fds when closing began: closed with the handle, so they are not orphaned
+  // when a worker is terminated and no JS runs to close them.
   std::vector<int> held_fds;
 };
 
@@ -39,14 +41,15 @@ namespace {
 
 void OnUvPoll(uv_poll_t* poll, int status, int events) {
   auto* handle = reinterpret_cast<PollHandle*>(poll->data);
-  if (handle->state != State::kActive || handle->wrap == nullptr) return;
+  if (handle->closing || handle->wrap == nullptr) return;
   handle->wrap->OnPoll(status, events);
 }
 
 void OnUvClose(uv_handle_t* uv_handle) {
   auto* handle = reinterpret_cast<PollHandle*>(uv_handle->data);
-  // The poll is gone from the loop: only now may the fd be closed.
-  if (handle->owns_fd) close(handle->fd);
+  // The poll is gone from the loop: only now may the fd be closed, and only if the number
+  // still names the socket (else it is someone else's file now).
+  ReleaseOwnedFd(handle->fd, handle->owns_fd && IsSameFile(handle->fd, handle->identity));
   CloseFds(handle->held_fds.data(), handle->held_fds.size());
   if (handle->cleanup_hook != nullptr) napi_remove_async_cleanup_hook(handle->cleanup_hook);
   if (handle->wrap != nullptr) handle->wrap->OnClosed();
@@ -54,8 +57,8 @@ void OnUvClose(uv_handle_t* uv_handle) {
 }
 
 void BeginClose(PollHandle* handle) {
-  if (handle->state != State::kActive) return;
-  handle->state = State::kClosing;
+  if (handle->closing) return;
+  handle->closing = true;
   uv_poll_stop(&handle->poll);
   uv_close(reinterpret_cast<uv_handle_t*>(&handle->poll), OnUvClose);
 }
@@ -65,6 +68,16 @@ void OnEnvironmentCleanup(napi_async_cleanup_hook_handle, void* arg) {
   auto* handle = static_cast<PollHandle*>(arg);
   if (handle->wrap != nullptr) handle->wrap->Detach();
   BeginClose(handle);  // no-op if already closing; OnUvClose removes this hook
+}
+
+// Where one wake-up's received fds wait before they are appended to the ledger; per thread.
+int* FdScratch() {
+  thread_local std::vector<int> scratch(kMaxMessagesPerBatch * kMaxFdsPerMessage);
+  return scratch.data();
+}
+
+bool IsInt32Array(const Napi::Value& value) {
+  return value.IsTypedArray() && value.As<Napi::TypedArray>().TypedArrayType() == napi_int32_array;
 }
 
 }  // namespace
@@ -79,34 +92,33 @@ Napi::Function PollWrap::Define(Napi::Env env) {
                          InstanceMethod<&PollWrap::HasRefHandle>("hasRef"),
                          InstanceMethod<&PollWrap::Close>("close"),
                          InstanceMethod<&PollWrap::SetLedger>("setLedger"),
+                         InstanceMethod<&PollWrap::SetBudget>("setBudget"),
+                         InstanceMethod<&PollWrap::CloseLedgerFds>("closeLedgerFds"),
                      });
 }
 
-// new PollWrap(onEvent, data: Uint8Array, fds: Int32Array, records: Int32Array, slotBytes,
-//              accepts?: boolean)
+// new PollWrap(onEvent, data: Uint8Array, records: Int32Array, slotBytes, mode)
 PollWrap::PollWrap(const Napi::CallbackInfo& info)
     : Napi::ObjectWrap<PollWrap>(info), async_context_(info.Env(), "fdpass:PollWrap") {
   Napi::Env env = info.Env();
   if (info.Length() < 5 || !info[0].IsFunction() || !info[1].IsTypedArray() ||
-      !info[2].IsTypedArray() || !info[3].IsTypedArray() || !info[4].IsNumber()) {
-    Napi::TypeError::New(env, "PollWrap(onEvent, data, fds, records, slotBytes)")
+      info[1].As<Napi::TypedArray>().TypedArrayType() != napi_uint8_array ||
+      !IsInt32Array(info[2]) || !info[3].IsNumber() || !info[4].IsNumber()) {
+    Napi::TypeError::New(env, "PollWrap(onEvent, data: Uint8Array, records: Int32Array, slotBytes, mode)")
         .ThrowAsJavaScriptException();
     return;
   }
-  if (info[1].As<Napi::TypedArray>().TypedArrayType() != napi_uint8_array ||
-      info[2].As<Napi::TypedArray>().TypedArrayType() != napi_int32_array ||
-      info[3].As<Napi::TypedArray>().TypedArrayType() != napi_int32_array) {
-    Napi::TypeError::New(env, "PollWrap buffers: Uint8Array, Int32Array, Int32Array")
-        .ThrowAsJavaScriptException();
+  int64_t mode = info[4].As<Napi::Number>().Int64Value();
+  if (mode < 0 || mode > static_cast<int64_t>(ReceiveMode::kAccept)) {
+    Napi::RangeError::New(env, "PollWrap: unknown receive mode").ThrowAsJavaScriptException();
     return;
   }
   on_event_ = Napi::Persistent(info[0].As<Napi::Function>());
   data_ = Napi::Persistent(info[1].As<Napi::Object>());
-  fds_ = Napi::Persistent(info[2].As<Napi::Object>());
-  records_ = Napi::Persistent(info[3].As<Napi::Object>());
-  int64_t slot_bytes = info[4].As<Napi::Number>().Int64Value();
+  records_ = Napi::Persistent(info[2].As<Napi::Object>());
+  int64_t slot_bytes = info[3].As<Napi::Number>().Int64Value();
   slot_bytes_ = slot_bytes < 1 ? 1 : static_cast<size_t>(slot_bytes);
-  accepts_ = info.Length() > 5 && info[5].ToBoolean();
+  mode_ = static_cast<ReceiveMode>(mode);
 }
 
 PollWrap::~PollWrap() {
@@ -123,26 +135,42 @@ void PollWrap::Detach() {
   TakeLedger();  // JS may never run again: what its ledger holds is ours to close
   if (handle_ != nullptr) handle_->wrap = nullptr;
   handle_ = nullptr;
+  state_ = State::kClosed;
 }
 
-// open(fd, ownsFd) -> 0 | -errno
+// open(fd, fromLedger?: Int32Array) -> 0 | -errno | kFdOwnedByChannel. The handle owns fd
+// from here on. With fromLedger (another handle's ledger whose oldest fd is fd: an accepted
+// connection), fd leaves that ledger in the same step, so it has one owner at every moment.
 Napi::Value PollWrap::Open(const Napi::CallbackInfo& info) {
   Napi::Env env = info.Env();
-  if (handle_ != nullptr) return Napi::Number::New(env, -EALREADY);
+  if (state_ != State::kNew) return Napi::Number::New(env, -EALREADY);
+  if (!info[0].IsNumber()) return Napi::Number::New(env, -EINVAL);
   int fd = info[0].As<Napi::Number>().Int32Value();
-  bool owns_fd = info[1].ToBoolean();
+  int32_t* from = nullptr;
+  if (info.Length() > 1 && !info[1].IsUndefined()) {
+    if (!IsInt32Array(info[1])) return Napi::Number::New(env, -EINVAL);
+    auto ledger = info[1].As<Napi::Int32Array>();
+    from = ledger.Data();
+    if (ledger.ElementLength() <= kLedgerFirstFd || from[kLedgerHead] >= from[kLedgerTail] ||
+        static_cast<size_t>(from[kLedgerHead]) + kLedgerFirstFd >= ledger.ElementLength() ||
+        from[kLedgerFirstFd + from[kLedgerHead]] != fd)
+      return Napi::Number::New(env, -EINVAL);
+  }
 
   uv_loop_t* loop = nullptr;
   if (napi_get_uv_event_loop(env, &loop) != napi_ok) return Napi::Number::New(env, -EINVAL);
-
   auto* handle = new PollHandle();
   handle->fd = fd;
-  handle->owns_fd = owns_fd;
-  handle->state = State::kActive;
-  handle->env = env;
-  int err = uv_poll_init(loop, &handle->poll, fd);  // also makes fd non-blocking
+  int err = GetFileIdentity(fd, &handle->identity);
+  if (err == 0 && !RegisterOwnedFd(fd)) err = kFdOwnedByChannel;
   if (err != 0) {
-    delete handle;  // uv_poll_init failed before registering the handle
+    delete handle;
+    return Napi::Number::New(env, err);
+  }
+  err = uv_poll_init(loop, &handle->poll, fd);  // also makes fd non-blocking
+  if (err != 0) {
+    ReleaseOwnedFd(fd, false);  // the caller still owns fd when open fails
+    delete handle;               // uv_poll_init failed before registering the handle
     return Napi::Number::New(env, err);
   }
   handle->poll.data = handle;
@@ -153,24 +181,28 @@ Napi::Value PollWrap::Open(const Napi::CallbackInfo& info) {
     BeginClose(handle);
     return Napi::Number::New(env, -ENOMEM);
   }
+  if (from != nullptr) from[kLedgerHead]++;
   handle->wrap = this;
   handle_ = handle;
+  state_ = State::kOpen;
   // Held strongly until the close callback: libuv may call us at any time.
   Napi::ObjectWrap<PollWrap>::Ref();
-  strongly_held_ = true;
   return Napi::Number::New(env, 0);
 }
 
-// start(readable, writable, batchLimit?) -> 0 | -errno; both false stops polling.
-// batchLimit bounds the records one wake-up takes (0 or absent: as many as the buffers hold).
+// Whether the fd still names the socket opened. libuv aborts the process when it watches a
+// closed fd, so every start checks first; a reused number is never the handle's to close.
+bool PollWrap::StillOwnsSocket() {
+  if (handle_->owns_fd && !IsSameFile(handle_->fd, handle_->identity)) handle_->owns_fd = false;
+  return handle_->owns_fd;
+}
+
+// start(readable, writable) -> 0 | -errno; both false stops polling. -EBADF if the fd was
+// closed (or its number reused) behind the handle's back.
 Napi::Value PollWrap::Start(const Napi::CallbackInfo& info) {
   Napi::Env env = info.Env();
-  if (handle_ == nullptr || handle_->state != State::kActive)
-    return Napi::Number::New(env, -EBADF);
-  reading_ = info[0].ToBoolean();
-  int64_t limit = info.Length() > 2 && info[2].IsNumber() ? info[2].As<Napi::Number>().Int64Value() : 0;
-  batch_limit_ = limit > 0 ? static_cast<size_t>(limit) : 0;
-  events_ = (reading_ ? UV_READABLE : 0) | (info[1].ToBoolean() ? UV_WRITABLE : 0);
+  if (!IsOpen() || !StillOwnsSocket()) return Napi::Number::New(env, -EBADF);
+  events_ = (info[0].ToBoolean() ? UV_READABLE : 0) | (info[1].ToBoolean() ? UV_WRITABLE : 0);
   int err = events_ == 0 ? uv_poll_stop(&handle_->poll)
                          : uv_poll_start(&handle_->poll, events_, OnUvPoll);
   return Napi::Number::New(env, err);
@@ -194,18 +226,19 @@ Napi::Value PollWrap::HasRefHandle(const Napi::CallbackInfo& info) {
 // close(onClose) -> true if onClose will be called; false if there was nothing to close.
 Napi::Value PollWrap::Close(const Napi::CallbackInfo& info) {
   Napi::Env env = info.Env();
-  if (handle_ == nullptr || handle_->state != State::kActive) return Napi::Boolean::New(env, false);
+  if (!IsOpen()) return Napi::Boolean::New(env, false);
   if (info[0].IsFunction()) on_close_ = Napi::Persistent(info[0].As<Napi::Function>());
   TakeLedger();
+  StillOwnsSocket();
+  state_ = State::kClosing;
   BeginClose(handle_);
   return Napi::Boolean::New(env, true);
 }
 
-// setLedger(slots: Int32Array): where JS records the fds its inbox holds for nobody, as
-// [head, tail, fds...] with the fds at slots[2 + head .. 2 + tail). JS writes it without a
-// call; it is read once, when the handle starts closing (JS call or teardown).
+// setLedger(slots: Int32Array): see kLedgerHead. JS replaces it when it grows; JS writes head
+// without a call, and the addon appends at tail.
 Napi::Value PollWrap::SetLedger(const Napi::CallbackInfo& info) {
-  if (!info[0].IsTypedArray() || info[0].As<Napi::TypedArray>().TypedArrayType() != napi_int32_array) {
+  if (!IsInt32Array(info[0]) || info[0].As<Napi::Int32Array>().ElementLength() <= kLedgerFirstFd) {
     Napi::TypeError::New(info.Env(), "setLedger(slots: Int32Array)").ThrowAsJavaScriptException();
     return info.Env().Undefined();
   }
@@ -216,59 +249,173 @@ Napi::Value PollWrap::SetLedger(const Napi::CallbackInfo& info) {
   return info.Env().Undefined();
 }
 
+// setBudget(budget: Float64Array): see kBudgetMaxFds.
+Napi::Value PollWrap::SetBudget(const Napi::CallbackInfo& info) {
+  if (!info[0].IsTypedArray() || info[0].As<Napi::TypedArray>().TypedArrayType() != napi_float64_array ||
+      info[0].As<Napi::Float64Array>().ElementLength() < kBudgetLength) {
+    Napi::TypeError::New(info.Env(), "setBudget(budget: Float64Array)").ThrowAsJavaScriptException();
+    return info.Env().Undefined();
+  }
+  auto budget = info[0].As<Napi::Float64Array>();
+  budget_ = Napi::Persistent(budget.As<Napi::Object>());
+  budget_slots_ = budget.Data();
+  return info.Env().Undefined();
+}
+
+// closeLedgerFds(offset, count) -> 0 | -EINVAL: closes the ledger's fds at [head + offset,
+// head + offset + count) and takes them out, in one step (they are never closed twice).
+Napi::Value PollWrap::CloseLedgerFds(const Napi::CallbackInfo& info) {
+  Napi::Env env = info.Env();
+  if (ledger_slots_ == nullptr || !info[0].IsNumber() || !info[1].IsNumber())
+    return Napi::Number::New(env, -EINVAL);
+  int64_t offset = info[0].As<Napi::Number>().Int64Value();
+  int64_t count = info[1].As<Napi::Number>().Int64Value();
+  int32_t head = ledger_slots_[kLedgerHead];
+  int32_t tail = ledger_slots_[kLedgerTail];
+  if (offset < 0 || count < 0 || head < 0 || tail < head || head + offset + count > tail ||
+      kLedgerFirstFd + static_cast<size_t>(tail) > ledger_length_)
+    return Napi::Number::New(env, -EINVAL);
+  int32_t* start = ledger_slots_ + kLedgerFirstFd + head + offset;
+  CloseFds(start, static_cast<size_t>(count));
+  memmove(start, start + count, sizeof(int32_t) * static_cast<size_t>(tail - head - offset - count));
+  ledger_slots_[kLedgerTail] = tail - static_cast<int32_t>(count);
+  return Napi::Number::New(env, 0);
+}
+
 // The handle is closing: the ledger's fds become the handle's, to close with it.
 void PollWrap::TakeLedger() {
-  if (ledger_slots_ == nullptr || ledger_length_ < 2 || handle_ == nullptr) return;
-  size_t capacity = ledger_length_ - 2;
-  size_t head = std::min(static_cast<size_t>(std::max(ledger_slots_[0], 0)), capacity);
-  size_t tail = std::min(static_cast<size_t>(std::max(ledger_slots_[1], 0)), capacity);
-  for (size_t i = head; i < tail; i++) handle_->held_fds.push_back(ledger_slots_[2 + i]);
-  ledger_slots_[0] = 0;  // taken once: nothing is closed twice
-  ledger_slots_[1] = 0;
+  if (ledger_slots_ == nullptr || handle_ == nullptr) return;
+  size_t capacity = ledger_length_ - kLedgerFirstFd;
+  size_t head = std::min(static_cast<size_t>(std::max(ledger_slots_[kLedgerHead], 0)), capacity);
+  size_t tail = std::min(static_cast<size_t>(std::max(ledger_slots_[kLedgerTail], 0)), capacity);
+  for (size_t i = head; i < tail; i++) handle_->held_fds.push_back(ledger_slots_[kLedgerFirstFd + i]);
+  ledger_slots_[kLedgerHead] = 0;  // taken once: nothing is closed twice
+  ledger_slots_[kLedgerTail] = 0;
 }
 
-// One batch per wake-up, bounded as libuv bounds its reads: fair to other handles on the
-// loop. Message i lands at data[i * slot_bytes_] and fds[i * kMaxFdsPerMessage].
+// Room at the ledger's tail for `fds` more, moving what it holds to the front if need be.
+bool PollWrap::MakeLedgerRoom(size_t fds) {
+  size_t capacity = ledger_length_ - kLedgerFirstFd;
+  size_t head = static_cast<size_t>(ledger_slots_[kLedgerHead]);
+  size_t tail = static_cast<size_t>(ledger_slots_[kLedgerTail]);
+  if (head > tail || tail > capacity) return false;  // JS wrote nonsense: receive nothing
+  if (capacity - tail >= fds) return true;
+  if (head == 0) return false;
+  int32_t* first = ledger_slots_ + kLedgerFirstFd;
+  memmove(first, first + head, sizeof(int32_t) * (tail - head));
+  ledger_slots_[kLedgerHead] = 0;
+  ledger_slots_[kLedgerTail] = static_cast<int32_t>(tail - head);
+  return capacity - (tail - head) >= fds;
+}
+
+void PollWrap::AppendToLedger(const int* fds, size_t count) {
+  int32_t tail = ledger_slots_[kLedgerTail];
+  memcpy(ledger_slots_ + kLedgerFirstFd + tail, fds, sizeof(int) * count);
+  ledger_slots_[kLedgerTail] = tail + static_cast<int32_t>(count);
+}
+
+// One wake-up's reading, bounded twice: as libuv bounds its reads (a batch at most, fair to
+// the other handles on the loop), and by the budget. The budget's room is counted after each
+// message, and a batch asks the kernel for no more messages than could fit if each carried
+// the most fds a message can: so a wake-up exceeds the budget by one message at most.
 int PollWrap::DrainReadable() {
+  if (ledger_slots_ == nullptr || budget_slots_ == nullptr) return 0;  // JS sets both first
   auto data = data_.Value().As<Napi::Uint8Array>();
-  auto fds = fds_.Value().As<Napi::Int32Array>();
   auto records = records_.Value().As<Napi::Int32Array>();
-  size_t count = std::min({(records.ElementLength() - 1) / 3,  // the last slot: see OnPoll
-                           data.ElementLength() / slot_bytes_,
-                           fds.ElementLength() / kMaxFdsPerMessage, kMaxMessagesPerBatch});
-  if (batch_limit_ > 0) count = std::min(count, batch_limit_);
-  if (accepts_) return AcceptWaiting(fds.Data(), records.Data(), count);
-  MessageSlot slots[kMaxMessagesPerBatch];
-  for (size_t i = 0; i < count; i++) {
-    slots[i].data = data.Data() + i * slot_bytes_;
-    slots[i].cap = slot_bytes_;
-    slots[i].fds = fds.Data() + i * kMaxFdsPerMessage;
+  size_t slots = std::min({records.ElementLength() / kRecordStride,
+                           data.ElementLength() / slot_bytes_, kMaxMessagesPerBatch});
+  double room_fds = budget_slots_[kBudgetMaxFds] - budget_slots_[kBudgetHeldFds];
+  double room_bytes = budget_slots_[kBudgetMaxBytes] - budget_slots_[kBudgetHeldBytes];
+  size_t fds_per_message = mode_ == ReceiveMode::kAccept ? 1 : kMaxFdsPerMessage;
+  // On a stream, the rest of the frame under way (its bytes become its payload one for one).
+  size_t frame_rest = mode_ == ReceiveMode::kStream ? static_cast<size_t>(std::max(ledger_slots_[kLedgerReadCap], 0)) : 0;
+  bool full = room_fds <= 0 || (mode_ != ReceiveMode::kAccept && room_bytes <= 0);
+  // The most stream bytes this wake-up reads. Beyond the frame under way, no more than the
+  // byte budget could hold if every 8 bytes were an empty frame costing its overhead: so
+  // decoding what was read never overshoots by more than a message.
+  size_t stream_bytes = 0;
+  if (full) {
+    // A stream frame that has begun is let through, one read capped at its end: its bytes
+    // and fds count against the budget, and only its completion can make room.
+    if (frame_rest == 0) return 0;
+    stream_bytes = frame_rest;
+    slots = 1;
+  } else if (mode_ == ReceiveMode::kStream) {
+    double expandable = room_bytes * kMessageHeaderBytes / (kMessageHeaderBytes + kBufferedItemOverheadBytes);
+    stream_bytes = std::max({frame_rest, static_cast<size_t>(expandable), size_t{1}});
   }
-  size_t filled = ReceiveMessages(handle_->fd, slots, count);
-  int32_t* rec = records.Data();
-  for (size_t i = 0; i < filled; i++) {
-    rec[i * 3] = static_cast<int32_t>(slots[i].bytes);
-    rec[i * 3 + 1] = static_cast<int32_t>(slots[i].info.nfds);
-    rec[i * 3 + 2] = slots[i].info.msg_flags;
-  }
-  return static_cast<int>(filled);
-}
 
-// A listener's wake-up: connection i's fd at fds[i * kMaxFdsPerMessage], with the record
-// [0, 1, 0]; a failed accept ends the batch with [-errno, 0, 0]. The same layout as
-// messages, so an unclaimed batch is closed the same way.
-int PollWrap::AcceptWaiting(int32_t* fds, int32_t* records, size_t count) {
+  int32_t* rec = records.Data();
+  int* scratch = FdScratch();
   size_t filled = 0;
-  while (filled < count) {
-    int fd = Accept(handle_->fd);
-    if (fd == -EAGAIN || fd == -EWOULDBLOCK) break;
-    int32_t* rec = records + filled * 3;
-    rec[0] = fd < 0 ? fd : 0;
-    rec[1] = fd < 0 ? 0 : 1;
-    rec[2] = 0;
-    if (fd >= 0) fds[filled * kMaxFdsPerMessage] = fd;
-    filled++;
-    if (fd < 0) break;
+  while (filled < slots) {
+    if (!MakeLedgerRoom(fds_per_message)) break;
+    size_t free_fds = ledger_length_ - kLedgerFirstFd - static_cast<size_t>(ledger_slots_[kLedgerTail]);
+    size_t want = std::min(slots - filled, free_fds / fds_per_message);
+    if (!full) {
+      want = std::min(want, std::max<size_t>(1, static_cast<size_t>(room_fds) / fds_per_message));
+      if (mode_ == ReceiveMode::kPackets) {
+        size_t most_per_packet = slot_bytes_ + kBufferedItemOverheadBytes;
+        want = std::min(want, std::max<size_t>(1, static_cast<size_t>(room_bytes) / most_per_packet));
+      }
+    }
+    size_t got = 0;
+    bool stop = false;
+    if (mode_ == ReceiveMode::kAccept) {
+      for (; got < want; got++) {
+        int fd = Accept(handle_->fd);
+        if (fd == -EAGAIN || fd == -EWOULDBLOCK) break;
+        int32_t* r = rec + (filled + got) * kRecordStride;
+        r[kRecordBytes] = fd < 0 ? fd : 0;
+        r[kRecordFds] = fd < 0 ? 0 : 1;
+        r[kRecordFlags] = 0;
+        if (fd < 0) {
+          got++;
+          stop = true;
+          break;
+        }
+        AppendToLedger(&fd, 1);
+        room_fds -= 1;
+      }
+    } else {
+      MessageSlot batch[kMaxMessagesPerBatch];
+      size_t planned = 0;
+      for (size_t j = 0; j < want; j++) {
+        size_t cap = slot_bytes_;
+        if (mode_ == ReceiveMode::kStream) {
+          cap = std::min(cap, stream_bytes - planned);
+          if (cap == 0) {
+            want = j;
+            break;
+          }
+          planned += cap;
+        }
+        batch[j].data = data.Data() + (filled + j) * slot_bytes_;
+        batch[j].cap = cap;
+        batch[j].fds = scratch + j * kMaxFdsPerMessage;
+      }
+      if (want == 0) break;
+      got = ReceiveMessages(handle_->fd, batch, want);
+      for (size_t j = 0; j < got; j++) {
+        int32_t* r = rec + (filled + j) * kRecordStride;
+        r[kRecordBytes] = static_cast<int32_t>(batch[j].bytes);
+        r[kRecordFds] = static_cast<int32_t>(batch[j].info.nfds);
+        r[kRecordFlags] = batch[j].info.msg_flags;
+        AppendToLedger(batch[j].fds, batch[j].info.nfds);
+        room_fds -= static_cast<double>(batch[j].info.nfds);
+        if (batch[j].bytes <= 0) {
+          stop = true;  // an error or EOF: nothing useful follows
+        } else if (mode_ == ReceiveMode::kStream) {
+          stream_bytes -= static_cast<size_t>(batch[j].bytes);
+        } else {
+          room_bytes -= static_cast<double>(batch[j].bytes) + kBufferedItemOverheadBytes;
+        }
+      }
+    }
+    filled += got;
+    if (stop || got < want || full) break;
+    if (room_fds <= 0 || (mode_ == ReceiveMode::kPackets && room_bytes <= 0)) break;
+    if (mode_ == ReceiveMode::kStream && stream_bytes == 0) break;
   }
   return static_cast<int>(filled);
 }
@@ -276,7 +423,7 @@ int PollWrap::AcceptWaiting(int32_t* fds, int32_t* records, size_t count) {
 void PollWrap::OnPoll(int status, int events) {
   Napi::Env env = Env();
   Napi::HandleScope scope(env);
-  if (status == UV_EBADF && events_ != 0 && fcntl(handle_->fd, F_GETFD) != -1) {
+  if (status == UV_EBADF && events_ != 0 && StillOwnsSocket()) {
     // libuv reports POLLERR as UV_EBADF and stops watching, but the fd is open: the error is
     // the socket's (ECONNRESET when the peer closed with our data unread). Watch again and
     // go on: recvmsg returns what is still queued, then the error itself, and sendmsg fails.
@@ -286,25 +433,11 @@ void PollWrap::OnPoll(int status, int events) {
     }
   }
   int records = 0;
-  if (status == 0 && reading_ && (events & UV_READABLE)) records = DrainReadable();
+  if (status == 0 && (events_ & UV_READABLE) && (events & UV_READABLE)) records = DrainReadable();
   bool writable = status == 0 && (events & UV_WRITABLE);
-  if (status == 0 && records == 0 && !writable) return;  // spurious wake-up
-
-  // The records array's last slot says the batch is unclaimed until JS zeroes it. If JS
-  // never ran (a worker being terminated), the batch's fds would have no owner: close them.
-  auto records_array = records_.Value().As<Napi::Int32Array>();
-  int32_t* unclaimed = records_array.Data() + records_array.ElementLength() - 1;
-  *unclaimed = records;
+  if (status == 0 && records == 0 && !writable) return;  // spurious wake-up, or no room
   CallIntoJs(on_event_.Value(), {Napi::Number::New(env, status), Napi::Number::New(env, records),
                                   Napi::Boolean::New(env, writable)});
-  if (*unclaimed != 0) {
-    const int32_t* rec = records_array.Data();
-    int32_t* fds = fds_.Value().As<Napi::Int32Array>().Data();
-    for (int i = 0; i < records; i++) {
-      CloseFds(fds + i * kMaxFdsPerMessage, static_cast<size_t>(rec[i * 3 + 1]));
-    }
-    *unclaimed = 0;
-  }
 }
 
 // MakeCallback, so promise reactions run before control returns to libuv. Raw Node-API
@@ -326,15 +459,17 @@ void PollWrap::CallIntoJs(Napi::Function callback, const std::initializer_list<n
 
 void PollWrap::OnClosed() {
   handle_ = nullptr;
+  state_ = State::kClosed;
   // No more calls into JS: drop the strong references, or the callback's closure (which
   // holds the Channel, which holds this object) would keep both alive for good.
   on_event_.Reset();
   data_.Reset();
-  fds_.Reset();
   records_.Reset();
   ledger_.Reset();
   ledger_slots_ = nullptr;
   ledger_length_ = 0;
+  budget_.Reset();
+  budget_slots_ = nullptr;
   Napi::Env env = Env();
   Napi::HandleScope scope(env);
   if (!on_close_.IsEmpty()) {
@@ -342,10 +477,7 @@ void PollWrap::OnClosed() {
     on_close_.Reset();
     CallIntoJs(callback, {});
   }
-  if (strongly_held_) {
-    strongly_held_ = false;
-    Napi::ObjectWrap<PollWrap>::Unref();  // now the JS object may be collected
-  }
+  Napi::ObjectWrap<PollWrap>::Unref();  // now the JS object may be collected
 }
 
 }  // namespace fdpass

@@ -5,6 +5,7 @@
 #include <fcntl.h>
 #include <string.h>
 #include <sys/socket.h>
+#include <sys/stat.h>
 #include <sys/syscall.h>
 #include <sys/un.h>
 #include <unistd.h>
@@ -163,6 +164,19 @@ int SetNonBlocking(int fd, bool nonblocking) {
   int wanted = nonblocking ? (flags | O_NONBLOCK) : (flags & ~O_NONBLOCK);
   if (wanted != flags && fcntl(fd, F_SETFL, wanted) == -1) return -errno;
   return 0;
+}
+
+int GetFileIdentity(int fd, FileIdentity* out) {
+  struct stat st;
+  if (fstat(fd, &st) == -1) return -errno;
+  out->dev = st.st_dev;
+  out->ino = st.st_ino;
+  return 0;
+}
+
+bool IsSameFile(int fd, const FileIdentity& identity) {
+  FileIdentity now;
+  return GetFileIdentity(fd, &now) == 0 && now.dev == identity.dev && now.ino == identity.ino;
 }
 
 ssize_t SendMessage(int sock, const void* data, size_t len, const int* fds, size_t nfds,

@@ -24,6 +24,18 @@ int SocketType(int fd);
 
 int SetNonBlocking(int fd, bool nonblocking);
 
+// Which open file an fd refers to: fd numbers are reused, a (device, inode) pair is not
+// while the file is open.
+struct FileIdentity {
+  dev_t dev;
+  ino_t ino;
+};
+
+int GetFileIdentity(int fd, FileIdentity* out);
+
+// Whether fd still refers to the file `identity` names (false once fd is closed or reused).
+bool IsSameFile(int fd, const FileIdentity& identity);
+
 // sendmsg(2) of len bytes with nfds fds in SCM_RIGHTS; always without SIGPIPE.
 // Returns the number of bytes sent.
 ssize_t SendMessage(int sock, const void* data, size_t len, const int* fds, size_t nfds, int flags);

@@ -57,7 +57,7 @@ int ChangeModeAt(int dir, const char* name, unsigned mode) {
   return fchmodat(dir, name, static_cast<mode_t>(mode), 0) == -1 ? -errno : 0;
 }
 
-int StatAt(int dir, const char* name, FileIdentity* out) {
+int StatAt(int dir, const char* name, FileStatus* out) {
   struct stat st;
   if (fstatat(dir, name, &st, AT_SYMLINK_NOFOLLOW) == -1) return -errno;
   out->dev = static_cast<uint64_t>(st.st_dev);

@@ -25,7 +25,7 @@ int TryLockExclusive(int fd);
 // fchmodat(2). It follows a symlink at name: call it only where nobody else can write.
 int ChangeModeAt(int dir, const char* name, unsigned mode);
 
-struct FileIdentity {
+struct FileStatus {
   uint64_t dev;
   uint64_t ino;
   uint64_t mode;  // st_mode: type and permission bits
@@ -33,7 +33,7 @@ struct FileIdentity {
 };
 
 // fstatat(2) of name itself, a symlink included (AT_SYMLINK_NOFOLLOW).
-int StatAt(int dir, const char* name, FileIdentity* out);
+int StatAt(int dir, const char* name, FileStatus* out);
 
 // linkat(2) without following a symlink at from: -EEXIST if `to` exists, never replacing it.
 int LinkAt(int from_dir, const char* from, int to_dir, const char* to);

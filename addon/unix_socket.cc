@@ -132,6 +132,30 @@ int ConnectUnix(int sock, const char* name, size_t len, bool abstract) {
   return -errno;
 }
 
+int InspectSocket(int fd, SocketFacts* out) {
+  int type = SocketType(fd);
+  if (type < 0) return type;
+  out->type = type;
+  struct sockaddr_storage addr;
+  socklen_t len = sizeof(addr);
+#if defined(SO_DOMAIN)
+  int domain = 0;
+  socklen_t domain_len = sizeof(domain);
+  if (getsockopt(fd, SOL_SOCKET, SO_DOMAIN, &domain, &domain_len) == -1) return -errno;
+  out->domain = domain;
+#else
+  // No SO_DOMAIN (macOS): the family of the socket's own address says it.
+  if (getsockname(fd, reinterpret_cast<struct sockaddr*>(&addr), &len) == -1) return -errno;
+  out->domain = addr.ss_family;
+#endif
+  int accepting = 0;
+  socklen_t accepting_len = sizeof(accepting);
+  out->listening = getsockopt(fd, SOL_SOCKET, SO_ACCEPTCONN, &accepting, &accepting_len) == 0 && accepting != 0;
+  len = sizeof(addr);
+  out->connected = getpeername(fd, reinterpret_cast<struct sockaddr*>(&addr), &len) == 0;
+  return 0;
+}
+
 int GetPeerCredentials(int sock, PeerCredentials* out) {
 #if defined(SO_PEERCRED) && defined(__linux__)
   struct ucred cred;

@@ -31,6 +31,17 @@ int Accept(int listener);
 // full (a Unix socket connects at once or not at all; try again later).
 int ConnectUnix(int sock, const char* name, size_t len, bool abstract);
 
+// What a socket fd is, for checking that it can carry a channel.
+struct SocketFacts {
+  int domain;      // AF_UNIX, AF_INET...
+  int type;        // SOCK_STREAM, SOCK_SEQPACKET, SOCK_DGRAM
+  bool listening;  // a listening socket (accepts connections, carries no messages)
+  bool connected;  // has a peer
+};
+
+// Fills out for a socket fd; -ENOTSOCK (or -EBADF) if fd is not an open socket.
+int InspectSocket(int fd, SocketFacts* out);
+
 struct PeerCredentials {
   int pid;  // -1 where the system does not say
   unsigned uid;

@@ -1,46 +1,75 @@
-// The native addon, loaded once per thread by node-gyp-build, with its types.
+// The native addon, loaded once per thread by node-gyp-build, with its types, and the one
+// description of the memory JS and the addon share.
+//
+// Receiving (a PollWrap's wake-up, all in one callback):
+//   - the addon reads what the budget has room for (see Budget below) into the thread's
+//     shared receive buffers: message i's bytes at data[i * slotBytes], and the record
+//     [bytes or -errno, nfds, msg_flags] at records[i * RECORD_STRIDE];
+//   - it appends each message's fds, in order, to the handle's ledger;
+//   - then it calls onEvent(status, count, writable), and JS decodes the batch before
+//     returning, so the shared buffers are free for the next handle.
+//
+// The ledger (Int32Array, one per handle) is where every fd JS holds for nobody is recorded,
+// oldest first, at slots[LEDGER_FIRST_FD + head .. LEDGER_FIRST_FD + tail):
+//   - the addon appends at tail (and may move what is held to the front to make room);
+//   - JS hands fds out from the head by advancing head, without a native call;
+//   - JS closes fds in the middle with poll.closeLedgerFds(offset, count), which closes and
+//     removes them in one step;
+//   - when the handle starts closing (close(), or teardown of a terminated worker, when no JS
+//     runs again) the addon closes whatever is left. So every received fd has one owner at
+//     every moment: the ledger, or whoever JS handed it to.
+//   slots[LEDGER_READ_CAP] tells the addon, when the budget is full, how many bytes it may
+//   still read on a stream: the rest of a frame that has begun, which only its end can pay
+//   for (0: read nothing).
+//
+// The budget (Float64Array, one per channel, or shared by a server's channels that nobody
+// has taken yet): [maxFds, heldFds, maxBytes, heldBytes]. JS keeps the held counts; at each
+// wake-up the addon reads the room left and asks the kernel for no more messages than could
+// fit if each carried the most fds (and, on packet sockets, bytes) a message can. The room is
+// recounted after each message, so a wake-up exceeds the budget by one message at most.
 import path from 'node:path';
 import load from 'node-gyp-build';
 
 export interface PollWrap {
-  /** 0 or -errno. Takes ownership of fd when ownsFd: the close callback closes it. */
-  open(fd: number, ownsFd: boolean): number;
-  /** 0 or -errno; both false stops polling. batchLimit: most records per wake-up (default: what the buffers hold). */
-  start(readable: boolean, writable: boolean, batchLimit?: number): number;
+  /**
+   * Watches fd, which the handle owns from here on (0, -errno, or FD_OWNED_BY_CHANNEL when
+   * another handle owns it). fromLedger: another handle's ledger whose oldest fd is fd (an
+   * accepted connection); fd leaves it in the same step.
+   */
+  open(fd: number, fromLedger?: Int32Array): number;
+  /** 0 or -errno; both false stops polling. -EBADF if fd was closed or reused behind the handle's back. */
+  start(readable: boolean, writable: boolean): number;
   ref(): this;
   unref(): this;
   hasRef(): boolean;
-  /** true when onClose will be called (after the fd is closed). */
+  /** true when onClose will be called (after the fd and the ledger's fds are closed). */
   close(onClose: () => void): boolean;
-  /**
-   * Where JS records the received fds it holds for nobody: [head, tail, fds...]. Read when
-   * the handle starts closing (close() or teardown); those fds are closed with it.
-   */
   setLedger(slots: Int32Array): void;
+  setBudget(budget: Float64Array): void;
+  /** Closes the ledger's fds at head + offset .. head + offset + count and takes them out: 0 or -EINVAL. */
+  closeLedgerFds(offset: number, count: number): number;
 }
 
 export interface PollWrapConstructor {
   /**
-   * onEvent(status, records, writable): status < 0 is a poll error; records is the number
-   * of messages the native side received into the shared buffers on this wake-up: message
-   * i's bytes at data[i * slotBytes], its fds at fds[i * MAX_FDS_PER_MESSAGE], and
-   * [bytes or -errno, nfds, msg_flags] at records[3 * i]. records ends with one extra slot
-   * that JS zeroes to claim the batch; else the addon closes its fds.
+   * onEvent(status, count, writable): status < 0 is a poll error; count is the number of
+   * records this wake-up filled; writable says the socket can take more.
    */
   new (
-    onEvent: (status: number, records: number, writable: boolean) => void,
+    onEvent: (status: number, count: number, writable: boolean) => void,
     data: Uint8Array,
-    fds: Int32Array,
     records: Int32Array,
     slotBytes: number,
-    /** A listening socket: each wake-up accepts connections, connection i's fd at fds[i * MAX_FDS_PER_MESSAGE]. */
-    accepts?: boolean,
+    /** constants.RECEIVE_STREAM, RECEIVE_PACKETS, or RECEIVE_ACCEPT (a listening socket: each record one accepted connection). */
+    mode: number,
   ): PollWrap;
 }
 
 export interface Binding {
   socketpair(type: number, out: Int32Array): number;
   socketType(fd: number): number;
+  /** out = [domain, type, listening (0/1), connected (0/1)]: 0 or -errno (-ENOTSOCK). */
+  inspectSocket(fd: number, out: Int32Array): number;
   setNonBlocking(fd: number, nonBlocking: boolean): number;
   sendmsg(sock: number, data: Uint8Array, offset: number, length: number, fds: Int32Array, nfds: number, flags: number): number;
   /**
@@ -61,9 +90,9 @@ export interface Binding {
    * [bytes, nfds, msg_flags, first data byte, fds...], at least 4 + MAX_FDS_PER_MESSAGE long.
    */
   setReceiveReport(slots: Int32Array): number;
-  /** 0 or -errno. */
+  /** 0, -errno, or FD_OWNED_BY_CHANNEL (refused: a channel's socket, in any thread). */
   close(fd: number): number;
-  /** Closes fds[0..count): runs of consecutive numbers in one close_range(2) each. */
+  /** Closes fds[0..count) but those a channel owns: runs of consecutive numbers in one close_range(2) each. */
   closeMany(fds: Int32Array, count: number): number;
   /** socket(AF_UNIX, type), close-on-exec and non-blocking: the fd or -errno. */
   unixSocket(type: number): number;
@@ -97,6 +126,7 @@ export interface Binding {
     SOCK_STREAM: number;
     SOCK_DGRAM: number;
     SOCK_SEQPACKET: number;
+    AF_UNIX: number;
     MSG_DONTWAIT: number;
     MSG_CTRUNC: number;
     MSG_TRUNC: number;
@@ -104,12 +134,32 @@ export interface Binding {
     MAX_MESSAGES_PER_BATCH: number;
     /** recvFd's answer for a message that is not a bare fd; below every -errno. */
     NOT_BARE_FD: number;
+    /** close()'s and open()'s answer for an fd a channel owns; below every -errno. */
+    FD_OWNED_BY_CHANNEL: number;
     ETOOMANYREFS: number;
     /** Bytes of a socket name in sun_path, without the NUL. */
     MAX_SOCKET_PATH_BYTES: number;
     HAVE_ABSTRACT_NAMES: boolean;
     /** The dir argument of the *At calls that makes name a path from the working directory. */
     AT_FDCWD: number;
+    LEDGER_HEAD: number;
+    LEDGER_TAIL: number;
+    LEDGER_READ_CAP: number;
+    LEDGER_FIRST_FD: number;
+    RECORD_STRIDE: number;
+    RECORD_BYTES: number;
+    RECORD_FDS: number;
+    RECORD_FLAGS: number;
+    BUDGET_MAX_FDS: number;
+    BUDGET_HELD_FDS: number;
+    BUDGET_MAX_BYTES: number;
+    BUDGET_HELD_BYTES: number;
+    BUDGET_LENGTH: number;
+    /** What a buffered message or error costs beyond its payload. */
+    BUFFERED_ITEM_OVERHEAD_BYTES: number;
+    RECEIVE_STREAM: number;
+    RECEIVE_PACKETS: number;
+    RECEIVE_ACCEPT: number;
   };
 }
 

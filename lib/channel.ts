@@ -1,29 +1,42 @@
-// Channel: one socket fd in the event loop, with promises, async iteration and events.
+// Channel: one connected Unix socket in the event loop, with promises, async iteration and
+// events. It owns the socket and its poll handle, and two halves:
 //
-// send: caller -> encode (outgoing.ts) -> sendmsg at once (MSG_DONTWAIT) -> on EAGAIN queue and wait for
-//       WRITABLE (on ETOOMANYREFS, for a timer) -> retry in order, bare fds a sendmmsg batch at a time
-// recv: READABLE -> the addon drains a batch (recvmmsg) -> decode (framing.ts) -> pending recv() /
-//       'message' listeners / bounded inbox
+// send: caller -> encode (outgoing.ts) -> SendQueue (send-queue.ts): sendmsg at once, else
+//       queue in order until WRITABLE (or a pause, when the kernel is short of room)
+// recv: READABLE -> the addon reads what the budget has room for (binding.ts) -> Receiver
+//       (receiver.ts): decode, then a waiting recv() / iterator / 'message' listener / inbox
 import { constants as os } from 'node:os';
+import { debuglog } from 'node:util';
 import EventEmitter from 'eventemitter3';
 import { binding, constants, type PollWrap } from './binding';
-import { UV_EOF, type SystemError, abortError, closedError, errnoException, fdpassError, invalidArgType, truncatedError } from './errors';
-import { closeFds, validateFd, type FdLike } from './fd';
-import { FdLedger } from './fd-ledger';
-import { MAX_FDS_PER_FRAME, MAX_PAYLOAD_BYTES, MESSAGE_HEADER_BYTES, StreamDecoder, decodePacket, type DecodeOutcome, type FramingLimits } from './framing';
-import { ReceivedMessage } from './message';
-import { integerOption, validateOptions } from './options';
+import { UV_EOF, abortError, closedError, errnoException, invalidArgValue, type SystemError } from './errors';
+import { closeFds, type FdLike } from './fd';
+import { MAX_FDS_PER_FRAME, MAX_PAYLOAD_BYTES } from './framing';
+import type { ReceivedMessage } from './message';
+import { toOutgoing, closeHanded, type Message } from './outgoing';
 import { readPeerCredentials, type PeerCredentials } from './peer';
-import { closeHanded, toOutgoing, type Message, type Outgoing } from './outgoing';
-import { socketpair, type SocketType } from './seed';
+import { ReceiveBudget } from './receive-budget';
+import { Receiver, receiveBuffersFor, type ReceiveLimits } from './receiver';
+import { SendQueue } from './send-queue';
+import { socketTypeName, type SocketType } from './socket-type';
+import { socketpair } from './socketpair';
+import { validateAbortSignal, validateFd, validateInteger, validateOptions } from './validators';
+
+const debug = debuglog('fdpass');
 
 export interface ChannelOptions {
   /**
-   * Most received fds held for nobody (no pending recv(), no 'message' listener) before the
-   * channel stops reading and leaves the rest in the kernel: a fast peer cannot fill our fd table.
-   * Default 128.
+   * Most received fds held for nobody (messages nobody has taken, a frame still arriving)
+   * before the channel stops reading and leaves the rest in the kernel, so a peer cannot fill
+   * your fd table. Exceeded by one message at most. Default 128.
    */
   maxBufferedFds?: number;
+  /**
+   * The same for memory: each buffered message or error costs its payload plus 256 bytes, and
+   * bytes of a frame still arriving count too. Reading pauses between messages, never inside
+   * a frame. Default: 4 MiB, or maxPayloadBytes if that is larger.
+   */
+  maxBufferedBytes?: number;
   /**
    * Largest payload accepted from the peer; a larger message is dropped (its fds closed)
    * and reported as an error with code 'ERR_FDPASS_MESSAGE_TOO_LARGE'. Default 1 MiB.
@@ -35,6 +48,12 @@ export interface ChannelOptions {
    * fds closed) and reported with code 'ERR_FDPASS_TOO_MANY_FDS'. Default 253, Linux's limit.
    */
   maxFdsPerMessage?: number;
+  /**
+   * Milliseconds a frame may stay incomplete on a stream while the channel reads, before the
+   * channel ends with 'ERR_FDPASS_FRAME_TIMEOUT' and closes the frame's fds: a peer cannot
+   * park fds in a frame it never finishes. 0 waits forever. Default 10000.
+   */
+  frameTimeout?: number;
 }
 
 export interface SendOptions {
@@ -54,7 +73,10 @@ export interface RecvOptions {
 export interface ChannelEvents {
   /** A message nobody was awaiting. The listener owns its fds. */
   message: [message: ReceivedMessage];
-  /** A message that could not be delivered (cut by the kernel, malformed), or a socket error. */
+  /**
+   * A message that could not be delivered (over a limit, malformed, cut by the kernel): the
+   * channel goes on. Or the error that ended reading (a socket error, a broken stream).
+   */
   error: [error: Error];
   /** The peer closed its end. Buffered messages can still be received. */
   end: [];
@@ -62,117 +84,46 @@ export interface ChannelEvents {
   close: [];
 }
 
-type Delivery = ReceivedMessage | Error;
-
-interface PendingRecv {
-  resolve(message: ReceivedMessage): void;
-  reject(error: Error): void;
-}
-
-interface PendingSend {
-  outgoing: Outgoing;
-  resolve(): void;
-  reject(error: Error): void;
-}
-
-const EAGAIN = -os.errno.EAGAIN;
-const EWOULDBLOCK = -os.errno.EWOULDBLOCK;
+const DEFAULT_MAX_BUFFERED_FDS = 128;
+const DEFAULT_MAX_BUFFERED_BYTES = 4 * 1024 * 1024;
+const DEFAULT_MAX_PAYLOAD_BYTES = 1024 * 1024;
+const DEFAULT_FRAME_TIMEOUT_MS = 10_000;
+const EBADF = -os.errno.EBADF;
 const EEXIST = -os.errno.EEXIST;
-const ECONNRESET = -os.errno.ECONNRESET;
-const ETOOMANYREFS = -constants.ETOOMANYREFS;
-// ETOOMANYREFS: too many of this user's fds are in flight. Nothing signals when the peer
-// has taken some, so the send tries again after a pause.
-const IN_FLIGHT_RETRY_MS = 5;
 
-// Receive buffers, one set per thread and slot size, shared by the channels using it: the
-// addon fills them and JS decodes them within the same callback, before any other channel
-// runs. Message i of a batch has its own slot: slotBytes of data, MAX_FDS fds.
-const BATCH = constants.MAX_MESSAGES_PER_BATCH;
-const MAX_FDS = constants.MAX_FDS_PER_MESSAGE;
-const STREAM_SLOT_BYTES = 4096;
-const BATCH_BYTES = BATCH * STREAM_SLOT_BYTES;
-// No Unix packet is larger than the sender's socket buffer, which Linux caps at wmem_max
-// (208 KiB by default): a packet channel's maxPayloadBytes is at most this.
-const MAX_PACKET_PAYLOAD_BYTES = 4 * 1024 * 1024;
+/**
+ * How a Server hands a Channel an accepted fd: the fd leaves the server's ledger as the
+ * channel's poll handle takes it, and what the channel buffers counts against the server's
+ * budget until the application takes the channel. Not part of the public API.
+ */
+export const adoption = Symbol('fdpass.adoption');
+/** Counts what a channel holds against its own budget from now on (a server handed it out). */
+export const useOwnBudget = Symbol('fdpass.useOwnBudget');
 
-interface ReceiveBuffers {
-  slotBytes: number;
-  data: Uint8Array;
-  fds: Int32Array;
-  // [bytes or -errno, nfds, msg_flags] per message, then one slot: the number of messages
-  // not yet claimed by JS (the addon closes an unclaimed batch's fds).
-  records: Int32Array;
-}
-
-const receiveBuffers = new Map<number, ReceiveBuffers>();
-
-function receiveBuffersFor(slotBytes: number): ReceiveBuffers {
-  let buffers = receiveBuffers.get(slotBytes);
-  if (buffers === undefined) {
-    const slots = Math.max(1, Math.min(BATCH, Math.floor(BATCH_BYTES / slotBytes)));
-    buffers = {
-      slotBytes,
-      data: new Uint8Array(slots * slotBytes),
-      fds: new Int32Array(slots * MAX_FDS),
-      records: new Int32Array(3 * slots + 1),
-    };
-    receiveBuffers.set(slotBytes, buffers);
-  }
-  return buffers;
-}
-
-// A batch of bare fds for one sendmmsg: [dataOffset, dataLength, fdsOffset, nfds, sent].
-const zeroByte = new Uint8Array(1);
-const sendBatch = { records: new Int32Array(5 * BATCH), fds: new Int32Array(BATCH) };
-for (let i = 0; i < BATCH; i++) sendBatch.records.set([0, 1, i, 1, 0], 5 * i);
-
-// Socket fds of this thread's open channels. A paused channel's poll is stopped, so libuv
-// no longer sees its fd and would let a second poll handle onto it (and abort later).
-const channelFds = new Set<number>();
-
-// What a StreamDecoder push completes; reused, as decoding runs to completion in one callback.
-const decoded: DecodeOutcome[] = [];
-
-
-function isWouldBlock(err: number): boolean {
-  return err === EAGAIN || err === EWOULDBLOCK;
-}
-
-/** The error a recv() gets after the peer closed: code 'EOF', as libuv names it. */
-function eofError(): Error {
-  return errnoException(UV_EOF, 'recvmsg', 'the peer closed the channel');
+interface AdoptionOptions extends ChannelOptions {
+  [adoption]?: { fromLedger: Int32Array; budget: ReceiveBudget };
 }
 
 export class Channel extends EventEmitter<ChannelEvents> {
   readonly #fd: number;
   readonly #type: SocketType;
   readonly #poll: PollWrap;
-  /** The inbox's fds, where the addon closes them if no JS runs again. */
-  readonly #ledger: FdLedger;
-  readonly #maxBufferedFds: number;
-  readonly #limits: FramingLimits;
-  readonly #buffers: ReceiveBuffers;
-  /** Reassembles a stream's frames; null on packet sockets, where a packet is a message. */
-  readonly #decoder: StreamDecoder | null;
+  readonly #receiver: Receiver;
+  readonly #sender: SendQueue;
+  readonly #ownBudget: ReceiveBudget;
 
   #state: 'open' | 'closing' | 'closed' = 'open';
   #closed: Promise<void> | undefined;
-  /** Why reading stopped for good: EOF or a socket error. */
-  #endError: Error | undefined;
-  /** The peer reset the connection; what it sent before is still being read. */
-  #reset: Error | undefined;
-
-  readonly #sendQueue: PendingSend[] = [];
-  readonly #recvQueue: PendingRecv[] = [];
-  readonly #inbox: Delivery[] = [];
-  #iterators = 0;
-
   #peer: PeerCredentials | undefined;
-  #inFlightRetry: NodeJS.Timeout | undefined;
-  #watchReadable = false;
-  #watchWritable = false;
+  /** What the poll watches now. */
+  #readable = false;
+  #writable = false;
+  /** The fd was closed or reused behind the channel's back: watch nothing more. */
+  #pollBroken = false;
   #explicitRef: boolean | undefined;
   #refd = true;
+  /** A stopped poll keeps nothing alive: while a ref'd channel's poll is stopped, this does. */
+  #keepAlive: NodeJS.Timeout | undefined;
 
   /** A connected pair of channels over a new socketpair. */
   static pair(type: SocketType = 'stream', options?: ChannelOptions): [Channel, Channel] {
@@ -191,38 +142,38 @@ export class Channel extends EventEmitter<ChannelEvents> {
   }
 
   /**
-   * A channel over a connected Unix socket fd. The channel owns the fd from here on:
-   * it makes it non-blocking and closes it on close(). If the constructor throws,
-   * the fd is still the caller's.
+   * A channel over a connected Unix socket fd. The channel owns the fd from here on: it
+   * makes it non-blocking and closes it on close(). If the constructor throws, the fd is
+   * still the caller's. A TCP socket, a listening socket, an unconnected one, an fd that
+   * another Channel owns or that Node already watches are refused, with a message that says so.
    */
   constructor(fd: number, options?: ChannelOptions) {
     super();
     validateFd(fd, 'fd');
-    const { maxBufferedFds, limits } = channelOptions(options);
-    if (channelFds.has(fd)) {
-      throw errnoException(EEXIST, 'uv_poll_init', `fd ${fd} is already owned by another channel`);
-    }
-    const type = binding.socketType(fd);
-    if (type < 0) throw errnoException(type, 'getsockopt', `fd ${fd} is not a usable socket`);
-    this.#type = type === constants.SOCK_DGRAM ? 'dgram' : type === constants.SOCK_SEQPACKET ? 'seqpacket' : 'stream';
-
+    const { maxBufferedFds, maxBufferedBytes, limits } = channelOptions(options);
+    const type = checkChannelSocket(fd);
+    const buffers = receiveBuffersFor(type, limits);
+    const adopted = (options as AdoptionOptions | undefined)?.[adoption];
+    this.#poll = new binding.PollWrap((status, count, writable) => this.#onPoll(status, count, writable), buffers.data, buffers.records, buffers.slotBytes, buffers.mode);
+    const err = this.#poll.open(fd, adopted?.fromLedger);
+    if (err < 0) throw openError(err, fd);
+    // From here the channel owns fd: nothing below may throw.
     this.#fd = fd;
-    this.#maxBufferedFds = maxBufferedFds;
-    this.#limits = limits;
-    // A packet must fit one slot whole, or the kernel cuts it (MSG_TRUNC).
-    const packetSlotBytes = MESSAGE_HEADER_BYTES + Math.min(limits.maxPayloadBytes, MAX_PACKET_PAYLOAD_BYTES);
-    this.#buffers = receiveBuffersFor(this.#type === 'stream' ? STREAM_SLOT_BYTES : packetSlotBytes);
-    this.#decoder = this.#type === 'stream' ? new StreamDecoder(limits, (fds) => closeFds(fds)) : null;
-    const { data, fds, records, slotBytes } = this.#buffers;
-    this.#poll = new binding.PollWrap((status, count, writable) => this.#onPoll(status, count, writable), data, fds, records, slotBytes);
-    const err = this.#poll.open(fd, true);
-    if (err < 0) {
-      throw errnoException(err, 'uv_poll_init', err === EEXIST ? `fd ${fd} is already watched by another poll handle` : `fd ${fd}`);
-    }
-    this.#ledger = new FdLedger(this.#poll);
-    channelFds.add(fd);
-    this.#updateRef();
-    this.#updatePoll();
+    this.#type = type;
+    this.#ownBudget = new ReceiveBudget(maxBufferedFds, maxBufferedBytes);
+    this.#receiver = new Receiver(this.#poll, fd, type, limits, buffers, adopted?.budget ?? this.#ownBudget, {
+      listenerCount: (event) => this.listenerCount(event),
+      emitMessage: (message) => this.#emitSafely('message', message),
+      emitError: (error) => this.#emitSafely('error', error),
+      readingEnded: (reason) => {
+        if ((reason as SystemError).errno === UV_EOF) this.#emitSafely('end');
+      },
+      drained: () => void this.close(),
+      changed: () => this.#update(),
+    });
+    this.#sender = new SendQueue(fd, { changed: () => this.#update() });
+    if (debug.enabled) debug('fd %d: channel open (%s)', fd, type);
+    this.#update();
   }
 
   /** The socket fd the channel owns (-1 once closed). */
@@ -238,6 +189,25 @@ export class Channel extends EventEmitter<ChannelEvents> {
     return this.#state !== 'open';
   }
 
+  /** Received fds the channel holds for nobody right now (see maxBufferedFds). */
+  get bufferedFds(): number {
+    return this.#receiver.bufferedFds;
+  }
+
+  /** What the channel holds for nobody right now, in bytes as maxBufferedBytes counts them. */
+  get bufferedBytes(): number {
+    return this.#receiver.bufferedBytes;
+  }
+
+  /**
+   * Errors nobody could be told about: messages dropped (over a limit, malformed) while no
+   * recv() waited and no 'error' listener listened, and an error that ended the channel
+   * unheard. The first one also raises a process warning ('FDPASS_UNOBSERVED_ERRORS').
+   */
+  get unobservedErrors(): number {
+    return this.#receiver.unobservedErrors;
+  }
+
   /**
    * The process at the other end: its pid, uid and gid as of its connect() or socketpair()
    * (SO_PEERCRED on Linux). Read once, on first use; throws 'ERR_FDPASS_CHANNEL_CLOSED' if
@@ -245,7 +215,7 @@ export class Channel extends EventEmitter<ChannelEvents> {
    */
   get peer(): PeerCredentials {
     if (this.#peer === undefined) {
-      if (this.#state === 'closed') throw closedError();
+      if (this.#state === 'closed') throw this.#closedError();
       this.#peer = readPeerCredentials(this.#fd);
     }
     return this.#peer;
@@ -262,109 +232,34 @@ export class Channel extends EventEmitter<ChannelEvents> {
     const outgoing = toOutgoing(value, validateOptions(options, 'options').close === true);
     if (this.#state !== 'open') {
       closeHanded(outgoing);
-      return Promise.reject(closedError());
+      return Promise.reject(this.#closedError());
     }
-    if (this.#sendQueue.length === 0) {
-      const err = this.#sendOne(outgoing);
-      if (err === 0) {
-        closeHanded(outgoing);
-        return Promise.resolve();
-      }
-      if (!this.#mustWait(err)) {
-        closeHanded(outgoing);
-        return Promise.reject(errnoException(err, 'sendmsg'));
-      }
-    }
-    return new Promise<void>((resolve, reject) => {
-      this.#sendQueue.push({ outgoing, resolve, reject });
-      this.#updatePoll();
-      this.#updateRef();
-    });
+    return this.#sender.send(outgoing);
   }
 
   /**
-   * The next message, in the order the calls were made. Rejects with code 'EOF' once the
-   * peer has closed and nothing is left, 'ERR_FDPASS_CHANNEL_CLOSED' after close(),
-   * 'ABORT_ERR' when the signal aborts.
+   * The next message, in the order the calls were made, or the next per-message error
+   * (the channel goes on). Rejects with code 'EOF' once the peer has closed and nothing is
+   * left, 'ERR_FDPASS_CHANNEL_CLOSED' after close(), 'ABORT_ERR' when the signal aborts.
    */
   recv(options?: RecvOptions): Promise<ReceivedMessage> {
     let signal: AbortSignal | undefined;
     try {
-      signal = validateOptions(options, 'options').signal;
+      signal = validateAbortSignal(validateOptions(options, 'options').signal, 'options.signal');
     } catch (error) {
       return Promise.reject(error);
     }
-    if (signal !== undefined && !(signal instanceof AbortSignal)) {
-      return Promise.reject(invalidArgType('options.signal', 'an instance of AbortSignal', signal));
-    }
     if (signal?.aborted) return Promise.reject(abortError(signal));
-    const ready = this.#takeReady();
-    if (ready) return ready instanceof Error ? Promise.reject(ready) : Promise.resolve(ready);
-
-    return new Promise<ReceivedMessage>((resolve, reject) => {
-      const pending: PendingRecv = { resolve, reject };
-      if (signal) {
-        const onAbort = (): void => {
-          const index = this.#recvQueue.indexOf(pending);
-          if (index !== -1) this.#recvQueue.splice(index, 1);
-          this.#updateRef();
-          reject(abortError(signal));
-        };
-        signal.addEventListener('abort', onAbort, { once: true });
-        const done = (): void => signal.removeEventListener('abort', onAbort);
-        pending.resolve = (message) => {
-          done();
-          resolve(message);
-        };
-        pending.reject = (error) => {
-          done();
-          reject(error);
-        };
-      }
-      this.#recvQueue.push(pending);
-      this.#updateRef();
-    });
+    return this.#receiver.recv(signal);
   }
 
-  /** Yields every message until the peer closes (or the channel is closed). */
+  /**
+   * Yields every message until the peer closes (or the channel is closed). Messages dropped
+   * for a limit go to 'error' listeners, not to the loop; an error that ends reading (a
+   * socket error, a broken stream) is thrown from it.
+   */
   [Symbol.asyncIterator](): AsyncIterableIterator<ReceivedMessage> {
-    let active = true;
-    this.#iterators++;
-    this.#updateRef();
-    const finish = (): IteratorResult<ReceivedMessage> => {
-      if (active) {
-        active = false;
-        this.#iterators--;
-        this.#updateRef();
-      }
-      return { done: true, value: undefined };
-    };
-    // EOF and close() end the iteration; any other error is thrown from next().
-    const ended = (error: Error): Promise<IteratorResult<ReceivedMessage>> => {
-      const code = (error as { code?: unknown }).code;
-      const result = finish();
-      return code === 'EOF' || code === 'ERR_FDPASS_CHANNEL_CLOSED' ? Promise.resolve(result) : Promise.reject(error);
-    };
-    // Each next() settles its own promise with the iterator result: no promise chained on
-    // recv()'s, as a busy channel yields tens of thousands of messages a second.
-    const next = (): Promise<IteratorResult<ReceivedMessage>> => {
-      if (!active) return Promise.resolve(finish());
-      const ready = this.#takeReady();
-      if (ready) return ready instanceof Error ? ended(ready) : Promise.resolve({ done: false, value: ready });
-      return new Promise((resolve, reject) => {
-        this.#recvQueue.push({
-          resolve: (value) => resolve({ done: false, value }),
-          reject: (error) => ended(error).then(resolve, reject),
-        });
-        this.#updateRef();
-      });
-    };
-    const iterator: AsyncIterableIterator<ReceivedMessage> = {
-      next,
-      return: async () => finish(),
-      [Symbol.asyncIterator]: () => iterator,
-    };
-    return iterator;
+    return this.#receiver.iterate();
   }
 
   /**
@@ -375,21 +270,15 @@ export class Channel extends EventEmitter<ChannelEvents> {
   close(): Promise<void> {
     if (this.#closed) return this.#closed;
     this.#state = 'closing';
-    const error = closedError();
-    clearTimeout(this.#inFlightRetry);
-    for (const pending of this.#sendQueue.splice(0)) {
-      closeHanded(pending.outgoing);
-      pending.reject(error);
-    }
-    for (const pending of this.#recvQueue.splice(0)) pending.reject(this.#endError ?? error);
-    // A partial frame's fds, and fds queued ahead of their frame, are the decoder's.
-    this.#decoder?.close();
-    // The poll handle takes the inbox's fds from the ledger as it starts closing, and closes them.
-    this.#inbox.length = 0;
+    this.#setKeepAlive(false);
+    const error = this.#closedError();
+    this.#sender.close(error);
+    this.#receiver.close(error);
     this.#closed = new Promise<void>((resolve) => {
+      // The poll handle takes the ledger's fds as it starts closing, and closes them with the socket.
       this.#poll.close(() => {
-        channelFds.delete(this.#fd);
         this.#state = 'closed';
+        if (debug.enabled) debug('fd %d: channel closed', this.#fd);
         this.#emitSafely('close');
         resolve();
       });
@@ -400,19 +289,25 @@ export class Channel extends EventEmitter<ChannelEvents> {
   /** Keep the process alive while the channel is open, whether or not anyone waits. */
   ref(): this {
     this.#explicitRef = true;
-    this.#updateRef();
+    this.#update();
     return this;
   }
 
   /** Never keep the process alive for this channel, even with calls pending. */
   unref(): this {
     this.#explicitRef = false;
-    this.#updateRef();
+    this.#update();
     return this;
   }
 
+  /** Whether the channel keeps the process alive (never once it is closing). */
   hasRef(): boolean {
-    return this.#state !== 'closed' && this.#refd;
+    return this.#state === 'open' && this.#refd;
+  }
+
+  /** See useOwnBudget. */
+  [useOwnBudget](): void {
+    this.#receiver.useBudget(this.#ownBudget);
   }
 
   // eventemitter3 has no 'newListener': a 'message' listener changes who receives and what
@@ -451,24 +346,15 @@ export class Channel extends EventEmitter<ChannelEvents> {
   }
 
   #listenersChanged(): this {
-    this.#updateRef();
+    this.#update();
     // Messages buffered while nobody listened go to a new listener, after the caller's code.
-    if (this.#inbox.length > 0 && this.listenerCount('message') > 0) queueMicrotask(() => this.#drainInboxToListeners());
+    if (this.listenerCount('message') > 0) queueMicrotask(() => this.#receiver.drainToListeners());
     return this;
   }
 
-  #drainInboxToListeners(): void {
-    while (this.#inbox.length > 0 && this.#recvQueue.length === 0 && this.listenerCount('message') > 0) {
-      const item = this.#takeBuffered()!;
-      if (item instanceof Error) this.#emitSafely('error', item);
-      else this.#emitSafely('message', item);
-    }
-    this.#updateRef();
-  }
-
   /**
-   * A listener that throws must not stop the channel mid-batch (the rest of the batch's fds
-   * would have no owner): the error is rethrown on its own tick, as an uncaught exception.
+   * A listener that throws must not stop the channel mid-batch (the rest of the batch would
+   * wait for nobody): the error is rethrown on its own tick, as an uncaught exception.
    */
   #emitSafely<T extends keyof ChannelEvents>(event: T, ...args: EventEmitter.EventArgs<ChannelEvents, T>): void {
     try {
@@ -480,216 +366,118 @@ export class Channel extends EventEmitter<ChannelEvents> {
     }
   }
 
-  /**
-   * One sendmsg of what is left of a message: 0 once the kernel has all of it, else
-   * -errno (EAGAIN also after part of a large frame went; the rest follows, without fds).
-   */
-  #sendOne(outgoing: Outgoing): number {
-    if (outgoing.bare) {
-      const sent = binding.sendFd(this.#fd, outgoing.fd, constants.MSG_DONTWAIT);
-      return sent < 0 ? sent : 0; // one byte: taken whole or not at all
-    }
-    const { bytes, fds } = outgoing;
-    const length = bytes.length - outgoing.offset;
-    const nfds = outgoing.offset === 0 ? fds.length : 0;
-    const sent = binding.sendmsg(this.#fd, bytes, outgoing.offset, length, fds, nfds, constants.MSG_DONTWAIT);
-    if (sent < 0) return sent;
-    outgoing.offset += sent;
-    return sent === length ? 0 : EAGAIN;
-  }
-
-  /** How many bare fds lead the queue, up to one batch; they are copied for sendmmsg. */
-  #gatherBareBatch(): number {
-    const queue = this.#sendQueue;
-    let count = 0;
-    while (count < BATCH && count < queue.length && queue[count]!.outgoing.bare) {
-      sendBatch.fds[count] = queue[count]!.outgoing.fd;
-      count++;
-    }
-    return count;
-  }
-
-  /** Whether a send that failed with err waits and tries again, rather than failing. */
-  #mustWait(err: number): boolean {
-    if (isWouldBlock(err)) return true;
-    if (err !== ETOOMANYREFS) return false;
-    if (this.#inFlightRetry === undefined) {
-      this.#inFlightRetry = setTimeout(() => {
-        this.#inFlightRetry = undefined;
-        this.#flushSends();
-      }, IN_FLIGHT_RETRY_MS);
-      if (!this.#refd) this.#inFlightRetry.unref(); // an unref'd channel keeps nothing alive
-    }
-    return true;
-  }
-
-  /** The socket is writable again (or the in-flight pause is over): sends what waited, in order. */
-  #flushSends(): void {
-    const queue = this.#sendQueue;
-    while (queue.length > 0 && this.#state === 'open' && this.#inFlightRetry === undefined) {
-      const head = queue[0]!;
-      if (head.outgoing.bare) {
-        const count = this.#gatherBareBatch();
-        const sent = binding.sendmmsg(this.#fd, zeroByte, sendBatch.records, sendBatch.fds, count);
-        if (sent < 0 && this.#mustWait(sent)) break;
-        // A failure belongs to the first message the kernel refused; the rest try again.
-        for (const pending of queue.splice(0, sent < 0 ? 1 : sent)) this.#settleSend(pending, sent < 0 ? sent : 0);
-        if (sent >= 0 && sent < count) break; // the socket is full again
-      } else {
-        const err = this.#sendOne(head.outgoing);
-        if (err < 0 && this.#mustWait(err)) break;
-        queue.shift();
-        this.#settleSend(head, err);
-      }
-    }
-    this.#updatePoll();
-    this.#updateRef();
-  }
-
-  #settleSend(pending: PendingSend, err: number): void {
-    closeHanded(pending.outgoing);
-    if (err === 0) pending.resolve();
-    else pending.reject(errnoException(err, 'sendmsg'));
-  }
-
-  #onPoll(status: number, records: number, writable: boolean): void {
-    if (this.#state !== 'open') return; // the addon closes the unclaimed batch
+  #onPoll(status: number, count: number, writable: boolean): void {
+    if (this.#state !== 'open') return; // the ledger already holds whatever the batch brought
     if (status < 0) {
-      this.#endReading(errnoException(status, 'poll'));
+      this.#readable = this.#writable = false; // libuv stopped watching
+      this.#receiver.pollFailed(errnoException(status, 'poll'));
       return;
     }
-    if (records > 0) this.#decode(records);
-    if (writable) this.#flushSends();
+    if (count > 0) this.#receiver.onBatch(count);
+    if (writable && this.#state === 'open') this.#sender.flush();
   }
 
-  #decode(records: number): void {
-    const { data, fds, records: info, slotBytes } = this.#buffers;
-    info[info.length - 1] = 0; // the batch is ours now: every fd below ends delivered or closed
-    for (let i = 0; i < records; i++) {
-      const bytes = info[3 * i]!;
-      const nfds = info[3 * i + 1]!;
-      const flags = info[3 * i + 2]!;
-      const dataOffset = i * slotBytes;
-      const fdOffset = i * MAX_FDS;
-      if (this.#state !== 'open' || this.#endError !== undefined) {
-        // A listener closed the channel, or the stream ended, mid-batch: whatever the
-        // rest of the batch holds is ours to close.
-        closeFds(fds.subarray(fdOffset, fdOffset + nfds));
-      } else if (bytes < 0) {
-        const error = errnoException(bytes, 'recvmsg');
-        // recvmmsg reports a reset ahead of what the peer sent before it: read that first,
-        // and end with the reset where EOF would be.
-        if (bytes === ECONNRESET && this.#type !== 'dgram' && this.#reset === undefined) this.#reset = error;
-        else this.#endReading(error);
-      } else if (flags & constants.MSG_CTRUNC) {
-        // The addon closed what did arrive. A lone bare fd is one whole message lost; any
-        // other cut on a stream leaves a frame without its fds: the stream is unusable.
-        const bareFd = bytes === 1 && data[dataOffset] === 0;
-        if (this.#decoder !== null && !(bareFd && !this.#decoder.inFrame)) this.#endReading(truncatedError('recvmsg'));
-        else this.#deliver(truncatedError('recvmsg'));
-      } else if (bytes === 0 && nfds === 0 && this.#type !== 'dgram') {
-        const cut = this.#decoder?.end();
-        if (cut) this.#deliver(cut);
-        this.#endReading(this.#reset ?? eofError());
-      } else if (this.#decoder !== null) {
-        for (const outcome of this.#decoder.push(data, dataOffset, bytes, fds, fdOffset, nfds, decoded)) {
-          // A broken stream cannot be read on: its error ends reading.
-          if (outcome instanceof Error && this.#decoder.failed) this.#endReading(outcome);
-          else this.#deliver(outcome instanceof Error ? outcome : new ReceivedMessage(outcome.fds, outcome.data));
-        }
-        decoded.length = 0;
-      } else if (flags & constants.MSG_TRUNC) {
-        closeFds(fds.subarray(fdOffset, fdOffset + nfds));
-        this.#deliver(
-          fdpassError('ERR_FDPASS_MESSAGE_TOO_LARGE', `a packet over maxPayloadBytes (${this.#limits.maxPayloadBytes}) was cut by the kernel and dropped; its ${nfds} fd(s) were closed`),
-        );
-      } else {
-        const outcome = decodePacket(data, dataOffset, bytes, fds, fdOffset, nfds, this.#limits, closeFds);
-        this.#deliver(outcome instanceof Error ? outcome : new ReceivedMessage(outcome.fds, outcome.data));
+  /** The poll watches what the halves want; the process stays alive while anyone waits. */
+  #update(): void {
+    if (this.#state !== 'open') return;
+    const readable = !this.#pollBroken && this.#receiver.wantsToRead;
+    const writable = !this.#pollBroken && this.#sender.wantsWritable;
+    if (readable !== this.#readable || writable !== this.#writable) {
+      const err = this.#poll.start(readable, writable);
+      if (debug.enabled) debug('fd %d: poll %s%s', this.#fd, readable ? 'readable ' : '', writable ? 'writable' : readable ? '' : 'stopped');
+      if (err < 0) {
+        this.#pollFailed(err);
+        return;
       }
+      this.#readable = readable;
+      this.#writable = writable;
     }
-    this.#updatePoll();
-    this.#updateRef();
-  }
-
-  /** Hands a message (or a per-message error) to the first taker, else buffers it. */
-  #deliver(item: Delivery): void {
-    const pending = this.#recvQueue.shift();
-    if (pending) {
-      if (item instanceof Error) pending.reject(item);
-      else pending.resolve(item);
-      return;
+    const wanted = this.#explicitRef ?? (this.#receiver.awaited || this.#sender.length > 0 || this.listenerCount('message') > 0);
+    if (wanted !== this.#refd) {
+      this.#refd = wanted;
+      if (wanted) this.#poll.ref();
+      else this.#poll.unref();
+      this.#sender.setRef(wanted);
     }
-    const event = item instanceof Error ? 'error' : 'message';
-    if (this.#inbox.length === 0 && this.listenerCount(event) > 0) {
-      if (item instanceof Error) this.#emitSafely('error', item);
-      else this.#emitSafely('message', item);
-      return;
+    this.#setKeepAlive(wanted && !this.#readable && !this.#writable && this.#receiver.endError === undefined);
+  }
+
+  /** The fd was closed (or its number reused) behind the channel's back: fail, never abort. */
+  #pollFailed(err: number): void {
+    this.#pollBroken = true;
+    this.#readable = this.#writable = false;
+    const error = errnoException(
+      err,
+      'uv_poll_start',
+      err === EBADF ? `fd ${this.#fd} was closed, or its number reused, behind the channel's back (was it closed with fs.closeSync?)` : `fd ${this.#fd}`,
+    );
+    this.#sender.close(error);
+    this.#receiver.pollFailed(error);
+  }
+
+  #setKeepAlive(on: boolean): void {
+    if (on && this.#keepAlive === undefined) {
+      this.#keepAlive = setInterval(() => {}, 0x7fff_ffff);
+    } else if (!on && this.#keepAlive !== undefined) {
+      clearInterval(this.#keepAlive);
+      this.#keepAlive = undefined;
     }
-    this.#inbox.push(item);
-    if (item instanceof ReceivedMessage) this.#ledger.add(item.fds);
   }
 
-  /**
-   * What a receive gets without waiting: the next buffered message or error, else why
-   * nothing more will come (EOF, a socket error, close()); undefined if it must wait.
-   */
-  #takeReady(): Delivery | undefined {
-    return this.#takeBuffered() ?? this.#endError ?? (this.#state === 'open' ? undefined : closedError());
-  }
-
-  #takeBuffered(): Delivery | undefined {
-    const item = this.#inbox.shift();
-    if (item === undefined) return undefined;
-    if (item instanceof ReceivedMessage) this.#ledger.take(item.fds.length);
-    if (this.#inbox.length === 0 && this.#endError && this.#state === 'open') {
-      void this.close(); // the peer is gone and nothing is left to hand out
-    } else {
-      this.#updatePoll();
-    }
-    return item;
-  }
-
-  /** EOF or a socket error: no more reading; waiters get the reason; close once drained. */
-  #endReading(reason: Error): void {
-    this.#endError = reason;
-    for (const pending of this.#recvQueue.splice(0)) pending.reject(reason);
-    if ((reason as SystemError).errno === UV_EOF) this.#emitSafely('end');
-    else if (this.listenerCount('error') > 0) this.#emitSafely('error', reason);
-    if (this.#inbox.length === 0) void this.close();
-    else this.#updatePoll();
-  }
-
-  #updatePoll(): void {
-    if (this.#state !== 'open') return;
-    const readable = this.#endError === undefined && this.#ledger.size < this.#maxBufferedFds;
-    const writable = this.#sendQueue.length > 0 && this.#inFlightRetry === undefined;
-    if (readable === this.#watchReadable && writable === this.#watchWritable) return;
-    this.#watchReadable = readable;
-    this.#watchWritable = writable;
-    const err = this.#poll.start(readable, writable);
-    if (err < 0) this.#endReading(errnoException(err, 'uv_poll_start'));
-  }
-
-  #updateRef(): void {
-    if (this.#state !== 'open') return;
-    const wanted =
-      this.#explicitRef ??
-      (this.#recvQueue.length > 0 || this.#sendQueue.length > 0 || this.#iterators > 0 || this.listenerCount('message') > 0);
-    if (wanted === this.#refd) return;
-    this.#refd = wanted;
-    if (wanted) this.#poll.ref();
-    else this.#poll.unref();
+  /** ERR_FDPASS_CHANNEL_CLOSED, with the error that ended the channel, if one did, as its cause. */
+  #closedError(): Error {
+    return closedError(this.#receiver.endError);
   }
 }
 
-export function channelOptions(options: ChannelOptions | undefined): { maxBufferedFds: number; limits: FramingLimits } {
-  const { maxBufferedFds = 128, maxPayloadBytes = 1024 * 1024, maxFdsPerMessage = MAX_FDS_PER_FRAME } = validateOptions(options, 'options');
+/** A channel's options, checked, with their defaults. */
+export function channelOptions(options: ChannelOptions | undefined): { maxBufferedFds: number; maxBufferedBytes: number; limits: ReceiveLimits } {
+  const {
+    maxBufferedFds = DEFAULT_MAX_BUFFERED_FDS,
+    maxPayloadBytes = DEFAULT_MAX_PAYLOAD_BYTES,
+    maxFdsPerMessage = MAX_FDS_PER_FRAME,
+    frameTimeout = DEFAULT_FRAME_TIMEOUT_MS,
+  } = validateOptions(options, 'options');
+  validateInteger(maxPayloadBytes, 'options.maxPayloadBytes', 0, MAX_PAYLOAD_BYTES);
+  const { maxBufferedBytes = Math.max(DEFAULT_MAX_BUFFERED_BYTES, maxPayloadBytes) } = validateOptions(options, 'options');
   return {
-    maxBufferedFds: integerOption('options.maxBufferedFds', maxBufferedFds, 1, Number.MAX_SAFE_INTEGER),
+    maxBufferedFds: validateInteger(maxBufferedFds, 'options.maxBufferedFds', 1, Number.MAX_SAFE_INTEGER),
+    maxBufferedBytes: validateInteger(maxBufferedBytes, 'options.maxBufferedBytes', 1, Number.MAX_SAFE_INTEGER),
     limits: {
-      maxPayloadBytes: integerOption('options.maxPayloadBytes', maxPayloadBytes, 0, MAX_PAYLOAD_BYTES),
-      maxFdsPerMessage: integerOption('options.maxFdsPerMessage', maxFdsPerMessage, 0, MAX_FDS_PER_FRAME),
+      maxPayloadBytes,
+      maxFdsPerMessage: validateInteger(maxFdsPerMessage, 'options.maxFdsPerMessage', 0, MAX_FDS_PER_FRAME),
+      frameTimeout: validateInteger(frameTimeout, 'options.frameTimeout', 0, 0x7fff_ffff),
     },
   };
 }
+
+// What a channel's fd must be: a connected Unix socket of a type fdpass knows. Checked
+// before the poll handle touches it, so the caller keeps a refused fd as it was.
+const facts = new Int32Array(4);
+
+function checkChannelSocket(fd: number): SocketType {
+  const err = binding.inspectSocket(fd, facts);
+  if (err === -os.errno.ENOTSOCK) throw invalidArgValue('fd', `is fd ${fd}, which is not a socket; a Channel needs a connected Unix socket`, fd);
+  if (err < 0) throw errnoException(err, 'getsockopt', `fd ${fd}`);
+  const [domain, typeNumber, listening, connected] = facts as unknown as [number, number, number, number];
+  const type = socketTypeName(typeNumber);
+  if (domain !== constants.AF_UNIX) {
+    throw invalidArgValue('fd', `is fd ${fd}, ${describeForeignSocket(domain, type)}, not a Unix socket; fds travel only over Unix sockets`, fd);
+  }
+  if (type === undefined) throw invalidArgValue('fd', `is fd ${fd}, a Unix socket of type ${typeNumber}; a Channel works on stream, seqpacket and dgram sockets`, fd);
+  if (listening) throw invalidArgValue('fd', `is fd ${fd}, a listening socket; make a Channel of each connection it accepts (see listen())`, fd);
+  if (!connected) throw invalidArgValue('fd', `is fd ${fd}, a Unix socket that is not connected; connect it first (see connect())`, fd);
+  return type;
+}
+
+function describeForeignSocket(domain: number, type: SocketType | undefined): string {
+  if (domain === 2 || domain === 10) return type === 'dgram' ? 'a UDP socket' : type === 'stream' ? 'a TCP socket' : 'an IP socket';
+  return `a socket of address family ${domain}`;
+}
+
+function openError(err: number, fd: number): Error {
+  if (err === constants.FD_OWNED_BY_CHANNEL) return errnoException(EEXIST, 'uv_poll_init', `fd ${fd} is already owned by another Channel`);
+  if (err === EEXIST) return errnoException(err, 'uv_poll_init', `fd ${fd} is already watched by this thread's event loop (a net.Socket or another handle reads it)`);
+  return errnoException(err, 'uv_poll_init', `fd ${fd}`);
+}
+

@@ -5,7 +5,7 @@ import { binding, constants } from './binding';
 import { Channel, channelOptions, type ChannelOptions } from './channel';
 import { abortError, errnoException, invalidArgType, invalidArgValue } from './errors';
 import { closeFds } from './fd';
-import { validateOptions } from './options';
+import { validateOptions } from './validators';
 import type { ServerSocketType } from './server';
 import { describeAddress, socketAddress } from './socket-address';
 

@@ -36,22 +36,25 @@ export type FdpassErrorCode =
   | 'ERR_FDPASS_BAD_MESSAGE'
   | 'ERR_FDPASS_MESSAGE_TOO_LARGE'
   | 'ERR_FDPASS_TOO_MANY_FDS'
-  | 'ERR_FDPASS_TRUNCATED';
+  | 'ERR_FDPASS_TRUNCATED'
+  | 'ERR_FDPASS_FRAME_TIMEOUT'
+  | 'ERR_FDPASS_FD_OWNED_BY_CHANNEL';
 
 export interface FdpassError extends Error {
   code: FdpassErrorCode;
 }
 
 /** An error of fdpass's own making (a protocol violation, a closed channel). */
-export function fdpassError(code: FdpassErrorCode, message: string): FdpassError {
-  const error = new Error(message) as FdpassError;
+export function fdpassError(code: FdpassErrorCode, message: string, cause?: unknown): FdpassError {
+  const error = (cause === undefined ? new Error(message) : new Error(message, { cause })) as FdpassError;
   error.code = code;
   Error.captureStackTrace(error, fdpassError);
   return error;
 }
 
-export function closedError(): FdpassError {
-  return fdpassError('ERR_FDPASS_CHANNEL_CLOSED', 'the channel is closed');
+/** A call on a closed channel; `cause`: the error that ended the channel, if one did. */
+export function closedError(cause?: Error): FdpassError {
+  return fdpassError('ERR_FDPASS_CHANNEL_CLOSED', cause === undefined ? 'the channel is closed' : `the channel is closed (${cause.message})`, cause);
 }
 
 /** Control data cut by the kernel: the receiver hit its fd limit, or a peer sent too many. */

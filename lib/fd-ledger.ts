@@ -1,39 +1,45 @@
-// The fds a channel's inbox holds for nobody, written where the addon can read them: if a
-// worker is terminated, no JS runs to close them, and the poll handle closes them instead.
-// JS writes plain memory on each message; the addon reads it only when the handle closes,
-// so buffering and taking a message cost no native call.
-import type { PollWrap } from './binding';
+// The fds a poll handle's owner holds for nobody, in the ledger the addon appends to and
+// closes at teardown (the contract is described in binding.ts). JS hands fds out by moving
+// the head, with no native call; fds it drops are closed and taken out by the addon in one step.
+import { constants, type PollWrap } from './binding';
 
-const HEAD = 0;
-const TAIL = 1;
-const FIRST = 2;
-const INITIAL_CAPACITY = 256;
+const { LEDGER_HEAD: HEAD, LEDGER_TAIL: TAIL, LEDGER_READ_CAP: READ_CAP, LEDGER_FIRST_FD: FIRST, MAX_FDS_PER_MESSAGE } = constants;
+const INITIAL_CAPACITY = 1024;
 
 export class FdLedger {
   readonly #poll: PollWrap;
-  /** [head, tail, fds...]: the fds at FIRST + head .. FIRST + tail, oldest first. */
-  #slots = new Int32Array(FIRST + INITIAL_CAPACITY);
+  #slots = newSlots(INITIAL_CAPACITY);
 
   constructor(poll: PollWrap) {
     this.#poll = poll;
     poll.setLedger(this.#slots);
   }
 
-  /** How many fds the inbox holds. */
+  /** The shared memory, for PollWrap.open(fd, fromLedger). */
+  get slots(): Int32Array {
+    return this.#slots;
+  }
+
+  /** How many fds are held. */
   get size(): number {
     return this.#slots[TAIL]! - this.#slots[HEAD]!;
   }
 
-  /** The inbox took a message: its fds, appended in order. */
-  add(fds: readonly number[]): void {
-    let tail = this.#slots[TAIL]!;
-    if (FIRST + tail + fds.length > this.#slots.length) tail = this.#makeRoom(fds.length);
-    for (let i = 0; i < fds.length; i++) this.#slots[FIRST + tail + i] = fds[i]!;
-    this.#slots[TAIL] = tail + fds.length;
+  /** The fd `index` places from the oldest. */
+  fdAt(index: number): number {
+    return this.#slots[FIRST + this.#slots[HEAD]! + index]!;
   }
 
-  /** The inbox handed out its oldest message, of count fds: they are the taker's now. */
-  take(count: number): void {
+  /** A copy of `count` fds from `offset` places after the oldest. */
+  fds(offset: number, count: number): number[] {
+    const start = FIRST + this.#slots[HEAD]! + offset;
+    const copy = new Array<number>(count);
+    for (let i = 0; i < count; i++) copy[i] = this.#slots[start + i]!;
+    return copy;
+  }
+
+  /** The oldest `count` fds were handed out: they are their taker's now. */
+  release(count: number): void {
     const head = this.#slots[HEAD]! + count;
     if (head >= this.#slots[TAIL]!) {
       this.#slots[HEAD] = 0;
@@ -43,21 +49,33 @@ export class FdLedger {
     }
   }
 
-  /** Moves what is held to the front, growing (and telling the addon) if it still does not fit. */
-  #makeRoom(more: number): number {
-    const head = this.#slots[HEAD]!;
-    const held = this.#slots[TAIL]! - head;
-    const needed = FIRST + held + more;
-    if (needed <= this.#slots.length) {
-      this.#slots.copyWithin(FIRST, FIRST + head, FIRST + head + held);
-    } else {
-      const grown = new Int32Array(Math.max(needed, 2 * this.#slots.length));
-      grown.set(this.#slots.subarray(FIRST + head, FIRST + head + held), FIRST);
-      this.#slots = grown;
-      this.#poll.setLedger(grown);
-    }
-    this.#slots[HEAD] = 0;
-    this.#slots[TAIL] = held;
-    return held;
+  /** Closes `count` fds from `offset` places after the oldest, and forgets them. */
+  close(offset: number, count: number): void {
+    if (count > 0 && this.#poll.closeLedgerFds(offset, count) < 0) throw new RangeError(`fdpass: ledger close(${offset}, ${count}) out of range`);
   }
+
+  /** Bytes the addon may still read on a stream while the budget is full (see binding.ts). */
+  set readCap(bytes: number) {
+    this.#slots[READ_CAP] = Math.min(bytes, 0x7fff_ffff);
+  }
+
+  /** Grows the ledger, if need be, so that the addon always has room for a whole message more. */
+  ensureRoom(): void {
+    const capacity = this.#slots.length - FIRST;
+    if (capacity - this.size >= 2 * MAX_FDS_PER_MESSAGE) return;
+    const grown = newSlots(2 * capacity);
+    const head = this.#slots[HEAD]!;
+    const size = this.size;
+    grown.set(this.#slots.subarray(FIRST + head, FIRST + head + size), FIRST);
+    grown[TAIL] = size;
+    grown[READ_CAP] = this.#slots[READ_CAP]!;
+    // The old ledger stays the addon's until this call: the fds are recorded in one or the other.
+    this.#poll.setLedger(grown);
+    this.#slots = grown;
+  }
+}
+
+// Off the V8 heap (an ArrayBuffer of its own): the addon keeps a pointer to this memory.
+function newSlots(capacity: number): Int32Array {
+  return new Int32Array(new ArrayBuffer(4 * (FIRST + capacity)));
 }

@@ -1,28 +1,20 @@
-// What counts as an fd in fdpass's API, and how fdpass closes fds it owns.
+// What counts as an fd in fdpass's API, and how fdpass closes fds.
 import { closeSync } from 'node:fs';
 import { Server, Socket } from 'node:net';
-import { binding } from './binding';
-import { invalidArgType, outOfRange } from './errors';
+import { binding, constants } from './binding';
+import { errnoException, fdpassError, invalidArgType } from './errors';
+import { validateFd } from './validators';
 
 /** Anything that has an fd: a number, a FileHandle, or a net.Socket / net.Server with an open handle. */
 export type FdLike = number | { readonly fd: number } | Socket | Server;
-
-const MAX_FD = 0x7fffffff;
-
-export function validateFd(value: unknown, name: string): number {
-  if (typeof value !== 'number') throw invalidArgType(name, 'of type number', value);
-  if (!Number.isInteger(value) || value < 0 || value > MAX_FD) {
-    throw outOfRange(name, `an integer >= 0 and <= ${MAX_FD}`, value);
-  }
-  return value;
-}
 
 /** The fd behind an FdLike, validated. */
 export function toFd(value: unknown, name: string): number {
   if (typeof value === 'number') return validateFd(value, name);
   if (typeof value === 'object' && value !== null) {
     if ('fd' in value && typeof value.fd === 'number') return validateFd(value.fd, `${name}.fd`);
-    // net.Socket and net.Server keep their fd on the libuv handle wrap.
+    // net.Socket and net.Server keep their fd on the libuv handle wrap (Node has no public
+    // accessor; test/misuse.test.ts tells when that changes).
     const handle = (value as { _handle?: { fd?: unknown } | null })._handle;
     if (handle && typeof handle.fd === 'number' && handle.fd >= 0) return validateFd(handle.fd, `${name}._handle.fd`);
   }
@@ -30,15 +22,12 @@ export function toFd(value: unknown, name: string): number {
 }
 
 // Where fds held in a plain array are copied for a native call that takes an Int32Array.
-const scratch = new Int32Array(binding.constants.MAX_FDS_PER_MESSAGE);
+const scratch = new Int32Array(constants.MAX_FDS_PER_MESSAGE);
 
-/** fds[start..start + count) copied into a shared Int32Array, valid until the next call. */
-function asInt32Array(fds: ArrayLike<number>, start = 0, count = fds.length - start): Int32Array {
-  for (let i = 0; i < count; i++) scratch[i] = fds[start + i]!;
-  return scratch;
-}
-
-/** Closes fds fdpass owns (or the caller asked it to close): one native call per message. */
+/**
+ * Closes fds fdpass was given (received, or handed over with `close: true`): one native call
+ * per message. An fd a Channel owns is left to its channel.
+ */
 export function closeFds(fds: ArrayLike<number>, count = fds.length): void {
   if (count === 1) {
     binding.close(fds[0]!);
@@ -47,9 +36,25 @@ export function closeFds(fds: ArrayLike<number>, count = fds.length): void {
   } else {
     for (let start = 0; start < count; start += scratch.length) {
       const chunk = Math.min(scratch.length, count - start);
-      binding.closeMany(asInt32Array(fds, start, chunk), chunk);
+      for (let i = 0; i < chunk; i++) scratch[i] = fds[start + i]!;
+      binding.closeMany(scratch, chunk);
     }
   }
+}
+
+/**
+ * Closes an fd that recv() (or a received message) gave you. Unlike fs.closeSync, it does
+ * not warn in a worker thread, where Node warns about closing fds that fs did not open.
+ * Throws a system error (code 'EBADF'...) if the fd is not open, and
+ * 'ERR_FDPASS_FD_OWNED_BY_CHANNEL' for a Channel's own socket: close the channel instead.
+ */
+export function closeFd(fd: number): void {
+  validateFd(fd, 'fd');
+  const err = binding.close(fd);
+  if (err === constants.FD_OWNED_BY_CHANNEL) {
+    throw fdpassError('ERR_FDPASS_FD_OWNED_BY_CHANNEL', `fd ${fd} is a Channel's socket: close the channel (channel.close()) instead`);
+  }
+  if (err < 0) throw errnoException(err, 'close');
 }
 
 /**

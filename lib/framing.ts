@@ -1,7 +1,10 @@
 // fdpass's message wire format (docs/wire-format.md): a bare fd (one 0x00 byte carrying one
-// fd, as IO::FDPass sends) or a frame (an 8-byte header, then the payload). Pure: no I/O,
-// no native calls; fds are plain numbers, closed through the callback the caller gives.
-import { fdpassError, invalidArgType, outOfRange, type FdpassError } from './errors';
+// fd, as IO::FDPass sends) or a frame (an 8-byte header, then the payload). Pure: no I/O, no
+// native calls, and no fds either: the decoder counts them, and tells its caller how many to
+// take (for a message) or close (for an error) from the front of the fds it was given, so
+// that fds stay wherever the caller keeps them.
+import { fdpassError, type FdpassError } from './errors';
+import { validateInteger, validateOptions } from './validators';
 
 export const MESSAGE_HEADER_BYTES = 8;
 export const TAG_BARE_FD = 0;
@@ -18,16 +21,21 @@ export interface FramingLimits {
   readonly maxFdsPerMessage: number;
 }
 
-/** One received message. Its fds are the caller's to close from here on. */
-export interface DecodedMessage {
-  data: Buffer;
-  fds: number[];
+/**
+ * Where a decoder's results go. fds are never passed: "the front" is the oldest of the fds
+ * the caller has given the decoder (with push) that no earlier result took or closed.
+ */
+export interface DecodeSink {
+  /** A whole message: its payload, and how many fds it takes from the front. */
+  message(data: Buffer, nfds: number): void;
+  /**
+   * An error in place of a message: close `discardFds` fds at the front. `fatal`: the stream
+   * cannot be read further, and discardFds covers every fd the decoder holds.
+   */
+  error(error: FdpassError, discardFds: number, fatal: boolean): void;
+  /** Read at each message boundary: true stops decoding there, to go on with the rest later. */
+  readonly paused: boolean;
 }
-
-/** A message, or an error in its place (whose fds the decoder already closed). */
-export type DecodeOutcome = DecodedMessage | FdpassError;
-
-export type CloseFds = (fds: number[]) => void;
 
 // Shared by every message without data: a zero-length Buffer cannot be written to.
 const noData = Buffer.alloc(0);
@@ -37,23 +45,19 @@ export function isBareFd(dataLength: number, nfds: number): boolean {
   return dataLength === 0 && nfds === 1;
 }
 
-export function isDecodeError(outcome: DecodeOutcome): outcome is FdpassError {
-  return outcome instanceof Error;
-}
-
 /** Checks limits (e.g. once, from a Channel's options) and returns a frozen copy. */
 export function validateFramingLimits(limits: FramingLimits): FramingLimits {
-  if (typeof limits !== 'object' || limits === null) throw invalidArgType('limits', 'of type object', limits);
-  const { maxPayloadBytes, maxFdsPerMessage } = limits;
-  validateInteger(maxPayloadBytes, 'limits.maxPayloadBytes', MAX_PAYLOAD_BYTES);
-  validateInteger(maxFdsPerMessage, 'limits.maxFdsPerMessage', MAX_FDS_PER_FRAME);
-  return Object.freeze({ maxPayloadBytes, maxFdsPerMessage });
+  const { maxPayloadBytes, maxFdsPerMessage } = validateOptions(limits, 'limits');
+  return Object.freeze({
+    maxPayloadBytes: validateInteger(maxPayloadBytes, 'limits.maxPayloadBytes', 0, MAX_PAYLOAD_BYTES),
+    maxFdsPerMessage: validateInteger(maxFdsPerMessage, 'limits.maxFdsPerMessage', 0, MAX_FDS_PER_FRAME),
+  });
 }
 
 /** Writes a frame header at target[offset..offset + 8), for a send that builds its own buffer. */
 export function writeHeader(target: Uint8Array, offset: number, length: number, nfds: number): void {
-  validateInteger(length, 'length', MAX_PAYLOAD_BYTES);
-  validateInteger(nfds, 'nfds', MAX_FDS_PER_FRAME);
+  validateInteger(length, 'length', 0, MAX_PAYLOAD_BYTES);
+  validateInteger(nfds, 'nfds', 0, MAX_FDS_PER_FRAME);
   target[offset] = TAG_FRAME;
   target[offset + 1] = 0;
   target[offset + 2] = nfds & 0xff;
@@ -72,53 +76,30 @@ export function encodeHeader(length: number, nfds: number): Buffer {
 }
 
 /**
- * Decodes one packet of a seqpacket or dgram socket, which is exactly one message. On an
- * error the packet's fds are closed through closeFds. The caller handles EOF (a zero-byte
- * read on seqpacket) and MSG_CTRUNC/MSG_TRUNC before this; limits must be valid
- * (validateFramingLimits). What is returned is copied out of bytes and fds.
+ * Decodes one packet of a seqpacket or dgram socket, which is exactly one message carrying
+ * `nfds` fds: its payload (copied out of bytes), or the error to report in its place, in which
+ * case the caller closes the packet's fds. The caller handles EOF (a zero-byte read on
+ * seqpacket) and MSG_CTRUNC/MSG_TRUNC first; limits must be valid (validateFramingLimits).
  */
-export function decodePacket(
-  bytes: Uint8Array,
-  offset: number,
-  length: number,
-  fds: ArrayLike<number>,
-  fdsOffset: number,
-  nfds: number,
-  limits: FramingLimits,
-  closeFds: CloseFds,
-): DecodeOutcome {
+export function decodePacket(bytes: Uint8Array, offset: number, length: number, nfds: number, limits: FramingLimits): Buffer | FdpassError {
   const tag = length > 0 ? bytes[offset]! : -1;
-  let error: FdpassError | null;
-  if (tag === TAG_BARE_FD && length === 1 && nfds === 1) {
-    error = limitError(0, 1, limits);
-    if (error === null) return { data: noData, fds: [fds[fdsOffset]!] };
-  } else if (length === 0) {
-    error = badMessage(`an empty packet${withClosedFds(nfds)}`);
-  } else if (tag === TAG_BARE_FD) {
-    error = badMessage(`a bare-fd packet must be one zero byte with one fd, not ${length} byte(s) with ${nfds} fd(s)${withClosedFds(nfds)}`);
-  } else if (tag !== TAG_FRAME) {
-    error = badMessage(`${unknownTag(tag)}${withClosedFds(nfds)}`);
-  } else if (length < MESSAGE_HEADER_BYTES) {
-    error = badMessage(`a ${length}-byte packet is shorter than a frame header (8 bytes)${withClosedFds(nfds)}`);
-  } else if (bytes[offset + 1] !== 0) {
-    error = badMessage(`${badReserved(bytes[offset + 1]!)}${withClosedFds(nfds)}`);
-  } else {
-    const headerNfds = readNfds(bytes, offset);
-    const payloadLength = readLength(bytes, offset);
-    if (payloadLength !== length - MESSAGE_HEADER_BYTES) {
-      error = badMessage(`a frame packet's header says ${payloadLength} payload bytes, but ${length - MESSAGE_HEADER_BYTES} followed it${withClosedFds(nfds)}`);
-    } else if (headerNfds !== nfds) {
-      error = badMessage(`a frame packet's header says ${headerNfds} fd(s), but ${nfds} came with it${withClosedFds(nfds)}`);
-    } else {
-      error = limitError(payloadLength, nfds, limits);
-      if (error === null) {
-        const data = payloadLength === 0 ? noData : Buffer.from(bytes.subarray(offset + MESSAGE_HEADER_BYTES, offset + length));
-        return { data, fds: copyFds(fds, fdsOffset, nfds) };
-      }
-    }
+  if (tag === TAG_BARE_FD && length === 1 && nfds === 1) return limitError(0, 1, limits) ?? noData;
+  if (length === 0) return badMessage(`an empty packet${withClosedFds(nfds)}`);
+  if (tag === TAG_BARE_FD) {
+    return badMessage(`a bare-fd packet must be one zero byte with one fd, not ${length} byte(s) with ${nfds} fd(s)${withClosedFds(nfds)}`);
   }
-  if (nfds > 0) closeFds(copyFds(fds, fdsOffset, nfds));
-  return error;
+  if (tag !== TAG_FRAME) return badMessage(`${unknownTag(tag)}${withClosedFds(nfds)}`);
+  if (length < MESSAGE_HEADER_BYTES) return badMessage(`a ${length}-byte packet is shorter than a frame header (8 bytes)${withClosedFds(nfds)}`);
+  if (bytes[offset + 1] !== 0) return badMessage(`${badReserved(bytes[offset + 1]!)}${withClosedFds(nfds)}`);
+  const headerNfds = readNfds(bytes, offset);
+  const payloadLength = readLength(bytes, offset);
+  if (payloadLength !== length - MESSAGE_HEADER_BYTES) {
+    return badMessage(`a frame packet's header says ${payloadLength} payload bytes, but ${length - MESSAGE_HEADER_BYTES} followed it${withClosedFds(nfds)}`);
+  }
+  if (headerNfds !== nfds) return badMessage(`a frame packet's header says ${headerNfds} fd(s), but ${nfds} came with it${withClosedFds(nfds)}`);
+  const error = limitError(payloadLength, nfds, limits);
+  if (error !== null) return error;
+  return payloadLength === 0 ? noData : Buffer.from(bytes.subarray(offset + MESSAGE_HEADER_BYTES, offset + length));
 }
 
 // Where a StreamDecoder is within the byte stream.
@@ -132,34 +113,38 @@ const SKIPPING = 3; // an over-limit frame's payload is being read past
 const INITIAL_PAYLOAD_BYTES = 64 * 1024;
 
 /**
- * Reassembles messages from a stream socket's reads. Each read's fds join a FIFO queue; a
- * message takes its fds from the head of that queue once its header is complete (the
- * kernel delivers a frame's fds no later than the read that returns its first byte).
- * A protocol error (unknown tag, reserved byte, too few fds) leaves the stream
- * unreadable: the decoder reports it once, closes every fd it holds, and fails for good.
+ * Reassembles messages from a stream socket's reads. Each read's fds join a queue; a message
+ * takes its fds from the front of the queue once its header is complete. The kernel delivers
+ * fds with the read that returns the first byte of the sendmsg that carried them, and a
+ * sender attaches a message's fds to the sendmsg that begins with its tag: so fds that no
+ * message starting in their read claims belong to no message at all. They end the stream, as
+ * does any other protocol error (unknown tag, reserved byte, too few fds): the decoder reports
+ * it once, as fatal, and takes no more input.
  */
 export class StreamDecoder {
   readonly #limits: FramingLimits;
-  readonly #closeFds: CloseFds;
-  readonly #queue = new FdQueue();
-  #state: 'open' | 'failed' | 'closed' = 'open';
+  #state: 'open' | 'failed' | 'ended' = 'open';
 
   #phase = AT_BOUNDARY;
   readonly #header = new Uint8Array(MESSAGE_HEADER_BYTES);
   #headerBytes = 0;
-  #frameFds: number[] = [];
+  /** Whether the partial header began in the read being decoded (its fds may be in that read). */
+  #headerBeganThisRead = false;
+  /** fds given to the decoder that no message has claimed yet. */
+  #queuedFds = 0;
+  /** The fds the frame in IN_PAYLOAD claimed, at the front, until the frame completes. */
+  #frameFds = 0;
   #payload: Buffer = noData;
   #payloadLength = 0;
   /** Payload bytes received (IN_PAYLOAD) or still to skip (SKIPPING). */
   #payloadBytes = 0;
+  #framesBegun = 0;
 
-  constructor(limits: FramingLimits, closeFds: CloseFds) {
+  constructor(limits: FramingLimits) {
     this.#limits = validateFramingLimits(limits);
-    if (typeof closeFds !== 'function') throw invalidArgType('closeFds', 'of type function', closeFds);
-    this.#closeFds = closeFds;
   }
 
-  /** True after a protocol error: the stream cannot be resynchronised. */
+  /** True after a fatal error: the stream cannot be resynchronised. */
   get failed(): boolean {
     return this.#state === 'failed';
   }
@@ -169,9 +154,28 @@ export class StreamDecoder {
     return this.#phase !== AT_BOUNDARY;
   }
 
-  /** Fds received and not yet handed out in a message: queued, or held by a partial frame. */
+  /** How many frames have begun: tells one partial frame from the next. */
+  get framesBegun(): number {
+    return this.#framesBegun;
+  }
+
+  /** Bytes still to come before the message under way is complete (0 at a boundary). */
+  get bytesToBoundary(): number {
+    switch (this.#phase) {
+      case IN_HEADER:
+        return MESSAGE_HEADER_BYTES - this.#headerBytes;
+      case IN_PAYLOAD:
+        return this.#payloadLength - this.#payloadBytes;
+      case SKIPPING:
+        return this.#payloadBytes;
+      default:
+        return 0;
+    }
+  }
+
+  /** fds given to the decoder and not yet taken or closed: queued, or claimed by a partial frame. */
   get heldFds(): number {
-    return this.#queue.size + (this.#phase === IN_PAYLOAD ? this.#frameFds.length : 0);
+    return this.#queuedFds + this.#frameFds;
   }
 
   /** Payload bytes of the partial frame held in memory. */
@@ -180,56 +184,54 @@ export class StreamDecoder {
   }
 
   /**
-   * Decodes one read: `length` bytes at bytes[offset] and `nfds` fds at fds[fdsOffset].
-   * Copies what it keeps, so the caller may reuse both buffers right after. Appends the
-   * messages and errors completed by this read to `out`, in stream order, and returns it.
+   * Decodes one read: `length` bytes at bytes[offset], which came with `nfds` fds (the caller
+   * appends them to the fds it keeps for the decoder). Copies what it keeps. Reports results
+   * to the sink in stream order, and returns how many bytes it consumed: fewer than `length`
+   * when the sink paused it at a message boundary (push the rest, with nfds 0, to go on).
+   * Consumes nothing once the stream has failed or ended.
    */
-  push(
-    bytes: Uint8Array,
-    offset: number,
-    length: number,
-    fds: ArrayLike<number>,
-    fdsOffset: number,
-    nfds: number,
-    out: DecodeOutcome[] = [],
-  ): DecodeOutcome[] {
-    if (this.#state !== 'open') {
-      if (nfds > 0) this.#closeFds(copyFds(fds, fdsOffset, nfds));
-      return out;
+  push(bytes: Uint8Array, offset: number, length: number, nfds: number, sink: DecodeSink): number {
+    if (this.#state !== 'open') return 0;
+    this.#queuedFds += nfds;
+    if (length === 1 && nfds === 1 && this.#queuedFds === 1 && this.#phase === AT_BOUNDARY && bytes[offset] === TAG_BARE_FD && this.#limits.maxFdsPerMessage > 0) {
+      // The common case, one bare fd per read.
+      if (sink.paused) return 0;
+      this.#queuedFds = 0;
+      sink.message(noData, 1);
+      return 1;
     }
-    if (length === 1 && nfds === 1 && bytes[offset] === TAG_BARE_FD && this.#phase === AT_BOUNDARY && this.#queue.size === 0 && this.#limits.maxFdsPerMessage > 0) {
-      // The common case, one bare fd per read, without touching the queue.
-      out.push({ data: noData, fds: [fds[fdsOffset]!] });
-      return out;
-    }
-    this.#queue.append(fds, fdsOffset, nfds);
+    this.#headerBeganThisRead = false;
     const end = offset + length;
     let at = offset;
-    while (at < end) {
+    while (at < end && this.#state === 'open') {
       switch (this.#phase) {
         case AT_BOUNDARY: {
+          if (sink.paused) return at - offset;
           const tag = bytes[at]!;
           if (tag === TAG_BARE_FD) {
             at++;
-            this.#bareFd(out);
+            this.#bareFd(sink);
           } else if (tag !== TAG_FRAME) {
-            this.#fail(out, unknownTag(tag));
+            this.#fail(sink, unknownTag(tag));
           } else if (end - at >= MESSAGE_HEADER_BYTES) {
             // The whole header is in this read: parse it in place.
+            this.#framesBegun++;
             if (bytes[at + 1] !== 0) {
-              this.#fail(out, badReserved(bytes[at + 1]!));
+              this.#fail(sink, badReserved(bytes[at + 1]!));
             } else {
               const frameNfds = readNfds(bytes, at);
               const payloadLength = readLength(bytes, at);
               at += MESSAGE_HEADER_BYTES;
-              this.#startFrame(payloadLength, frameNfds, end - at, out);
+              this.#startFrame(payloadLength, frameNfds, end - at, sink);
             }
           } else {
+            this.#framesBegun++;
             this.#header.set(bytes.subarray(at, end));
             this.#headerBytes = end - at;
+            this.#headerBeganThisRead = true;
             this.#phase = IN_HEADER;
             at = end;
-            this.#checkReserved(out);
+            this.#checkReserved(sink);
           }
           break;
         }
@@ -238,8 +240,8 @@ export class StreamDecoder {
           this.#header.set(bytes.subarray(at, at + count), this.#headerBytes);
           this.#headerBytes += count;
           at += count;
-          if (this.#checkReserved(out) && this.#headerBytes === MESSAGE_HEADER_BYTES) {
-            this.#startFrame(readLength(this.#header, 0), readNfds(this.#header, 0), end - at, out);
+          if (this.#checkReserved(sink) && this.#headerBytes === MESSAGE_HEADER_BYTES) {
+            this.#startFrame(readLength(this.#header, 0), readNfds(this.#header, 0), end - at, sink);
           }
           break;
         }
@@ -250,8 +252,10 @@ export class StreamDecoder {
           this.#payloadBytes += count;
           at += count;
           if (this.#payloadBytes === this.#payloadLength) {
-            out.push({ data: this.#payload, fds: this.#frameFds });
+            const data = this.#payload;
+            const fds = this.#frameFds;
             this.#endFrame();
+            sink.message(data, fds);
           }
           break;
         }
@@ -263,79 +267,79 @@ export class StreamDecoder {
           break;
         }
       }
-      if (this.#state !== 'open') break;
     }
-    return out;
+    if (this.#state === 'open') this.#checkUnclaimed(nfds, sink);
+    return at - offset;
   }
 
-  /**
-   * The stream ended (EOF): closes every fd the decoder holds and returns the error to
-   * report, if any — a frame cut short, or fds that no message claimed.
-   */
-  end(): FdpassError | null {
-    if (this.#state !== 'open') return null;
-    let error: FdpassError | null = null;
+  /** The stream ended (EOF): a frame cut short, or fds no message claimed, is a fatal error. */
+  end(sink: DecodeSink): void {
+    if (this.#state !== 'open') return;
     if (this.#phase === IN_HEADER) {
-      error = badMessage(`the stream ended within a frame header (${this.#headerBytes} of 8 bytes)${withClosedFds(this.heldFds)}`);
+      this.#end(sink, badMessage(`the stream ended within a frame header (${this.#headerBytes} of 8 bytes)${withClosedFds(this.heldFds)}`));
     } else if (this.#phase === IN_PAYLOAD || this.#phase === SKIPPING) {
       const received = this.#phase === IN_PAYLOAD ? this.#payloadBytes : this.#payloadLength - this.#payloadBytes;
-      error = badMessage(`the stream ended within a frame (${received} of ${this.#payloadLength} payload bytes)${withClosedFds(this.heldFds)}`);
-    } else if (this.#queue.size > 0) {
-      error = badMessage(`the stream ended with ${this.#queue.size} fd(s) that no message claimed; they were closed`);
+      this.#end(sink, badMessage(`the stream ended within a frame (${received} of ${this.#payloadLength} payload bytes)${withClosedFds(this.heldFds)}`));
+    } else if (this.#queuedFds > 0) {
+      this.#end(sink, badMessage(`the stream ended with ${this.#queuedFds} fd(s) that no message claimed; they were closed`));
     }
-    this.close();
-    return error;
+    this.#state = 'ended';
   }
 
-  /** Closes every fd the decoder holds and drops any partial frame; later reads' fds are closed. Idempotent. */
-  close(): void {
-    this.#closeHeld();
-    this.#state = 'closed';
+  /** Ends the stream with `error` (fatal), e.g. a frame that stayed incomplete too long. */
+  abort(error: FdpassError, sink: DecodeSink): void {
+    if (this.#state === 'open') this.#end(sink, error);
   }
 
-  #bareFd(out: DecodeOutcome[]): void {
-    if (this.#queue.size === 0) {
-      this.#fail(out, 'a bare-fd byte (0x00) arrived without an fd');
+  #bareFd(sink: DecodeSink): void {
+    if (this.#queuedFds === 0) {
+      this.#fail(sink, 'a bare-fd byte (0x00) arrived without an fd');
       return;
     }
-    const fd = this.#queue.takeOne();
+    this.#queuedFds--;
     const error = limitError(0, 1, this.#limits);
-    if (error === null) {
-      out.push({ data: noData, fds: [fd] });
-    } else {
-      this.#closeFds([fd]);
-      out.push(error);
-    }
+    if (error === null) sink.message(noData, 1);
+    else sink.error(error, 1, false);
   }
 
   /** The header is complete; `available` payload bytes remain in the current read. */
-  #startFrame(payloadLength: number, nfds: number, available: number, out: DecodeOutcome[]): void {
-    if (this.#queue.size < nfds) {
-      this.#fail(out, `a frame header announces ${nfds} fd(s), but only ${this.#queue.size} arrived with it`);
+  #startFrame(payloadLength: number, nfds: number, available: number, sink: DecodeSink): void {
+    if (this.#queuedFds < nfds) {
+      this.#fail(sink, `a frame header announces ${nfds} fd(s), but only ${this.#queuedFds} arrived with it`);
       return;
     }
-    const fds = this.#queue.take(nfds);
+    this.#queuedFds -= nfds;
     const error = limitError(payloadLength, nfds, this.#limits);
     if (error !== null) {
-      if (nfds > 0) this.#closeFds(fds);
-      out.push(error);
-      // Read past the payload without keeping it; the next frame follows it.
+      // Read past the payload without keeping it; the next message follows it.
       this.#phase = payloadLength > 0 ? SKIPPING : AT_BOUNDARY;
       this.#payloadLength = payloadLength;
       this.#payloadBytes = payloadLength;
       this.#headerBytes = 0;
+      sink.error(error, nfds, false);
       return;
     }
     if (payloadLength === 0) {
-      out.push({ data: noData, fds });
       this.#endFrame();
+      sink.message(noData, nfds);
       return;
     }
     this.#phase = IN_PAYLOAD;
-    this.#frameFds = fds;
+    this.#frameFds = nfds;
     this.#payloadLength = payloadLength;
     this.#payloadBytes = 0;
     this.#payload = Buffer.allocUnsafe(Math.min(payloadLength, Math.max(available, INITIAL_PAYLOAD_BYTES)));
+  }
+
+  /**
+   * After a read: fds still queued that no message starting in this read can claim belong
+   * to no message. Only a frame header that began in this read may still claim them, or one
+   * that began earlier if this read brought no fds.
+   */
+  #checkUnclaimed(nfdsThisRead: number, sink: DecodeSink): void {
+    if (this.#queuedFds === 0) return;
+    if (this.#phase === IN_HEADER && (this.#headerBeganThisRead || nfdsThisRead === 0)) return;
+    this.#fail(sink, `${this.#queuedFds} fd(s) arrived that no message declared`);
   }
 
   /** Grows the payload buffer (doubling, capped at the payload's length) to hold `needed` bytes. */
@@ -347,77 +351,34 @@ export class StreamDecoder {
   }
 
   /** False (and failed) if the header's reserved byte has arrived and is not zero. */
-  #checkReserved(out: DecodeOutcome[]): boolean {
+  #checkReserved(sink: DecodeSink): boolean {
     if (this.#headerBytes < 2 || this.#header[1] === 0) return true;
-    this.#fail(out, badReserved(this.#header[1]!));
+    this.#fail(sink, badReserved(this.#header[1]!));
     return false;
   }
 
   #endFrame(): void {
     this.#phase = AT_BOUNDARY;
     this.#headerBytes = 0;
-    this.#frameFds = [];
+    this.#frameFds = 0;
     this.#payload = noData;
     this.#payloadLength = 0;
     this.#payloadBytes = 0;
   }
 
-  #fail(out: DecodeOutcome[], reason: string): void {
+  /** A protocol error: the stream cannot be resynchronised. */
+  #fail(sink: DecodeSink, reason: string): void {
     const held = this.heldFds;
-    this.#closeHeld();
-    this.#state = 'failed';
-    out.push(badMessage(`${reason}; the stream cannot be read further${held > 0 ? ` and its ${held} received fd(s) were closed` : ''}`));
+    this.#end(sink, badMessage(`${reason}; the stream cannot be read further${held > 0 ? ` and its ${held} received fd(s) were closed` : ''}`));
   }
 
-  #closeHeld(): void {
-    const fds = this.#phase === IN_PAYLOAD ? this.#frameFds.concat(this.#queue.takeAll()) : this.#queue.takeAll();
+  /** Reports a fatal error: every fd held goes with it, and no more input is taken. */
+  #end(sink: DecodeSink, error: FdpassError): void {
+    const held = this.heldFds;
+    this.#queuedFds = 0;
     this.#endFrame();
-    if (fds.length > 0) this.#closeFds(fds);
-  }
-}
-
-/** A FIFO of fds in one growable Int32Array: no allocation per fd once warm. */
-class FdQueue {
-  #fds = new Int32Array(MAX_FDS_PER_FRAME);
-  #head = 0;
-  #tail = 0;
-
-  get size(): number {
-    return this.#tail - this.#head;
-  }
-
-  append(fds: ArrayLike<number>, offset: number, count: number): void {
-    if (count === 0) return;
-    if (this.#head === this.#tail) this.#head = this.#tail = 0;
-    if (this.#tail + count > this.#fds.length) this.#makeRoom(count);
-    for (let i = 0; i < count; i++) this.#fds[this.#tail++] = fds[offset + i]!;
-  }
-
-  takeOne(): number {
-    return this.#fds[this.#head++]!;
-  }
-
-  take(count: number): number[] {
-    const taken: number[] = [];
-    for (let i = 0; i < count; i++) taken.push(this.#fds[this.#head++]!);
-    return taken;
-  }
-
-  takeAll(): number[] {
-    return this.take(this.size);
-  }
-
-  #makeRoom(count: number): void {
-    const size = this.size;
-    if (size + count <= this.#fds.length / 2) {
-      this.#fds.copyWithin(0, this.#head, this.#tail);
-    } else {
-      const grown = new Int32Array(2 * (size + count));
-      grown.set(this.#fds.subarray(this.#head, this.#tail));
-      this.#fds = grown;
-    }
-    this.#head = 0;
-    this.#tail = size;
+    this.#state = 'failed';
+    sink.error(error, held, true);
   }
 }
 
@@ -428,12 +389,6 @@ function readNfds(bytes: Uint8Array, offset: number): number {
 function readLength(bytes: Uint8Array, offset: number): number {
   // The top byte multiplied, not shifted: a shift would make lengths >= 2 GiB negative.
   return (bytes[offset + 4]! | (bytes[offset + 5]! << 8) | (bytes[offset + 6]! << 16)) + bytes[offset + 7]! * 0x100_0000;
-}
-
-function copyFds(fds: ArrayLike<number>, offset: number, count: number): number[] {
-  const copy: number[] = [];
-  for (let i = 0; i < count; i++) copy.push(fds[offset + i]!);
-  return copy;
 }
 
 /** The error for a well-formed message over the receiver's limits, or null. Payload first. */
@@ -471,9 +426,4 @@ function withClosedFds(nfds: number): string {
 
 function hex(byte: number): string {
   return byte.toString(16).padStart(2, '0');
-}
-
-function validateInteger(value: unknown, name: string, max: number): void {
-  if (typeof value !== 'number') throw invalidArgType(name, 'of type number', value);
-  if (!Number.isInteger(value) || value < 0 || value > max) throw outOfRange(name, `an integer >= 0 and <= ${max}`, value);
 }

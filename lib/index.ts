@@ -1,5 +1,8 @@
 // fdpass: pass open file descriptors between processes over Unix domain sockets.
-export { send, recv, closeFd, lastError, socketpair, setBlocking, type SocketType } from './seed';
+export { send, recv, lastError } from './send-recv-fd';
+export { socketpair, setBlocking } from './socketpair';
+export { closeFd } from './fd';
+export type { SocketType } from './socket-type';
 export { Channel, type ChannelOptions, type ChannelEvents, type SendOptions, type RecvOptions } from './channel';
 export { ReceivedMessage } from './message';
 export { listen, Server, type ListenOptions, type ServerCloseOptions, type ServerEvents, type ServerSocketType } from './server';

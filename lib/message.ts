@@ -2,25 +2,39 @@
 import { closeFds } from './fd';
 
 const noData = Buffer.alloc(0);
+const noFds: readonly number[] = Object.freeze([]);
 
 export class ReceivedMessage {
   /** The bytes sent with the fds (empty for a bare fd, as IO::FDPass sends). */
   readonly data: Buffer;
-  /** The received fds, in the order sent. The receiver owns them: close each when done. */
-  readonly fds: readonly number[];
+  #fds: readonly number[];
 
   constructor(fds: readonly number[], data: Buffer = noData) {
-    this.fds = fds;
+    this.#fds = fds;
     this.data = data;
   }
 
-  /** The message's first fd (a bare-fd message has exactly one), or -1 if it carried none. */
-  get fd(): number {
-    return this.fds[0] ?? -1;
+  /**
+   * The received fds, in the order sent. The receiver owns them: close each when done (or
+   * call close()). Empty once close() has run.
+   */
+  get fds(): readonly number[] {
+    return this.#fds;
   }
 
-  /** Closes every fd of the message. */
+  /** The message's first fd (a bare-fd message has exactly one), or -1 if it has none (or is closed). */
+  get fd(): number {
+    return this.#fds[0] ?? -1;
+  }
+
+  /**
+   * Closes every fd of the message, once: a second call closes nothing, so it can never close
+   * a file that has reused one of the numbers since. An fd you made a Channel of belongs to
+   * that channel now, and is left open.
+   */
   close(): void {
-    closeFds(this.fds);
+    const fds = this.#fds;
+    this.#fds = noFds;
+    if (fds.length > 0) closeFds(fds);
   }
 }

@@ -4,10 +4,12 @@
 import { constants as os } from 'node:os';
 import EventEmitter from 'eventemitter3';
 import { binding, constants, type PollWrap } from './binding';
-import { Channel, channelOptions, type ChannelOptions } from './channel';
+import { Channel, adoption, channelOptions, useOwnBudget, type ChannelOptions } from './channel';
 import { errnoException, invalidArgType, invalidArgValue } from './errors';
 import { closeFds } from './fd';
-import { integerOption, validateOptions } from './options';
+import { FdLedger } from './fd-ledger';
+import { ReceiveBudget } from './receive-budget';
+import { validateInteger, validateOptions } from './validators';
 import { readPeerCredentials, type PeerCredentials } from './peer';
 import { describeAddress, socketAddress, type SocketAddress } from './socket-address';
 import { bindListener, type SocketFile } from './socket-file';
@@ -67,12 +69,12 @@ const RESOURCE_PAUSE_MS = 100;
 
 const DEFAULT_MODE = 0o600;
 const DEFAULT_BACKLOG = 511;
-const MAX_FDS = constants.MAX_FDS_PER_MESSAGE;
 
-// Accept buffers, shared by this thread's servers: the addon fills them and the server
-// copies the fds out in the same callback. Connection i's fd is at fds[i * MAX_FDS].
+// Accept records, shared by this thread's servers: the addon fills them, and appends each
+// accepted fd to the server's ledger, and the server handles them in the same callback.
 const BATCH = constants.MAX_MESSAGES_PER_BATCH;
-let acceptBuffers: { data: Uint8Array; fds: Int32Array; records: Int32Array } | undefined;
+const { RECORD_STRIDE, RECORD_BYTES } = constants;
+let acceptBuffers: { data: Uint8Array; records: Int32Array } | undefined;
 
 interface Waiter {
   resolve(result: IteratorResult<Channel>): void;
@@ -92,6 +94,12 @@ export class Server extends EventEmitter<ServerEvents> {
   /** The socket file as published: close() removes the file only if it is still this one. */
   readonly #file: SocketFile | undefined;
   readonly #poll: PollWrap;
+  /** Accepted fds not yet made channels, where the addon closes them if no JS runs again. */
+  readonly #ledger: FdLedger;
+  /** How many accepted channels may wait untaken: the accept loop's budget. */
+  readonly #acceptBudget: ReceiveBudget;
+  /** What the channels nobody has taken yet may hold, all together. */
+  readonly #untakenBudget: ReceiveBudget;
   readonly #allow: ((peer: PeerCredentials) => boolean) | undefined;
   readonly #channelOptions: ChannelOptions | undefined;
   readonly #maxPending: number;
@@ -109,6 +117,8 @@ export class Server extends EventEmitter<ServerEvents> {
   /** Connections the poll may accept on its next wake-up (-1 before the first start). */
   #room = -1;
   #refd = true;
+  /** A stopped poll keeps nothing alive: while accepting is paused, this does. */
+  #keepAlive: NodeJS.Timeout | undefined;
 
   /** Use listen(). */
   constructor(listener: Listener, options: ListenOptions) {
@@ -119,11 +129,16 @@ export class Server extends EventEmitter<ServerEvents> {
     this.#allow = options.allow;
     this.#channelOptions = options.channel;
     this.#maxPending = options.maxPendingChannels ?? 64;
-    acceptBuffers ??= { data: new Uint8Array(BATCH), fds: new Int32Array(BATCH * MAX_FDS), records: new Int32Array(3 * BATCH + 1) };
-    const { data, fds, records } = acceptBuffers;
-    this.#poll = new binding.PollWrap((status, count) => this.#onPoll(status, count), data, fds, records, 1, true);
-    const err = this.#poll.open(listener.sock, true);
+    const { maxBufferedFds, maxBufferedBytes } = channelOptions(options.channel);
+    this.#untakenBudget = new ReceiveBudget(maxBufferedFds, maxBufferedBytes);
+    this.#acceptBudget = new ReceiveBudget(this.#maxPending, Number.MAX_SAFE_INTEGER);
+    acceptBuffers ??= { data: new Uint8Array(BATCH), records: new Int32Array(new ArrayBuffer(4 * RECORD_STRIDE * BATCH)) };
+    const { data, records } = acceptBuffers;
+    this.#poll = new binding.PollWrap((status, count) => this.#onPoll(status, count), data, records, 1, constants.RECEIVE_ACCEPT);
+    const err = this.#poll.open(listener.sock);
     if (err < 0) throw errnoException(err, 'uv_poll_init');
+    this.#ledger = new FdLedger(this.#poll);
+    this.#poll.setBudget(this.#acceptBudget.slots);
     this.#updatePoll();
   }
 
@@ -213,6 +228,8 @@ export class Server extends EventEmitter<ServerEvents> {
   ref(): this {
     this.#refd = true;
     if (this.#listening) this.#poll.ref();
+    this.#resumeTimer?.ref();
+    this.#updateKeepAlive();
     return this;
   }
 
@@ -221,6 +238,7 @@ export class Server extends EventEmitter<ServerEvents> {
     this.#refd = false;
     if (this.#listening) this.#poll.unref();
     this.#resumeTimer?.unref();
+    this.#updateKeepAlive();
     return this;
   }
 
@@ -244,6 +262,7 @@ export class Server extends EventEmitter<ServerEvents> {
   async #stop(): Promise<void> {
     this.#listening = false;
     clearTimeout(this.#resumeTimer);
+    this.#updateKeepAlive();
     // The file goes first (at once, unless another process holds its lock): from here a
     // client gets ENOENT, not a connection nobody accepts.
     const fileRemoved = this.#file?.remove().catch((error: Error) => this.#emitError(error));
@@ -278,30 +297,31 @@ export class Server extends EventEmitter<ServerEvents> {
       void this.close();
       return;
     }
-    const { fds, records } = acceptBuffers!;
-    records[records.length - 1] = 0; // claimed: each fd below is handed out or closed
-    const accepted: number[] = [];
+    const { records } = acceptBuffers!;
     let failure = 0;
-    for (let i = 0; i < count; i++) {
-      if (records[3 * i]! < 0) failure = records[3 * i]!;
-      else accepted.push(fds[i * MAX_FDS]!);
+    for (let i = 0; i < count && this.#listening; i++) {
+      const result = records[i * RECORD_STRIDE + RECORD_BYTES]!;
+      if (result < 0) failure = result;
+      else this.#admit(this.#ledger.fdAt(0)); // the oldest accepted fd: this connection's
     }
-    for (const fd of accepted) this.#admit(fd);
+    this.#ledger.ensureRoom();
     if (failure < 0) this.#acceptFailed(failure);
+    this.#updatePoll();
   }
 
-  /** A new client: checked by allow(), then made a channel and handed out or queued. */
+  /**
+   * A new client, the oldest fd in the ledger: checked by allow(), then made a channel and
+   * handed out or queued. It leaves the ledger as a channel takes it, or closed.
+   */
   #admit(fd: number): void {
-    if (this.#listening && this.#allow && !this.#passesAllow(fd, this.#allow)) return;
-    if (!this.#listening) {
-      closeFds([fd]); // a listener, or allow(), closed the server mid-batch: no owner for a channel
-      return;
-    }
+    if (this.#allow && !this.#passesAllow(fd, this.#allow)) return;
+    // A listener, or allow(), may have closed the server: its poll handle closed the fd then.
+    if (!this.#listening) return;
     let channel: Channel;
     try {
-      channel = new Channel(fd, this.#channelOptions);
+      channel = new Channel(fd, { ...this.#channelOptions, [adoption]: { fromLedger: this.#ledger.slots, budget: this.#untakenBudget } } as ChannelOptions);
     } catch (error) {
-      closeFds([fd]);
+      this.#ledger.close(0, 1);
       this.#emitError(error as Error);
       return;
     }
@@ -340,7 +360,7 @@ export class Server extends EventEmitter<ServerEvents> {
     try {
       peer = readPeerCredentials(fd);
     } catch (error) {
-      closeFds([fd]);
+      this.#ledger.close(0, 1);
       this.#emitError(error as Error);
       return false;
     }
@@ -351,7 +371,7 @@ export class Server extends EventEmitter<ServerEvents> {
       this.#emitError(error as Error);
     }
     if (!allowed) {
-      closeFds([fd]);
+      if (this.#listening) this.#ledger.close(0, 1); // else the closing poll handle closed it
       this.#refusedCount++;
       this.#emitSafely('refused', peer);
     }
@@ -359,6 +379,7 @@ export class Server extends EventEmitter<ServerEvents> {
   }
 
   #handOut(channel: Channel): void {
+    channel[useOwnBudget]();
     this.#channels.add(channel);
     channel.once('close', () => {
       this.#channels.delete(channel);
@@ -386,12 +407,24 @@ export class Server extends EventEmitter<ServerEvents> {
 
   #updatePoll(): void {
     if (!this.#listening) return;
+    this.#acceptBudget.slots[constants.BUDGET_HELD_FDS] = this.#pending.length;
     // Accept no more than there is room for: the rest wait in the kernel's backlog.
     const room = this.#resumeTimer === undefined ? Math.max(0, this.#maxPending - this.#pending.length) : 0;
     if (room === this.#room) return;
     this.#room = room;
-    const err = this.#poll.start(room > 0, false, room);
+    const err = this.#poll.start(room > 0, false);
     if (err < 0) this.#emitError(errnoException(err, 'uv_poll_start'));
+    this.#updateKeepAlive();
+  }
+
+  #updateKeepAlive(): void {
+    const wanted = this.#refd && this.#listening && this.#room === 0 && this.#resumeTimer === undefined;
+    if (wanted && this.#keepAlive === undefined) {
+      this.#keepAlive = setInterval(() => {}, 0x7fff_ffff);
+    } else if (!wanted && this.#keepAlive !== undefined) {
+      clearInterval(this.#keepAlive);
+      this.#keepAlive = undefined;
+    }
   }
 
   /** Errors go to 'error' listeners; with none, the server goes on without them. */
@@ -423,9 +456,9 @@ export async function listen(pathOrOptions: string | ListenOptions): Promise<Ser
   const address = socketAddress(path, abstract, 'bind');
   if (type !== 'stream' && type !== 'seqpacket') throw invalidArgValue('type', "must be 'stream' or 'seqpacket'", type);
   if (address.abstract && mode !== undefined) throw invalidArgValue('mode', 'does not apply to an abstract name, which has no file', mode);
-  const fileMode = integerOption('mode', mode ?? DEFAULT_MODE, 0, 0o777);
-  integerOption('backlog', backlog, 0, 0x7fffffff);
-  integerOption('maxPendingChannels', maxPendingChannels, 1, Number.MAX_SAFE_INTEGER);
+  const fileMode = validateInteger(mode ?? DEFAULT_MODE, 'mode', 0, 0o777);
+  validateInteger(backlog, 'backlog', 0, 0x7fffffff);
+  validateInteger(maxPendingChannels, 'maxPendingChannels', 1, Number.MAX_SAFE_INTEGER);
   if (allow !== undefined && typeof allow !== 'function') throw invalidArgType('allow', 'of type function', allow);
   channelOptions((options as Partial<ListenOptions>).channel);
   const typeNumber = type === 'stream' ? constants.SOCK_STREAM : constants.SOCK_SEQPACKET;

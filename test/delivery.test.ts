@@ -62,6 +62,7 @@ describe('per-message errors never hold up messages', () => {
     expect(received).toEqual(['one', 'two']);
     expect(errors).toEqual(['ERR_FDPASS_MESSAGE_TOO_LARGE']);
     expect(b.unobservedErrors).toBe(0);
+    await b.close();
   });
 
   it('recv() still gets per-message errors in order, between the messages around them', async () => {
@@ -79,7 +80,7 @@ describe('per-message errors never hold up messages', () => {
 
   it('ERR_FDPASS_CHANNEL_CLOSED after a channel ended on an error carries that error as its cause', async () => {
     const [a, b] = Channel.pair();
-    const closed = new Promise((resolve) => b.once('close', resolve));
+    const closed = new Promise<void>((resolve) => b.once('close', () => resolve()));
     // Bytes that are no message: a stream channel cannot find the next boundary and ends.
     const { binding } = await import('../lib/binding.js');
     expect(binding.sendmsg(a.fd, Buffer.from([0x7f]), 0, 1, new Int32Array(0), 0, 0)).toBe(1);

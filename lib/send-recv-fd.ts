@@ -1,14 +1,15 @@
 // IO::FDPass's two calls, on its wire format: one zero byte of data carrying one fd.
 // Blocking or not as the socket is; the reason for a failure is kept for lastError().
-import { binding, constants } from './binding';
-import { UV_EOF, errnoException, fdpassError, invalidArgValue, truncatedError } from './errors';
-import { closeFds, toFd, validateFd, type FdLike } from './fd';
 import { whyNotBareFd } from './bare-fd';
+import { binding, constants } from './binding';
+import { UV_EOF, errnoException, fdpassError, truncatedError } from './errors';
+import { closeFds, toFd, type FdLike } from './fd';
+import { validateFd } from './validators';
 
 // Where recv() finds a message that is not a bare fd: [bytes, nfds, msg_flags, first data
 // byte, fds...]. A bare fd, the common case, passes no buffer at all.
 const REPORT_FDS = 4;
-const receiveReport = new Int32Array(REPORT_FDS + constants.MAX_FDS_PER_MESSAGE);
+const receiveReport = new Int32Array(new ArrayBuffer(4 * (REPORT_FDS + constants.MAX_FDS_PER_MESSAGE)));
 binding.setReceiveReport(receiveReport);
 
 let last: Error | null = null;
@@ -61,45 +62,4 @@ export function recv(socketFd: number): number {
   closeFds(fds, nfds); // not a bare fd: nothing here is returned
   last = result === 'eof' ? errnoException(UV_EOF, 'recvmsg', 'the peer closed the socket') : fdpassError('ERR_FDPASS_BAD_MESSAGE', `recvmsg: ${result}`);
   return -1;
-}
-
-/**
- * Closes an fd that recv() (or a received message) gave you. Unlike fs.closeSync, it does
- * not warn in a worker thread, where Node warns about closing fds that fs did not open.
- * Throws a system error (code 'EBADF'...) if the fd is not open.
- */
-export function closeFd(fd: number): void {
-  validateFd(fd, 'fd');
-  const err = binding.close(fd);
-  if (err < 0) throw errnoException(err, 'close');
-}
-
-export type SocketType = 'stream' | 'seqpacket' | 'dgram';
-
-const socketTypes: Record<SocketType, number> = {
-  stream: constants.SOCK_STREAM,
-  seqpacket: constants.SOCK_SEQPACKET,
-  dgram: constants.SOCK_DGRAM,
-};
-
-export function socketTypeNumber(type: unknown): number {
-  if (typeof type !== 'string' || !Object.hasOwn(socketTypes, type)) {
-    throw invalidArgValue('type', "must be one of 'stream', 'seqpacket', 'dgram'", type);
-  }
-  return socketTypes[type as SocketType];
-}
-
-/** A connected pair of Unix sockets, both ends close-on-exec and non-blocking. */
-export function socketpair(type: SocketType = 'stream'): [number, number] {
-  const out = new Int32Array(2);
-  const err = binding.socketpair(socketTypeNumber(type), out);
-  if (err < 0) throw errnoException(err, 'socketpair');
-  return [out[0]!, out[1]!];
-}
-
-/** Makes fd blocking (IO::FDPass's default) or non-blocking. */
-export function setBlocking(fd: number, blocking: boolean): void {
-  validateFd(fd, 'fd');
-  const err = binding.setNonBlocking(fd, !blocking);
-  if (err < 0) throw errnoException(err, 'fcntl');
 }
