@@ -1,20 +1,14 @@
 // A client: connect() to a server's Unix socket path (or abstract name), as a Channel.
 import { constants as os } from 'node:os';
 import { setTimeout as sleep } from 'node:timers/promises';
-import { binding, constants } from './binding';
+import { binding } from './binding';
 import { Channel, channelOptions, type ChannelOptions } from './channel';
-import { abortError, errnoException, invalidArgType, invalidArgValue } from './errors';
+import { abortError, errnoException } from './errors';
 import { closeFds } from './fd';
-import { validateOptions } from './validators';
-import type { ServerSocketType } from './server';
-import { describeAddress, socketAddress } from './socket-address';
+import { describeAddress, socketPathOptions, type SocketPathOptions } from './socket-address';
+import { validateAbortSignal } from './validators';
 
-export interface ConnectOptions extends ChannelOptions {
-  /** A file path, or with `abstract` a name in Linux's abstract namespace. */
-  path: string;
-  abstract?: boolean;
-  /** The server's socket type. Default 'stream'. */
-  type?: ServerSocketType;
+export interface ConnectOptions extends SocketPathOptions, ChannelOptions {
   signal?: AbortSignal;
 }
 
@@ -30,15 +24,12 @@ const MAX_RETRY_PAUSE_MS = 50;
  * another socket type.
  */
 export async function connect(pathOrOptions: string | ConnectOptions): Promise<Channel> {
-  const options = typeof pathOrOptions === 'string' ? { path: pathOrOptions } : validateOptions(pathOrOptions, 'options');
-  const { path, abstract, type = 'stream', signal } = options as Partial<ConnectOptions>;
-  const address = socketAddress(path, abstract, 'connect');
-  if (type !== 'stream' && type !== 'seqpacket') throw invalidArgValue('type', "must be 'stream' or 'seqpacket'", type);
-  if (signal !== undefined && !(signal instanceof AbortSignal)) throw invalidArgType('signal', 'an instance of AbortSignal', signal);
-  channelOptions(options as ChannelOptions);
+  const { options, address, typeNumber } = socketPathOptions(pathOrOptions, 'connect');
+  const signal = validateAbortSignal(options.signal, 'signal');
+  channelOptions(options);
   if (signal?.aborted) throw abortError(signal);
 
-  const sock = binding.unixSocket(type === 'stream' ? constants.SOCK_STREAM : constants.SOCK_SEQPACKET);
+  const sock = binding.unixSocket(typeNumber);
   if (sock < 0) throw errnoException(sock, 'socket');
   try {
     const giveUpAt = performance.now() + FULL_BACKLOG_WAIT_MS;
@@ -50,7 +41,7 @@ export async function connect(pathOrOptions: string | ConnectOptions): Promise<C
       }
       await sleep(pause, undefined, { signal });
     }
-    return new Channel(sock, options as ChannelOptions);
+    return new Channel(sock, options);
   } catch (error) {
     closeFds([sock]);
     throw error;

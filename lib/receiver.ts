@@ -567,20 +567,21 @@ export class Receiver {
     this.#host.readingEnded(reason);
     if ((reason as SystemError).errno !== UV_EOF) {
       if (this.#host.listenerCount('error') > 0) this.#host.emitError(reason);
-      else if (waiters.length === 0) this.#unobservedError(reason);
+      else if (waiters.length === 0) this.#unobservedError(reason, true);
     }
     this.#recharge();
     if (this.#inbox.length === 0) this.#host.drained();
     else this.#host.changed();
   }
 
-  #unobservedError(error: Error): void {
+  /** An error nobody waits or listens for: counted, and the first one of the channel warned about. */
+  #unobservedError(error: Error, endedReading = false): void {
     this.#unobserved++;
     if (this.#warned) return;
     this.#warned = true;
-    const code = (error as { code?: string }).code ?? 'an error';
+    const what = `${(error as { code?: string }).code ?? error.name}: ${error.message}`;
     process.emitWarning(
-      `a channel dropped ${code} (${error.message}) with nobody to tell: add an 'error' listener or await recv() to see such errors; channel.unobservedErrors counts them`,
+      `${endedReading ? 'a channel ended on' : 'a channel dropped a message for'} ${what}, and nobody was told: add an 'error' listener or await recv() to see such errors (channel.unobservedErrors counts them)`,
       { type: 'FdpassWarning', code: 'FDPASS_UNOBSERVED_ERRORS' },
     );
   }

@@ -9,23 +9,12 @@ import { errnoException, invalidArgType, invalidArgValue } from './errors';
 import { closeFds } from './fd';
 import { FdLedger } from './fd-ledger';
 import { ReceiveBudget } from './receive-budget';
-import { validateInteger, validateOptions } from './validators';
+import { validateFunction, validateInteger, validateOptions } from './validators';
 import { readPeerCredentials, type PeerCredentials } from './peer';
-import { describeAddress, socketAddress, type SocketAddress } from './socket-address';
+import { describeAddress, socketPathOptions, type ServerSocketType, type SocketAddress, type SocketPathOptions } from './socket-address';
 import { bindListener, type SocketFile } from './socket-file';
 
-export type ServerSocketType = 'stream' | 'seqpacket';
-
-export interface ListenOptions {
-  /** A file path, or with `abstract` a name in Linux's abstract namespace. */
-  path: string;
-  /**
-   * A Linux abstract name: no file, so no file permissions either; anyone on the host who
-   * knows the name can connect, and `allow` is the only guard.
-   */
-  abstract?: boolean;
-  /** Default 'stream'. */
-  type?: ServerSocketType;
+export interface ListenOptions extends SocketPathOptions {
   /** Permission bits of the socket file, in force from its creation. Default 0o600. */
   mode?: number;
   /** Connections the kernel queues until they are accepted. Default 511, as Node's net. */
@@ -69,6 +58,7 @@ const RESOURCE_PAUSE_MS = 100;
 
 const DEFAULT_MODE = 0o600;
 const DEFAULT_BACKLOG = 511;
+const DEFAULT_MAX_PENDING_CHANNELS = 64;
 
 // Accept records, shared by this thread's servers: the addon fills them, and appends each
 // accepted fd to the server's ledger, and the server handles them in the same callback.
@@ -128,7 +118,7 @@ export class Server extends EventEmitter<ServerEvents> {
     this.#file = listener.file;
     this.#allow = options.allow;
     this.#channelOptions = options.channel;
-    this.#maxPending = options.maxPendingChannels ?? 64;
+    this.#maxPending = options.maxPendingChannels ?? DEFAULT_MAX_PENDING_CHANNELS;
     const { maxBufferedFds, maxBufferedBytes } = channelOptions(options.channel);
     this.#untakenBudget = new ReceiveBudget(maxBufferedFds, maxBufferedBytes);
     this.#acceptBudget = new ReceiveBudget(this.#maxPending, Number.MAX_SAFE_INTEGER);
@@ -451,17 +441,14 @@ export class Server extends EventEmitter<ServerEvents> {
  * path that is not a socket.
  */
 export async function listen(pathOrOptions: string | ListenOptions): Promise<Server> {
-  const options = typeof pathOrOptions === 'string' ? { path: pathOrOptions } : validateOptions(pathOrOptions, 'options');
-  const { path, abstract, type = 'stream', mode, backlog = DEFAULT_BACKLOG, allow, maxPendingChannels = 64 } = options as Partial<ListenOptions>;
-  const address = socketAddress(path, abstract, 'bind');
-  if (type !== 'stream' && type !== 'seqpacket') throw invalidArgValue('type', "must be 'stream' or 'seqpacket'", type);
+  const { options, address, type, typeNumber } = socketPathOptions(pathOrOptions, 'bind');
+  const { mode, backlog = DEFAULT_BACKLOG, allow, maxPendingChannels = DEFAULT_MAX_PENDING_CHANNELS } = options;
   if (address.abstract && mode !== undefined) throw invalidArgValue('mode', 'does not apply to an abstract name, which has no file', mode);
   const fileMode = validateInteger(mode ?? DEFAULT_MODE, 'mode', 0, 0o777);
   validateInteger(backlog, 'backlog', 0, 0x7fffffff);
   validateInteger(maxPendingChannels, 'maxPendingChannels', 1, Number.MAX_SAFE_INTEGER);
-  if (allow !== undefined && typeof allow !== 'function') throw invalidArgType('allow', 'of type function', allow);
-  channelOptions((options as Partial<ListenOptions>).channel);
-  const typeNumber = type === 'stream' ? constants.SOCK_STREAM : constants.SOCK_SEQPACKET;
+  if (allow !== undefined) validateFunction(allow, 'allow');
+  channelOptions(options.channel);
 
   const { sock, file } = await bindListener(address, typeNumber, fileMode, backlog);
   try {

@@ -3,6 +3,24 @@
 import { constants as os } from 'node:os';
 import { constants } from './binding';
 import { errnoException, invalidArgType, invalidArgValue } from './errors';
+import { socketTypeNumber } from './socket-type';
+import { validateOptions } from './validators';
+
+/** The socket types a server listens with and a client connects with. */
+export type ServerSocketType = 'stream' | 'seqpacket';
+
+/** Where a server listens or a client connects: what listen() and connect() take alike. */
+export interface SocketPathOptions {
+  /** A file path, or with `abstract` a name in Linux's abstract namespace. */
+  path: string;
+  /**
+   * A Linux abstract name: no file, so no file permissions either; anyone on the host who
+   * knows the name can connect, and a server's `allow` is the only guard.
+   */
+  abstract?: boolean;
+  /** Default 'stream'. */
+  type?: ServerSocketType;
+}
 
 export interface SocketAddress {
   /** What the caller gave. */
@@ -42,4 +60,18 @@ export function socketAddress(path: unknown, abstract: unknown, syscall: string)
     );
   }
   return address;
+}
+
+/**
+ * listen()'s and connect()'s first argument (a path, or options with one), checked: the
+ * options, the address, and the socket type as a name and as the kernel's number.
+ */
+export function socketPathOptions<T extends SocketPathOptions>(
+  pathOrOptions: string | T,
+  syscall: string,
+): { options: Partial<T>; address: SocketAddress; type: ServerSocketType; typeNumber: number } {
+  const options: Partial<T> = typeof pathOrOptions === 'string' ? ({ path: pathOrOptions } as Partial<T>) : validateOptions(pathOrOptions, 'options');
+  const address = socketAddress(options.path, options.abstract, syscall);
+  const type = options.type ?? 'stream';
+  return { options, address, type, typeNumber: socketTypeNumber(type, ['stream', 'seqpacket']) };
 }
