@@ -6,11 +6,12 @@
 // reports it has handled the N-th fd. The cases run in interleaved rounds; each reports its best.
 // Both sides import the built package ('fdpass', i.e. dist/), as users do: tsx's transform
 // of lib/ reaches each re-exported name through a getter, which costs more than the call.
-import { execFileSync, fork, spawn, type ChildProcess } from 'node:child_process';
+import { execFileSync, fork, spawn } from 'node:child_process';
 import { closeSync, mkdirSync, openSync, writeFileSync } from 'node:fs';
 import net from 'node:net';
 import path from 'node:path';
 import { Channel, lastError, send, setBlocking, socketpair } from 'fdpass';
+import { exited, watchLines, type Peer } from './peer-process';
 
 const here = __dirname;
 const out = path.join(here, 'out');
@@ -18,34 +19,6 @@ const baseline = path.join(out, 'baseline');
 const peerScript = path.join(here, 'peer.ts');
 const RUNS = 5;
 const TARGET_SECONDS = 1;
-
-interface Peer {
-  child: ChildProcess;
-  /** Resolves when the peer prints `line`. */
-  printed(line: string): Promise<void>;
-}
-
-function watchLines(child: ChildProcess): Peer {
-  let seen = '';
-  const waiters: Array<{ line: string; resolve: () => void }> = [];
-  child.stdout!.setEncoding('utf8');
-  child.stdout!.on('data', (chunk: string) => {
-    seen += chunk;
-    for (const waiter of waiters.splice(0)) {
-      if (seen.split('\n').includes(waiter.line)) waiter.resolve();
-      else waiters.push(waiter);
-    }
-  });
-  return {
-    child,
-    printed: (line) =>
-      new Promise((resolve, reject) => {
-        if (seen.split('\n').includes(line)) return resolve();
-        waiters.push({ line, resolve });
-        child.once('exit', (code) => code !== 0 && reject(new Error(`peer exited with ${code}`)));
-      }),
-  };
-}
 
 /** A bench/peer.ts process holding the other end of a new socketpair as fd 3. */
 async function startPeer(role: string, n: number): Promise<{ peer: Peer; socket: number }> {
@@ -57,11 +30,6 @@ async function startPeer(role: string, n: number): Promise<{ peer: Peer; socket:
   const peer = watchLines(child);
   await peer.printed('ready');
   return { peer, socket: mine };
-}
-
-async function exited(child: ChildProcess): Promise<void> {
-  if (child.exitCode !== null) return;
-  await new Promise((resolve) => child.once('exit', resolve));
 }
 
 // Each case sends n fds (or makes n round trips) and returns the seconds it took.
