@@ -1,6 +1,7 @@
 // The soak's traffic (bench/soak.ts), generated alike on both sides from a seed, so that the
 // receiver knows what the next message on each channel must be: bare fd or message, its bytes,
 // and which of the sender's source files each of its fds is.
+import { createCipheriv } from 'node:crypto';
 import { fstatSync } from 'node:fs';
 import type { ReceivedMessage } from 'fdpass';
 
@@ -18,26 +19,37 @@ const ITEM = 0;
 const CHECKPOINT = 1;
 const HEADER_BYTES = 5;
 
-/** mulberry32: a small, fast PRNG whose whole state is one 32-bit number. Uniform in [0, 1). */
-export function random(seed: number): () => number {
-  let state = seed >>> 0;
+/**
+ * Seeded pseudo-random bytes: AES-128-CTR's keystream, keyed by the seed and a stream
+ * number, so each side and each channel can draw the same sequence.
+ */
+function keystream(seed: number, stream: number): (bytes: number) => Buffer {
+  const key = Buffer.alloc(16);
+  key.writeInt32LE(seed | 0, 0);
+  key.writeUInt32LE(stream, 4);
+  const cipher = createCipheriv('aes-128-ctr', key, Buffer.alloc(16));
+  return (bytes) => cipher.update(Buffer.alloc(bytes));
+}
+
+/** Seeded numbers, uniform in [0, 1). */
+export function random(seed: number, stream: number): () => number {
+  const next = keystream(seed, stream);
+  let block: Buffer = Buffer.alloc(0);
+  let at = 0;
   return () => {
-    state = (state + 0x6d2b79f5) >>> 0;
-    let t = state;
-    t = Math.imul(t ^ (t >>> 15), t | 1);
-    t ^= t + Math.imul(t ^ (t >>> 7), t | 61);
-    return ((t ^ (t >>> 14)) >>> 0) / 2 ** 32;
+    if (at === block.length) {
+      block = next(4096);
+      at = 0;
+    }
+    at += 4;
+    return block.readUInt32LE(at - 4) / 2 ** 32;
   };
 }
 
 const below = (next: () => number, n: number): number => Math.floor(next() * n);
 
-// Payloads are slices of one pseudo-random pool both sides build from the same seed.
-const pool = Buffer.alloc(2 * MAX_PAYLOAD_BYTES);
-{
-  const next = random(0x9e3779b9);
-  for (let i = 0; i < pool.length; i += 4) pool.writeUInt32LE(Math.floor(next() * 2 ** 32), i);
-}
+// Payloads are slices of one pseudo-random pool, the same on both sides.
+const pool = keystream(0, 0)(2 * MAX_PAYLOAD_BYTES);
 
 /** One message of the soak: a bare fd, or data with 0..16 fds. */
 export interface Item {
@@ -58,7 +70,7 @@ export class Plan {
   #seq = 0;
 
   constructor(seed: number, type: number, sourceCount: number) {
-    this.#next = random(seed * SOCKET_TYPES.length + type);
+    this.#next = random(seed, 1 + type);
     this.#sourceCount = sourceCount;
   }
 
