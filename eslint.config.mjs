@@ -1,0 +1,38 @@
+// npm run lint: typescript-eslint's type-checked rules (floating promises, unsafe any...) over
+// the TypeScript, and the recommended rules over the plain JavaScript fixtures.
+import js from '@eslint/js';
+import tseslint from 'typescript-eslint';
+
+export default tseslint.config(
+  { ignores: ['dist/', 'build/', 'node_modules/', 'bench/out/', 'prebuilds/'] },
+  js.configs.recommended,
+  {
+    files: ['**/*.ts', '**/*.mts'],
+    extends: [tseslint.configs.recommendedTypeChecked],
+    languageOptions: { parserOptions: { projectService: true, tsconfigRootDir: import.meta.dirname } },
+  },
+  {
+    files: ['**/*.mjs', '**/*.cjs', '**/*.js'],
+    languageOptions: {
+      globals: {
+        process: 'readonly',
+        console: 'readonly',
+        Buffer: 'readonly',
+        setTimeout: 'readonly',
+        setImmediate: 'readonly',
+        setInterval: 'readonly',
+        clearTimeout: 'readonly',
+        clearInterval: 'readonly',
+        SharedArrayBuffer: 'readonly',
+        Atomics: 'readonly',
+        URL: 'readonly',
+        require: 'readonly',
+        __dirname: 'readonly',
+        module: 'readonly',
+        AbortSignal: 'readonly',
+        queueMicrotask: 'readonly',
+        performance: 'readonly',
+      },
+    },
+  },
+);
