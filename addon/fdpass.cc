@@ -66,11 +66,12 @@ Napi::Value JsSendMessage(const Napi::CallbackInfo& info) {
   int64_t offset = info[2].As<Napi::Number>().Int64Value();
   int64_t length = info[3].As<Napi::Number>().Int64Value();
   int64_t nfds = info[5].As<Napi::Number>().Int64Value();
-  if (offset < 0 || length < 0 || nfds < 0 || offset + length > static_cast<int64_t>(data.ElementLength()) ||
+  if (offset < 0 || length < 0 || nfds < 0 ||
+      offset + length > static_cast<int64_t>(data.ElementLength()) ||
       nfds > static_cast<int64_t>(fds.ElementLength()))
     return Napi::Number::New(env, -EINVAL);
-  ssize_t n = SendMessage(ArgInt(info, 0), data.Data() + offset, static_cast<size_t>(length), fds.Data(),
-                          static_cast<size_t>(nfds), ArgInt(info, 6));
+  ssize_t n = SendMessage(ArgInt(info, 0), data.Data() + offset, static_cast<size_t>(length),
+                          fds.Data(), static_cast<size_t>(nfds), ArgInt(info, 6));
   return Napi::Number::New(env, static_cast<double>(n));
 }
 
@@ -90,8 +91,8 @@ Napi::Value JsSendMessages(const Napi::CallbackInfo& info) {
         static_cast<size_t>(r[0]) + static_cast<size_t>(r[1]) > data.ElementLength() ||
         static_cast<size_t>(r[2]) + static_cast<size_t>(r[3]) > fds.ElementLength())
       return Napi::Number::New(env, -EINVAL);
-    messages[i] = OutgoingMessage{data.Data() + r[0], static_cast<size_t>(r[1]),
-                                  fds.Data() + r[2], static_cast<size_t>(r[3]), 0};
+    messages[i] = OutgoingMessage{data.Data() + r[0], static_cast<size_t>(r[1]), fds.Data() + r[2],
+                                  static_cast<size_t>(r[3]), 0};
   }
   ssize_t sent = SendMessages(ArgInt(info, 0), messages, count);
   int32_t* out = records.Data();
@@ -110,7 +111,8 @@ Napi::Value JsSendFd(const Napi::CallbackInfo& info) {
 // setReceiveReport(slots: Int32Array) -> 0 | -EINVAL: see ReceiveReport.
 Napi::Value JsSetReceiveReport(const Napi::CallbackInfo& info) {
   Napi::Env env = info.Env();
-  if (!info[0].IsTypedArray() || info[0].As<Napi::TypedArray>().TypedArrayType() != napi_int32_array ||
+  if (!info[0].IsTypedArray() ||
+      info[0].As<Napi::TypedArray>().TypedArrayType() != napi_int32_array ||
       info[0].As<Napi::Int32Array>().ElementLength() < kReportHeader + kMaxFdsPerMessage)
     return Napi::Number::New(env, -EINVAL);
   env.GetInstanceData<ReceiveReport>()->slots = Napi::Persistent(info[0].As<Napi::Int32Array>());
@@ -125,8 +127,8 @@ Napi::Value JsReceiveFd(const Napi::CallbackInfo& info) {
   char byte = 0;
   int fds[kMaxFdsPerMessage];
   ReceivedInfo received;
-  ssize_t n = ReceiveMessage(ArgInt(info, 0), &byte, 1, fds, kMaxFdsPerMessage, &received,
-                             ArgInt(info, 1));
+  ssize_t n =
+      ReceiveMessage(ArgInt(info, 0), &byte, 1, fds, kMaxFdsPerMessage, &received, ArgInt(info, 1));
   if (n < 0) return Napi::Number::New(env, static_cast<double>(n));
   if (n == 1 && received.nfds == 1 && byte == 0 && !(received.msg_flags & MSG_CTRUNC))
     return Napi::Number::New(env, fds[0]);
@@ -367,7 +369,8 @@ Napi::Object Init(Napi::Env env, Napi::Object exports) {
   constants["RECEIVE_ACCEPT"] = Napi::Number::New(env, static_cast<int>(ReceiveMode::kAccept));
   // Not in Node's os.constants.errno: the kernel's cap on a user's fds in flight.
   constants["ETOOMANYREFS"] = Napi::Number::New(env, ETOOMANYREFS);
-  constants["MAX_SOCKET_PATH_BYTES"] = Napi::Number::New(env, static_cast<double>(MaxSocketPathBytes()));
+  constants["MAX_SOCKET_PATH_BYTES"] =
+      Napi::Number::New(env, static_cast<double>(MaxSocketPathBytes()));
   constants["HAVE_ABSTRACT_NAMES"] = Napi::Boolean::New(env, HaveAbstractNames());
   constants["AT_FDCWD"] = Napi::Number::New(env, AT_FDCWD);
   exports["constants"] = constants;

@@ -104,7 +104,8 @@ PollWrap::PollWrap(const Napi::CallbackInfo& info)
   if (info.Length() < 5 || !info[0].IsFunction() || !info[1].IsTypedArray() ||
       info[1].As<Napi::TypedArray>().TypedArrayType() != napi_uint8_array ||
       !IsInt32Array(info[2]) || !info[3].IsNumber() || !info[4].IsNumber()) {
-    Napi::TypeError::New(env, "PollWrap(onEvent, data: Uint8Array, records: Int32Array, slotBytes, mode)")
+    Napi::TypeError::New(
+        env, "PollWrap(onEvent, data: Uint8Array, records: Int32Array, slotBytes, mode)")
         .ThrowAsJavaScriptException();
     return;
   }
@@ -170,7 +171,7 @@ Napi::Value PollWrap::Open(const Napi::CallbackInfo& info) {
   err = uv_poll_init(loop, &handle->poll, fd);  // also makes fd non-blocking
   if (err != 0) {
     ReleaseOwnedFd(fd, false);  // the caller still owns fd when open fails
-    delete handle;               // uv_poll_init failed before registering the handle
+    delete handle;              // uv_poll_init failed before registering the handle
     return Napi::Number::New(env, err);
   }
   handle->poll.data = handle;
@@ -251,9 +252,11 @@ Napi::Value PollWrap::SetLedger(const Napi::CallbackInfo& info) {
 
 // setBudget(budget: Float64Array): see kBudgetMaxFds.
 Napi::Value PollWrap::SetBudget(const Napi::CallbackInfo& info) {
-  if (!info[0].IsTypedArray() || info[0].As<Napi::TypedArray>().TypedArrayType() != napi_float64_array ||
+  if (!info[0].IsTypedArray() ||
+      info[0].As<Napi::TypedArray>().TypedArrayType() != napi_float64_array ||
       info[0].As<Napi::Float64Array>().ElementLength() < kBudgetLength) {
-    Napi::TypeError::New(info.Env(), "setBudget(budget: Float64Array)").ThrowAsJavaScriptException();
+    Napi::TypeError::New(info.Env(), "setBudget(budget: Float64Array)")
+        .ThrowAsJavaScriptException();
     return info.Env().Undefined();
   }
   auto budget = info[0].As<Napi::Float64Array>();
@@ -277,7 +280,8 @@ Napi::Value PollWrap::CloseLedgerFds(const Napi::CallbackInfo& info) {
     return Napi::Number::New(env, -EINVAL);
   int32_t* start = ledger_slots_ + kLedgerFirstFd + head + offset;
   CloseFds(start, static_cast<size_t>(count));
-  memmove(start, start + count, sizeof(int32_t) * static_cast<size_t>(tail - head - offset - count));
+  memmove(start, start + count,
+          sizeof(int32_t) * static_cast<size_t>(tail - head - offset - count));
   ledger_slots_[kLedgerTail] = tail - static_cast<int32_t>(count);
   return Napi::Number::New(env, 0);
 }
@@ -288,7 +292,8 @@ void PollWrap::TakeLedger() {
   size_t capacity = ledger_length_ - kLedgerFirstFd;
   size_t head = std::min(static_cast<size_t>(std::max(ledger_slots_[kLedgerHead], 0)), capacity);
   size_t tail = std::min(static_cast<size_t>(std::max(ledger_slots_[kLedgerTail], 0)), capacity);
-  for (size_t i = head; i < tail; i++) handle_->held_fds.push_back(ledger_slots_[kLedgerFirstFd + i]);
+  for (size_t i = head; i < tail; i++)
+    handle_->held_fds.push_back(ledger_slots_[kLedgerFirstFd + i]);
   ledger_slots_[kLedgerHead] = 0;  // taken once: nothing is closed twice
   ledger_slots_[kLedgerTail] = 0;
 }
@@ -328,7 +333,9 @@ int PollWrap::DrainReadable() {
   double room_bytes = budget_slots_[kBudgetMaxBytes] - budget_slots_[kBudgetHeldBytes];
   size_t fds_per_message = mode_ == ReceiveMode::kAccept ? 1 : kMaxFdsPerMessage;
   // On a stream, the rest of the frame under way (its bytes become its payload one for one).
-  size_t frame_rest = mode_ == ReceiveMode::kStream ? static_cast<size_t>(std::max(ledger_slots_[kLedgerReadCap], 0)) : 0;
+  size_t frame_rest = mode_ == ReceiveMode::kStream
+                          ? static_cast<size_t>(std::max(ledger_slots_[kLedgerReadCap], 0))
+                          : 0;
   bool full = room_fds <= 0 || (mode_ != ReceiveMode::kAccept && room_bytes <= 0);
   // The most stream bytes this wake-up reads. Beyond the frame under way, no more than the
   // byte budget could hold if every 8 bytes were an empty frame costing its overhead: so
@@ -341,7 +348,8 @@ int PollWrap::DrainReadable() {
     stream_bytes = frame_rest;
     slots = 1;
   } else if (mode_ == ReceiveMode::kStream) {
-    double expandable = room_bytes * kMessageHeaderBytes / (kMessageHeaderBytes + kBufferedItemOverheadBytes);
+    double expandable =
+        room_bytes * kMessageHeaderBytes / (kMessageHeaderBytes + kBufferedItemOverheadBytes);
     stream_bytes = std::max({frame_rest, static_cast<size_t>(expandable), size_t{1}});
   }
 
@@ -350,13 +358,15 @@ int PollWrap::DrainReadable() {
   size_t filled = 0;
   while (filled < slots) {
     if (!MakeLedgerRoom(fds_per_message)) break;
-    size_t free_fds = ledger_length_ - kLedgerFirstFd - static_cast<size_t>(ledger_slots_[kLedgerTail]);
+    size_t free_fds =
+        ledger_length_ - kLedgerFirstFd - static_cast<size_t>(ledger_slots_[kLedgerTail]);
     size_t want = std::min(slots - filled, free_fds / fds_per_message);
     if (!full) {
       want = std::min(want, std::max<size_t>(1, static_cast<size_t>(room_fds) / fds_per_message));
       if (mode_ == ReceiveMode::kPackets) {
         size_t most_per_packet = slot_bytes_ + kBufferedItemOverheadBytes;
-        want = std::min(want, std::max<size_t>(1, static_cast<size_t>(room_bytes) / most_per_packet));
+        want =
+            std::min(want, std::max<size_t>(1, static_cast<size_t>(room_bytes) / most_per_packet));
       }
     }
     size_t got = 0;
@@ -437,7 +447,7 @@ void PollWrap::OnPoll(int status, int events) {
   bool writable = status == 0 && (events & UV_WRITABLE);
   if (status == 0 && records == 0 && !writable) return;  // spurious wake-up, or no room
   CallIntoJs(on_event_.Value(), {Napi::Number::New(env, status), Napi::Number::New(env, records),
-                                  Napi::Boolean::New(env, writable)});
+                                 Napi::Boolean::New(env, writable)});
 }
 
 // MakeCallback, so promise reactions run before control returns to libuv. Raw Node-API
@@ -446,8 +456,8 @@ void PollWrap::OnPoll(int status, int events) {
 void PollWrap::CallIntoJs(Napi::Function callback, const std::initializer_list<napi_value>& args) {
   napi_env env = Env();
   napi_value result;
-  if (napi_make_callback(env, async_context_, Value(), callback, args.size(), args.begin(), &result) ==
-      napi_ok)
+  if (napi_make_callback(env, async_context_, Value(), callback, args.size(), args.begin(),
+                         &result) == napi_ok)
     return;
   bool pending = false;
   if (napi_is_exception_pending(env, &pending) != napi_ok || !pending) return;

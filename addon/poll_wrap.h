@@ -90,12 +90,12 @@ class PollWrap : public Napi::ObjectWrap<PollWrap> {
   size_t slot_bytes_ = 1;
   Napi::FunctionReference on_event_;
   Napi::FunctionReference on_close_;
-  Napi::ObjectReference data_;     // Uint8Array: slot_bytes_ of received bytes per message
-  Napi::ObjectReference records_;  // Int32Array: kRecordStride per message
-  Napi::ObjectReference ledger_;   // Int32Array, see kLedgerHead
+  Napi::ObjectReference data_;       // Uint8Array: slot_bytes_ of received bytes per message
+  Napi::ObjectReference records_;    // Int32Array: kRecordStride per message
+  Napi::ObjectReference ledger_;     // Int32Array, see kLedgerHead
   int32_t* ledger_slots_ = nullptr;  // ledger_'s memory, alive while ledger_ holds it
   size_t ledger_length_ = 0;
-  Napi::ObjectReference budget_;   // Float64Array, see kBudgetMaxFds
+  Napi::ObjectReference budget_;  // Float64Array, see kBudgetMaxFds
   double* budget_slots_ = nullptr;
   Napi::AsyncContext async_context_;
 };

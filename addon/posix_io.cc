@@ -243,8 +243,8 @@ size_t ReceiveMessages(int sock, MessageSlot* slots, size_t count) {
   size_t filled = 0;
   while (filled < count) {
     MessageSlot& slot = slots[filled];
-    slot.bytes = ReceiveMessage(sock, slot.data, slot.cap, slot.fds, kMaxFdsPerMessage,
-                                &slot.info, MSG_DONTWAIT);
+    slot.bytes = ReceiveMessage(sock, slot.data, slot.cap, slot.fds, kMaxFdsPerMessage, &slot.info,
+                                MSG_DONTWAIT);
     if (slot.bytes == -EAGAIN || slot.bytes == -EWOULDBLOCK) break;
     filled++;
     if (slot.bytes <= 0) break;  // an error or EOF: nothing useful follows

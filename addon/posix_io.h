@@ -56,8 +56,8 @@ ssize_t ReceiveMessage(int sock, void* data, size_t cap, int* fds, size_t fds_ca
 struct MessageSlot {
   void* data;
   size_t cap;
-  int* fds;        // room for kMaxFdsPerMessage
-  ssize_t bytes;   // bytes received, or -errno
+  int* fds;       // room for kMaxFdsPerMessage
+  ssize_t bytes;  // bytes received, or -errno
   ReceivedInfo info;
 };
 

@@ -87,7 +87,8 @@ int BindUnix(int sock, const char* name, size_t len, bool abstract, unsigned mod
   socklen_t addr_len;
   int err = MakeAddress(name, len, abstract, &addr, &addr_len);
   if (err != 0) return err;
-  if (abstract) return bind(sock, reinterpret_cast<struct sockaddr*>(&addr), addr_len) == -1 ? -errno : 0;
+  if (abstract)
+    return bind(sock, reinterpret_cast<struct sockaddr*>(&addr), addr_len) == -1 ? -errno : 0;
 #if defined(__linux__)
   // Linux creates the file with the socket inode's mode, less the umask: set it first,
   // so there is no moment when the file exists with a wider mode.
@@ -150,7 +151,8 @@ int InspectSocket(int fd, SocketFacts* out) {
 #endif
   int accepting = 0;
   socklen_t accepting_len = sizeof(accepting);
-  out->listening = getsockopt(fd, SOL_SOCKET, SO_ACCEPTCONN, &accepting, &accepting_len) == 0 && accepting != 0;
+  out->listening =
+      getsockopt(fd, SOL_SOCKET, SO_ACCEPTCONN, &accepting, &accepting_len) == 0 && accepting != 0;
   len = sizeof(addr);
   out->connected = getpeername(fd, reinterpret_cast<struct sockaddr*>(&addr), &len) == 0;
   return 0;

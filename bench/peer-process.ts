@@ -48,7 +48,13 @@ export function watchLines(child: ChildProcess): Peer {
       await waitFor((lines) => (lines.includes(line) ? '' : undefined));
     },
     // Only complete lines: the last one of the split may still be being written.
-    reported: (prefix) => waitFor((lines) => lines.slice(0, -1).find((line) => line.startsWith(prefix))?.slice(prefix.length)),
+    reported: (prefix) =>
+      waitFor((lines) =>
+        lines
+          .slice(0, -1)
+          .find((line) => line.startsWith(prefix))
+          ?.slice(prefix.length),
+      ),
   };
 }
 

@@ -44,12 +44,19 @@ const cases: Record<string, Case> = {
   async nodeIpc(n) {
     const server = net.createServer();
     await new Promise<void>((resolve) => server.listen(0, '127.0.0.1', resolve));
-    const child = fork(peerScript, ['recv-node-ipc', String(n)], { execArgv: ['--import', 'tsx'], stdio: ['ignore', 'pipe', 'inherit', 'ipc'] });
+    const child = fork(peerScript, ['recv-node-ipc', String(n)], {
+      execArgv: ['--import', 'tsx'],
+      stdio: ['ignore', 'pipe', 'inherit', 'ipc'],
+    });
     const peer = watchLines(child);
     await peer.printed('ready');
     const start = performance.now();
     // Node queues handle messages itself (one in flight until the child acknowledges it).
-    await inWindows(n, 256, () => new Promise((resolve, reject) => child.send('fd', server, (error) => (error ? reject(error) : resolve()))));
+    await inWindows(
+      n,
+      256,
+      () => new Promise((resolve, reject) => child.send('fd', server, (error) => (error ? reject(error) : resolve()))),
+    );
     await peer.printed('done');
     const seconds = (performance.now() - start) / 1000;
     await exited(child);
@@ -92,7 +99,7 @@ function runBaseline(mode: 'throughput' | 'pingpong', n: number, fdsPerMessage =
 
 /** Makes count calls of send, window at a time: many sends in flight, as a busy server has them. */
 async function inWindows(count: number, window: number, send: () => Promise<void>): Promise<void> {
-  for (let sent = 0; sent < count; ) {
+  for (let sent = 0; sent < count;) {
     const batch: Promise<void>[] = [];
     for (let i = 0; i < window && sent < count; i++, sent++) batch.push(send());
     await Promise.all(batch);
@@ -196,7 +203,13 @@ async function main(): Promise<void> {
   const rows = [
     { case: '(a) C, blocking sendmsg/recvmsg', figure: cThroughput, unit: 'fds/s', ratio: 1, target: '' },
     { case: '(b) fdpass send/recv (sync)', figure: seedSync, unit: 'fds/s', ratio: seedSync / cThroughput, target: '>= 0.9' },
-    { case: '    the same, closing with fs.closeSync', figure: 1 / best.seedSyncFsClose, unit: 'fds/s', ratio: 1 / best.seedSyncFsClose / cThroughput, target: '' },
+    {
+      case: '    the same, closing with fs.closeSync',
+      figure: 1 / best.seedSyncFsClose,
+      unit: 'fds/s',
+      ratio: 1 / best.seedSyncFsClose / cThroughput,
+      target: '',
+    },
     { case: '(c) fdpass Channel (promises)', figure: channel, unit: 'fds/s', ratio: channel / cThroughput, target: '>= 0.6' },
     { case: "(d) Node's child.send(msg, handle)", figure: nodeIpc, unit: 'fds/s', ratio: nodeIpc / cThroughput, target: '' },
     { case: '(a) C round trip', figure: cRoundTrip, unit: 'µs', ratio: 1, target: '' },
@@ -208,14 +221,19 @@ async function main(): Promise<void> {
     { case: 'C, 4 KiB + 1 fd per message', figure: 1 / best.c4k, unit: 'fds/s', ratio: 1, target: '' },
     { case: 'Channel, 4 KiB + 1 fd per message', figure: 1 / best.channel4k, unit: 'fds/s', ratio: best.c4k / best.channel4k, target: '' },
   ];
-  console.log(`best of ${RUNS} interleaved runs of about ${TARGET_SECONDS} s each; ratios are to the C case of the same kind, in this run\n`);
+  console.log(
+    `best of ${RUNS} interleaved runs of about ${TARGET_SECONDS} s each; ratios are to the C case of the same kind, in this run\n`,
+  );
   console.log(`${'case'.padEnd(38)}${'figure'.padStart(12)}  ${'unit'.padEnd(6)}${'ratio'.padStart(7)}  target`);
   for (const row of rows) {
     const figure = row.unit === 'µs' ? row.figure.toFixed(1) : Math.round(row.figure).toLocaleString('en-US');
     console.log(`${row.case.padEnd(38)}${figure.padStart(12)}  ${row.unit.padEnd(6)}${row.ratio.toFixed(2).padStart(7)}  ${row.target}`);
   }
   console.log(`\nn per run: ${names.map((name) => `${name} ${sizes[name]}`).join(', ')}`);
-  writeFileSync(path.join(out, 'results.json'), `${JSON.stringify({ date: new Date().toISOString(), node: process.version, sizes, rows }, null, 2)}\n`);
+  writeFileSync(
+    path.join(out, 'results.json'),
+    `${JSON.stringify({ date: new Date().toISOString(), node: process.version, sizes, rows }, null, 2)}\n`,
+  );
 }
 
 main().catch((error: unknown) => {

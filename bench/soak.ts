@@ -70,9 +70,13 @@ function openSources(dir: string): number[] {
 /** A bench/soak-peer.ts process with the other end of a channel of each type as fds 3, 4, 5. */
 async function startChild(identities: string[], seed: number): Promise<{ peer: Peer; channels: Channel[] }> {
   const pairs = SOCKET_TYPES.map((type) => socketpair(type));
-  const child = spawn(process.execPath, ['--import', 'tsx', path.join(__dirname, 'soak-peer.ts'), JSON.stringify(identities), String(seed)], {
-    stdio: ['pipe', 'pipe', 'inherit', ...pairs.map(([, theirs]) => theirs)],
-  });
+  const child = spawn(
+    process.execPath,
+    ['--import', 'tsx', path.join(__dirname, 'soak-peer.ts'), JSON.stringify(identities), String(seed)],
+    {
+      stdio: ['pipe', 'pipe', 'inherit', ...pairs.map(([, theirs]) => theirs)],
+    },
+  );
   for (const [, theirs] of pairs) closeSync(theirs);
   const channels = pairs.map(([mine]) => new Channel(mine));
   const peer = watchLines(child);
@@ -142,7 +146,9 @@ async function main(): Promise<void> {
   const pickChannel = random(seed, 0);
   const scratch = Buffer.alloc(MAX_PAYLOAD_BYTES + 64);
   const sendItem = (channel: Channel, item: Item): Promise<void> =>
-    item.bare ? channel.send(sources[item.sources[0]!]!) : channel.send({ data: itemData(item, scratch), fds: item.sources.map((i) => sources[i]!) });
+    item.bare
+      ? channel.send(sources[item.sources[0]!]!)
+      : channel.send({ data: itemData(item, scratch), fds: item.sources.map((i) => sources[i]!) });
   const sent = { fds: SOCKET_TYPES.map(() => 0), total: 0, messages: 0, bareFds: 0, payloadBytes: 0 };
 
   const checkpoints: Checkpoint[] = [];
@@ -197,11 +203,17 @@ async function main(): Promise<void> {
   const child = report!;
   const received = child.fdsReceived.reduce((a, b) => a + b, 0);
   const seconds = sendingMs / 1000;
-  console.log(`fdpass soak: ${count(sent.total)} fds to a child in ${count(sent.messages)} messages and ${count(sent.bareFds)} bare fds, seed ${seed}`);
+  console.log(
+    `fdpass soak: ${count(sent.total)} fds to a child in ${count(sent.messages)} messages and ${count(sent.bareFds)} bare fds, seed ${seed}`,
+  );
   for (const [type, name] of SOCKET_TYPES.entries()) {
-    console.log(`  ${name.padEnd(9)} ${count(sent.fds[type]!).padStart(9)} fds sent, ${count(child.fdsReceived[type]!).padStart(9)} received`);
+    console.log(
+      `  ${name.padEnd(9)} ${count(sent.fds[type]!).padStart(9)} fds sent, ${count(child.fdsReceived[type]!).padStart(9)} received`,
+    );
   }
-  console.log(`  ${count(sent.payloadBytes)} bytes of payload; the child echoed ${count(child.echoedFds)} fds of ${count(echoes.expectedFds)} planned, ${count(echoes.receivedFds)} came back`);
+  console.log(
+    `  ${count(sent.payloadBytes)} bytes of payload; the child echoed ${count(child.echoedFds)} fds of ${count(echoes.expectedFds)} planned, ${count(echoes.receivedFds)} came back`,
+  );
   console.log(`  ${count(Math.round(sent.total / seconds))} fds/s (${seconds.toFixed(1)} s, not counting checkpoints)`);
   // Lost: sent and never received, there or back.
   const lost = { there: sent.total - received, back: child.echoedFds - echoes.receivedFds };
@@ -227,7 +239,9 @@ async function main(): Promise<void> {
   // open, nothing in flight), so any fd more is a leak and any fd less one closed behind our back.
   const before = checkpoints[0]!.openFds;
   const after = last.openFds;
-  console.log(`  open fds before -> after: parent ${before.parent.length} -> ${after.parent.length}, child ${before.child.length} -> ${after.child.length}`);
+  console.log(
+    `  open fds before -> after: parent ${before.parent.length} -> ${after.parent.length}, child ${before.child.length} -> ${after.child.length}`,
+  );
   const changed = (['parent', 'child'] as const).flatMap((side) => [
     ...surplus(after[side], before[side]).map((target) => `${side} has more: ${target}`),
     ...surplus(before[side], after[side]).map((target) => `${side} has lost: ${target}`),

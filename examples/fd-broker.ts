@@ -89,7 +89,10 @@ async function client(socketPath: string): Promise<void> {
   await new Promise<void>((resolve) => server.listen({ fd: tcp.fd }, resolve));
   const answer = await new Promise<string>((resolve) => {
     let text = '';
-    net.connect(port!, '127.0.0.1').on('data', (chunk) => (text += chunk)).on('end', () => resolve(text));
+    net
+      .connect(port!, '127.0.0.1')
+      .on('data', (chunk) => (text += chunk))
+      .on('end', () => resolve(text));
   });
   console.log(`client: port ${port}, bound by the broker, answered ${JSON.stringify(answer)}`);
   server.close();

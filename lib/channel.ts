@@ -154,7 +154,13 @@ export class Channel extends EventEmitter<ChannelEvents> {
     const type = checkChannelSocket(fd);
     const buffers = receiveBuffersFor(type, limits);
     const adopted = (options as AdoptionOptions | undefined)?.[adoption];
-    this.#poll = new binding.PollWrap((status, count, writable) => this.#onPoll(status, count, writable), buffers.data, buffers.records, buffers.slotBytes, buffers.mode);
+    this.#poll = new binding.PollWrap(
+      (status, count, writable) => this.#onPoll(status, count, writable),
+      buffers.data,
+      buffers.records,
+      buffers.slotBytes,
+      buffers.mode,
+    );
     const err = this.#poll.open(fd, adopted?.fromLedger);
     if (err < 0) throw openError(err, fd);
     // From here the channel owns fd: nothing below may throw.
@@ -336,7 +342,12 @@ export class Channel extends EventEmitter<ChannelEvents> {
     return this.#listenersChanged();
   }
 
-  override off<T extends keyof ChannelEvents>(event: T, fn?: EventEmitter.EventListener<ChannelEvents, T>, context?: unknown, once?: boolean): this {
+  override off<T extends keyof ChannelEvents>(
+    event: T,
+    fn?: EventEmitter.EventListener<ChannelEvents, T>,
+    context?: unknown,
+    once?: boolean,
+  ): this {
     return this.removeListener(event, fn, context, once);
   }
 
@@ -384,7 +395,8 @@ export class Channel extends EventEmitter<ChannelEvents> {
     const writable = !this.#pollBroken && this.#sender.wantsWritable;
     if (readable !== this.#readable || writable !== this.#writable) {
       const err = this.#poll.start(readable, writable);
-      if (debug.enabled) debug('fd %d: poll %s%s', this.#fd, readable ? 'readable ' : '', writable ? 'writable' : readable ? '' : 'stopped');
+      if (debug.enabled)
+        debug('fd %d: poll %s%s', this.#fd, readable ? 'readable ' : '', writable ? 'writable' : readable ? '' : 'stopped');
       if (err < 0) {
         this.#pollFailed(err);
         return;
@@ -409,7 +421,9 @@ export class Channel extends EventEmitter<ChannelEvents> {
     const error = errnoException(
       err,
       'uv_poll_start',
-      err === EBADF ? `fd ${this.#fd} was closed, or its number reused, behind the channel's back (was it closed with fs.closeSync?)` : `fd ${this.#fd}`,
+      err === EBADF
+        ? `fd ${this.#fd} was closed, or its number reused, behind the channel's back (was it closed with fs.closeSync?)`
+        : `fd ${this.#fd}`,
     );
     this.#sender.close(error);
     this.#receiver.pollFailed(error);
@@ -431,7 +445,11 @@ export class Channel extends EventEmitter<ChannelEvents> {
 }
 
 /** A channel's options, checked, with their defaults. */
-export function channelOptions(options: ChannelOptions | undefined): { maxBufferedFds: number; maxBufferedBytes: number; limits: ReceiveLimits } {
+export function channelOptions(options: ChannelOptions | undefined): {
+  maxBufferedFds: number;
+  maxBufferedBytes: number;
+  limits: ReceiveLimits;
+} {
   const {
     maxBufferedFds = DEFAULT_MAX_BUFFERED_FDS,
     maxPayloadBytes = DEFAULT_MAX_PAYLOAD_BYTES,
@@ -457,15 +475,26 @@ const facts = new Int32Array(4);
 
 function checkChannelSocket(fd: number): SocketType {
   const err = binding.inspectSocket(fd, facts);
-  if (err === -os.errno.ENOTSOCK) throw invalidArgValue('fd', `is fd ${fd}, which is not a socket; a Channel needs a connected Unix socket`, fd);
+  if (err === -os.errno.ENOTSOCK)
+    throw invalidArgValue('fd', `is fd ${fd}, which is not a socket; a Channel needs a connected Unix socket`, fd);
   if (err < 0) throw errnoException(err, 'getsockopt', `fd ${fd}`);
   const [domain, typeNumber, listening, connected] = facts as unknown as [number, number, number, number];
   const type = socketTypeName(typeNumber);
   if (domain !== constants.AF_UNIX) {
-    throw invalidArgValue('fd', `is fd ${fd}, ${describeForeignSocket(domain, type)}, not a Unix socket; fds travel only over Unix sockets`, fd);
+    throw invalidArgValue(
+      'fd',
+      `is fd ${fd}, ${describeForeignSocket(domain, type)}, not a Unix socket; fds travel only over Unix sockets`,
+      fd,
+    );
   }
-  if (type === undefined) throw invalidArgValue('fd', `is fd ${fd}, a Unix socket of type ${typeNumber}; a Channel works on stream, seqpacket and dgram sockets`, fd);
-  if (listening) throw invalidArgValue('fd', `is fd ${fd}, a listening socket; make a Channel of each connection it accepts (see listen())`, fd);
+  if (type === undefined)
+    throw invalidArgValue(
+      'fd',
+      `is fd ${fd}, a Unix socket of type ${typeNumber}; a Channel works on stream, seqpacket and dgram sockets`,
+      fd,
+    );
+  if (listening)
+    throw invalidArgValue('fd', `is fd ${fd}, a listening socket; make a Channel of each connection it accepts (see listen())`, fd);
   if (!connected) throw invalidArgValue('fd', `is fd ${fd}, a Unix socket that is not connected; connect it first (see connect())`, fd);
   return type;
 }
@@ -477,7 +506,11 @@ function describeForeignSocket(domain: number, type: SocketType | undefined): st
 
 function openError(err: number, fd: number): Error {
   if (err === constants.FD_OWNED_BY_CHANNEL) return errnoException(EEXIST, 'uv_poll_init', `fd ${fd} is already owned by another Channel`);
-  if (err === EEXIST) return errnoException(err, 'uv_poll_init', `fd ${fd} is already watched by this thread's event loop (a net.Socket or another handle reads it)`);
+  if (err === EEXIST)
+    return errnoException(
+      err,
+      'uv_poll_init',
+      `fd ${fd} is already watched by this thread's event loop (a net.Socket or another handle reads it)`,
+    );
   return errnoException(err, 'uv_poll_init', `fd ${fd}`);
 }
-

@@ -37,7 +37,11 @@ export async function connect(pathOrOptions: string | ConnectOptions): Promise<C
       const err = binding.connectUnix(sock, address.name, address.abstract);
       if (err === 0) break;
       if (err !== EAGAIN || performance.now() >= giveUpAt) {
-        throw errnoException(err, 'connect', err === EAGAIN ? `${describeAddress(address)}: the server's backlog stayed full` : describeAddress(address));
+        throw errnoException(
+          err,
+          'connect',
+          err === EAGAIN ? `${describeAddress(address)}: the server's backlog stayed full` : describeAddress(address),
+        );
       }
       await sleep(pause, undefined, { signal });
     }

@@ -54,15 +54,18 @@ export function fdpassError(code: FdpassErrorCode, message: string, cause?: unkn
 
 /** A call on a closed channel; `cause`: the error that ended the channel, if one did. */
 export function closedError(cause?: Error): FdpassError {
-  return fdpassError('ERR_FDPASS_CHANNEL_CLOSED', cause === undefined ? 'the channel is closed' : `the channel is closed (${cause.message})`, cause);
+  return fdpassError(
+    'ERR_FDPASS_CHANNEL_CLOSED',
+    cause === undefined ? 'the channel is closed' : `the channel is closed (${cause.message})`,
+    cause,
+  );
 }
 
 /** Control data cut by the kernel: the receiver hit its fd limit, or a peer sent too many. */
 export function truncatedError(syscall: string): FdpassError {
   return fdpassError(
     'ERR_FDPASS_TRUNCATED',
-    `${syscall}: the kernel cut the message's fds (MSG_CTRUNC: is the receiver at its fd limit?); ` +
-      'the fds that did arrive were closed',
+    `${syscall}: the kernel cut the message's fds (MSG_CTRUNC: is the receiver at its fd limit?); ` + 'the fds that did arrive were closed',
   );
 }
 

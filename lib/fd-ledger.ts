@@ -51,7 +51,8 @@ export class FdLedger {
 
   /** Closes `count` fds from `offset` places after the oldest, and forgets them. */
   close(offset: number, count: number): void {
-    if (count > 0 && this.#poll.closeLedgerFds(offset, count) < 0) throw new RangeError(`fdpass: ledger close(${offset}, ${count}) out of range`);
+    if (count > 0 && this.#poll.closeLedgerFds(offset, count) < 0)
+      throw new RangeError(`fdpass: ledger close(${offset}, ${count}) out of range`);
   }
 
   /** Bytes the addon may still read on a stream while the budget is full (see binding.ts). */

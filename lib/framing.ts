@@ -89,14 +89,18 @@ export function decodePacket(bytes: Uint8Array, offset: number, length: number, 
     return badMessage(`a bare-fd packet must be one zero byte with one fd, not ${length} byte(s) with ${nfds} fd(s)${withClosedFds(nfds)}`);
   }
   if (tag !== TAG_FRAME) return badMessage(`${unknownTag(tag)}${withClosedFds(nfds)}`);
-  if (length < MESSAGE_HEADER_BYTES) return badMessage(`a ${length}-byte packet is shorter than a frame header (8 bytes)${withClosedFds(nfds)}`);
+  if (length < MESSAGE_HEADER_BYTES)
+    return badMessage(`a ${length}-byte packet is shorter than a frame header (8 bytes)${withClosedFds(nfds)}`);
   if (bytes[offset + 1] !== 0) return badMessage(`${badReserved(bytes[offset + 1]!)}${withClosedFds(nfds)}`);
   const headerNfds = readNfds(bytes, offset);
   const payloadLength = readLength(bytes, offset);
   if (payloadLength !== length - MESSAGE_HEADER_BYTES) {
-    return badMessage(`a frame packet's header says ${payloadLength} payload bytes, but ${length - MESSAGE_HEADER_BYTES} followed it${withClosedFds(nfds)}`);
+    return badMessage(
+      `a frame packet's header says ${payloadLength} payload bytes, but ${length - MESSAGE_HEADER_BYTES} followed it${withClosedFds(nfds)}`,
+    );
   }
-  if (headerNfds !== nfds) return badMessage(`a frame packet's header says ${headerNfds} fd(s), but ${nfds} came with it${withClosedFds(nfds)}`);
+  if (headerNfds !== nfds)
+    return badMessage(`a frame packet's header says ${headerNfds} fd(s), but ${nfds} came with it${withClosedFds(nfds)}`);
   const error = limitError(payloadLength, nfds, limits);
   if (error !== null) return error;
   return payloadLength === 0 ? noData : Buffer.from(bytes.subarray(offset + MESSAGE_HEADER_BYTES, offset + length));
@@ -193,7 +197,14 @@ export class StreamDecoder {
   push(bytes: Uint8Array, offset: number, length: number, nfds: number, sink: DecodeSink): number {
     if (this.#state !== 'open') return 0;
     this.#queuedFds += nfds;
-    if (length === 1 && nfds === 1 && this.#queuedFds === 1 && this.#phase === AT_BOUNDARY && bytes[offset] === TAG_BARE_FD && this.#limits.maxFdsPerMessage > 0) {
+    if (
+      length === 1 &&
+      nfds === 1 &&
+      this.#queuedFds === 1 &&
+      this.#phase === AT_BOUNDARY &&
+      bytes[offset] === TAG_BARE_FD &&
+      this.#limits.maxFdsPerMessage > 0
+    ) {
       // The common case, one bare fd per read.
       if (sink.paused) return 0;
       this.#queuedFds = 0;
@@ -279,7 +290,10 @@ export class StreamDecoder {
       this.#end(sink, badMessage(`the stream ended within a frame header (${this.#headerBytes} of 8 bytes)${withClosedFds(this.heldFds)}`));
     } else if (this.#phase === IN_PAYLOAD || this.#phase === SKIPPING) {
       const received = this.#phase === IN_PAYLOAD ? this.#payloadBytes : this.#payloadLength - this.#payloadBytes;
-      this.#end(sink, badMessage(`the stream ended within a frame (${received} of ${this.#payloadLength} payload bytes)${withClosedFds(this.heldFds)}`));
+      this.#end(
+        sink,
+        badMessage(`the stream ended within a frame (${received} of ${this.#payloadLength} payload bytes)${withClosedFds(this.heldFds)}`),
+      );
     } else if (this.#queuedFds > 0) {
       this.#end(sink, badMessage(`the stream ended with ${this.#queuedFds} fd(s) that no message claimed; they were closed`));
     }
@@ -369,7 +383,10 @@ export class StreamDecoder {
   /** A protocol error: the stream cannot be resynchronised. */
   #fail(sink: DecodeSink, reason: string): void {
     const held = this.heldFds;
-    this.#end(sink, badMessage(`${reason}; the stream cannot be read further${held > 0 ? ` and its ${held} received fd(s) were closed` : ''}`));
+    this.#end(
+      sink,
+      badMessage(`${reason}; the stream cannot be read further${held > 0 ? ` and its ${held} received fd(s) were closed` : ''}`),
+    );
   }
 
   /** Reports a fatal error: every fd held goes with it, and no more input is taken. */

@@ -1,3 +1,21 @@
 // ESM entry: the CommonJS build's exports, so both module systems share one Channel class.
 export { send, recv, closeFd, lastError, socketpair, setBlocking, Channel, ReceivedMessage, listen, connect, Server } from './index.js';
-export type { ListenOptions, ServerCloseOptions, ServerEvents, ServerSocketType, SocketPathOptions, ConnectOptions, PeerCredentials, SocketType, ChannelOptions, ChannelEvents, SendOptions, RecvOptions, FdLike, Message, SystemError, FdpassError, FdpassErrorCode } from './index.js';
+export type {
+  ListenOptions,
+  ServerCloseOptions,
+  ServerEvents,
+  ServerSocketType,
+  SocketPathOptions,
+  ConnectOptions,
+  PeerCredentials,
+  SocketType,
+  ChannelOptions,
+  ChannelEvents,
+  SendOptions,
+  RecvOptions,
+  FdLike,
+  Message,
+  SystemError,
+  FdpassError,
+  FdpassErrorCode,
+} from './index.js';

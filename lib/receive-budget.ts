@@ -3,7 +3,13 @@
 // reads them at each wake-up (binding.ts) and reads no more than the room left.
 import { constants } from './binding';
 
-const { BUDGET_MAX_FDS: MAX_FDS, BUDGET_HELD_FDS: HELD_FDS, BUDGET_MAX_BYTES: MAX_BYTES, BUDGET_HELD_BYTES: HELD_BYTES, BUDGET_LENGTH } = constants;
+const {
+  BUDGET_MAX_FDS: MAX_FDS,
+  BUDGET_HELD_FDS: HELD_FDS,
+  BUDGET_MAX_BYTES: MAX_BYTES,
+  BUDGET_HELD_BYTES: HELD_BYTES,
+  BUDGET_LENGTH,
+} = constants;
 
 export class ReceiveBudget {
   /** [maxFds, heldFds, maxBytes, heldBytes], off the V8 heap: the addon keeps a pointer to it. */

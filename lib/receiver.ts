@@ -79,13 +79,19 @@ const receiveBuffers = new Map<number, ReceiveBuffers>();
 /** This thread's receive buffers for a channel of `type` and `limits`. */
 export function receiveBuffersFor(type: SocketType, limits: FramingLimits): ReceiveBuffers {
   // A packet must fit one slot whole, or the kernel cuts it (MSG_TRUNC).
-  const slotBytes = type === 'stream' ? STREAM_SLOT_BYTES : MESSAGE_HEADER_BYTES + Math.min(limits.maxPayloadBytes, MAX_PACKET_PAYLOAD_BYTES);
+  const slotBytes =
+    type === 'stream' ? STREAM_SLOT_BYTES : MESSAGE_HEADER_BYTES + Math.min(limits.maxPayloadBytes, MAX_PACKET_PAYLOAD_BYTES);
   const mode = type === 'stream' ? constants.RECEIVE_STREAM : constants.RECEIVE_PACKETS;
   const key = type === 'stream' ? -1 : slotBytes;
   let buffers = receiveBuffers.get(key);
   if (buffers === undefined) {
     const slots = Math.max(1, Math.min(BATCH, Math.floor(BATCH_BYTES / slotBytes)));
-    buffers = { slotBytes, mode, data: new Uint8Array(slots * slotBytes), records: new Int32Array(new ArrayBuffer(4 * RECORD_STRIDE * slots)) };
+    buffers = {
+      slotBytes,
+      mode,
+      data: new Uint8Array(slots * slotBytes),
+      records: new Int32Array(new ArrayBuffer(4 * RECORD_STRIDE * slots)),
+    };
     receiveBuffers.set(key, buffers);
   }
   return buffers;
@@ -151,7 +157,15 @@ export class Receiver {
     this.#resume();
   };
 
-  constructor(poll: PollWrap, fd: number, type: SocketType, limits: ReceiveLimits, buffers: ReceiveBuffers, budget: ReceiveBudget, host: ReceiverHost) {
+  constructor(
+    poll: PollWrap,
+    fd: number,
+    type: SocketType,
+    limits: ReceiveLimits,
+    buffers: ReceiveBuffers,
+    budget: ReceiveBudget,
+    host: ReceiverHost,
+  ) {
     this.#poll = poll;
     this.#fd = fd;
     this.#type = type;
@@ -225,7 +239,8 @@ export class Receiver {
       fds += nfds;
       // Reading ended, or the channel closed, mid-batch: the rest's fds are already closed.
       if (this.#closed || this.#endError !== undefined) break;
-      if (this.#pendingReads.length > 0) this.#keepForLater(data.subarray(i * slotBytes, i * slotBytes + Math.max(bytes, 0)), bytes, nfds, flags);
+      if (this.#pendingReads.length > 0)
+        this.#keepForLater(data.subarray(i * slotBytes, i * slotBytes + Math.max(bytes, 0)), bytes, nfds, flags);
       else this.#process(data, i * slotBytes, bytes, nfds, flags);
     }
     this.#decoding = false;
@@ -378,7 +393,10 @@ export class Receiver {
     } else if (flags & MSG_TRUNC) {
       this.#ledger.close(this.#inboxFds, nfds);
       this.#deliverError(
-        fdpassError('ERR_FDPASS_MESSAGE_TOO_LARGE', `a packet over maxPayloadBytes (${this.#limits.maxPayloadBytes}) was cut by the kernel and dropped; its ${nfds} fd(s) were closed`),
+        fdpassError(
+          'ERR_FDPASS_MESSAGE_TOO_LARGE',
+          `a packet over maxPayloadBytes (${this.#limits.maxPayloadBytes}) was cut by the kernel and dropped; its ${nfds} fd(s) were closed`,
+        ),
       );
     } else {
       const outcome = decodePacket(data, offset, bytes, nfds, this.#limits);

@@ -60,6 +60,9 @@ export function recv(socketFd: number): number {
   }
   const result = whyNotBareFd(bytes, firstByte, nfds);
   closeFds(fds, nfds); // not a bare fd: nothing here is returned
-  last = result === 'eof' ? errnoException(UV_EOF, 'recvmsg', 'the peer closed the socket') : fdpassError('ERR_FDPASS_BAD_MESSAGE', `recvmsg: ${result}`);
+  last =
+    result === 'eof'
+      ? errnoException(UV_EOF, 'recvmsg', 'the peer closed the socket')
+      : fdpassError('ERR_FDPASS_BAD_MESSAGE', `recvmsg: ${result}`);
   return -1;
 }

@@ -309,7 +309,10 @@ export class Server extends EventEmitter<ServerEvents> {
     if (!this.#listening) return;
     let channel: Channel;
     try {
-      channel = new Channel(fd, { ...this.#channelOptions, [adoption]: { fromLedger: this.#ledger.slots, budget: this.#untakenBudget } } as ChannelOptions);
+      channel = new Channel(fd, {
+        ...this.#channelOptions,
+        [adoption]: { fromLedger: this.#ledger.slots, budget: this.#untakenBudget },
+      } as ChannelOptions);
     } catch (error) {
       this.#ledger.close(0, 1);
       this.#emitError(error as Error);

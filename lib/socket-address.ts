@@ -70,7 +70,8 @@ export function socketPathOptions<T extends SocketPathOptions>(
   pathOrOptions: string | T,
   syscall: string,
 ): { options: Partial<T>; address: SocketAddress; type: ServerSocketType; typeNumber: number } {
-  const options: Partial<T> = typeof pathOrOptions === 'string' ? ({ path: pathOrOptions } as Partial<T>) : validateOptions(pathOrOptions, 'options');
+  const options: Partial<T> =
+    typeof pathOrOptions === 'string' ? ({ path: pathOrOptions } as Partial<T>) : validateOptions(pathOrOptions, 'options');
   const address = socketAddress(options.path, options.abstract, syscall);
   const type = options.type ?? 'stream';
   return { options, address, type, typeNumber: socketTypeNumber(type, ['stream', 'seqpacket']) };

@@ -125,7 +125,9 @@ async function publish(sock: number, address: SocketAddress, type: number, mode:
   // As bind(2) would say it: ENOENT for a directory that is not there, EACCES, ENOTDIR...
   if (dir < 0) throw errnoException(dir, 'bind', address.path);
   try {
-    return PUBLISH_BY_LINK ? await publishByLink(sock, dir, place, address, type, mode, backlog) : await bindInPlace(sock, dir, place, address, type, mode, backlog);
+    return PUBLISH_BY_LINK
+      ? await publishByLink(sock, dir, place, address, type, mode, backlog)
+      : await bindInPlace(sock, dir, place, address, type, mode, backlog);
   } finally {
     closeFds([dir]);
   }
@@ -136,7 +138,15 @@ async function publish(sock: number, address: SocketAddress, type: number, mode:
  * its path by link(2), complete: a client, or another process's stale probe, never finds
  * it without a server behind it, nor with a wider mode than asked.
  */
-async function publishByLink(sock: number, dir: number, place: Place, address: SocketAddress, type: number, mode: number, backlog: number): Promise<SocketFile> {
+async function publishByLink(
+  sock: number,
+  dir: number,
+  place: Place,
+  address: SocketAddress,
+  type: number,
+  mode: number,
+  backlog: number,
+): Promise<SocketFile> {
   const staging = stage(sock, dir, place, mode);
   try {
     check(binding.listen(sock, backlog), 'listen', place.path);
@@ -153,7 +163,15 @@ async function publishByLink(sock: number, dir: number, place: Place, address: S
  * bind and listen and takes it for dead. A process that does not take the lock could still
  * swap the file between bind and the stat that records it.
  */
-async function bindInPlace(sock: number, dir: number, place: Place, address: SocketAddress, type: number, mode: number, backlog: number): Promise<SocketFile> {
+async function bindInPlace(
+  sock: number,
+  dir: number,
+  place: Place,
+  address: SocketAddress,
+  type: number,
+  mode: number,
+  backlog: number,
+): Promise<SocketFile> {
   return underLock(dir, place, () => {
     claim(dir, place, address, type, () => binding.bindUnix(sock, address.name, false, mode));
     const identity = identityAt(dir, place.name);
@@ -231,7 +249,8 @@ function stage(sock: number, parent: number, place: Place, mode: number): Stagin
     if (!ours) throw errnoException(EPERM, 'open', `${privatePath}: not the private directory just made (swapped by another user?)`);
     const bindName = Buffer.from(`/proc/self/fd/${dir}/${STAGED_NAME.toString()}`);
     const err = binding.bindUnix(sock, bindName, false, mode);
-    if (err < 0) throw errnoException(err, 'bind', `${place.path}: binding by ${bindName.toString()}${err === ENOENT ? ', which needs /proc' : ''}`);
+    if (err < 0)
+      throw errnoException(err, 'bind', `${place.path}: binding by ${bindName.toString()}${err === ENOENT ? ', which needs /proc' : ''}`);
     // bind gave the file the mode less the umask; make it exactly what was asked.
     check(binding.changeModeAt(dir, STAGED_NAME, mode), 'chmod', `${privatePath}/s`);
     const identity = identityAt(dir, STAGED_NAME);
@@ -282,7 +301,8 @@ export async function lockBeside(dir: number, lockName: Uint8Array, lockPath: st
       const err = binding.tryLockExclusive(lock);
       if (err === 0) return lock;
       if (err !== EWOULDBLOCK) throw errnoException(err, 'flock', lockPath);
-      if (performance.now() >= giveUpAt) throw errnoException(ETIMEDOUT, 'flock', `${lockPath}: another process held it for ${timeoutMs} ms`);
+      if (performance.now() >= giveUpAt)
+        throw errnoException(ETIMEDOUT, 'flock', `${lockPath}: another process held it for ${timeoutMs} ms`);
       await sleep(pause);
     }
   } catch (error) {

@@ -18,7 +18,6 @@ type Failure = Error & { code?: string; errno?: number; syscall?: string; cause?
 const dir = mkdtempSync(path.join(existsSync('/dev/shm') ? '/dev/shm' : tmpdir(), 'fdpass-channel-'));
 afterAll(() => rmSync(dir, { recursive: true, force: true }));
 
-
 expectNoFdLeakAroundEachTest();
 
 const created = new Set<number>();
@@ -40,7 +39,6 @@ function closeAll(fds: readonly number[]): void {
   for (const fd of fds) closeSync(fd);
 }
 
-
 /** Reads a received message's file and closes its fds. */
 function consume(message: ReceivedMessage): string {
   // A plain check, not expect(): this runs thousands of times.
@@ -53,7 +51,6 @@ function consume(message: ReceivedMessage): string {
 const range = (n: number): string[] => Array.from({ length: n }, (_, i) => String(i));
 
 const tick = (ms: number): Promise<void> => new Promise((resolve) => setTimeout(resolve, ms));
-
 
 /** The error fn throws or its promise rejects with (either is accepted). */
 async function errorOf(fn: () => unknown): Promise<Failure> {
@@ -371,7 +368,12 @@ describe('a full socket (EAGAIN)', () => {
     const before = countFds();
     const N = 600;
     const [a, b] = Channel.pair('stream', { maxBufferedFds: 1 });
-    const sends = Array.from({ length: N }, () => a.send(openTagged(0), { close: true }).then(() => 'sent', (error: Failure) => error.code));
+    const sends = Array.from({ length: N }, () =>
+      a.send(openTagged(0), { close: true }).then(
+        () => 'sent',
+        (error: Failure) => error.code,
+      ),
+    );
     await tick(50);
     expect(countFds()).toBeGreaterThan(before + 2); // queued and in-flight fds
     await b.close(); // takes the in-flight fds with it
@@ -452,19 +454,22 @@ describe('AbortSignal', () => {
 });
 
 describe('a peer that resets the connection', () => {
-  it.each(['stream', 'seqpacket'] as const)('over %s, closing with our data unread: what it sent first arrives, then recv() rejects with ECONNRESET', async (type) => {
-    const [x, y] = socketpair(type);
-    const a = new Channel(x);
-    const fd = openTagged(7);
-    expect(send(y, fd)).toBe(true); // queued for a
-    await a.send({ data: 'never read' });
-    closeSync(y); // with a's message unread: the kernel resets a's end (and polls it as POLLERR)
-    expect(consume(await within(a.recv(), 2000, 'the fd sent before the reset'))).toBe('7');
-    await expect(within(a.recv(), 2000, 'recv() after the reset')).rejects.toMatchObject({ code: 'ECONNRESET', syscall: 'recvmsg' });
-    await expect(a.send(fd)).rejects.toMatchObject({ code: 'ERR_FDPASS_CHANNEL_CLOSED' });
-    closeSync(fd);
-    await a.close();
-  });
+  it.each(['stream', 'seqpacket'] as const)(
+    'over %s, closing with our data unread: what it sent first arrives, then recv() rejects with ECONNRESET',
+    async (type) => {
+      const [x, y] = socketpair(type);
+      const a = new Channel(x);
+      const fd = openTagged(7);
+      expect(send(y, fd)).toBe(true); // queued for a
+      await a.send({ data: 'never read' });
+      closeSync(y); // with a's message unread: the kernel resets a's end (and polls it as POLLERR)
+      expect(consume(await within(a.recv(), 2000, 'the fd sent before the reset'))).toBe('7');
+      await expect(within(a.recv(), 2000, 'recv() after the reset')).rejects.toMatchObject({ code: 'ECONNRESET', syscall: 'recvmsg' });
+      await expect(a.send(fd)).rejects.toMatchObject({ code: 'ERR_FDPASS_CHANNEL_CLOSED' });
+      closeSync(fd);
+      await a.close();
+    },
+  );
 });
 
 describe('close()', () => {
@@ -587,7 +592,9 @@ describe('bad input', () => {
 
   it("new Channel() on a regular file is a TypeError that says it is not a socket, on a closed fd 'EBADF'; the fd stays the caller's", () => {
     const file = openTagged(0);
-    expect(() => new Channel(file)).toThrow(expect.objectContaining({ name: 'TypeError', code: 'ERR_INVALID_ARG_VALUE', message: expect.stringMatching(/not a socket/) }));
+    expect(() => new Channel(file)).toThrow(
+      expect.objectContaining({ name: 'TypeError', code: 'ERR_INVALID_ARG_VALUE', message: expect.stringMatching(/not a socket/) }),
+    );
     expect(fstatSync(file).isFile()).toBe(true);
     closeSync(file);
     const gone = file;
@@ -675,7 +682,11 @@ describe('bad input', () => {
     expect(error.syscall).toBe('sendmsg');
     // Once the channel has seen the EOF it closes itself: later sends fail too.
     await within(once(a, 'close'), 2000, "'close' after EOF");
-    const later = await within(errorOf(() => a.send(fd)), 2000, 'send after EOF');
+    const later = await within(
+      errorOf(() => a.send(fd)),
+      2000,
+      'send after EOF',
+    );
     expect(['EPIPE', 'ECONNRESET', 'ERR_FDPASS_CHANNEL_CLOSED']).toContain(later.code);
     await within(a.close(), 2000, 'close()');
     closeSync(fd);
@@ -751,7 +762,11 @@ describe('bad input', () => {
     expect(send(x, fd)).toBe(true); // a good message first: it is still delivered
     writeSync(x, Buffer.from('x'));
     expect(consume(await within(b.recv(), 2000, 'recv'))).toBe('8');
-    const error = await within(errorOf(() => b.recv()), 2000, 'recv');
+    const error = await within(
+      errorOf(() => b.recv()),
+      2000,
+      'recv',
+    );
     expect(error.code).toBe('ERR_FDPASS_BAD_MESSAGE');
     expect(error.message).toContain('unknown message tag 0x78');
     await within(once(b, 'close'), 2000, "'close' after the broken stream");

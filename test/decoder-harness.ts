@@ -58,7 +58,15 @@ export class QueueDecoder {
   }
 
   /** One read, with its fds; returns (and appends to `out`) what it completed. */
-  push(bytes: Uint8Array, offset: number, length: number, fds: ArrayLike<number>, fdsOffset: number, nfds: number, out: DecodeOutcome[] = []): DecodeOutcome[] {
+  push(
+    bytes: Uint8Array,
+    offset: number,
+    length: number,
+    fds: ArrayLike<number>,
+    fdsOffset: number,
+    nfds: number,
+    out: DecodeOutcome[] = [],
+  ): DecodeOutcome[] {
     this.#out = out;
     const arrived = Array.from({ length: nfds }, (_, i) => fds[fdsOffset + i]!);
     if (this.decoder.failed || this.#ended) {

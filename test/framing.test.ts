@@ -2,7 +2,18 @@
 // and check every message, error and fd closure exactly.
 import { createHash } from 'node:crypto';
 import { describe, expect, it } from 'vitest';
-import { MAX_FDS_PER_FRAME, MESSAGE_HEADER_BYTES, StreamDecoder, TAG_BARE_FD, TAG_FRAME, encodeHeader, isBareFd, validateFramingLimits, writeHeader, type FramingLimits } from '../lib/framing';
+import {
+  MAX_FDS_PER_FRAME,
+  MESSAGE_HEADER_BYTES,
+  StreamDecoder,
+  TAG_BARE_FD,
+  TAG_FRAME,
+  encodeHeader,
+  isBareFd,
+  validateFramingLimits,
+  writeHeader,
+  type FramingLimits,
+} from '../lib/framing';
 import { QueueDecoder, decodePacketWithFds, isDecodeError, type DecodeOutcome } from './decoder-harness';
 
 const SEED = Number(process.env.FRAMING_SEED ?? 0x5eed_f00d);
@@ -131,7 +142,8 @@ function randomMessages(fakeFds: FakeFds, count: number, rand: (below: number) =
     const kind = rand(10);
     let bytes: number;
     let nfds: number;
-    if (kind < 3) [bytes, nfds] = [0, 1]; // a bare fd
+    if (kind < 3)
+      [bytes, nfds] = [0, 1]; // a bare fd
     else if (kind === 3) [bytes, nfds] = [0, rand(3) === 0 ? 0 : 2 + rand(MAX_FDS_PER_FRAME - 1)];
     else if (kind === 4) [bytes, nfds] = [rand(maxBytes + 1), rand(MAX_FDS_PER_FRAME + 1)];
     else [bytes, nfds] = [rand(200), rand(4)];
@@ -216,7 +228,11 @@ describe('StreamDecoder round trips', () => {
       // Byte-at-a-time reads stay in the hundreds of thousands: small messages, with one at the 256 KiB top.
       const messages =
         name === 'one byte at a time'
-          ? [...randomMessages(fakeFds, 150, rand, 1024), message(fakeFds, Buffer.alloc(256 * 1024, 0x5a), 253), ...randomMessages(fakeFds, 50, rand, 1024)]
+          ? [
+              ...randomMessages(fakeFds, 150, rand, 1024),
+              message(fakeFds, Buffer.alloc(256 * 1024, 0x5a), 253),
+              ...randomMessages(fakeFds, 50, rand, 1024),
+            ]
           : randomMessages(fakeFds, 300, rand);
       const decoder = new QueueDecoder(roomy, fakeFds.close);
       const outcomes = feed(decoder, messages, makeSplit(rand));
@@ -232,7 +248,9 @@ describe('StreamDecoder round trips', () => {
     const decoder = new QueueDecoder(roomy, fakeFds.close);
     const outcomes = feed(decoder, messages, () => 3, { fdsAhead: () => messages.length });
     expect(summary(outcomes)).toEqual([{ code: 'ERR_FDPASS_BAD_MESSAGE' }]);
-    expect((outcomes[0] as Error).message).toBe('4 fd(s) arrived that no message declared; the stream cannot be read further and its 6 received fd(s) were closed');
+    expect((outcomes[0] as Error).message).toBe(
+      '4 fd(s) arrived that no message declared; the stream cannot be read further and its 6 received fd(s) were closed',
+    );
     expect(decoder.failed).toBe(true);
     fakeFds.expectAccountedFor(outcomes);
   });
@@ -257,7 +275,12 @@ describe('StreamDecoder round trips', () => {
     const fakeFds = new FakeFds();
     const decoder = new QueueDecoder({ maxPayloadBytes: 0x7fff_ffff, maxFdsPerMessage: 1 }, fakeFds.close);
     const outcomes = decoder.push(encodeHeader(0xffff_fffe, 0), 0, 8, [], 0, 0);
-    expect(outcomes).toMatchObject([{ code: 'ERR_FDPASS_MESSAGE_TOO_LARGE', message: expect.stringMatching(/^a message of 4294967294 bytes exceeds maxPayloadBytes \(2147483647\)/) }]);
+    expect(outcomes).toMatchObject([
+      {
+        code: 'ERR_FDPASS_MESSAGE_TOO_LARGE',
+        message: expect.stringMatching(/^a message of 4294967294 bytes exceeds maxPayloadBytes \(2147483647\)/),
+      },
+    ]);
     expect(decoder.end()).toMatchObject({ message: 'the stream ended within a frame (0 of 4294967294 payload bytes)' });
   });
 
@@ -321,7 +344,12 @@ describe('StreamDecoder limits', () => {
 
   it('drops a payload over maxPayloadBytes without buffering it, closes its fds, and goes on', () => {
     const fakeFds = new FakeFds();
-    const messages = [message(fakeFds, 'before', 1), message(fakeFds, Buffer.alloc(101, 1), 3), message(fakeFds, Buffer.alloc(100, 2), 4), message(fakeFds, '', 1)];
+    const messages = [
+      message(fakeFds, 'before', 1),
+      message(fakeFds, Buffer.alloc(101, 1), 3),
+      message(fakeFds, Buffer.alloc(100, 2), 4),
+      message(fakeFds, '', 1),
+    ];
     const decoder = new QueueDecoder(limits, fakeFds.close);
     const heldBytes: number[] = [];
     const { stream } = streamOf(messages);
@@ -337,7 +365,9 @@ describe('StreamDecoder limits', () => {
     expect(summary(outcomes)).toEqual([expected(messages)[0], { code: 'ERR_FDPASS_MESSAGE_TOO_LARGE' }, ...expected(messages).slice(2)]);
     expect(Math.max(...heldBytes.slice(0, 101 + 8))).toBe(0);
     expect(fakeFds.closed).toEqual(messages[1]!.fds);
-    expect((outcomes[1] as Error).message).toBe('a message of 101 bytes exceeds maxPayloadBytes (100); it was dropped; its 3 fd(s) were closed');
+    expect((outcomes[1] as Error).message).toBe(
+      'a message of 101 bytes exceeds maxPayloadBytes (100); it was dropped; its 3 fd(s) were closed',
+    );
     fakeFds.expectAccountedFor(outcomes);
     expectIdle(decoder);
   });
@@ -367,7 +397,11 @@ describe('StreamDecoder limits', () => {
     const messages = [message(fakeFds, '', 1), message(fakeFds, '', 0), message(fakeFds, 'a', 0)];
     const decoder = new QueueDecoder({ maxPayloadBytes: 0, maxFdsPerMessage: 0 }, fakeFds.close);
     const outcomes = feed(decoder, messages, () => 2);
-    expect(summary(outcomes)).toEqual([{ code: 'ERR_FDPASS_TOO_MANY_FDS' }, expected(messages)[1], { code: 'ERR_FDPASS_MESSAGE_TOO_LARGE' }]);
+    expect(summary(outcomes)).toEqual([
+      { code: 'ERR_FDPASS_TOO_MANY_FDS' },
+      expected(messages)[1],
+      { code: 'ERR_FDPASS_MESSAGE_TOO_LARGE' },
+    ]);
     fakeFds.expectAccountedFor(outcomes);
     expectIdle(decoder);
   });
@@ -449,7 +483,10 @@ describe('StreamDecoder at EOF and close', () => {
     decoder.push(encodeHeader(10, 2), 0, 3, fds, 0, 2);
     expect([decoder.inFrame, decoder.heldFds, decoder.heldBytes]).toEqual([true, 2, 0]);
     const error = decoder.end();
-    expect(error).toMatchObject({ code: 'ERR_FDPASS_BAD_MESSAGE', message: 'the stream ended within a frame header (3 of 8 bytes); its 2 fd(s) were closed' });
+    expect(error).toMatchObject({
+      code: 'ERR_FDPASS_BAD_MESSAGE',
+      message: 'the stream ended within a frame header (3 of 8 bytes); its 2 fd(s) were closed',
+    });
     expect(fakeFds.closed).toEqual(fds);
   });
 
@@ -472,7 +509,9 @@ describe('StreamDecoder at EOF and close', () => {
     const wire = Buffer.concat([encodeHeader(10, 2), Buffer.from('12345')]);
     const outcomes = decoder.push(wire, 0, wire.length, [...frame, ...extra], 0, 5);
     expect(summary(outcomes)).toEqual([{ code: 'ERR_FDPASS_BAD_MESSAGE' }]);
-    expect((outcomes[0] as Error).message).toBe('3 fd(s) arrived that no message declared; the stream cannot be read further and its 5 received fd(s) were closed');
+    expect((outcomes[0] as Error).message).toBe(
+      '3 fd(s) arrived that no message declared; the stream cannot be read further and its 5 received fd(s) were closed',
+    );
     expect(fakeFds.closed).toEqual([...frame, ...extra]);
     expect(decoder.failed).toBe(true);
   });
@@ -505,7 +544,9 @@ describe('StreamDecoder at EOF and close', () => {
     const wire = Buffer.concat([encodeHeader(1, 1), Buffer.from('z')]);
     const outcomes = decoder.push(wire, 0, wire.length, fds, 0, 3);
     expect(summary(outcomes)).toEqual([{ data: '7a', fds: [fds[0]] }, { code: 'ERR_FDPASS_BAD_MESSAGE' }]);
-    expect((outcomes[1] as Error).message).toBe('2 fd(s) arrived that no message declared; the stream cannot be read further and its 2 received fd(s) were closed');
+    expect((outcomes[1] as Error).message).toBe(
+      '2 fd(s) arrived that no message declared; the stream cannot be read further and its 2 received fd(s) were closed',
+    );
     expect([decoder.inFrame, decoder.heldFds, decoder.failed]).toEqual([false, 0, true]);
     expect(fakeFds.closed).toEqual(fds.slice(1));
   });
@@ -552,7 +593,12 @@ describe('decodePacket', () => {
   it('decodes bare fds and frames, one message a packet', () => {
     const rand = random(SEED ^ 0xbac7);
     const fakeFds = new FakeFds();
-    const messages = [message(fakeFds, '', 0), message(fakeFds, '', 2), message(fakeFds, 'a', 1), message(fakeFds, Buffer.alloc(300, 7), 10)];
+    const messages = [
+      message(fakeFds, '', 0),
+      message(fakeFds, '', 2),
+      message(fakeFds, 'a', 1),
+      message(fakeFds, Buffer.alloc(300, 7), 10),
+    ];
     for (let i = 0; i < 50; i++) {
       messages.push({ data: randomBytes(rand(301), rand), fds: fakeFds.issue(rand(11)) });
     }
@@ -570,12 +616,32 @@ describe('decodePacket', () => {
     ['an unknown tag', (f) => [[2, 0, 0, 0, 0, 0, 0, 0], f.issue(1)], 'ERR_FDPASS_BAD_MESSAGE', /^unknown message tag 0x02/],
     ['a packet shorter than a header', (f) => [[1, 0, 1, 0, 0, 0, 0], f.issue(1)], 'ERR_FDPASS_BAD_MESSAGE', /^a 7-byte packet is shorter/],
     ['a non-zero reserved byte', () => [[1, 1, 0, 0, 0, 0, 0, 0], []], 'ERR_FDPASS_BAD_MESSAGE', /reserved byte is 0x01/],
-    ['a length longer than the packet', () => [[...encodeHeader(3, 0), 1, 2], []], 'ERR_FDPASS_BAD_MESSAGE', /says 3 payload bytes, but 2 followed/],
-    ['a length shorter than the packet', () => [[...encodeHeader(1, 0), 1, 2], []], 'ERR_FDPASS_BAD_MESSAGE', /says 1 payload bytes, but 2 followed/],
+    [
+      'a length longer than the packet',
+      () => [[...encodeHeader(3, 0), 1, 2], []],
+      'ERR_FDPASS_BAD_MESSAGE',
+      /says 3 payload bytes, but 2 followed/,
+    ],
+    [
+      'a length shorter than the packet',
+      () => [[...encodeHeader(1, 0), 1, 2], []],
+      'ERR_FDPASS_BAD_MESSAGE',
+      /says 1 payload bytes, but 2 followed/,
+    ],
     ['fewer fds than the header says', (f) => [encodeHeader(0, 3), f.issue(2)], 'ERR_FDPASS_BAD_MESSAGE', /says 3 fd\(s\), but 2 came/],
     ['more fds than the header says', (f) => [encodeHeader(0, 1), f.issue(2)], 'ERR_FDPASS_BAD_MESSAGE', /says 1 fd\(s\), but 2 came/],
-    ['a payload over the limit', (f) => [[...encodeHeader(301, 1), ...Buffer.alloc(301)], f.issue(1)], 'ERR_FDPASS_MESSAGE_TOO_LARGE', /^a message of 301 bytes/],
-    ['fds over the limit', (f) => [[...encodeHeader(1, 11), 9], f.issue(11)], 'ERR_FDPASS_TOO_MANY_FDS', /^a message with 11 fds exceeds maxFdsPerMessage \(10\)/],
+    [
+      'a payload over the limit',
+      (f) => [[...encodeHeader(301, 1), ...Buffer.alloc(301)], f.issue(1)],
+      'ERR_FDPASS_MESSAGE_TOO_LARGE',
+      /^a message of 301 bytes/,
+    ],
+    [
+      'fds over the limit',
+      (f) => [[...encodeHeader(1, 11), 9], f.issue(11)],
+      'ERR_FDPASS_TOO_MANY_FDS',
+      /^a message with 11 fds exceeds maxFdsPerMessage \(10\)/,
+    ],
   ];
   for (const [name, packet, code, reason] of bad) {
     it(`rejects ${name}, closing its fds`, () => {

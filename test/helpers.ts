@@ -97,7 +97,13 @@ export interface Peer {
  * The parent keeps its own copy of socketFd: close it when the child should own the only one.
  * With stdin 'pipe', write the child's commands to child.stdin.
  */
-export function spawnPeer(command: string, args: string[], extraFds: number[] = [], env: NodeJS.ProcessEnv = {}, stdin: 'ignore' | 'pipe' = 'ignore'): Peer {
+export function spawnPeer(
+  command: string,
+  args: string[],
+  extraFds: number[] = [],
+  env: NodeJS.ProcessEnv = {},
+  stdin: 'ignore' | 'pipe' = 'ignore',
+): Peer {
   const child = spawn(command, args, {
     stdio: [stdin, 'pipe', 'pipe', ...extraFds],
     env: { ...process.env, ...env },
@@ -122,12 +128,10 @@ export function spawnPeer(command: string, args: string[], extraFds: number[] = 
     }
   });
   child.stderr!.on('data', (chunk: string) => (stderr += chunk));
-  const exited = new Promise<{ code: number | null; signal: NodeJS.Signals | null; stdout: string; stderr: string }>(
-    (resolve, reject) => {
-      child.on('error', reject);
-      child.on('close', (code, signal) => resolve({ code, signal, stdout, stderr }));
-    },
-  );
+  const exited = new Promise<{ code: number | null; signal: NodeJS.Signals | null; stdout: string; stderr: string }>((resolve, reject) => {
+    child.on('error', reject);
+    child.on('close', (code, signal) => resolve({ code, signal, stdout, stderr }));
+  });
   return {
     child,
     exited,
@@ -142,7 +146,13 @@ export function spawnPeer(command: string, args: string[], extraFds: number[] = 
 }
 
 /** Runs a Node fixture (an .mjs file under test/fixtures, importing the built dist/). */
-export function spawnNodePeer(fixture: string, args: string[], extraFds: number[] = [], env: NodeJS.ProcessEnv = {}, stdin: 'ignore' | 'pipe' = 'ignore'): Peer {
+export function spawnNodePeer(
+  fixture: string,
+  args: string[],
+  extraFds: number[] = [],
+  env: NodeJS.ProcessEnv = {},
+  stdin: 'ignore' | 'pipe' = 'ignore',
+): Peer {
   return spawnPeer(process.execPath, [path.join(fixtures, fixture), ...args], extraFds, env, stdin);
 }
 
@@ -154,7 +164,14 @@ export function spawnNodePeer(fixture: string, args: string[], extraFds: number[
  */
 export function copyForAnyUser(): string {
   const copy = mkdtempSync(path.join(tmpdir(), 'fdpass-any-user-'));
-  for (const part of ['package.json', 'dist', 'build/Release/fdpass.node', 'test/fixtures', 'node_modules/eventemitter3', 'node_modules/node-gyp-build']) {
+  for (const part of [
+    'package.json',
+    'dist',
+    'build/Release/fdpass.node',
+    'test/fixtures',
+    'node_modules/eventemitter3',
+    'node_modules/node-gyp-build',
+  ]) {
     cpSync(path.join(root, part), path.join(copy, part), { recursive: true });
   }
   openToAll(copy);

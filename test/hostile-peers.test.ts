@@ -11,7 +11,19 @@ import { setFlagsFromString } from 'node:v8';
 import { runInNewContext } from 'node:vm';
 import { afterAll, afterEach, beforeAll, describe, expect, it } from 'vitest';
 import { Channel, closeFd, connect, listen, recv as recvFd, socketpair, type ChannelOptions, type ReceivedMessage } from '../lib/index';
-import { contentOf, countFds, expectNoFdLeakAroundEachTest, fixtures, isCloexec, openFds, python, spawnNodePeer, spawnPeer, within, type Peer } from './helpers';
+import {
+  contentOf,
+  countFds,
+  expectNoFdLeakAroundEachTest,
+  fixtures,
+  isCloexec,
+  openFds,
+  python,
+  spawnNodePeer,
+  spawnPeer,
+  within,
+  type Peer,
+} from './helpers';
 
 expectNoFdLeakAroundEachTest();
 
@@ -54,7 +66,11 @@ function attack(command: string, args: Array<string | number>, socketFd?: number
 }
 
 /** A peer on the other end of a new socketpair; this process keeps `mine`, not yet a channel. */
-function attackOverPair(type: 'stream' | 'seqpacket' | 'dgram', command: string, args: Array<string | number> = []): { mine: number; peer: Peer } {
+function attackOverPair(
+  type: 'stream' | 'seqpacket' | 'dgram',
+  command: string,
+  args: Array<string | number> = [],
+): { mine: number; peer: Peer } {
   const [mine, theirs] = socketpair(type);
   const peer = attack(command, args, theirs);
   closeFd(theirs);
@@ -303,7 +319,11 @@ describe('a byte flood nobody reads', () => {
    */
   async function flood(receiverArgs: string[], nodeFlags: string[], attackArgs: [string, ...Array<string | number>], until: string[]) {
     const [forReceiver, forPeer] = socketpair('stream');
-    const receiver = spawnPeer(process.execPath, [...nodeFlags, path.join(fixtures, 'flooded-receiver.mjs'), ...receiverArgs], [forReceiver]);
+    const receiver = spawnPeer(
+      process.execPath,
+      [...nodeFlags, path.join(fixtures, 'flooded-receiver.mjs'), ...receiverArgs],
+      [forReceiver],
+    );
     cleanups.push(() => stop(receiver));
     closeFd(forReceiver);
     await within(receiver.line(), 10_000, 'the receiver starting');
@@ -533,12 +553,21 @@ describe('connection storms', () => {
     await expectLine(resets, 'done');
 
     // The idle connections are the server's only extra fds; once they close, it has none.
-    expect(await eventually(() => countFds(serverPid) === serverBaseline + 2000, 5_000), `server fds: ${countFds(serverPid)}, baseline ${serverBaseline} + 2000`).toBe(true);
+    expect(
+      await eventually(() => countFds(serverPid) === serverBaseline + 2000, 5_000),
+      `server fds: ${countFds(serverPid)}, baseline ${serverBaseline} + 2000`,
+    ).toBe(true);
     await stop(idle);
-    expect(await eventually(() => countFds(serverPid) === serverBaseline, 5_000), `server fds: ${countFds(serverPid)}, baseline ${serverBaseline}`).toBe(true);
+    expect(
+      await eventually(() => countFds(serverPid) === serverBaseline, 5_000),
+      `server fds: ${countFds(serverPid)}, baseline ${serverBaseline}`,
+    ).toBe(true);
 
     server.child.kill('SIGUSR2');
-    const { served, errors } = JSON.parse(await within(server.line(), 5_000, 'the server stats')) as { served: number; errors: Record<string, number> };
+    const { served, errors } = JSON.parse(await within(server.line(), 5_000, 'the server stats')) as {
+      served: number;
+      errors: Record<string, number>;
+    };
     expect(served).toBeGreaterThanOrEqual(20);
     // Clients that leave make their own connection fail, in these ways and no other (a channel
     // closes itself once the peer's EOF is read and its messages taken: the reply finds it closed).
@@ -548,9 +577,23 @@ describe('connection storms', () => {
 });
 
 describe('live-channel fuzz', () => {
-  const options: ChannelOptions = { maxBufferedFds: 16, maxBufferedBytes: 64 * 1024, maxPayloadBytes: 4096, maxFdsPerMessage: 128, frameTimeout: 500 };
+  const options: ChannelOptions = {
+    maxBufferedFds: 16,
+    maxBufferedBytes: 64 * 1024,
+    maxPayloadBytes: 4096,
+    maxFdsPerMessage: 128,
+    frameTimeout: 500,
+  };
   const fdLimit = options.maxBufferedFds! + MAX_FDS;
-  const reported = new Set(['ERR_FDPASS_BAD_MESSAGE', 'ERR_FDPASS_MESSAGE_TOO_LARGE', 'ERR_FDPASS_TOO_MANY_FDS', 'ERR_FDPASS_FRAME_TIMEOUT', 'ERR_FDPASS_TRUNCATED', 'EOF', 'ECONNRESET']);
+  const reported = new Set([
+    'ERR_FDPASS_BAD_MESSAGE',
+    'ERR_FDPASS_MESSAGE_TOO_LARGE',
+    'ERR_FDPASS_TOO_MANY_FDS',
+    'ERR_FDPASS_FRAME_TIMEOUT',
+    'ERR_FDPASS_TRUNCATED',
+    'EOF',
+    'ECONNRESET',
+  ]);
   const perMessage = new Set(['ERR_FDPASS_MESSAGE_TOO_LARGE', 'ERR_FDPASS_TOO_MANY_FDS']);
   const rounds = 5;
   const seed = Number(process.env.FDPASS_FUZZ_SEED ?? Math.floor(Math.random() * 2 ** 31));
@@ -566,7 +609,12 @@ describe('live-channel fuzz', () => {
   }
 
   /** One round: the codes it reported, and whether it ended on its own. */
-  async function round(roundSeed: number, violations: Map<string, number>, gc: () => void, heapStart: number): Promise<{ codes: string[]; ended: boolean }> {
+  async function round(
+    roundSeed: number,
+    violations: Map<string, number>,
+    gc: () => void,
+    heapStart: number,
+  ): Promise<{ codes: string[]; ended: boolean }> {
     const before = countFds();
     const { mine, peer } = attackOverPair('stream', 'fuzz', [roundSeed]);
     const baseline = countFds();
@@ -583,7 +631,13 @@ describe('live-channel fuzz', () => {
     const seen = (error: unknown): boolean => {
       const code = (error as { code?: unknown }).code;
       if (closedByTest && code === 'ERR_FDPASS_CHANNEL_CLOSED') return false; // a hang, noted already
-      if (!(error instanceof Error) || error instanceof TypeError || error instanceof RangeError || typeof code !== 'string' || !reported.has(code)) {
+      if (
+        !(error instanceof Error) ||
+        error instanceof TypeError ||
+        error instanceof RangeError ||
+        typeof code !== 'string' ||
+        !reported.has(code)
+      ) {
         note(`reported ${String(error)} (code ${String(code)})`);
       }
       codes.push(String(code));

@@ -139,38 +139,41 @@ describe.each(peers)('$name', ({ command, script, wrote }) => {
 describe('the reference peer (examples/reference_peer.py) speaks the message format', () => {
   const peerScript = path.join(root, 'examples', 'reference_peer.py');
 
-  it.each(['stream', 'seqpacket', 'dgram'] as const)('over %s it echoes bare fds, frames with data and fds, and empty frames', async (type) => {
-    const files = [0, 1, 2].map((i) => {
-      const file = path.join(dir, `reference-${type}-${i}`);
-      writeFileSync(file, `file ${i}`);
-      return openSync(file, 'r');
-    });
-    const inodes = files.map((fd) => fstatSync(fd).ino);
-    const [mine, theirs] = socketpair(type);
-    const peer = spawnPeer(python, [peerScript, '3', type, 'echo'], [theirs]);
-    closeSync(theirs);
-    const channel = new Channel(mine);
-    const messages = [
-      { data: Buffer.alloc(0), fds: [files[0]!] }, // a bare fd
-      { data: Buffer.from('five!'), fds: [files[1]!, files[2]!] },
-      { data: Buffer.alloc(0), fds: [] },
-      { data: Buffer.alloc(100_000, 7), fds: [files[2]!] },
-      { data: Buffer.from('no fds'), fds: [] },
-    ];
-    for (const message of messages) {
-      await channel.send(message);
-      const echoed = await within(channel.recv(), 10_000, 'the echo');
-      expect(echoed.data.equals(message.data)).toBe(true);
-      expect(echoed.fds.map((fd) => fstatSync(fd).ino)).toEqual(message.fds.map((fd) => inodes[files.indexOf(fd)]));
-      echoed.close();
-    }
-    if (type === 'dgram') {
-      await channel.send({ data: 'bye' }); // a datagram peer sees no EOF
-      (await within(channel.recv(), 10_000, "the echo of 'bye'")).close();
-    }
-    await channel.close();
-    const { code, stderr } = await peer.exited;
-    expect(code, stderr).toBe(0);
-    for (const fd of files) closeSync(fd);
-  });
+  it.each(['stream', 'seqpacket', 'dgram'] as const)(
+    'over %s it echoes bare fds, frames with data and fds, and empty frames',
+    async (type) => {
+      const files = [0, 1, 2].map((i) => {
+        const file = path.join(dir, `reference-${type}-${i}`);
+        writeFileSync(file, `file ${i}`);
+        return openSync(file, 'r');
+      });
+      const inodes = files.map((fd) => fstatSync(fd).ino);
+      const [mine, theirs] = socketpair(type);
+      const peer = spawnPeer(python, [peerScript, '3', type, 'echo'], [theirs]);
+      closeSync(theirs);
+      const channel = new Channel(mine);
+      const messages = [
+        { data: Buffer.alloc(0), fds: [files[0]!] }, // a bare fd
+        { data: Buffer.from('five!'), fds: [files[1]!, files[2]!] },
+        { data: Buffer.alloc(0), fds: [] },
+        { data: Buffer.alloc(100_000, 7), fds: [files[2]!] },
+        { data: Buffer.from('no fds'), fds: [] },
+      ];
+      for (const message of messages) {
+        await channel.send(message);
+        const echoed = await within(channel.recv(), 10_000, 'the echo');
+        expect(echoed.data.equals(message.data)).toBe(true);
+        expect(echoed.fds.map((fd) => fstatSync(fd).ino)).toEqual(message.fds.map((fd) => inodes[files.indexOf(fd)]));
+        echoed.close();
+      }
+      if (type === 'dgram') {
+        await channel.send({ data: 'bye' }); // a datagram peer sees no EOF
+        (await within(channel.recv(), 10_000, "the echo of 'bye'")).close();
+      }
+      await channel.close();
+      const { code, stderr } = await peer.exited;
+      expect(code, stderr).toBe(0);
+      for (const fd of files) closeSync(fd);
+    },
+  );
 });

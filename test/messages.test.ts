@@ -92,7 +92,8 @@ describe.each(['stream', 'seqpacket', 'dgram'] as const)('messages over %s', (ty
         const message = await channel.recv();
         const expected = sent[checked]!;
         try {
-          if (!message.data.equals(expected.data)) throw new Error(`message ${checked}: payload differs (${message.data.length} vs ${expected.data.length} bytes)`);
+          if (!message.data.equals(expected.data))
+            throw new Error(`message ${checked}: payload differs (${message.data.length} vs ${expected.data.length} bytes)`);
           const inodes = message.fds.map((fd) => fstatSync(fd).ino);
           const wanted = expected.fds.map((fd) => inodeOf.get(fd));
           if (inodes.join() !== wanted.join()) throw new Error(`message ${checked}: fds differ`);
@@ -155,21 +156,24 @@ describe('messages in one process', () => {
     await Promise.all([a.close(), b.close()]);
   });
 
-  it.each(['stream', 'seqpacket'] as const)('over %s, a message over the receiver\'s limits is dropped with its fds closed; the next one arrives', async (type) => {
-    const before = countFds();
-    const [sender, receiver] = Channel.pair(type, { maxPayloadBytes: 100, maxFdsPerMessage: 2 });
-    await sender.send({ data: Buffer.alloc(101), fds: [pool[0]!] });
-    await sender.send({ data: 'ok', fds: [pool[0]!, pool[1]!, pool[2]!] });
-    await sender.send({ data: 'fits', fds: [pool[3]!, pool[4]!] });
-    await expect(receiver.recv()).rejects.toMatchObject({ code: 'ERR_FDPASS_MESSAGE_TOO_LARGE' });
-    await expect(receiver.recv()).rejects.toMatchObject({ code: 'ERR_FDPASS_TOO_MANY_FDS' });
-    const fits = await within(receiver.recv(), 2000, 'the message within the limits');
-    expect(fits.data.toString()).toBe('fits');
-    expect(fits.fds.map((fd) => fstatSync(fd).ino)).toEqual([inodeOf.get(pool[3]!), inodeOf.get(pool[4]!)]);
-    fits.close();
-    await Promise.all([sender.close(), receiver.close()]);
-    expect(countFds()).toBe(before);
-  });
+  it.each(['stream', 'seqpacket'] as const)(
+    "over %s, a message over the receiver's limits is dropped with its fds closed; the next one arrives",
+    async (type) => {
+      const before = countFds();
+      const [sender, receiver] = Channel.pair(type, { maxPayloadBytes: 100, maxFdsPerMessage: 2 });
+      await sender.send({ data: Buffer.alloc(101), fds: [pool[0]!] });
+      await sender.send({ data: 'ok', fds: [pool[0]!, pool[1]!, pool[2]!] });
+      await sender.send({ data: 'fits', fds: [pool[3]!, pool[4]!] });
+      await expect(receiver.recv()).rejects.toMatchObject({ code: 'ERR_FDPASS_MESSAGE_TOO_LARGE' });
+      await expect(receiver.recv()).rejects.toMatchObject({ code: 'ERR_FDPASS_TOO_MANY_FDS' });
+      const fits = await within(receiver.recv(), 2000, 'the message within the limits');
+      expect(fits.data.toString()).toBe('fits');
+      expect(fits.fds.map((fd) => fstatSync(fd).ino)).toEqual([inodeOf.get(pool[3]!), inodeOf.get(pool[4]!)]);
+      fits.close();
+      await Promise.all([sender.close(), receiver.close()]);
+      expect(countFds()).toBe(before);
+    },
+  );
 
   it('more than 253 fds in one message is a RangeError at the call, and nothing is sent', async () => {
     const [a, b] = Channel.pair();

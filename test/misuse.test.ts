@@ -19,10 +19,14 @@ const dist = JSON.stringify(path.join(root, 'dist', 'index.js'));
 
 /** Runs `code` in a fresh Node process with `fdpass` in scope; a crash shows as a signal. */
 function runNode(code: string): { status: number | null; signal: NodeJS.Signals | null; stdout: string; stderr: string } {
-  const result = spawnSync(process.execPath, ['-e', `const fdpass = require(${dist});\n(async () => {\n${code}\n})().catch((e) => { console.error(e); process.exit(1); });`], {
-    encoding: 'utf8',
-    timeout: 20_000,
-  });
+  const result = spawnSync(
+    process.execPath,
+    ['-e', `const fdpass = require(${dist});\n(async () => {\n${code}\n})().catch((e) => { console.error(e); process.exit(1); });`],
+    {
+      encoding: 'utf8',
+      timeout: 20_000,
+    },
+  );
   return { status: result.status, signal: result.signal, stdout: result.stdout, stderr: result.stderr };
 }
 
@@ -83,7 +87,7 @@ describe("closing a channel's fd behind its back", () => {
     expect(JSON.parse(run.stdout)).toEqual(['EBADF uv_poll_start']);
   });
 
-  it("a channel whose fd number was reused by another file never closes that file", () => {
+  it('a channel whose fd number was reused by another file never closes that file', () => {
     const run = runNode(`
       const fs = require('node:fs');
       const [a, b] = fdpass.Channel.pair('stream', { maxBufferedFds: 1 });
@@ -131,7 +135,7 @@ describe('ReceivedMessage.close()', () => {
 });
 
 describe('new Channel(fd) on the wrong kind of fd', () => {
-  it('a TCP socket is refused with a TypeError that names it, and the fd stays the caller\'s', async () => {
+  it("a TCP socket is refused with a TypeError that names it, and the fd stays the caller's", async () => {
     const server = net.createServer();
     await new Promise<void>((resolve) => server.listen(0, '127.0.0.1', resolve));
     const accepted = new Promise<net.Socket>((resolve) => server.once('connection', resolve));
@@ -139,7 +143,9 @@ describe('new Channel(fd) on the wrong kind of fd', () => {
     await new Promise((resolve) => client.once('connect', resolve));
     client.pause();
     const fd = (client as unknown as { _handle: { fd: number } })._handle.fd;
-    expect(() => new Channel(fd)).toThrow(expect.objectContaining({ name: 'TypeError', code: 'ERR_INVALID_ARG_VALUE', message: expect.stringMatching(/not a Unix socket/) }));
+    expect(() => new Channel(fd)).toThrow(
+      expect.objectContaining({ name: 'TypeError', code: 'ERR_INVALID_ARG_VALUE', message: expect.stringMatching(/not a Unix socket/) }),
+    );
     expect(fstatSync(fd).isSocket()).toBe(true);
     client.destroy();
     (await accepted).on('error', () => {}).destroy();
@@ -150,17 +156,23 @@ describe('new Channel(fd) on the wrong kind of fd', () => {
     const listener = binding.unixSocket(binding.constants.SOCK_STREAM);
     expect(binding.bindUnix(listener, Buffer.from(path.join(dir, 'listening.sock')), false, 0o600)).toBe(0);
     expect(binding.listen(listener, 1)).toBe(0);
-    expect(() => new Channel(listener)).toThrow(expect.objectContaining({ code: 'ERR_INVALID_ARG_VALUE', message: expect.stringMatching(/listening/) }));
+    expect(() => new Channel(listener)).toThrow(
+      expect.objectContaining({ code: 'ERR_INVALID_ARG_VALUE', message: expect.stringMatching(/listening/) }),
+    );
     closeSync(listener);
 
     const unconnected = binding.unixSocket(binding.constants.SOCK_STREAM);
-    expect(() => new Channel(unconnected)).toThrow(expect.objectContaining({ code: 'ERR_INVALID_ARG_VALUE', message: expect.stringMatching(/not connected/) }));
+    expect(() => new Channel(unconnected)).toThrow(
+      expect.objectContaining({ code: 'ERR_INVALID_ARG_VALUE', message: expect.stringMatching(/not connected/) }),
+    );
     closeSync(unconnected);
   });
 
   it('a regular file is refused as not a socket', () => {
     const fd = openSync(__filename, 'r');
-    expect(() => new Channel(fd)).toThrow(expect.objectContaining({ code: 'ERR_INVALID_ARG_VALUE', message: expect.stringMatching(/not a socket/) }));
+    expect(() => new Channel(fd)).toThrow(
+      expect.objectContaining({ code: 'ERR_INVALID_ARG_VALUE', message: expect.stringMatching(/not a socket/) }),
+    );
     closeSync(fd);
   });
 

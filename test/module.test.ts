@@ -29,7 +29,19 @@ writeFileSync(file, 'loaded and passed');
 expectNoFdLeakAroundEachTest();
 
 const dist = path.join(root, 'dist');
-const exportNames = ['Channel', 'ReceivedMessage', 'Server', 'closeFd', 'connect', 'lastError', 'listen', 'recv', 'send', 'setBlocking', 'socketpair'];
+const exportNames = [
+  'Channel',
+  'ReceivedMessage',
+  'Server',
+  'closeFd',
+  'connect',
+  'lastError',
+  'listen',
+  'recv',
+  'send',
+  'setBlocking',
+  'socketpair',
+];
 
 /** Runs a fixture; kills it if it hangs; returns what it printed as JSON. */
 async function runFixture(fixture: string, args: string[]): Promise<unknown> {
@@ -68,7 +80,7 @@ describe('loading the package', () => {
     expect(await runFixture('lifecycle-module-both.mjs', [])).toEqual({ names: exportNames, same, instance: true, lastError: 'EBADF' });
   });
 
-  it("package.json's \"exports\" name files that exist, and each entry's types declare its runtime exports", () => {
+  it('package.json\'s "exports" name files that exist, and each entry\'s types declare its runtime exports', () => {
     const pkg = JSON.parse(readFileSync(path.join(root, 'package.json'), 'utf8')) as {
       main: string;
       types: string;

@@ -16,12 +16,7 @@ afterAll(() => rmSync(dir, { recursive: true, force: true }));
 const file = path.join(dir, 'content.txt');
 writeFileSync(file, 'received');
 
-
 expectNoFdLeakAroundEachTest();
-
-
-
-
 
 describe('received fds are close-on-exec', () => {
   it.each(types)('Channel.recv() over a %s pair', async (type) => {
@@ -124,7 +119,10 @@ describe('received fds are close-on-exec', () => {
     const message = await within(b.recv(), 2000, 'recv');
     // The shell looks at its own fd table: what it inherited from us, nothing more.
     const probe = (n: number): string =>
-      execFileSync('sh', ['-c', `readlink /proc/$$/fd/${n} || echo closed`], { encoding: 'utf8', stdio: ['ignore', 'pipe', 'ignore'] }).trim();
+      execFileSync('sh', ['-c', `readlink /proc/$$/fd/${n} || echo closed`], {
+        encoding: 'utf8',
+        stdio: ['ignore', 'pipe', 'ignore'],
+      }).trim();
     expect(probe(message.fd)).toBe('closed');
     // The check can tell: an fd given to the child on purpose is seen.
     const seen = execFileSync('sh', ['-c', 'readlink /proc/$$/fd/3'], {

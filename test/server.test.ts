@@ -7,7 +7,19 @@ import path from 'node:path';
 import { afterAll, beforeAll, describe, expect, it, onTestFinished } from 'vitest';
 import { binding, constants } from '../lib/binding';
 import { Channel, connect, listen, socketpair, type Server } from '../lib/index';
-import { contentOf, copyForAnyUser, countFds, expectNoFdLeakAroundEachTest, fixtures, isCloexec, isNonBlocking, python, spawnNodePeer, spawnPeer, within } from './helpers';
+import {
+  contentOf,
+  copyForAnyUser,
+  countFds,
+  expectNoFdLeakAroundEachTest,
+  fixtures,
+  isCloexec,
+  isNonBlocking,
+  python,
+  spawnNodePeer,
+  spawnPeer,
+  within,
+} from './helpers';
 
 expectNoFdLeakAroundEachTest();
 
@@ -218,13 +230,21 @@ describe('socket files', () => {
     await server.close();
   });
 
-  it("refuses the path of a live server, in another process or this one, and leaves its file alone", async () => {
+  it('refuses the path of a live server, in another process or this one, and leaves its file alone', async () => {
     const file = socketPath();
-    const live = spawnPeer(python, ['-c', 'import socket,sys,time; s=socket.socket(socket.AF_UNIX); s.bind(sys.argv[1]); s.listen(); print("ready", flush=True); time.sleep(60)', file]);
+    const live = spawnPeer(python, [
+      '-c',
+      'import socket,sys,time; s=socket.socket(socket.AF_UNIX); s.bind(sys.argv[1]); s.listen(); print("ready", flush=True); time.sleep(60)',
+      file,
+    ]);
     try {
       expect(await live.line()).toBe('ready');
       const theirs = lstatSync(file).ino;
-      await expect(listen(file)).rejects.toMatchObject({ code: 'EADDRINUSE', syscall: 'bind', message: expect.stringContaining('a server is listening there') });
+      await expect(listen(file)).rejects.toMatchObject({
+        code: 'EADDRINUSE',
+        syscall: 'bind',
+        message: expect.stringContaining('a server is listening there'),
+      });
       expect(lstatSync(file).ino).toBe(theirs);
     } finally {
       live.child.kill();
@@ -239,12 +259,20 @@ describe('socket files', () => {
 
   it('refuses the path of a server that has bound but not yet called listen(), though it refuses connections', async () => {
     const file = socketPath();
-    const starting = spawnPeer(python, ['-c', 'import socket,sys,time; s=socket.socket(socket.AF_UNIX); s.bind(sys.argv[1]); print("bound", flush=True); time.sleep(60)', file]);
+    const starting = spawnPeer(python, [
+      '-c',
+      'import socket,sys,time; s=socket.socket(socket.AF_UNIX); s.bind(sys.argv[1]); print("bound", flush=True); time.sleep(60)',
+      file,
+    ]);
     try {
       expect(await starting.line()).toBe('bound');
       const theirs = lstatSync(file).ino;
       await expect(connect(file)).rejects.toMatchObject({ code: 'ECONNREFUSED' });
-      await expect(listen(file)).rejects.toMatchObject({ code: 'EADDRINUSE', syscall: 'bind', message: expect.stringContaining('not yet listening') });
+      await expect(listen(file)).rejects.toMatchObject({
+        code: 'EADDRINUSE',
+        syscall: 'bind',
+        message: expect.stringContaining('not yet listening'),
+      });
       expect(lstatSync(file).ino).toBe(theirs);
     } finally {
       starting.child.kill();
@@ -274,7 +302,10 @@ describe('socket files', () => {
 });
 
 describe('abstract names', () => {
-  const listedInProcNetUnix = (name: string): boolean => readFileSync('/proc/net/unix', 'utf8').split('\n').some((line) => line.endsWith(` @${name}`));
+  const listedInProcNetUnix = (name: string): boolean =>
+    readFileSync('/proc/net/unix', 'utf8')
+      .split('\n')
+      .some((line) => line.endsWith(` @${name}`));
 
   it('listen and connect on an abstract name, which never appears in the filesystem', async () => {
     const name = abstractName();
@@ -328,7 +359,8 @@ describe('server.close()', () => {
     await closing;
     expect(existsSync(server.path)).toBe(false);
     // Nobody took the other two: the server closed them, and their clients see the end.
-    for (const client of clients.slice(1)) await expect(client.recv()).rejects.toMatchObject({ code: expect.stringMatching(/^(EOF|ECONNRESET)$/) });
+    for (const client of clients.slice(1))
+      await expect(client.recv()).rejects.toMatchObject({ code: expect.stringMatching(/^(EOF|ECONNRESET)$/) });
     // The taken channel is its taker's: still open.
     await clients[0]!.send({ data: 'still here' });
     expect((await taken.recv()).data.toString()).toBe('still here');
@@ -370,7 +402,9 @@ describe('server.close()', () => {
     const client = await connect(server.path);
     await until(() => closing !== undefined, 'allow() running', 5000);
     await closing;
-    await expect(within(client.recv(), 5000, 'the client seeing the end')).rejects.toMatchObject({ code: expect.stringMatching(/^(EOF|ECONNRESET)$/) });
+    await expect(within(client.recv(), 5000, 'the client seeing the end')).rejects.toMatchObject({
+      code: expect.stringMatching(/^(EOF|ECONNRESET)$/),
+    });
     expect(connections).toEqual([]);
     expect(server.connections).toBe(0);
     await client.close();
@@ -429,7 +463,13 @@ describe('server.close()', () => {
 describe('out of fds', () => {
   it('a server at its fd limit reports EMFILE, pauses, and accepts the waiting clients once fds are free', async () => {
     const file = socketPath();
-    const server = spawnPeer('sh', ['-c', `ulimit -n 40 && exec "$0" "$1" "$2"`, process.execPath, path.join(fixtures, 'server-fd-limit.mjs'), file]);
+    const server = spawnPeer('sh', [
+      '-c',
+      `ulimit -n 40 && exec "$0" "$1" "$2"`,
+      process.execPath,
+      path.join(fixtures, 'server-fd-limit.mjs'),
+      file,
+    ]);
     try {
       expect(await server.line()).toBe('listening');
       const clients: Channel[] = [];
@@ -527,7 +567,11 @@ describe('bad input', () => {
   });
 
   it('connecting to nothing: ENOENT', async () => {
-    await expect(connect(path.join(dir, 'nobody-here'))).rejects.toMatchObject({ code: 'ENOENT', errno: expect.any(Number), syscall: 'connect' });
+    await expect(connect(path.join(dir, 'nobody-here'))).rejects.toMatchObject({
+      code: 'ENOENT',
+      errno: expect.any(Number),
+      syscall: 'connect',
+    });
   });
 
   it('wrong argument types and values: TypeError or RangeError, no fd left open', async () => {
@@ -539,7 +583,10 @@ describe('bad input', () => {
     await expect(listen('a\0b')).rejects.toMatchObject({ name: 'TypeError', code: 'ERR_INVALID_ARG_VALUE' });
     await expect(listen({ path: file, mode: 0o1777 })).rejects.toMatchObject({ name: 'RangeError', code: 'ERR_OUT_OF_RANGE' });
     await expect(listen({ path: file, mode: '600' as never })).rejects.toMatchObject({ name: 'TypeError' });
-    await expect(listen({ path: 'x', abstract: true, mode: 0o600 })).rejects.toMatchObject({ name: 'TypeError', code: 'ERR_INVALID_ARG_VALUE' });
+    await expect(listen({ path: 'x', abstract: true, mode: 0o600 })).rejects.toMatchObject({
+      name: 'TypeError',
+      code: 'ERR_INVALID_ARG_VALUE',
+    });
     await expect(listen({ path: file, backlog: -1 })).rejects.toMatchObject({ name: 'RangeError' });
     await expect(listen({ path: file, type: 'dgram' as never })).rejects.toMatchObject({ code: 'ERR_INVALID_ARG_VALUE' });
     await expect(listen({ path: file, allow: true as never })).rejects.toMatchObject({ code: 'ERR_INVALID_ARG_TYPE' });
@@ -555,7 +602,12 @@ describe('bad input', () => {
   });
 
   it('an allow() that throws refuses the client, and the error goes to error listeners', async () => {
-    const server = await listen({ path: socketPath(), allow: () => { throw new Error('policy failed'); } });
+    const server = await listen({
+      path: socketPath(),
+      allow: () => {
+        throw new Error('policy failed');
+      },
+    });
     const errors: Error[] = [];
     server.on('error', (error) => errors.push(error));
     const refused = new Promise((resolve) => server.once('refused', resolve));

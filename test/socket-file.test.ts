@@ -2,7 +2,21 @@
 // symlink, exactly one winner when processes race for a stale path, never another's file
 // removed, a stale probe refused permission reported as such, a lock file never followed.
 import { spawn } from 'node:child_process';
-import { chmodSync, chownSync, existsSync, lstatSync, mkdirSync, mkdtempSync, readdirSync, readFileSync, renameSync, rmSync, statSync, symlinkSync, writeFileSync } from 'node:fs';
+import {
+  chmodSync,
+  chownSync,
+  existsSync,
+  lstatSync,
+  mkdirSync,
+  mkdtempSync,
+  readdirSync,
+  readFileSync,
+  renameSync,
+  rmSync,
+  statSync,
+  symlinkSync,
+  writeFileSync,
+} from 'node:fs';
 import { tmpdir } from 'node:os';
 import path from 'node:path';
 import { afterAll, beforeAll, describe, expect, it } from 'vitest';
@@ -48,7 +62,8 @@ const privateDirectories = (): string[] => readdirSync(dir).filter((name) => nam
 
 /** A process holding an flock on file for ms milliseconds (created if missing); "locked" once it does. */
 function holdLock(file: string, ms: number): Peer {
-  const code = 'import fcntl,os,sys,time; fd=os.open(sys.argv[1], os.O_RDWR|os.O_CREAT, 0o600); fcntl.flock(fd, fcntl.LOCK_EX); print("locked", flush=True); time.sleep(float(sys.argv[2]) / 1000)';
+  const code =
+    'import fcntl,os,sys,time; fd=os.open(sys.argv[1], os.O_RDWR|os.O_CREAT, 0o600); fcntl.flock(fd, fcntl.LOCK_EX); print("locked", flush=True); time.sleep(float(sys.argv[2]) / 1000)';
   return spawnPeer(python, ['-c', code, file, String(ms)]);
 }
 
@@ -66,7 +81,7 @@ describe('a hostile writer of the directory', () => {
     let listened = 0;
     const refusals = new Map<string, number>();
     try {
-      for (const deadline = Date.now() + 2000; Date.now() < deadline; ) {
+      for (const deadline = Date.now() + 2000; Date.now() < deadline;) {
         try {
           const server = await listen({ path: file, mode: 0o666 });
           listened++;
@@ -189,7 +204,11 @@ describe('close()', () => {
     const file = socketPath();
     const ours = await listen(file);
     const theirsAt = socketPath();
-    const theirs = spawnPeer(python, ['-c', 'import socket,sys,time; s=socket.socket(socket.AF_UNIX); s.bind(sys.argv[1]); s.listen(); print("ready", flush=True); time.sleep(60)', theirsAt]);
+    const theirs = spawnPeer(python, [
+      '-c',
+      'import socket,sys,time; s=socket.socket(socket.AF_UNIX); s.bind(sys.argv[1]); s.listen(); print("ready", flush=True); time.sleep(60)',
+      theirsAt,
+    ]);
     try {
       expect(await theirs.line()).toBe('ready');
       renameSync(theirsAt, file); // atomically: there is always a file at the path
