@@ -18,7 +18,7 @@ async function main(): Promise<void> {
       console.log('ready');
       for (let i = 0; i < n; i++) {
         const fd = recv(3);
-        if (fd < 0) throw lastError();
+        if (fd < 0) throw lastError() ?? new Error('recv failed');
         close(fd);
       }
       break;
@@ -28,7 +28,7 @@ async function main(): Promise<void> {
       console.log('ready');
       for (let i = 0; i < n; i++) {
         const fd = recv(3);
-        if (fd < 0 || !send(3, fd)) throw lastError();
+        if (fd < 0 || !send(3, fd)) throw lastError() ?? new Error('recv or send failed');
         closeSync(fd);
       }
       break;

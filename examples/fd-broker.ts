@@ -91,7 +91,7 @@ async function client(socketPath: string): Promise<void> {
     let text = '';
     net
       .connect(port!, '127.0.0.1')
-      .on('data', (chunk) => (text += chunk))
+      .on('data', (chunk: Buffer) => (text += chunk.toString()))
       .on('end', () => resolve(text));
   });
   console.log(`client: port ${port}, bound by the broker, answered ${JSON.stringify(answer)}`);

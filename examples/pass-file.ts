@@ -37,7 +37,7 @@ async function parent(): Promise<void> {
   console.log(`parent ${process.pid}: sent the file and the TCP connection to child ${child.pid}`);
 
   let reply = '';
-  client.on('data', (chunk) => (reply += chunk));
+  client.on('data', (chunk: Buffer) => (reply += chunk.toString()));
   client.write('hello, who is there?');
   await new Promise((resolve) => client.on('end', resolve));
   console.log(`parent ${process.pid}: the TCP client got: ${JSON.stringify(reply)}`);

@@ -5,7 +5,7 @@
  * back): 'eof', or a description. firstByte is its first data byte, if it had any.
  * The caller closes the message's fds.
  */
-export function whyNotBareFd(bytes: number, firstByte: number, nfds: number): 'eof' | string {
+export function whyNotBareFd(bytes: number, firstByte: number, nfds: number): string {
   if (bytes === 0 && nfds === 0) return 'eof';
   if (nfds === 0) return `${bytes} byte(s) of data arrived without an fd`;
   if (nfds > 1) return `${nfds} fds arrived in one message, where one was expected; all were closed`;

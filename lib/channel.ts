@@ -104,6 +104,10 @@ interface AdoptionOptions extends ChannelOptions {
   [adoption]?: { fromLedger: Int32Array; budget: ReceiveBudget };
 }
 
+function adoptionOf(options: AdoptionOptions | undefined): AdoptionOptions[typeof adoption] {
+  return options?.[adoption];
+}
+
 export class Channel extends EventEmitter<ChannelEvents> {
   readonly #fd: number;
   readonly #type: SocketType;
@@ -153,7 +157,7 @@ export class Channel extends EventEmitter<ChannelEvents> {
     const { maxBufferedFds, maxBufferedBytes, limits } = channelOptions(options);
     const type = checkChannelSocket(fd);
     const buffers = receiveBuffersFor(type, limits);
-    const adopted = (options as AdoptionOptions | undefined)?.[adoption];
+    const adopted = adoptionOf(options);
     this.#poll = new binding.PollWrap(
       (status, count, writable) => this.#onPoll(status, count, writable),
       buffers.data,

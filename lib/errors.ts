@@ -101,5 +101,7 @@ function describe(value: unknown): string {
   if (typeof value === 'string') return `type string ('${value.length > 28 ? `${value.slice(0, 25)}...` : value}')`;
   if (typeof value === 'function') return `function ${value.name || '<anonymous>'}`;
   if (typeof value === 'object') return `an instance of ${value.constructor?.name ?? 'Object'}`;
-  return `type ${typeof value} (${String(value)})`;
+  if (typeof value === 'symbol') return `type symbol (${value.toString()})`;
+  if (typeof value === 'boolean') return `type boolean (${value})`;
+  return 'undefined';
 }

@@ -134,7 +134,6 @@ export class Receiver {
   #inboxBytes = 0;
   readonly #waiters: Waiter[] = [];
   readonly #pendingReads: PendingRead[] = [];
-  #pendingFds = 0;
   #pendingBytes = 0;
   #iterators = 0;
 
@@ -176,12 +175,12 @@ export class Receiver {
     this.#ledger = new FdLedger(poll);
     poll.setBudget(budget.slots);
     this.#decoder = type === 'stream' ? new StreamDecoder(limits) : null;
-    const receiver = this;
+    const mustPause = (): boolean => this.#mustPause();
     this.#sink = {
       message: (data, nfds) => this.#decodedMessage(data, nfds),
       error: (error, discardFds, fatal) => this.#decodeError(error, discardFds, fatal),
       get paused() {
-        return receiver.#mustPause();
+        return mustPause();
       },
     };
   }
@@ -360,7 +359,6 @@ export class Receiver {
     this.#inboxFds = 0;
     this.#inboxBytes = 0;
     this.#pendingReads.length = 0;
-    this.#pendingFds = 0;
     this.#pendingBytes = 0;
     this.#recharge();
   }
@@ -409,7 +407,6 @@ export class Receiver {
     const read: PendingRead = { bytes, nfds, flags, data: Buffer.from(data) };
     if (first) this.#pendingReads.unshift(read);
     else this.#pendingReads.push(read);
-    this.#pendingFds += nfds;
     this.#pendingBytes += read.data.length;
   }
 
@@ -419,7 +416,6 @@ export class Receiver {
     this.#decoding = true;
     while (this.#pendingReads.length > 0 && !this.#mustPause()) {
       const read = this.#pendingReads.shift()!;
-      this.#pendingFds -= read.nfds;
       this.#pendingBytes -= read.data.length;
       this.#process(read.data, 0, read.bytes, read.nfds, read.flags);
       if (this.#closed || this.#endError !== undefined) break;
@@ -577,7 +573,6 @@ export class Receiver {
     const beyondInbox = this.#ledger.size - this.#inboxFds;
     if (beyondInbox > 0) this.#ledger.close(this.#inboxFds, beyondInbox);
     this.#pendingReads.length = 0;
-    this.#pendingFds = 0;
     this.#pendingBytes = 0;
     const waiters = this.#waiters.splice(0);
     for (const waiter of waiters) waiter.reject(reason);

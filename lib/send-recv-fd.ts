@@ -2,7 +2,7 @@
 // Blocking or not as the socket is; the reason for a failure is kept for lastError().
 import { whyNotBareFd } from './bare-fd';
 import { binding, constants } from './binding';
-import { UV_EOF, errnoException, fdpassError, truncatedError } from './errors';
+import { UV_EOF, errnoException, fdpassError, truncatedError, type FdpassError, type SystemError } from './errors';
 import { closeFds, toFd, type FdLike } from './fd';
 import { validateFd } from './validators';
 
@@ -12,13 +12,13 @@ const REPORT_FDS = 4;
 const receiveReport = new Int32Array(new ArrayBuffer(4 * (REPORT_FDS + constants.MAX_FDS_PER_MESSAGE)));
 binding.setReceiveReport(receiveReport);
 
-let last: Error | null = null;
+let last: SystemError | FdpassError | null = null;
 
 /**
  * Why the last `send` or `recv` of this thread failed (`code` 'EAGAIN', 'EOF', 'EBADF',
  * 'ERR_FDPASS_BAD_MESSAGE'...), or null after a success: JavaScript's `$!`.
  */
-export function lastError(): Error | null {
+export function lastError(): SystemError | FdpassError | null {
   return last;
 }
 

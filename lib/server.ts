@@ -186,14 +186,14 @@ export class Server extends EventEmitter<ServerEvents> {
           this.#waiters.push(waiter);
         });
       },
-      return: async () => {
+      return: () => {
         finished = true;
         for (const waiter of waiting) {
           const index = this.#waiters.indexOf(waiter);
           if (index !== -1) this.#waiters.splice(index, 1);
           waiter.resolve({ done: true, value: undefined });
         }
-        return { done: true, value: undefined };
+        return Promise.resolve({ done: true, value: undefined });
       },
       [Symbol.asyncIterator]: () => iterator,
     };

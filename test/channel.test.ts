@@ -900,7 +900,7 @@ describe('the seed API: send, recv, closeFd, lastError', () => {
       closeSync(got);
     }
     expect(recv(y)).toBe(-1);
-    expect((lastError() as Failure | null)?.code).toBe('EAGAIN');
+    expect(lastError()?.code).toBe('EAGAIN');
 
     closeSync(y);
     expect(send(x, fd)).toBe(false);
@@ -978,7 +978,7 @@ describe('the seed API: send, recv, closeFd, lastError', () => {
     expect(stderr).toBe('');
     expect(code).toBe(0);
     expect(recv(mine)).toBe(-1);
-    expect((lastError() as Failure | null)?.code).toBe('EOF');
+    expect(lastError()?.code).toBe('EOF');
     closeSync(mine);
   });
 
@@ -1015,7 +1015,7 @@ describe('the seed API: send, recv, closeFd, lastError', () => {
     expect(stderr).toBe('');
     expect(code).toBe(0);
     expect(recv(mine)).toBe(-1); // blocking, but the peer is gone: EOF, not a hang
-    expect((lastError() as Failure | null)?.code).toBe('EOF');
+    expect(lastError()?.code).toBe('EOF');
     closeSync(mine);
   });
 });

@@ -27,7 +27,7 @@ export class QueueDecoder {
   constructor(limits: FramingLimits, closeFds: (fds: number[]) => void) {
     this.decoder = new StreamDecoder(limits);
     this.#closeFds = closeFds;
-    const self = this;
+    const paused = (): boolean => (typeof this.paused === 'function' ? this.paused() : this.paused);
     this.#sink = {
       message: (data, nfds) => this.#out.push({ data, fds: this.#take(nfds) }),
       error: (error, discardFds, fatal) => {
@@ -36,7 +36,7 @@ export class QueueDecoder {
         this.#out.push(error);
       },
       get paused() {
-        return typeof self.paused === 'function' ? self.paused() : self.paused;
+        return paused();
       },
     };
   }
@@ -88,7 +88,7 @@ export class QueueDecoder {
     this.#out = out;
     this.decoder.end(this.#sink);
     this.close();
-    return (out.find(isDecodeError) as FdpassError | undefined) ?? null;
+    return out.find(isDecodeError) ?? null;
   }
 
   /** Closes what is held; later pushes' fds are closed as they come. */

@@ -561,6 +561,18 @@ describe('StreamDecoder at EOF and close', () => {
     expect(fakeFds.closed).toEqual(fds);
   });
 
+  it('a frame header begun in one read and completed in the next claims no fd of the later read', () => {
+    const fakeFds = new FakeFds();
+    const decoder = new QueueDecoder(roomy, fakeFds.close);
+    const stray = fakeFds.issue(1);
+    const header = encodeHeader(0, 1);
+    expect(decoder.push(header, 0, 2, [], 0, 0)).toEqual([]); // the header begins, no fds
+    const outcomes = decoder.push(header, 2, 6, stray, 0, 1); // its rest, with an fd: not the frame's
+    expect(summary(outcomes)).toEqual([{ code: 'ERR_FDPASS_BAD_MESSAGE' }]);
+    expect(fakeFds.closed).toEqual(stray);
+    expect(decoder.failed).toBe(true);
+  });
+
   it('close() closes what it holds once, and the fds of any later push', () => {
     const fakeFds = new FakeFds();
     const decoder = new QueueDecoder(roomy, fakeFds.close);

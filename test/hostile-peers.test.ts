@@ -10,6 +10,7 @@ import path from 'node:path';
 import { setFlagsFromString } from 'node:v8';
 import { runInNewContext } from 'node:vm';
 import { afterAll, afterEach, beforeAll, describe, expect, it } from 'vitest';
+import { binding } from '../lib/binding';
 import { Channel, closeFd, connect, listen, recv as recvFd, socketpair, type ChannelOptions, type ReceivedMessage } from '../lib/index';
 import {
   contentOf,
@@ -152,7 +153,7 @@ describe('an fd flood nobody reads', () => {
       const rawBaseline = fdsNow();
       const channel = own(new Channel(mine, maxBufferedFds === undefined ? {} : { maxBufferedFds }));
       await expectLine(peer, 'ready');
-      const peerFds = countFds(peer.child.pid!);
+      const peerFds = countFds(peer.child.pid);
       await expectLine(peer, 'done');
 
       // Nobody reads: whatever the channel took from the kernel, it holds for nobody.
@@ -174,7 +175,7 @@ describe('an fd flood nobody reads', () => {
       expect(fds).toBe(64 * MAX_FDS);
       expect.soft(heldWhileReading, 'fds held while the messages were read one by one').toBeLessThanOrEqual(budget + MAX_FDS);
       expect(countFds()).toBe(baseline);
-      expect(countFds(peer.child.pid!)).toBe(peerFds);
+      expect(countFds(peer.child.pid)).toBe(peerFds);
     },
   );
 });
@@ -408,6 +409,83 @@ describe("a server's untaken channels", () => {
   });
 });
 
+describe("a server's untaken channels racing the shared budget", () => {
+  const none = new Int32Array(0);
+  /** Raw client sockets connected to path, in this process (the test plays the hostile peer). */
+  function rawClients(serverPath: string, count: number): number[] {
+    return Array.from({ length: count }, () => {
+      const sock = binding.unixSocket(binding.constants.SOCK_STREAM);
+      expect(binding.connectUnix(sock, Buffer.from(serverPath), false)).toBe(0);
+      cleanups.push(() => closeSync(sock));
+      return sock;
+    });
+  }
+  const sendRaw = (sock: number, bytes: number[] | Buffer, fds: Int32Array = none): number =>
+    binding.sendmsg(sock, Uint8Array.from(bytes), 0, bytes.length, fds, fds.length, binding.constants.MSG_DONTWAIT);
+
+  it('frames begun on every untaken channel while there was room do not each add a message of fds once the budget is full', async () => {
+    const server = own(await listen({ path: socketPath(), channel: { maxBufferedFds: 4 } }));
+    const clients = rawClients(server.path, 20);
+    const devnull = openSync('/dev/null', 'r');
+    cleanups.push(() => closeSync(devnull));
+    await sleep(100);
+    for (const sock of clients) sendRaw(sock, [1, 0]); // a frame header begins on each, no fds yet
+    await sleep(100);
+    const base = fdsNow();
+    expect(sendRaw(clients[0]!, [4, 0, 0, 0, 0, 0], new Int32Array(4).fill(devnull))).toBe(6); // fills the shared budget
+    await sleep(100);
+    for (const sock of clients.slice(1)) sendRaw(sock, [100, 0, 1, 0, 0, 0, 0x61], new Int32Array(100).fill(devnull));
+    const { peak } = await settle(() => fdsNow() - base);
+    expect(peak, 'received fds held for untaken channels').toBeLessThanOrEqual(4 + MAX_FDS);
+    await server.close();
+  });
+
+  it('frames begun on every untaken channel do not each hold their payload past the shared byte budget', async () => {
+    const server = own(await listen({ path: socketPath(), channel: { maxBufferedBytes: 64 * 1024 } }));
+    const clients = rawClients(server.path, 16);
+    await sleep(100);
+    const header = Buffer.alloc(8);
+    header.writeUInt8(1, 0);
+    header.writeUInt32LE(256 * 1024, 4);
+    for (const sock of clients) sendRaw(sock, header); // each announces 256 KiB
+    await sleep(100);
+    const chunk = Buffer.alloc(64 * 1024, 0x62);
+    for (let i = 0; i < 4; i++) for (const sock of clients) sendRaw(sock, chunk);
+    await sleep(300);
+    const held = await within(
+      (async () => {
+        const iterator = server[Symbol.asyncIterator]();
+        const taken: Channel[] = [];
+        for (let i = 0; i < 16; i++) taken.push(own((await iterator.next()).value as Channel));
+        await iterator.return!();
+        return taken.reduce((sum, channel) => sum + channel.bufferedBytes, 0);
+      })(),
+      5000,
+      'taking the 16 channels',
+    );
+    // Counted as the channels were handed out: no more than the budget and one message.
+    expect(held, 'bytes the untaken channels held').toBeLessThanOrEqual(64 * 1024 + oneMessageBytes(256 * 1024));
+    await server.close();
+  });
+
+  it('an untaken channel whose peer sends while others filled the budget does not spin the loop', async () => {
+    const server = own(await listen({ path: socketPath(), channel: { maxBufferedFds: 4 } }));
+    const [a, b] = rawClients(server.path, 2) as [number, number];
+    const devnull = openSync('/dev/null', 'r');
+    cleanups.push(() => closeSync(devnull));
+    await sleep(50);
+    for (let i = 0; i < 4; i++) expect(sendRaw(b, [0], Int32Array.of(devnull))).toBe(1); // b fills the shared budget
+    await sleep(100);
+    expect(sendRaw(a, [0], Int32Array.of(devnull))).toBe(1); // a's channel watched while there was room
+    await sleep(20);
+    const start = process.cpuUsage();
+    await sleep(500);
+    const used = process.cpuUsage(start);
+    expect((used.user + used.system) / 1000, 'CPU ms used in 500 ms of waiting').toBeLessThan(150);
+    await server.close();
+  });
+});
+
 describe('control messages', () => {
   // A socket with SO_PASSCRED (systemd's PassCredentials=, for one) gets SCM_CREDENTIALS on
   // every read, ahead of the fds. The option belongs to the socket, so a helper process sets
@@ -431,7 +509,7 @@ describe('control messages', () => {
       const baseline = countFds();
       const channel = own(new Channel(mine));
       await expectLine(peer, 'ready');
-      const peerFds = countFds(peer.child.pid!);
+      const peerFds = countFds(peer.child.pid);
       const received: Array<{ data: string; contents: string[] }> = [];
       for (let i = 0; i < 4; i++) {
         const message = await within(channel.recv(), 5_000, `message ${i}`);
@@ -446,7 +524,7 @@ describe('control messages', () => {
       ]);
       await expectLine(peer, 'done');
       expect(countFds()).toBe(baseline);
-      expect(countFds(peer.child.pid!)).toBe(peerFds);
+      expect(countFds(peer.child.pid)).toBe(peerFds);
     },
   );
 });

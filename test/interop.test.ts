@@ -28,13 +28,13 @@ async function start(command: string, script: string, args: string[]): Promise<R
   const peer = spawnPeer(command, [path.join(fixtures, script), ...args], [theirs]);
   closeSync(theirs);
   expect(await peer.line()).toBe('ready');
-  return { peer, socket: mine, peerFds: countFds(peer.child.pid!) };
+  return { peer, socket: mine, peerFds: countFds(peer.child.pid) };
 }
 
 /** The peer finished its work holding the fds it held at the start; then it sees our close. */
 async function expectPeerDone(running: Running): Promise<void> {
   expect(await running.peer.line()).toBe('done');
-  expect(countFds(running.peer.child.pid!)).toBe(running.peerFds);
+  expect(countFds(running.peer.child.pid)).toBe(running.peerFds);
 }
 
 async function expectPeerExit(running: Running): Promise<void> {
@@ -105,7 +105,7 @@ describe.each(peers)('$name', ({ command, script, wrote }) => {
     const running = await start(command, script, ['send-files', file]);
     setBlocking(running.socket, true);
     const fd = recv(running.socket);
-    if (fd < 0) throw lastError();
+    if (fd < 0) throw lastError() ?? new Error('recv failed');
     const buf = Buffer.alloc(64);
     expect(buf.subarray(0, readSync(fd, buf, 0, 64, 0)).toString()).toBe('seed from peer');
     closeSync(fd);

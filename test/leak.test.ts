@@ -15,7 +15,7 @@ describe('no fd leaks over 10,000 passes', () => {
     closeSync(theirs);
     const channel = new Channel(mine);
     expect(await peer.line()).toBe('ready');
-    const childBefore = countFds(peer.child.pid!);
+    const childBefore = countFds(peer.child.pid);
 
     // Sends and receives overlap: the child echoes while we are still sending.
     const received = (async () => {
@@ -32,7 +32,7 @@ describe('no fd leaks over 10,000 passes', () => {
     await Promise.all(sends);
     expect(await received).toBe(PASSES);
     expect(await peer.line()).toBe('done');
-    expect(countFds(peer.child.pid!)).toBe(childBefore);
+    expect(countFds(peer.child.pid)).toBe(childBefore);
 
     await channel.close();
     const { code, stderr } = await peer.exited;
@@ -50,20 +50,20 @@ describe('no fd leaks over 10,000 passes', () => {
     closeSync(theirs);
     setBlocking(mine, true);
     expect(await peer.line()).toBe('ready');
-    const childBefore = countFds(peer.child.pid!);
+    const childBefore = countFds(peer.child.pid);
     // Windows of 50 in flight: fewer process wake-ups than ping-pong, and small enough
     // that neither socket buffer fills while this blocking loop is not reading.
     const WINDOW = 50;
     for (let i = 0; i < PASSES; i += WINDOW) {
-      for (let j = 0; j < WINDOW; j++) if (!send(mine, file)) throw lastError();
+      for (let j = 0; j < WINDOW; j++) if (!send(mine, file)) throw lastError() ?? new Error('send failed');
       for (let j = 0; j < WINDOW; j++) {
         const back = recv(mine);
-        if (back < 0) throw lastError();
+        if (back < 0) throw lastError() ?? new Error('recv failed');
         closeSync(back);
       }
     }
     expect(await peer.line()).toBe('done');
-    expect(countFds(peer.child.pid!)).toBe(childBefore);
+    expect(countFds(peer.child.pid)).toBe(childBefore);
     closeSync(mine);
     const { code, stderr } = await peer.exited;
     expect(stderr).toBe('');

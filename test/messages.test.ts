@@ -81,7 +81,7 @@ describe.each(['stream', 'seqpacket', 'dgram'] as const)('messages over %s', (ty
     const peer = spawnNodePeer('node-peer.mjs', ['echo-messages', String(MESSAGES)], [theirs]);
     closeSync(theirs);
     expect(await peer.line()).toBe('ready');
-    const peerFdsBefore = countFds(peer.child.pid!);
+    const peerFdsBefore = countFds(peer.child.pid);
     const channel = new Channel(mine, { maxPayloadBytes: 4 * 1024 * 1024 });
 
     const sent: Array<{ data: Buffer; fds: number[] }> = [];
@@ -121,7 +121,7 @@ describe.each(['stream', 'seqpacket', 'dgram'] as const)('messages over %s', (ty
     expect(checked).toBe(MESSAGES);
     expect(fdsChecked).toBe(sent.reduce((total, message) => total + message.fds.length, 0));
     expect(await peer.line()).toBe('done');
-    expect(countFds(peer.child.pid!)).toBe(peerFdsBefore);
+    expect(countFds(peer.child.pid)).toBe(peerFdsBefore);
     await channel.send({ data: 'bye' }); // a dgram peer sees no EOF: this lets it go
     await channel.close();
     expect((await peer.exited).code).toBe(0);

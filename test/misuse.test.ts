@@ -112,6 +112,20 @@ describe("closing a channel's fd behind its back", () => {
   });
 });
 
+describe('send(channel.fd, { close: true })', () => {
+  it("is refused with ERR_FDPASS_FD_OWNED_BY_CHANNEL: a channel's socket is not the caller's to hand over", async () => {
+    const [a, b] = Channel.pair();
+    const [c, d] = Channel.pair();
+    expect(() => c.send(b.fd, { close: true })).toThrow(expect.objectContaining({ code: 'ERR_FDPASS_FD_OWNED_BY_CHANNEL' }));
+    await a.send({ data: 'b still works' });
+    expect((await b.recv()).data.toString()).toBe('b still works');
+    // Without close, the channel's socket may be sent (a copy travels).
+    await c.send(b.fd);
+    (await d.recv()).close();
+    await Promise.all([a.close(), b.close(), c.close(), d.close()]);
+  });
+});
+
 describe('ReceivedMessage.close()', () => {
   it('a second close() closes nothing, even when the numbers were reused in between', async () => {
     const [a, b] = Channel.pair();
@@ -152,7 +166,7 @@ describe('new Channel(fd) on the wrong kind of fd', () => {
     await new Promise((resolve) => server.close(resolve));
   });
 
-  it('a listening Unix socket and an unconnected one are refused', async () => {
+  it('a listening Unix socket and an unconnected one are refused', () => {
     const listener = binding.unixSocket(binding.constants.SOCK_STREAM);
     expect(binding.bindUnix(listener, Buffer.from(path.join(dir, 'listening.sock')), false, 0o600)).toBe(0);
     expect(binding.listen(listener, 1)).toBe(0);
@@ -194,6 +208,25 @@ describe('new Channel(fd) on the wrong kind of fd', () => {
 });
 
 describe('the addon refuses bad buffer offsets', () => {
+  it('closeLedgerFds and sendmsg with offsets and lengths whose sum wraps are EINVAL, not a crash', () => {
+    const run = spawnSync(
+      process.execPath,
+      [
+        '-e',
+        `const { binding } = require(${JSON.stringify(path.join(root, 'dist', 'binding.js'))});
+        const poll = new binding.PollWrap(() => {}, new Uint8Array(16), new Int32Array(3), 16, binding.constants.RECEIVE_STREAM);
+        poll.setLedger(new Int32Array(new ArrayBuffer(4 * 16)));
+        const results = [poll.closeLedgerFds(2 ** 62, 2 ** 62), poll.closeLedgerFds(0, 2 ** 62), poll.closeLedgerFds(-1, 1)];
+        const data = new Uint8Array(16);
+        results.push(binding.sendmsg(0, data, 2 ** 62, 2 ** 62, new Int32Array(0), 0, 0));
+        console.log(JSON.stringify(results));`,
+      ],
+      { encoding: 'utf8', timeout: 10_000 },
+    );
+    expect(run.signal).toBeNull();
+    expect(JSON.parse(run.stdout)).toEqual([-22, -22, -22, -22]);
+  });
+
   it('sendmsg with a negative offset or length is EINVAL, not a read outside the buffer', () => {
     const [x, y] = socketpair();
     const data = new Uint8Array(16);

@@ -18,6 +18,8 @@ import {
   type Message,
   type RecvOptions,
   type SendOptions,
+  type FdpassError,
+  type SystemError,
 } from '../lib/index.js';
 import { expectNoFdLeakAroundEachTest, root, spawnNodePeer } from './helpers.js';
 
@@ -119,7 +121,7 @@ describe('types', () => {
     expectTypeOf(send).returns.toEqualTypeOf<boolean>();
     expectTypeOf(send).parameters.toEqualTypeOf<[socketFd: number, fd: FdLike]>();
     expectTypeOf(recv).returns.toEqualTypeOf<number>();
-    expectTypeOf(lastError).returns.toEqualTypeOf<Error | null>();
+    expectTypeOf(lastError).returns.toEqualTypeOf<SystemError | FdpassError | null>();
     expectTypeOf(socketpair).returns.toEqualTypeOf<[number, number]>();
   });
 

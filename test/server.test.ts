@@ -36,7 +36,8 @@ const abstractName = (): string => `fdpass-test-${process.pid}-${serial++}`;
 /** The server side of the exchange in fixtures/socket-client.mjs: a file's fd in, a socket's fd back. */
 function serveExchanges(server: Server): { served: number; mismatches: string[]; errors: unknown[] } {
   const stats = { served: 0, mismatches: [] as string[], errors: [] as unknown[] };
-  server.on('connection', async (channel) => {
+  server.on('connection', (channel) => void serve(channel));
+  const serve = async (channel: Channel): Promise<void> => {
     try {
       for await (const message of channel) {
         const id = message.data.toString();
@@ -55,7 +56,7 @@ function serveExchanges(server: Server): { served: number; mismatches: string[];
     } finally {
       await channel.close();
     }
-  });
+  };
   return stats;
 }
 
@@ -362,7 +363,7 @@ describe('server.close()', () => {
     for (const client of clients.slice(1))
       await expect(client.recv()).rejects.toMatchObject({ code: expect.stringMatching(/^(EOF|ECONNRESET)$/) });
     // The taken channel is its taker's: still open.
-    await clients[0]!.send({ data: 'still here' });
+    await clients[0].send({ data: 'still here' });
     expect((await taken.recv()).data.toString()).toBe('still here');
     await taken.close();
     await Promise.all(clients.map((client) => client.close()));
@@ -394,9 +395,8 @@ describe('server.close()', () => {
   });
 
   it('an allow() that closes the server: the client it let in is closed too, not left open with no owner', async () => {
-    let server: Server | undefined;
     let closing: Promise<void> | undefined;
-    server = await listen({ path: socketPath(), allow: () => ((closing = server!.close()), true) });
+    const server: Server = await listen({ path: socketPath(), allow: () => ((closing = server.close()), true) });
     const connections: Channel[] = [];
     server.on('connection', (channel) => connections.push(channel));
     const client = await connect(server.path);
@@ -449,7 +449,7 @@ describe('server.close()', () => {
     await Promise.all([...seen, ...clients].map((channel) => channel.close()));
   });
 
-  it('a listening server keeps the process alive; after close() or unref() it exits by itself', async () => {
+  it('a listening server keeps the process alive; after close() or unref() it exits by itself', () => {
     const script = (ending: string) => `
       const { listen } = require(${JSON.stringify(path.join(__dirname, '..', 'dist', 'index.js'))});
       listen(${JSON.stringify(socketPath())}).then((server) => { ${ending} });`;
