@@ -3,6 +3,7 @@
 
 #include <mutex>
 #include <unordered_set>
+#include <vector>
 
 #include "posix_io.h"
 
@@ -30,24 +31,36 @@ void ReleaseOwnedFd(int fd, bool close_it) {
   Registry().erase(fd);
 }
 
-int CloseUnlessOwned(int fd) {
+bool IsOwnedFd(int fd) {
   std::lock_guard<std::mutex> lock(registry_mutex);
-  if (Registry().count(fd) != 0) return kFdOwnedByChannel;
+  return Registry().count(fd) != 0;
+}
+
+// The checks hold the lock, the closes do not: a close can block (a TCP socket lingering
+// over unsent data, a file on a network filesystem), and every thread's channels wait on it.
+int CloseUnlessOwned(int fd) {
+  if (IsOwnedFd(fd)) return kFdOwnedByChannel;
   return CloseFd(fd);
 }
 
 void CloseManyUnlessOwned(const int* fds, unsigned long nfds) {
-  std::lock_guard<std::mutex> lock(registry_mutex);
-  const auto& owned = Registry();
+  std::vector<int> closable;
   bool any_owned = false;
-  for (unsigned long i = 0; i < nfds && !any_owned; i++) any_owned = owned.count(fds[i]) != 0;
-  if (!any_owned) {
-    CloseFds(fds, nfds);  // the usual case: runs of numbers in one close_range each
-    return;
+  {
+    std::lock_guard<std::mutex> lock(registry_mutex);
+    const auto& owned = Registry();
+    for (unsigned long i = 0; i < nfds && !any_owned; i++) any_owned = owned.count(fds[i]) != 0;
+    if (any_owned) {
+      for (unsigned long i = 0; i < nfds; i++) {
+        if (owned.count(fds[i]) == 0) closable.push_back(fds[i]);
+      }
+    }
   }
-  for (unsigned long i = 0; i < nfds; i++) {
-    if (owned.count(fds[i]) == 0) CloseFd(fds[i]);
-  }
+  // The usual case, none owned: runs of numbers in one close_range each.
+  if (!any_owned)
+    CloseFds(fds, nfds);
+  else
+    CloseFds(closable.data(), closable.size());
 }
 
 }  // namespace fdpass

@@ -11,6 +11,9 @@ bool RegisterOwnedFd(int fd);
 // other thread sees it closed yet registered, or registered to nobody yet open.
 void ReleaseOwnedFd(int fd, bool close_it);
 
+// Whether a poll handle owns fd.
+bool IsOwnedFd(int fd);
+
 // close(2) of fd unless a poll handle owns it: 0, -errno, or kFdOwnedByChannel.
 int CloseUnlessOwned(int fd);
 

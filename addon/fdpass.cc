@@ -66,8 +66,9 @@ Napi::Value JsSendMessage(const Napi::CallbackInfo& info) {
   int64_t offset = info[2].As<Napi::Number>().Int64Value();
   int64_t length = info[3].As<Napi::Number>().Int64Value();
   int64_t nfds = info[5].As<Napi::Number>().Int64Value();
-  if (offset < 0 || length < 0 || nfds < 0 ||
-      offset + length > static_cast<int64_t>(data.ElementLength()) ||
+  int64_t size = static_cast<int64_t>(data.ElementLength());
+  // Each bound on its own: offset + length could wrap past the check.
+  if (offset < 0 || offset > size || length < 0 || length > size - offset || nfds < 0 ||
       nfds > static_cast<int64_t>(fds.ElementLength()))
     return Napi::Number::New(env, -EINVAL);
   ssize_t n = SendMessage(ArgInt(info, 0), data.Data() + offset, static_cast<size_t>(length),
@@ -151,6 +152,11 @@ Napi::Value JsReceiveFd(const Napi::CallbackInfo& info) {
 // kernel. A channel's own socket is refused: closing it under the poll handle aborts libuv.
 Napi::Value JsClose(const Napi::CallbackInfo& info) {
   return Napi::Number::New(info.Env(), CloseUnlessOwned(ArgInt(info, 0)));
+}
+
+// isOwnedFd(fd) -> whether a channel's poll handle owns fd, in any thread.
+Napi::Value JsIsOwnedFd(const Napi::CallbackInfo& info) {
+  return Napi::Boolean::New(info.Env(), IsOwnedFd(ArgInt(info, 0)));
 }
 
 // closeMany(fds: Int32Array, count) -> 0: the first count fds, a run of consecutive numbers
@@ -322,6 +328,7 @@ Napi::Object Init(Napi::Env env, Napi::Object exports) {
   exports["sendmmsg"] = Napi::Function::New<JsSendMessages>(env, "sendmmsg");
   exports["close"] = Napi::Function::New<JsClose>(env, "close");
   exports["closeMany"] = Napi::Function::New<JsCloseMany>(env, "closeMany");
+  exports["isOwnedFd"] = Napi::Function::New<JsIsOwnedFd>(env, "isOwnedFd");
   exports["unixSocket"] = Napi::Function::New<JsUnixSocket>(env, "unixSocket");
   exports["bindUnix"] = Napi::Function::New<JsBindUnix>(env, "bindUnix");
   exports["listen"] = Napi::Function::New<JsListen>(env, "listen");
@@ -364,6 +371,7 @@ Napi::Object Init(Napi::Env env, Napi::Object exports) {
   constants["BUDGET_HELD_BYTES"] = Napi::Number::New(env, kBudgetHeldBytes);
   constants["BUDGET_LENGTH"] = Napi::Number::New(env, kBudgetLength);
   constants["BUFFERED_ITEM_OVERHEAD_BYTES"] = Napi::Number::New(env, kBufferedItemOverheadBytes);
+  constants["MESSAGE_HEADER_BYTES"] = Napi::Number::New(env, kMessageHeaderBytes);
   constants["RECEIVE_STREAM"] = Napi::Number::New(env, static_cast<int>(ReceiveMode::kStream));
   constants["RECEIVE_PACKETS"] = Napi::Number::New(env, static_cast<int>(ReceiveMode::kPackets));
   constants["RECEIVE_ACCEPT"] = Napi::Number::New(env, static_cast<int>(ReceiveMode::kAccept));

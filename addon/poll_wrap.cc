@@ -76,6 +76,15 @@ int* FdScratch() {
   return scratch.data();
 }
 
+// A budget's room: 0 when it is full, or when JS wrote nonsense (NaN, a negative count).
+size_t RoomOf(double max, double held) {
+  double room = max - held;
+  if (!(room >= 1)) return 0;
+  return room >= 0x1p53 ? size_t{1} << 53 : static_cast<size_t>(room);
+}
+
+size_t Spend(size_t room, size_t amount) { return amount >= room ? 0 : room - amount; }
+
 bool IsInt32Array(const Napi::Value& value) {
   return value.IsTypedArray() && value.As<Napi::TypedArray>().TypedArrayType() == napi_int32_array;
 }
@@ -152,7 +161,8 @@ Napi::Value PollWrap::Open(const Napi::CallbackInfo& info) {
     if (!IsInt32Array(info[1])) return Napi::Number::New(env, -EINVAL);
     auto ledger = info[1].As<Napi::Int32Array>();
     from = ledger.Data();
-    if (ledger.ElementLength() <= kLedgerFirstFd || from[kLedgerHead] >= from[kLedgerTail] ||
+    if (ledger.ElementLength() <= kLedgerFirstFd || from[kLedgerHead] < 0 ||
+        from[kLedgerHead] >= from[kLedgerTail] ||
         static_cast<size_t>(from[kLedgerHead]) + kLedgerFirstFd >= ledger.ElementLength() ||
         from[kLedgerFirstFd + from[kLedgerHead]] != fd)
       return Napi::Number::New(env, -EINVAL);
@@ -230,7 +240,6 @@ Napi::Value PollWrap::Close(const Napi::CallbackInfo& info) {
   if (!IsOpen()) return Napi::Boolean::New(env, false);
   if (info[0].IsFunction()) on_close_ = Napi::Persistent(info[0].As<Napi::Function>());
   TakeLedger();
-  StillOwnsSocket();
   state_ = State::kClosing;
   BeginClose(handle_);
   return Napi::Boolean::New(env, true);
@@ -273,16 +282,17 @@ Napi::Value PollWrap::CloseLedgerFds(const Napi::CallbackInfo& info) {
     return Napi::Number::New(env, -EINVAL);
   int64_t offset = info[0].As<Napi::Number>().Int64Value();
   int64_t count = info[1].As<Napi::Number>().Int64Value();
-  int32_t head = ledger_slots_[kLedgerHead];
-  int32_t tail = ledger_slots_[kLedgerTail];
-  if (offset < 0 || count < 0 || head < 0 || tail < head || head + offset + count > tail ||
-      kLedgerFirstFd + static_cast<size_t>(tail) > ledger_length_)
+  int64_t head = ledger_slots_[kLedgerHead];
+  int64_t tail = ledger_slots_[kLedgerTail];
+  // Each bound on its own: a sum of JS numbers could wrap past the check.
+  if (head < 0 || tail < head || static_cast<size_t>(tail) > ledger_length_ - kLedgerFirstFd ||
+      offset < 0 || offset > tail - head || count < 0 || count > tail - head - offset)
     return Napi::Number::New(env, -EINVAL);
   int32_t* start = ledger_slots_ + kLedgerFirstFd + head + offset;
   CloseFds(start, static_cast<size_t>(count));
   memmove(start, start + count,
           sizeof(int32_t) * static_cast<size_t>(tail - head - offset - count));
-  ledger_slots_[kLedgerTail] = tail - static_cast<int32_t>(count);
+  ledger_slots_[kLedgerTail] = static_cast<int32_t>(tail - count);
   return Napi::Number::New(env, 0);
 }
 
@@ -322,21 +332,23 @@ void PollWrap::AppendToLedger(const int* fds, size_t count) {
 // One wake-up's reading, bounded twice: as libuv bounds its reads (a batch at most, fair to
 // the other handles on the loop), and by the budget. The budget's room is counted after each
 // message, and a batch asks the kernel for no more messages than could fit if each carried
-// the most fds a message can: so a wake-up exceeds the budget by one message at most.
-int PollWrap::DrainReadable() {
+// the most fds a message can: so a wake-up exceeds the budget by one message at most. Sets
+// *starved when it read nothing for want of room, so that JS stops watching.
+int PollWrap::DrainReadable(bool* starved) {
+  *starved = false;
   if (ledger_slots_ == nullptr || budget_slots_ == nullptr) return 0;  // JS sets both first
   auto data = data_.Value().As<Napi::Uint8Array>();
   auto records = records_.Value().As<Napi::Int32Array>();
   size_t slots = std::min({records.ElementLength() / kRecordStride,
                            data.ElementLength() / slot_bytes_, kMaxMessagesPerBatch});
-  double room_fds = budget_slots_[kBudgetMaxFds] - budget_slots_[kBudgetHeldFds];
-  double room_bytes = budget_slots_[kBudgetMaxBytes] - budget_slots_[kBudgetHeldBytes];
+  size_t room_fds = RoomOf(budget_slots_[kBudgetMaxFds], budget_slots_[kBudgetHeldFds]);
+  size_t room_bytes = RoomOf(budget_slots_[kBudgetMaxBytes], budget_slots_[kBudgetHeldBytes]);
   size_t fds_per_message = mode_ == ReceiveMode::kAccept ? 1 : kMaxFdsPerMessage;
   // On a stream, the rest of the frame under way (its bytes become its payload one for one).
   size_t frame_rest = mode_ == ReceiveMode::kStream
                           ? static_cast<size_t>(std::max(ledger_slots_[kLedgerReadCap], 0))
                           : 0;
-  bool full = room_fds <= 0 || (mode_ != ReceiveMode::kAccept && room_bytes <= 0);
+  bool full = room_fds == 0 || (mode_ != ReceiveMode::kAccept && room_bytes == 0);
   // The most stream bytes this wake-up reads. Beyond the frame under way, no more than the
   // byte budget could hold if every 8 bytes were an empty frame costing its overhead: so
   // decoding what was read never overshoots by more than a message.
@@ -344,29 +356,34 @@ int PollWrap::DrainReadable() {
   if (full) {
     // A stream frame that has begun is let through, one read capped at its end: its bytes
     // and fds count against the budget, and only its completion can make room.
-    if (frame_rest == 0) return 0;
+    if (frame_rest == 0) {
+      *starved = true;
+      return 0;
+    }
     stream_bytes = frame_rest;
     slots = 1;
   } else if (mode_ == ReceiveMode::kStream) {
-    double expandable =
-        room_bytes * kMessageHeaderBytes / (kMessageHeaderBytes + kBufferedItemOverheadBytes);
-    stream_bytes = std::max({frame_rest, static_cast<size_t>(expandable), size_t{1}});
+    size_t expandable =
+        room_bytes / (kMessageHeaderBytes + kBufferedItemOverheadBytes) * kMessageHeaderBytes;
+    stream_bytes = std::max({frame_rest, expandable, size_t{1}});
   }
 
   int32_t* rec = records.Data();
   int* scratch = FdScratch();
   size_t filled = 0;
   while (filled < slots) {
-    if (!MakeLedgerRoom(fds_per_message)) break;
+    if (!MakeLedgerRoom(fds_per_message)) {
+      *starved = filled == 0;  // JS grows the ledger
+      break;
+    }
     size_t free_fds =
         ledger_length_ - kLedgerFirstFd - static_cast<size_t>(ledger_slots_[kLedgerTail]);
     size_t want = std::min(slots - filled, free_fds / fds_per_message);
     if (!full) {
-      want = std::min(want, std::max<size_t>(1, static_cast<size_t>(room_fds) / fds_per_message));
+      want = std::min(want, std::max<size_t>(1, room_fds / fds_per_message));
       if (mode_ == ReceiveMode::kPackets) {
         size_t most_per_packet = slot_bytes_ + kBufferedItemOverheadBytes;
-        want =
-            std::min(want, std::max<size_t>(1, static_cast<size_t>(room_bytes) / most_per_packet));
+        want = std::min(want, std::max<size_t>(1, room_bytes / most_per_packet));
       }
     }
     size_t got = 0;
@@ -385,7 +402,7 @@ int PollWrap::DrainReadable() {
           break;
         }
         AppendToLedger(&fd, 1);
-        room_fds -= 1;
+        room_fds = Spend(room_fds, 1);
       }
     } else {
       MessageSlot batch[kMaxMessagesPerBatch];
@@ -412,19 +429,20 @@ int PollWrap::DrainReadable() {
         r[kRecordFds] = static_cast<int32_t>(batch[j].info.nfds);
         r[kRecordFlags] = batch[j].info.msg_flags;
         AppendToLedger(batch[j].fds, batch[j].info.nfds);
-        room_fds -= static_cast<double>(batch[j].info.nfds);
+        room_fds = Spend(room_fds, batch[j].info.nfds);
         if (batch[j].bytes <= 0) {
           stop = true;  // an error or EOF: nothing useful follows
         } else if (mode_ == ReceiveMode::kStream) {
-          stream_bytes -= static_cast<size_t>(batch[j].bytes);
+          stream_bytes = Spend(stream_bytes, static_cast<size_t>(batch[j].bytes));
         } else {
-          room_bytes -= static_cast<double>(batch[j].bytes) + kBufferedItemOverheadBytes;
+          room_bytes =
+              Spend(room_bytes, static_cast<size_t>(batch[j].bytes) + kBufferedItemOverheadBytes);
         }
       }
     }
     filled += got;
     if (stop || got < want || full) break;
-    if (room_fds <= 0 || (mode_ == ReceiveMode::kPackets && room_bytes <= 0)) break;
+    if (room_fds == 0 || (mode_ == ReceiveMode::kPackets && room_bytes == 0)) break;
     if (mode_ == ReceiveMode::kStream && stream_bytes == 0) break;
   }
   return static_cast<int>(filled);
@@ -443,9 +461,14 @@ void PollWrap::OnPoll(int status, int events) {
     }
   }
   int records = 0;
-  if (status == 0 && (events_ & UV_READABLE) && (events & UV_READABLE)) records = DrainReadable();
+  bool starved = false;
+  if (status == 0 && (events_ & UV_READABLE) && (events & UV_READABLE)) {
+    records = DrainReadable(&starved);
+  }
   bool writable = status == 0 && (events & UV_WRITABLE);
-  if (status == 0 && records == 0 && !writable) return;  // spurious wake-up, or no room
+  // A spurious wake-up. But a readable socket with no room to read is not: libuv would wake
+  // again at once, forever; JS is told (0 records), so that it stops watching until there is room.
+  if (status == 0 && records == 0 && !writable && !starved) return;
   CallIntoJs(on_event_.Value(), {Napi::Number::New(env, status), Napi::Number::New(env, records),
                                  Napi::Boolean::New(env, writable)});
 }

@@ -80,7 +80,7 @@ class PollWrap : public Napi::ObjectWrap<PollWrap> {
   void TakeLedger();
   bool MakeLedgerRoom(size_t fds);
   void AppendToLedger(const int* fds, size_t count);
-  int DrainReadable();
+  int DrainReadable(bool* starved);
   void CallIntoJs(Napi::Function callback, const std::initializer_list<napi_value>& args);
 
   State state_ = State::kNew;

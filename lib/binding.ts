@@ -94,6 +94,8 @@ export interface Binding {
   close(fd: number): number;
   /** Closes fds[0..count) but those a channel owns: runs of consecutive numbers in one close_range(2) each. */
   closeMany(fds: Int32Array, count: number): number;
+  /** Whether a Channel (in any thread) owns fd as its socket. */
+  isOwnedFd(fd: number): boolean;
   /** socket(AF_UNIX, type), close-on-exec and non-blocking: the fd or -errno. */
   unixSocket(type: number): number;
   /** The file, if any, is created with permission bits `mode` from the start. */
@@ -157,6 +159,8 @@ export interface Binding {
     BUDGET_LENGTH: number;
     /** What a buffered message or error costs beyond its payload. */
     BUFFERED_ITEM_OVERHEAD_BYTES: number;
+    /** The addon's copy of the frame header's size (framing.ts has the wire format's). */
+    MESSAGE_HEADER_BYTES: number;
     RECEIVE_STREAM: number;
     RECEIVE_PACKETS: number;
     RECEIVE_ACCEPT: number;

@@ -126,6 +126,7 @@ export class Channel extends EventEmitter<ChannelEvents> {
   #pollBroken = false;
   #explicitRef: boolean | undefined;
   #refd = true;
+  #unrefQueued = false;
   /** A stopped poll keeps nothing alive: while a ref'd channel's poll is stopped, this does. */
   #keepAlive: NodeJS.Timeout | undefined;
 
@@ -171,7 +172,7 @@ export class Channel extends EventEmitter<ChannelEvents> {
     this.#fd = fd;
     this.#type = type;
     this.#ownBudget = new ReceiveBudget(maxBufferedFds, maxBufferedBytes);
-    this.#receiver = new Receiver(this.#poll, fd, type, limits, buffers, adopted?.budget ?? this.#ownBudget, {
+    this.#receiver = new Receiver(this.#poll, fd, type, limits, buffers, adopted?.budget ?? this.#ownBudget, adopted !== undefined, {
       listenerCount: (event) => this.listenerCount(event),
       emitMessage: (message) => this.#emitSafely('message', message),
       emitError: (error) => this.#emitSafely('error', error),
@@ -306,6 +307,7 @@ export class Channel extends EventEmitter<ChannelEvents> {
   /** Never keep the process alive for this channel, even with calls pending. */
   unref(): this {
     this.#explicitRef = false;
+    if (this.#refd && this.#state === 'open') this.#setRef(false);
     this.#update();
     return this;
   }
@@ -389,6 +391,7 @@ export class Channel extends EventEmitter<ChannelEvents> {
       return;
     }
     if (count > 0) this.#receiver.onBatch(count);
+    else if (!writable) this.#receiver.recheck(); // readable, but no room: stop watching until there is
     if (writable && this.#state === 'open') this.#sender.flush();
   }
 
@@ -408,14 +411,36 @@ export class Channel extends EventEmitter<ChannelEvents> {
       this.#readable = readable;
       this.#writable = writable;
     }
-    const wanted = this.#explicitRef ?? (this.#receiver.awaited || this.#sender.length > 0 || this.listenerCount('message') > 0);
-    if (wanted !== this.#refd) {
-      this.#refd = wanted;
-      if (wanted) this.#poll.ref();
-      else this.#poll.unref();
-      this.#sender.setRef(wanted);
+    this.#updateRef();
+  }
+
+  /** Whether the channel should keep the process alive: an explicit ref(), else anyone waiting. */
+  #wantsRef(): boolean {
+    return this.#explicitRef ?? (this.#receiver.awaited || this.#sender.length > 0 || this.listenerCount('message') > 0);
+  }
+
+  #updateRef(): void {
+    const wanted = this.#wantsRef();
+    if (wanted && !this.#refd) {
+      this.#setRef(true);
+    } else if (!wanted && this.#refd && !this.#unrefQueued) {
+      // Let go only after the caller's code has run: a recv() loop asks again at once, and a
+      // ref and an unref per message would be two native calls for nothing.
+      this.#unrefQueued = true;
+      queueMicrotask(() => {
+        this.#unrefQueued = false;
+        if (this.#state === 'open' && !this.#wantsRef()) this.#setRef(false);
+      });
     }
-    this.#setKeepAlive(wanted && !this.#readable && !this.#writable && this.#receiver.endError === undefined);
+    this.#setKeepAlive(this.#refd && !this.#readable && !this.#writable && this.#receiver.endError === undefined);
+  }
+
+  #setRef(refd: boolean): void {
+    this.#refd = refd;
+    if (refd) this.#poll.ref();
+    else this.#poll.unref();
+    this.#sender.setRef(refd);
+    this.#setKeepAlive(refd && !this.#readable && !this.#writable && this.#receiver.endError === undefined);
   }
 
   /** The fd was closed (or its number reused) behind the channel's back: fail, never abort. */

@@ -37,8 +37,8 @@ export interface DecodeSink {
   readonly paused: boolean;
 }
 
-// Shared by every message without data: a zero-length Buffer cannot be written to.
-const noData = Buffer.alloc(0);
+/** Shared by every message without data: a zero-length Buffer cannot be written to. */
+export const noData = Buffer.alloc(0);
 
 /** A message with no data and exactly one fd goes as a bare fd, whatever the socket type. */
 export function isBareFd(dataLength: number, nfds: number): boolean {
@@ -136,6 +136,8 @@ export class StreamDecoder {
   #headerBeganThisRead = false;
   /** fds given to the decoder that no message has claimed yet. */
   #queuedFds = 0;
+  /** How many of them came before the read being decoded: all a header begun earlier may claim. */
+  #queuedBeforeRead = 0;
   /** The fds the frame in IN_PAYLOAD claimed, at the front, until the frame completes. */
   #frameFds = 0;
   #payload: Buffer = noData;
@@ -182,9 +184,12 @@ export class StreamDecoder {
     return this.#queuedFds + this.#frameFds;
   }
 
-  /** Payload bytes of the partial frame held in memory. */
+  /**
+   * Bytes the partial frame holds, counted at its announced length from the moment its header
+   * is complete: that is what it will hold, and the buffer may run ahead of what has arrived.
+   */
   get heldBytes(): number {
-    return this.#phase === IN_PAYLOAD ? this.#payloadBytes : 0;
+    return this.#phase === IN_PAYLOAD ? this.#payloadLength : 0;
   }
 
   /**
@@ -196,6 +201,7 @@ export class StreamDecoder {
    */
   push(bytes: Uint8Array, offset: number, length: number, nfds: number, sink: DecodeSink): number {
     if (this.#state !== 'open') return 0;
+    this.#queuedBeforeRead = this.#queuedFds;
     this.#queuedFds += nfds;
     if (
       length === 1 &&
@@ -318,8 +324,11 @@ export class StreamDecoder {
 
   /** The header is complete; `available` payload bytes remain in the current read. */
   #startFrame(payloadLength: number, nfds: number, available: number, sink: DecodeSink): void {
-    if (this.#queuedFds < nfds) {
-      this.#fail(sink, `a frame header announces ${nfds} fd(s), but only ${this.#queuedFds} arrived with it`);
+    // A header begun in an earlier read came with that read's fds, never with this one's.
+    const arrived =
+      this.#headerBeganThisRead || this.#phase !== IN_HEADER ? this.#queuedFds : Math.min(this.#queuedFds, this.#queuedBeforeRead);
+    if (arrived < nfds) {
+      this.#fail(sink, `a frame header announces ${nfds} fd(s), but only ${arrived} arrived with it`);
       return;
     }
     this.#queuedFds -= nfds;

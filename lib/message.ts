@@ -1,8 +1,8 @@
 // What a Channel delivers: data and the fds that travelled with it.
 import { closeFds } from './fd';
-
-const noData = Buffer.alloc(0);
-const noFds: readonly number[] = Object.freeze([]);
+import { noData } from './framing';
+/** Shared by every message without fds, and every closed one. */
+export const noFds: readonly number[] = Object.freeze([]);
 
 export class ReceivedMessage {
   /** The bytes sent with the fds (empty for a bare fd, as IO::FDPass sends). */

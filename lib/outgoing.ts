@@ -1,7 +1,8 @@
 // What Channel.send() takes, turned into the bytes and fds one sendmsg carries
 // (docs/wire-format.md): a bare fd as IO::FDPass sends it, or a frame.
 import { Server, Socket } from 'node:net';
-import { invalidArgType, outOfRange } from './errors';
+import { binding } from './binding';
+import { fdpassError, invalidArgType, outOfRange } from './errors';
 import { closeHandedFd, toFd, type FdLike } from './fd';
 import { MAX_FDS_PER_FRAME, MAX_PAYLOAD_BYTES, MESSAGE_HEADER_BYTES, isBareFd, writeHeader } from './framing';
 
@@ -60,7 +61,9 @@ function fdsOf(fds: unknown): readonly FdLike[] {
 /** Validates what send() was given; throws TypeError/RangeError before anything is taken. */
 export function toOutgoing(value: FdLike | Message, close: boolean): Outgoing {
   if (!isMessage(value)) {
-    return { bytes: zeroByte, offset: 0, fds: noFds, bare: true, fd: toFd(value, 'fd'), handed: close ? [value] : undefined };
+    const fd = toFd(value, 'fd');
+    if (close) refuseChannelSocket(fd);
+    return { bytes: zeroByte, offset: 0, fds: noFds, bare: true, fd, handed: close ? [value] : undefined };
   }
   const payload = payloadOf(value.data);
   const handed = fdsOf(value.fds);
@@ -68,12 +71,23 @@ export function toOutgoing(value: FdLike | Message, close: boolean): Outgoing {
   if (payload.length > MAX_PAYLOAD_BYTES) {
     throw outOfRange('message.data.length', `at most ${MAX_PAYLOAD_BYTES}`, payload.length);
   }
+  if (close) for (const fd of fds) refuseChannelSocket(fd);
   const closeAfter = close && handed.length > 0 ? handed : undefined;
   if (isBareFd(payload.length, fds.length)) return { bytes: zeroByte, offset: 0, fds: noFds, bare: true, fd: fds[0]!, handed: closeAfter };
   const bytes = Buffer.allocUnsafe(MESSAGE_HEADER_BYTES + payload.length);
   writeHeader(bytes, 0, payload.length, fds.length);
   bytes.set(payload, MESSAGE_HEADER_BYTES);
   return { bytes, offset: 0, fds, bare: false, fd: -1, handed: closeAfter };
+}
+
+/** `close: true` hands an fd over to fdpass to close: never a Channel's own socket, which is its channel's. */
+function refuseChannelSocket(fd: number): void {
+  if (binding.isOwnedFd(fd)) {
+    throw fdpassError(
+      'ERR_FDPASS_FD_OWNED_BY_CHANNEL',
+      `fd ${fd} is a Channel's socket: send it without { close: true }, or close its channel`,
+    );
+  }
 }
 
 /** Closes what the caller handed over with `close: true`; see closeHandedFd. */

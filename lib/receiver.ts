@@ -10,7 +10,7 @@ import { constants as os } from 'node:os';
 import { UV_EOF, abortError, closedError, errnoException, fdpassError, truncatedError, type SystemError } from './errors';
 import { FdLedger } from './fd-ledger';
 import { MESSAGE_HEADER_BYTES, StreamDecoder, decodePacket, type DecodeSink, type FramingLimits } from './framing';
-import { ReceivedMessage } from './message';
+import { ReceivedMessage, noFds } from './message';
 import type { ReceiveBudget } from './receive-budget';
 import type { SocketType } from './socket-type';
 
@@ -54,7 +54,6 @@ type Delivery = ReceivedMessage | Error;
 const { MSG_CTRUNC, MSG_TRUNC, RECORD_STRIDE, RECORD_BYTES, RECORD_FDS, RECORD_FLAGS, BUFFERED_ITEM_OVERHEAD_BYTES } = constants;
 const ECONNRESET = -os.errno.ECONNRESET;
 const DONE: IteratorResult<ReceivedMessage> = Object.freeze({ done: true, value: undefined });
-const noFds: readonly number[] = Object.freeze([]);
 
 // Receive buffers, one set per thread and slot size, shared by the channels using it: the
 // addon fills them and JS decodes them within the same callback, before any other channel
@@ -123,6 +122,12 @@ export class Receiver {
   /** Reassembles a stream's frames; null on packet sockets, where a packet is a message. */
   readonly #decoder: StreamDecoder | null;
   #budget: ReceiveBudget;
+  /**
+   * Whether the budget is shared (a server's channels nobody has taken yet). Then a frame under
+   * way gets no read past a full budget: channels that each finished one would hold a message
+   * each beyond it, and none of them needs to, as taking a channel gives it a budget of its own.
+   */
+  #budgetShared: boolean;
   /** What this receiver has counted against its budget. */
   #chargedFds = 0;
   #chargedBytes = 0;
@@ -163,6 +168,7 @@ export class Receiver {
     limits: ReceiveLimits,
     buffers: ReceiveBuffers,
     budget: ReceiveBudget,
+    budgetShared: boolean,
     host: ReceiverHost,
   ) {
     this.#poll = poll;
@@ -172,6 +178,7 @@ export class Receiver {
     this.#buffers = buffers;
     this.#host = host;
     this.#budget = budget;
+    this.#budgetShared = budgetShared;
     this.#ledger = new FdLedger(poll);
     poll.setBudget(budget.slots);
     this.#decoder = type === 'stream' ? new StreamDecoder(limits) : null;
@@ -188,7 +195,7 @@ export class Receiver {
   /** Whether the poll should watch for readable: nothing ended or waiting, and room (or a frame to finish). */
   get wantsToRead(): boolean {
     if (this.#closed || this.#endError !== undefined || this.#pendingReads.length > 0) return false;
-    return !this.#budget.full || (this.#decoder?.bytesToBoundary ?? 0) > 0;
+    return !this.#budget.full || this.#frameRest > 0;
   }
 
   /** Whether someone waits for a message (a recv(), an iterator): that keeps the process alive. */
@@ -213,9 +220,15 @@ export class Receiver {
     return this.#endError;
   }
 
-  /** Counts what is held against another budget from now on (a server hands the channel out). */
+  /** The bytes still to come of a frame under way that reading may take even with the budget full. */
+  get #frameRest(): number {
+    return this.#budgetShared ? 0 : (this.#decoder?.bytesToBoundary ?? 0);
+  }
+
+  /** Counts what is held against a budget of its own from now on (a server hands the channel out). */
   useBudget(budget: ReceiveBudget): void {
     if (budget === this.#budget) return;
+    this.#budgetShared = false;
     this.#budget.cancel(this.#roomAgain);
     this.#waitingForRoom = false;
     this.#budget.charge(-this.#chargedFds, -this.#chargedBytes);
@@ -244,6 +257,12 @@ export class Receiver {
     }
     this.#decoding = false;
     if (debug.enabled) debug('fd %d: %d message(s), %d fd(s) received; %d fd(s) held', this.#fd, count, fds, this.bufferedFds);
+    this.#settle();
+  }
+
+  /** The addon found the socket readable but no room to read: the budget filled since. */
+  recheck(): void {
+    if (this.#closed || this.#endError !== undefined) return;
     this.#settle();
   }
 
@@ -430,7 +449,7 @@ export class Receiver {
     this.#recharge();
     this.#ledger.ensureRoom();
     if (this.#decoder !== null) {
-      this.#ledger.readCap = this.#decoder.bytesToBoundary;
+      this.#ledger.readCap = this.#frameRest;
       this.#armFrameTimer(this.#decoder);
     }
     if (this.#endError === undefined && this.#budget.full && !this.#waitingForRoom) {

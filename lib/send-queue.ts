@@ -45,7 +45,8 @@ export class SendQueue {
   readonly #queue: PendingSend[] = [];
   #retryTimer: NodeJS.Timeout | undefined;
   #refd = true;
-  #closed = false;
+  /** Why the queue takes no more sends: the channel closed, or its fd is gone. */
+  #closedBy: Error | undefined;
 
   constructor(fd: number, host: SendQueueHost) {
     this.#fd = fd;
@@ -63,6 +64,10 @@ export class SendQueue {
 
   /** Resolves once the kernel has all of outgoing; rejects with the system error that refused it. */
   send(outgoing: Outgoing): Promise<void> {
+    if (this.#closedBy !== undefined) {
+      closeHanded(outgoing);
+      return Promise.reject(this.#closedBy);
+    }
     if (this.#queue.length === 0) {
       const err = this.#sendOne(outgoing);
       if (err === 0) {
@@ -84,7 +89,7 @@ export class SendQueue {
   flush(): void {
     const queue = this.#queue;
     let sent = 0;
-    while (queue.length > 0 && !this.#closed && this.#retryTimer === undefined && sent < MAX_SENDS_PER_WAKEUP) {
+    while (queue.length > 0 && this.#closedBy === undefined && this.#retryTimer === undefined && sent < MAX_SENDS_PER_WAKEUP) {
       const head = queue[0]!;
       if (head.outgoing.bare) {
         const count = this.#gatherBareBatch();
@@ -112,14 +117,14 @@ export class SendQueue {
     else this.#retryTimer?.unref();
   }
 
-  /** The channel closed: every waiting send rejects with `error`, closing what it was handed. */
+  /** The channel closed (or lost its fd): every waiting send, and every later one, rejects with `error`. */
   close(error: Error): void {
-    this.#closed = true;
+    this.#closedBy ??= error;
     clearTimeout(this.#retryTimer);
     this.#retryTimer = undefined;
     for (const pending of this.#queue.splice(0)) {
       closeHanded(pending.outgoing);
-      pending.reject(error);
+      pending.reject(this.#closedBy);
     }
   }
 

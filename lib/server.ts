@@ -168,7 +168,7 @@ export class Server extends EventEmitter<ServerEvents> {
     const iterator: AsyncIterableIterator<Channel> = {
       next: () => {
         if (finished) return Promise.resolve({ done: true, value: undefined });
-        const channel = this.#pending.shift();
+        const channel = this.#takePending();
         if (channel) {
           this.#handOut(channel);
           this.#updatePoll();
@@ -253,6 +253,9 @@ export class Server extends EventEmitter<ServerEvents> {
     this.#listening = false;
     clearTimeout(this.#resumeTimer);
     this.#updateKeepAlive();
+    // Accept no more while the file is removed (which may wait for its lock): a client from
+    // now on waits in the backlog and is refused when the socket closes.
+    this.#poll.start(false, false);
     // The file goes first (at once, unless another process holds its lock): from here a
     // client gets ENOENT, not a connection nobody accepts.
     const fileRemoved = this.#file?.remove().catch((error: Error) => this.#emitError(error));
@@ -339,12 +342,23 @@ export class Server extends EventEmitter<ServerEvents> {
   }
 
   #drainPendingToListeners(): void {
-    while (this.#pending.length > 0 && this.listenerCount('connection') > 0) {
-      const channel = this.#pending.shift()!;
+    while (this.listenerCount('connection') > 0) {
+      const channel = this.#takePending();
+      if (channel === undefined) break;
       this.#handOut(channel);
       this.#emitSafely('connection', channel);
     }
     this.#updatePoll();
+  }
+
+  /**
+   * The oldest channel waiting to be taken. One whose client left is closing (it read EOF)
+   * though its 'close' has not come yet: dropped, never handed out.
+   */
+  #takePending(): Channel | undefined {
+    let channel = this.#pending.shift();
+    while (channel?.closed) channel = this.#pending.shift();
+    return channel;
   }
 
   /** allow() on the client's credentials; a refused client is closed, counted and reported. */
@@ -364,7 +378,7 @@ export class Server extends EventEmitter<ServerEvents> {
       this.#emitError(error as Error);
     }
     if (!allowed) {
-      if (this.#listening) this.#ledger.close(0, 1); // else the closing poll handle closed it
+      if (this.#listening) this.#ledger.close(0, 1); // else it stays in the ledger, closed with the poll handle
       this.#refusedCount++;
       this.#emitSafely('refused', peer);
     }

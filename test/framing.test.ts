@@ -14,6 +14,7 @@ import {
   writeHeader,
   type FramingLimits,
 } from '../lib/framing';
+import { binding } from '../lib/binding';
 import { QueueDecoder, decodePacketWithFds, isDecodeError, type DecodeOutcome } from './decoder-harness';
 
 const SEED = Number(process.env.FRAMING_SEED ?? 0x5eed_f00d);
@@ -184,6 +185,7 @@ const message = (fakeFds: FakeFds, data: string | Buffer, nfds: number): TestMes
 describe('the header', () => {
   it('is tag 0x01, reserved 0x00, nfds uint16 LE, length uint32 LE', () => {
     expect(MESSAGE_HEADER_BYTES).toBe(8);
+    expect(binding.constants.MESSAGE_HEADER_BYTES).toBe(MESSAGE_HEADER_BYTES); // the addon bounds reads with its own copy
     expect([TAG_BARE_FD, TAG_FRAME]).toEqual([0, 1]);
     expect(encodeHeader(5, 2).toString('hex')).toBe('0100020005000000');
     expect(encodeHeader(0x0403_0201, 253).toString('hex')).toBe('0100fd0001020304');
@@ -496,7 +498,7 @@ describe('StreamDecoder at EOF and close', () => {
     const frame = fakeFds.issue(2);
     const wire = Buffer.concat([encodeHeader(10, 2), Buffer.from('12345')]);
     expect(decoder.push(wire, 0, wire.length, frame, 0, 2)).toEqual([]);
-    expect([decoder.inFrame, decoder.heldFds, decoder.heldBytes]).toEqual([true, 2, 5]);
+    expect([decoder.inFrame, decoder.heldFds, decoder.heldBytes]).toEqual([true, 2, 10]); // a partial frame counts at its announced length
     expect(decoder.end()).toMatchObject({ message: 'the stream ended within a frame (5 of 10 payload bytes); its 2 fd(s) were closed' });
     expect(fakeFds.closed).toEqual(frame);
     expect(decoder.end()).toBeNull();
