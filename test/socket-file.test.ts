@@ -4,6 +4,7 @@
 import { spawn } from 'node:child_process';
 import {
   chmodSync,
+  closeSync,
   chownSync,
   existsSync,
   lstatSync,
@@ -23,7 +24,17 @@ import { afterAll, beforeAll, describe, expect, it } from 'vitest';
 import { binding, constants } from '../lib/binding';
 import { connect, listen } from '../lib/index';
 import { lockBeside, LOCK_TIMEOUT_MS } from '../lib/socket-file';
-import { copyForAnyUser, expectNoFdLeakAroundEachTest, fixtures, python, spawnNodePeer, spawnPeer, within, type Peer } from './helpers';
+import {
+  copyForAnyUser,
+  countFds,
+  expectNoFdLeakAroundEachTest,
+  fixtures,
+  python,
+  spawnNodePeer,
+  spawnPeer,
+  within,
+  type Peer,
+} from './helpers';
 
 expectNoFdLeakAroundEachTest();
 
@@ -167,6 +178,29 @@ describe('the lock beside the socket file', () => {
     await server.close();
     expect(performance.now() - start).toBeGreaterThan(200);
     expect(existsSync(file)).toBe(false);
+    await holder.exited;
+  });
+
+  it('while close() waits for the lock it accepts no one: clients wait in the backlog, no fd piles up, the loop stays idle', async () => {
+    const file = socketPath();
+    const server = await listen(file);
+    const holder = holdLock(`${file}.lock`, 600);
+    expect(await holder.line()).toBe('locked');
+    const before = countFds();
+    const closing = server.close();
+    const clients = Array.from({ length: 200 }, () => {
+      const sock = binding.unixSocket(binding.constants.SOCK_STREAM);
+      binding.connectUnix(sock, Buffer.from(file), false); // the backlog takes what it can
+      return sock;
+    });
+    const cpu = process.cpuUsage();
+    await new Promise((resolve) => setTimeout(resolve, 300));
+    const used = process.cpuUsage(cpu);
+    // The 200 clients' sockets, and the lock file and directory close() holds while it waits.
+    expect(countFds() - before, 'fds held beyond the 200 client sockets').toBeLessThanOrEqual(200 + 2);
+    expect((used.user + used.system) / 1000, 'CPU ms in 300 ms of waiting').toBeLessThan(100);
+    await closing;
+    for (const sock of clients) closeSync(sock);
     await holder.exited;
   });
 
