@@ -1,21 +1,9 @@
 // The message codec alone, with fake fd numbers: encode, feed back in every kind of split,
 // and check every message, error and fd closure exactly.
-import { createHash } from 'node:crypto';
 import { describe, expect, it } from 'vitest';
-import {
-  MAX_FDS_PER_FRAME,
-  MESSAGE_HEADER_BYTES,
-  StreamDecoder,
-  TAG_BARE_FD,
-  TAG_FRAME,
-  encodeHeader,
-  isBareFd,
-  validateFramingLimits,
-  writeHeader,
-  type FramingLimits,
-} from '../lib/framing';
+import { MAX_FDS_PER_FRAME, MESSAGE_HEADER_BYTES, StreamDecoder, TAG_BARE_FD, TAG_FRAME, encodeHeader, isBareFd, validateFramingLimits, writeHeader, type FramingLimits } from '../lib/framing';
+import { FakeFds, QueueDecoder, decodePacketWithFds, expected, isDecodeError, streamOf, summary, wireBytes, type DecodeOutcome, type TestMessage } from './decoder-harness';
 import { binding } from '../lib/binding';
-import { QueueDecoder, decodePacketWithFds, isDecodeError, type DecodeOutcome } from './decoder-harness';
 
 const SEED = Number(process.env.FRAMING_SEED ?? 0x5eed_f00d);
 console.log(`framing tests: seed ${SEED} (rerun with FRAMING_SEED=${SEED})`);
@@ -34,36 +22,6 @@ function random(seed: number): (below: number) => number {
 
 const roomy: FramingLimits = { maxPayloadBytes: 1024 * 1024, maxFdsPerMessage: MAX_FDS_PER_FRAME };
 
-/** Hands out unique fake fds and checks that each is closed at most once, and only if issued. */
-class FakeFds {
-  #next = 1000;
-  readonly issued = new Set<number>();
-  readonly closed: number[] = [];
-  readonly close = (fds: number[]): void => {
-    for (const fd of fds) {
-      if (!this.issued.has(fd)) throw new Error(`closed fd ${fd}, which was never issued`);
-      if (this.closed.includes(fd)) throw new Error(`closed fd ${fd} twice`);
-      this.closed.push(fd);
-    }
-  };
-
-  issue(count: number): number[] {
-    const fds: number[] = [];
-    for (let i = 0; i < count; i++) {
-      this.issued.add(this.#next);
-      fds.push(this.#next++);
-    }
-    return fds;
-  }
-
-  /** Every issued fd was either delivered in a message or closed, never both. */
-  expectAccountedFor(outcomes: DecodeOutcome[]): void {
-    const delivered = outcomes.flatMap((outcome) => (isDecodeError(outcome) ? [] : outcome.fds));
-    expect(delivered.filter((fd) => this.closed.includes(fd))).toEqual([]);
-    expect([...delivered, ...this.closed].sort((a, b) => a - b)).toEqual([...this.issued].sort((a, b) => a - b));
-  }
-}
-
 /** Seeded bytes, four at a time from a xorshift the seeded generator starts. */
 function randomBytes(count: number, rand: (below: number) => number): Buffer {
   const bytes = Buffer.alloc(count);
@@ -75,29 +33,6 @@ function randomBytes(count: number, rand: (below: number) => number): Buffer {
     for (let j = 0; j < 4 && i + j < count; j++) bytes[i + j] = (x >>> (8 * j)) & 0xff;
   }
   return bytes;
-}
-
-interface TestMessage {
-  data: Buffer;
-  fds: number[];
-}
-
-/** The wire bytes of one message, as a sender following docs/wire-format.md writes them. */
-function wireBytes(message: TestMessage): Buffer {
-  if (isBareFd(message.data.length, message.fds.length)) return Buffer.from([TAG_BARE_FD]);
-  return Buffer.concat([encodeHeader(message.data.length, message.fds.length), message.data]);
-}
-
-/** A byte stream of messages, with where each message starts (its fds go with that byte). */
-function streamOf(messages: TestMessage[]): { stream: Buffer; starts: number[] } {
-  const parts = messages.map(wireBytes);
-  const starts: number[] = [];
-  let at = 0;
-  for (const part of parts) {
-    starts.push(at);
-    at += part.length;
-  }
-  return { stream: Buffer.concat(parts), starts };
 }
 
 /**
@@ -151,22 +86,6 @@ function randomMessages(fakeFds: FakeFds, count: number, rand: (below: number) =
     messages.push({ data: randomBytes(bytes, rand), fds: fakeFds.issue(nfds) });
   }
   return messages;
-}
-
-/** Plain objects for toEqual: the bytes and fds of each message, the code of each error. */
-function summary(outcomes: DecodeOutcome[]): unknown[] {
-  return outcomes.map((outcome) =>
-    isDecodeError(outcome) ? { code: outcome.code } : { data: describeData(outcome.data), fds: outcome.fds },
-  );
-}
-
-/** Short data as hex; long data by length and digest, so comparing megabytes stays quick. */
-function describeData(data: Buffer): string {
-  return data.length <= 64 ? data.toString('hex') : `${data.length} bytes, sha256 ${createHash('sha256').update(data).digest('hex')}`;
-}
-
-function expected(messages: TestMessage[]): unknown[] {
-  return messages.map((message) => ({ data: describeData(message.data), fds: message.fds }));
 }
 
 function expectIdle(decoder: QueueDecoder): void {
