@@ -134,10 +134,13 @@ export class StreamDecoder {
   #headerBytes = 0;
   /** Whether the partial header began in the read being decoded (its fds may be in that read). */
   #headerBeganThisRead = false;
-  /** fds given to the decoder that no message has claimed yet. */
+  /** fds given to the decoder that no message has claimed yet, oldest first. */
   #queuedFds = 0;
-  /** How many of them came before the read being decoded: all a header begun earlier may claim. */
-  #queuedBeforeRead = 0;
+  /**
+   * How many of them came with reads before the one being decoded. Only a frame header begun
+   * in an earlier read may claim them; a message that begins in this read claims this read's.
+   */
+  #earlierFds = 0;
   /** The fds the frame in IN_PAYLOAD claimed, at the front, until the frame completes. */
   #frameFds = 0;
   #payload: Buffer = noData;
@@ -196,13 +199,14 @@ export class StreamDecoder {
    * Decodes one read: `length` bytes at bytes[offset], which came with `nfds` fds (the caller
    * appends them to the fds it keeps for the decoder). Copies what it keeps. Reports results
    * to the sink in stream order, and returns how many bytes it consumed: fewer than `length`
-   * when the sink paused it at a message boundary (push the rest, with nfds 0, to go on).
-   * Consumes nothing once the stream has failed or ended.
+   * when the sink paused it at a message boundary (then go on with pushRest). Consumes
+   * nothing once the stream has failed or ended.
    */
   push(bytes: Uint8Array, offset: number, length: number, nfds: number, sink: DecodeSink): number {
     if (this.#state !== 'open') return 0;
-    this.#queuedBeforeRead = this.#queuedFds;
+    this.#earlierFds = this.#queuedFds;
     this.#queuedFds += nfds;
+    this.#headerBeganThisRead = false;
     if (
       length === 1 &&
       nfds === 1 &&
@@ -217,13 +221,27 @@ export class StreamDecoder {
       sink.message(noData, 1);
       return 1;
     }
-    this.#headerBeganThisRead = false;
+    return this.#decode(bytes, offset, length, sink);
+  }
+
+  /** Decodes the rest of the read that the sink paused: the same read, its fds already given. */
+  pushRest(bytes: Uint8Array, offset: number, length: number, sink: DecodeSink): number {
+    if (this.#state !== 'open') return 0;
+    return this.#decode(bytes, offset, length, sink);
+  }
+
+  #decode(bytes: Uint8Array, offset: number, length: number, sink: DecodeSink): number {
     const end = offset + length;
     let at = offset;
     while (at < end && this.#state === 'open') {
       switch (this.#phase) {
         case AT_BOUNDARY: {
           if (sink.paused) return at - offset;
+          if (this.#earlierFds > 0) {
+            // A message begins in this read, and earlier reads' fds are still unclaimed.
+            this.#fail(sink, `${this.#earlierFds} fd(s) arrived that no message declared`);
+            break;
+          }
           const tag = bytes[at]!;
           if (tag === TAG_BARE_FD) {
             at++;
@@ -285,7 +303,7 @@ export class StreamDecoder {
         }
       }
     }
-    if (this.#state === 'open') this.#checkUnclaimed(nfds, sink);
+    if (this.#state === 'open') this.#checkUnclaimed(sink);
     return at - offset;
   }
 
@@ -325,13 +343,19 @@ export class StreamDecoder {
   /** The header is complete; `available` payload bytes remain in the current read. */
   #startFrame(payloadLength: number, nfds: number, available: number, sink: DecodeSink): void {
     // A header begun in an earlier read came with that read's fds, never with this one's.
-    const arrived =
-      this.#headerBeganThisRead || this.#phase !== IN_HEADER ? this.#queuedFds : Math.min(this.#queuedFds, this.#queuedBeforeRead);
+    const beganEarlier = this.#phase === IN_HEADER && !this.#headerBeganThisRead;
+    const arrived = beganEarlier ? this.#earlierFds : this.#queuedFds - this.#earlierFds;
     if (arrived < nfds) {
       this.#fail(sink, `a frame header announces ${nfds} fd(s), but only ${arrived} arrived with it`);
       return;
     }
+    if (beganEarlier && arrived > nfds) {
+      // The read that began this header brought more fds than it declares: no message's.
+      this.#fail(sink, `${arrived - nfds} fd(s) arrived that no message declared`);
+      return;
+    }
     this.#queuedFds -= nfds;
+    if (beganEarlier) this.#earlierFds = 0;
     const error = limitError(payloadLength, nfds, this.#limits);
     if (error !== null) {
       // Read past the payload without keeping it; the next message follows it.
@@ -355,13 +379,13 @@ export class StreamDecoder {
   }
 
   /**
-   * After a read: fds still queued that no message starting in this read can claim belong
-   * to no message. Only a frame header that began in this read may still claim them, or one
-   * that began earlier if this read brought no fds.
+   * After a read: fds still queued belong to no message, unless a frame header under way may
+   * still claim them: one begun in this read (its fds came with it), or one begun earlier if
+   * this read brought none.
    */
-  #checkUnclaimed(nfdsThisRead: number, sink: DecodeSink): void {
+  #checkUnclaimed(sink: DecodeSink): void {
     if (this.#queuedFds === 0) return;
-    if (this.#phase === IN_HEADER && (this.#headerBeganThisRead || nfdsThisRead === 0)) return;
+    if (this.#phase === IN_HEADER && (this.#headerBeganThisRead || this.#queuedFds === this.#earlierFds)) return;
     this.#fail(sink, `${this.#queuedFds} fd(s) arrived that no message declared`);
   }
 
@@ -402,6 +426,7 @@ export class StreamDecoder {
   #end(sink: DecodeSink, error: FdpassError): void {
     const held = this.heldFds;
     this.#queuedFds = 0;
+    this.#earlierFds = 0;
     this.#endFrame();
     this.#state = 'failed';
     sink.error(error, held, true);

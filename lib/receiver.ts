@@ -47,6 +47,8 @@ interface PendingRead {
   nfds: number; // fds that came with it and are not yet the decoder's
   flags: number;
   data: Buffer;
+  /** The rest of a read the decoder paused in: its fds are the decoder's already. */
+  rest: boolean;
 }
 
 type Delivery = ReceivedMessage | Error;
@@ -385,7 +387,7 @@ export class Receiver {
   // ---- decoding ----
 
   /** One read (a record of the batch, or a pending one): decode it, or keep what must wait. */
-  #process(data: Uint8Array, offset: number, bytes: number, nfds: number, flags: number): void {
+  #process(data: Uint8Array, offset: number, bytes: number, nfds: number, flags: number, rest = false): void {
     if (bytes < 0) {
       const error = errnoException(bytes, 'recvmsg');
       // recvmmsg reports a reset ahead of what the peer sent before it: read that first, and
@@ -402,7 +404,9 @@ export class Receiver {
       this.#decoder?.end(this.#sink);
       this.#endReading(this.#reset ?? eofError());
     } else if (this.#decoder !== null) {
-      const consumed = this.#decoder.push(data, offset, bytes, nfds, this.#sink);
+      const consumed = rest
+        ? this.#decoder.pushRest(data, offset, bytes, this.#sink)
+        : this.#decoder.push(data, offset, bytes, nfds, this.#sink);
       // Paused at a message boundary: the rest of this read waits, its fds already the decoder's.
       if (consumed < bytes && !this.#closed && this.#endError === undefined && !this.#decoder.failed) {
         this.#keepForLater(data.subarray(offset + consumed, offset + bytes), bytes - consumed, 0, flags, true);
@@ -422,9 +426,10 @@ export class Receiver {
     }
   }
 
-  #keepForLater(data: Uint8Array, bytes: number, nfds: number, flags: number, first = false): void {
-    const read: PendingRead = { bytes, nfds, flags, data: Buffer.from(data) };
-    if (first) this.#pendingReads.unshift(read);
+  #keepForLater(data: Uint8Array, bytes: number, nfds: number, flags: number, rest = false): void {
+    const read: PendingRead = { bytes, nfds, flags, data: Buffer.from(data), rest };
+    if (rest)
+      this.#pendingReads.unshift(read); // it goes before any later read
     else this.#pendingReads.push(read);
     this.#pendingBytes += read.data.length;
   }
@@ -436,7 +441,7 @@ export class Receiver {
     while (this.#pendingReads.length > 0 && !this.#mustPause()) {
       const read = this.#pendingReads.shift()!;
       this.#pendingBytes -= read.data.length;
-      this.#process(read.data, 0, read.bytes, read.nfds, read.flags);
+      this.#process(read.data, 0, read.bytes, read.nfds, read.flags, read.rest);
       if (this.#closed || this.#endError !== undefined) break;
     }
     this.#decoding = false;

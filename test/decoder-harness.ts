@@ -40,7 +40,9 @@ export class QueueDecoder {
       error: (error, discardFds, fatal) => {
         this.#expectNoFatalError('an error');
         if (fatal && discardFds !== this.#queue.length) {
-          throw new Error(`a fatal error discards ${discardFds} fds, but the decoder was given ${this.#queue.length} that are not yet taken or closed`);
+          throw new Error(
+            `a fatal error discards ${discardFds} fds, but the decoder was given ${this.#queue.length} that are not yet taken or closed`,
+          );
         }
         const fds = this.#take(discardFds);
         if (fds.length > 0) this.#closeFds(fds);
@@ -95,6 +97,13 @@ export class QueueDecoder {
     return out;
   }
 
+  /** The rest of the read the sink paused the decoder in (its fds were given with it). */
+  pushRest(bytes: Uint8Array, offset: number, length: number, out: DecodeOutcome[] = []): DecodeOutcome[] {
+    this.#out = out;
+    this.lastConsumed = this.decoder.pushRest(bytes, offset, length, this.#sink);
+    return out;
+  }
+
   /** Bytes the last push consumed (fewer than it was given when paused). */
   lastConsumed = 0;
   #ended = false;
@@ -105,7 +114,8 @@ export class QueueDecoder {
     this.#out = out;
     this.decoder.end(this.#sink);
     // At EOF the decoder has nothing left to claim them: it must have closed what it held.
-    if (this.#queue.length > 0) throw new Error(`the stream ended with ${this.#queue.length} fds that the decoder neither gave out nor closed`);
+    if (this.#queue.length > 0)
+      throw new Error(`the stream ended with ${this.#queue.length} fds that the decoder neither gave out nor closed`);
     this.close();
     return out.find(isDecodeError) ?? null;
   }

@@ -1,8 +1,30 @@
 // The message codec alone, with fake fd numbers: encode, feed back in every kind of split,
 // and check every message, error and fd closure exactly.
 import { describe, expect, it } from 'vitest';
-import { MAX_FDS_PER_FRAME, MESSAGE_HEADER_BYTES, StreamDecoder, TAG_BARE_FD, TAG_FRAME, encodeHeader, isBareFd, validateFramingLimits, writeHeader, type FramingLimits } from '../lib/framing';
-import { FakeFds, QueueDecoder, decodePacketWithFds, expected, isDecodeError, streamOf, summary, wireBytes, type DecodeOutcome, type TestMessage } from './decoder-harness';
+import {
+  MAX_FDS_PER_FRAME,
+  MESSAGE_HEADER_BYTES,
+  StreamDecoder,
+  TAG_BARE_FD,
+  TAG_FRAME,
+  encodeHeader,
+  isBareFd,
+  validateFramingLimits,
+  writeHeader,
+  type FramingLimits,
+} from '../lib/framing';
+import {
+  FakeFds,
+  QueueDecoder,
+  decodePacketWithFds,
+  expected,
+  isDecodeError,
+  streamOf,
+  summary,
+  wireBytes,
+  type DecodeOutcome,
+  type TestMessage,
+} from './decoder-harness';
 import { binding } from '../lib/binding';
 
 const SEED = Number(process.env.FRAMING_SEED ?? 0x5eed_f00d);
@@ -221,7 +243,7 @@ describe('StreamDecoder round trips', () => {
       const before = outcomes.length;
       decoder.paused = () => outcomes.length > before;
       const rest = stream.subarray(at);
-      decoder.push(rest, 0, rest.length, [], 0, 0, outcomes);
+      decoder.pushRest(rest, 0, rest.length, outcomes);
       at += decoder.lastConsumed;
       expect(outcomes.length).toBe(before + 1);
     }
