@@ -39,6 +39,11 @@ export class ReceiveBudget {
     return this.slots[HELD_BYTES]! >= this.slots[MAX_BYTES]!;
   }
 
+  /** Whether the byte budget would be full with `extra` bytes more held (negative: fewer). */
+  bytesFullWith(extra: number): boolean {
+    return this.slots[HELD_BYTES]! + extra >= this.slots[MAX_BYTES]!;
+  }
+
   /** Adds to (or, negative, takes from) what is held; wakes the waiting when room appears. */
   charge(fds: number, bytes: number): void {
     this.slots[HELD_FDS] = this.slots[HELD_FDS]! + fds;

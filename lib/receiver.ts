@@ -475,8 +475,7 @@ export class Receiver {
   #mustPause(): boolean {
     if (this.#closed || this.#endError !== undefined) return true;
     if (this.#inbox.length === 0 && (this.#waiters.length > 0 || this.#host.listenerCount('message') > 0)) return false;
-    this.#recharge();
-    return this.#budget.bytesFull;
+    return this.#budget.bytesFullWith(this.#heldBytes() - this.#chargedBytes);
   }
 
   /** Someone can take messages now (a recv(), an iterator, a listener): decode what waited. */
@@ -566,8 +565,9 @@ export class Receiver {
       if (this.#inbox.length === 0 && this.#endError !== undefined) {
         this.#host.drained(); // the peer is gone and nothing is left to hand out
       } else {
+        const wasFull = this.#budget.full;
         this.#recharge(); // room again: the budget wakes whoever waits for it
-        this.#host.changed();
+        if (wasFull) this.#host.changed(); // reading may go on
       }
       if (item instanceof ReceivedMessage || takesErrors) return item;
       if (this.#host.listenerCount('error') > 0) this.#host.emitError(item);
@@ -625,10 +625,15 @@ export class Receiver {
 
   // ---- accounting ----
 
+  /** What this receiver holds in bytes, as the budget counts them. */
+  #heldBytes(): number {
+    return this.#inboxBytes + this.#pendingBytes + (this.#decoder?.heldBytes ?? 0);
+  }
+
   /** Brings what the budget counts for this receiver up to date. */
   #recharge(): void {
     const fds = this.#closed ? 0 : this.#ledger.size;
-    const bytes = this.#closed ? 0 : this.#inboxBytes + this.#pendingBytes + (this.#decoder?.heldBytes ?? 0);
+    const bytes = this.#closed ? 0 : this.#heldBytes();
     if (fds === this.#chargedFds && bytes === this.#chargedBytes) return;
     this.#budget.charge(fds - this.#chargedFds, bytes - this.#chargedBytes);
     this.#chargedFds = fds;
