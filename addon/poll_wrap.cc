@@ -371,6 +371,7 @@ int PollWrap::DrainReadable(bool* starved) {
   int32_t* rec = records.Data();
   int* scratch = FdScratch();
   size_t filled = 0;
+  bool asked_kernel = false;
   while (filled < slots) {
     if (!MakeLedgerRoom(fds_per_message)) {
       *starved = filled == 0;  // JS grows the ledger
@@ -384,6 +385,28 @@ int PollWrap::DrainReadable(bool* starved) {
       if (mode_ == ReceiveMode::kPackets) {
         size_t most_per_packet = slot_bytes_ + kBufferedItemOverheadBytes;
         want = std::min(want, std::max<size_t>(1, room_bytes / most_per_packet));
+      }
+    }
+    // A stream whose budget allows fewer reads than there are slots (each message might carry
+    // 253 fds), once a read has shown more may wait: ask the kernel what waits. If every fd
+    // waiting fits the room and one message more, read just the bytes that were waiting, as
+    // many messages as they hold, in one batch: they carry no more fds than that. Else go on
+    // one read at a time. (Asked after a read, not before: a lone message costs nothing more.)
+    size_t batch_bytes = stream_bytes;
+    size_t slot_cap = slot_bytes_;
+    if (mode_ == ReceiveMode::kStream && !full && filled > 0 && want < slots - filled &&
+        !asked_kernel) {
+      asked_kernel = true;
+      int queued = QueuedBytes(handle_->fd);
+      if (queued == 0) break;  // nothing more: no read that would only say EAGAIN
+      long queued_fds = queued > 0 ? QueuedFds(handle_->fd) : -1;
+      if (queued_fds >= 0 &&
+          static_cast<size_t>(queued_fds) <= std::min(room_fds + kMaxFdsPerMessage, free_fds)) {
+        // Each read stops after the first message with fds it meets, so bare fds take one
+        // read each: share the bytes that waited out evenly, reading no more than them.
+        batch_bytes = std::min(stream_bytes, static_cast<size_t>(queued));
+        want = std::min(slots - filled, batch_bytes);
+        slot_cap = std::max<size_t>(1, batch_bytes / want);
       }
     }
     size_t got = 0;
@@ -408,9 +431,9 @@ int PollWrap::DrainReadable(bool* starved) {
       MessageSlot batch[kMaxMessagesPerBatch];
       size_t planned = 0;
       for (size_t j = 0; j < want; j++) {
-        size_t cap = slot_bytes_;
+        size_t cap = slot_cap;
         if (mode_ == ReceiveMode::kStream) {
-          cap = std::min(cap, stream_bytes - planned);
+          cap = std::min(cap, batch_bytes - planned);
           if (cap == 0) {
             want = j;
             break;

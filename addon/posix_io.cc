@@ -3,7 +3,10 @@
 
 #include <errno.h>
 #include <fcntl.h>
+#include <stdio.h>
+#include <stdlib.h>
 #include <string.h>
+#include <sys/ioctl.h>
 #include <sys/socket.h>
 #include <sys/stat.h>
 #include <sys/syscall.h>
@@ -177,6 +180,35 @@ int GetFileIdentity(int fd, FileIdentity* out) {
 bool IsSameFile(int fd, const FileIdentity& identity) {
   FileIdentity now;
   return GetFileIdentity(fd, &now) == 0 && now.dev == identity.dev && now.ino == identity.ino;
+}
+
+int QueuedBytes(int sock) {
+  int bytes = 0;
+  if (ioctl(sock, FIONREAD, &bytes) == -1) return -errno;
+  return bytes;
+}
+
+long QueuedFds(int sock) {
+#if defined(__linux__)
+  char path[48];
+  snprintf(path, sizeof(path), "/proc/self/fdinfo/%d", sock);
+  int info = open(path, O_RDONLY | O_CLOEXEC);
+  if (info == -1) return -1;
+  char text[512];
+  ssize_t n;
+  do {
+    n = read(info, text, sizeof(text) - 1);
+  } while (n == -1 && errno == EINTR);
+  close(info);
+  if (n <= 0) return -1;
+  text[n] = '\0';
+  const char* line = strstr(text, "\nscm_fds:");
+  if (line == nullptr) return -1;
+  return strtol(line + strlen("\nscm_fds:"), nullptr, 10);
+#else
+  (void)sock;
+  return -1;
+#endif
 }
 
 ssize_t SendMessage(int sock, const void* data, size_t len, const int* fds, size_t nfds,

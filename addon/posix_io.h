@@ -36,6 +36,15 @@ int GetFileIdentity(int fd, FileIdentity* out);
 // Whether fd still refers to the file `identity` names (false once fd is closed or reused).
 bool IsSameFile(int fd, const FileIdentity& identity);
 
+// Bytes waiting in a stream socket's receive queue (FIONREAD), or -errno.
+int QueuedBytes(int sock);
+
+// fds waiting in a Unix socket's receive queue, as Linux shows them ("scm_fds" in
+// /proc/self/fdinfo, Linux 5.16 and later); -1 where the system does not say. Asked after
+// QueuedBytes, it counts at least the fds of the bytes QueuedBytes counted: the kernel counts
+// a message's fds before it queues the message.
+long QueuedFds(int sock);
+
 // sendmsg(2) of len bytes with nfds fds in SCM_RIGHTS; always without SIGPIPE.
 // Returns the number of bytes sent.
 ssize_t SendMessage(int sock, const void* data, size_t len, const int* fds, size_t nfds, int flags);

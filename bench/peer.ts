@@ -33,8 +33,11 @@ async function main(): Promise<void> {
       }
       break;
     }
-    case 'recv-channel': {
-      const channel = new Channel(3);
+    case 'recv-channel':
+    case 'recv-channel-wide': {
+      // Wide: a budget a whole batch of 253-fd messages fits in, so reads are batched again
+      // (the default, 128 fds, reads one message at a time while fewer than 253 would fit).
+      const channel = new Channel(3, role === 'recv-channel-wide' ? { maxBufferedFds: 64 * 253 } : undefined);
       console.log('ready');
       let received = 0;
       for await (const message of channel) {
