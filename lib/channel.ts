@@ -126,7 +126,6 @@ export class Channel extends EventEmitter<ChannelEvents> {
   #pollBroken = false;
   #explicitRef: boolean | undefined;
   #refd = true;
-  #unrefQueued = false;
   /** A stopped poll keeps nothing alive: while a ref'd channel's poll is stopped, this does. */
   #keepAlive: NodeJS.Timeout | undefined;
 
@@ -421,18 +420,8 @@ export class Channel extends EventEmitter<ChannelEvents> {
 
   #updateRef(): void {
     const wanted = this.#wantsRef();
-    if (wanted && !this.#refd) {
-      this.#setRef(true);
-    } else if (!wanted && this.#refd && !this.#unrefQueued) {
-      // Let go only after the caller's code has run: a recv() loop asks again at once, and a
-      // ref and an unref per message would be two native calls for nothing.
-      this.#unrefQueued = true;
-      queueMicrotask(() => {
-        this.#unrefQueued = false;
-        if (this.#state === 'open' && !this.#wantsRef()) this.#setRef(false);
-      });
-    }
-    this.#setKeepAlive(this.#refd && !this.#readable && !this.#writable && this.#receiver.endError === undefined);
+    if (wanted !== this.#refd) this.#setRef(wanted);
+    else this.#setKeepAlive(this.#refd && !this.#readable && !this.#writable && this.#receiver.endError === undefined);
   }
 
   #setRef(refd: boolean): void {
