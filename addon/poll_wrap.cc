@@ -30,6 +30,11 @@ struct PollHandle {
   FileIdentity identity;
   bool owns_fd = true;  // false once the number no longer names the socket it opened
   bool closing = false;
+  // /proc/self/fdinfo of the socket, opened the first time a busy wake-up asks what waits
+  // (see DrainReadable), closed with the handle; -1 until then.
+  int info_fd = -1;
+  // The last wake-up found a queue worth batching: ask before the first read this time too.
+  bool busy = false;
   PollWrap* wrap = nullptr;  // null once detached: then nothing calls into JS
   napi_async_cleanup_hook_handle cleanup_hook = nullptr;
   // The ledger's fds when closing began: closed with the handle, so they are not orphaned
@@ -50,6 +55,7 @@ void OnUvClose(uv_handle_t* uv_handle) {
   // The poll is gone from the loop: only now may the fd be closed, and only if the number
   // still names the socket (else it is someone else's file now).
   ReleaseOwnedFd(handle->fd, handle->owns_fd && IsSameFile(handle->fd, handle->identity));
+  if (handle->info_fd >= 0) CloseFd(handle->info_fd);
   CloseFds(handle->held_fds.data(), handle->held_fds.size());
   if (handle->cleanup_hook != nullptr) napi_remove_async_cleanup_hook(handle->cleanup_hook);
   if (handle->wrap != nullptr) handle->wrap->OnClosed();
@@ -394,12 +400,15 @@ int PollWrap::DrainReadable(bool* starved) {
     // one read at a time. (Asked after a read, not before: a lone message costs nothing more.)
     size_t batch_bytes = stream_bytes;
     size_t slot_cap = slot_bytes_;
-    if (mode_ == ReceiveMode::kStream && !full && filled > 0 && want < slots - filled &&
-        !asked_kernel) {
+    if (mode_ == ReceiveMode::kStream && !full && (filled > 0 || handle_->busy) &&
+        want < slots - filled && !asked_kernel) {
       asked_kernel = true;
       int queued = QueuedBytes(handle_->fd);
-      if (queued == 0) break;  // nothing more: no read that would only say EAGAIN
-      long queued_fds = queued > 0 ? QueuedFds(handle_->fd) : -1;
+      handle_->busy = queued > 1;
+      // Nothing more after a read: stop, rather than a read that would only say EAGAIN. (Before
+      // any read, nothing queued may yet be readable: the peer's EOF, or an error.)
+      if (queued == 0 && filled > 0) break;
+      long queued_fds = queued > 1 ? QueuedFds(handle_->fd, &handle_->info_fd) : -1;
       if (queued_fds >= 0 &&
           static_cast<size_t>(queued_fds) <= std::min(room_fds + kMaxFdsPerMessage, free_fds)) {
         // Each read stops after the first message with fds it meets, so bare fds take one

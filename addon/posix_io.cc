@@ -188,18 +188,19 @@ int QueuedBytes(int sock) {
   return bytes;
 }
 
-long QueuedFds(int sock) {
+long QueuedFds(int sock, int* info) {
 #if defined(__linux__)
-  char path[48];
-  snprintf(path, sizeof(path), "/proc/self/fdinfo/%d", sock);
-  int info = open(path, O_RDONLY | O_CLOEXEC);
-  if (info == -1) return -1;
+  if (*info < 0) {
+    char path[48];
+    snprintf(path, sizeof(path), "/proc/self/fdinfo/%d", sock);
+    *info = open(path, O_RDONLY | O_CLOEXEC);
+    if (*info < 0) return -1;
+  }
   char text[512];
   ssize_t n;
   do {
-    n = read(info, text, sizeof(text) - 1);
+    n = pread(*info, text, sizeof(text) - 1, 0);
   } while (n == -1 && errno == EINTR);
-  close(info);
   if (n <= 0) return -1;
   text[n] = '\0';
   const char* line = strstr(text, "\nscm_fds:");
@@ -207,6 +208,7 @@ long QueuedFds(int sock) {
   return strtol(line + strlen("\nscm_fds:"), nullptr, 10);
 #else
   (void)sock;
+  (void)info;
   return -1;
 #endif
 }

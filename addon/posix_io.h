@@ -42,8 +42,9 @@ int QueuedBytes(int sock);
 // fds waiting in a Unix socket's receive queue, as Linux shows them ("scm_fds" in
 // /proc/self/fdinfo, Linux 5.16 and later); -1 where the system does not say. Asked after
 // QueuedBytes, it counts at least the fds of the bytes QueuedBytes counted: the kernel counts
-// a message's fds before it queues the message.
-long QueuedFds(int sock);
+// a message's fds before it queues the message. *info is the fdinfo file, opened on first use
+// and kept (a pread is a fifth of an open, read and close); the caller closes it.
+long QueuedFds(int sock, int* info);
 
 // sendmsg(2) of len bytes with nfds fds in SCM_RIGHTS; always without SIGPIPE.
 // Returns the number of bytes sent.
