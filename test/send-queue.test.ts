@@ -38,7 +38,12 @@ describe('the send queue', () => {
           await Promise.all([a.close(), b.close()]);
         })().catch((error) => { console.log(error.code); process.exit(1); });`,
       ],
-      { encoding: 'utf8', timeout: 10_000, env: { ...process.env, LD_PRELOAD: shim, FDPASS_FAIL_SENDS: '2' } },
+      {
+        encoding: 'utf8',
+        timeout: 10_000,
+        // After any preload already there: under npm run test:asan, the sanitizer's runtime must come first.
+        env: { ...process.env, LD_PRELOAD: [process.env.LD_PRELOAD, shim].filter(Boolean).join(' '), FDPASS_FAIL_SENDS: '2' },
+      },
     );
     expect(result.stdout.trim()).toBe('[true,true,true]');
     expect(result.status).toBe(0);
