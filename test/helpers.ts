@@ -164,18 +164,23 @@ export function spawnNodePeer(
  */
 export function copyForAnyUser(): string {
   const copy = mkdtempSync(path.join(tmpdir(), 'fdpass-any-user-'));
-  for (const part of [
-    'package.json',
-    'dist',
-    'build/Release/fdpass.node',
-    'test/fixtures',
-    'node_modules/eventemitter3',
-    'node_modules/node-gyp-build',
-  ]) {
+  for (const part of ['package.json', 'dist', 'test/fixtures', 'node_modules/eventemitter3', 'node_modules/node-gyp-build']) {
     cpSync(path.join(root, part), path.join(copy, part), { recursive: true });
   }
+  // The addon this process loaded: the sanitized one under npm run test:asan (see envForAnyUser).
+  const addonRoot = process.env.FDPASS_PREBUILD ?? root;
+  cpSync(path.join(addonRoot, 'build', 'Release', 'fdpass.node'), path.join(copy, 'build', 'Release', 'fdpass.node'));
   openToAll(copy);
   return copy;
+}
+
+/**
+ * The environment for a child that loads fdpass from a copyForAnyUser() copy: where
+ * FDPASS_PREBUILD points the addon elsewhere (npm run test:asan), it points into the copy,
+ * which the other uid can read.
+ */
+export function envForAnyUser(copy: string): NodeJS.ProcessEnv {
+  return process.env.FDPASS_PREBUILD === undefined ? process.env : { ...process.env, FDPASS_PREBUILD: copy };
 }
 
 /** Readable by all (and searchable, for directories), whatever the umask was at the checkout. */

@@ -6,7 +6,7 @@ import { closeSync, openSync, rmSync } from 'node:fs';
 import path from 'node:path';
 import { afterAll, beforeAll, describe, expect, it } from 'vitest';
 import { Channel, socketpair } from '../lib/index.js';
-import { copyForAnyUser, countFds, expectNoFdLeakAroundEachTest, root, within } from './helpers.js';
+import { copyForAnyUser, countFds, envForAnyUser, expectNoFdLeakAroundEachTest, root, within } from './helpers.js';
 
 expectNoFdLeakAroundEachTest();
 
@@ -24,7 +24,7 @@ function child(code: string, nofile: number, uid?: number) {
   const script = `const fdpass = require(${JSON.stringify(dist)}); ${code}`;
   const proc = spawn('sh', ['-c', `ulimit -n ${nofile} && exec "$0" -e "$1"`, process.execPath, script], {
     stdio: ['ignore', 'pipe', 'pipe', theirs],
-    ...(uid === undefined ? {} : { uid, gid: uid }),
+    ...(uid === undefined ? {} : { uid, gid: uid, env: envForAnyUser(anyUserRoot) }),
   });
   closeSync(theirs);
   let stdout = '';

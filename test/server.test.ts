@@ -10,6 +10,7 @@ import { Channel, connect, listen, socketpair, type Server } from '../lib/index'
 import {
   contentOf,
   copyForAnyUser,
+  envForAnyUser,
   countFds,
   expectNoFdLeakAroundEachTest,
   fixtures,
@@ -151,6 +152,7 @@ describe('peer credentials', () => {
     const stranger = spawn(process.execPath, [path.join(anyUserRoot, 'test', 'fixtures', 'socket-client.mjs'), 'peer', server.path], {
       uid: 65534,
       gid: 65533, // not the uid: a uid/gid mix-up shows
+      env: envForAnyUser(anyUserRoot),
       stdio: ['ignore', 'pipe', 'pipe'],
     });
     let output = '';

@@ -26,6 +26,7 @@ import { connect, listen } from '../lib/index';
 import { lockBeside, LOCK_TIMEOUT_MS } from '../lib/socket-file';
 import {
   copyForAnyUser,
+  envForAnyUser,
   countFds,
   expectNoFdLeakAroundEachTest,
   fixtures,
@@ -317,7 +318,12 @@ describe.skipIf(!isRoot)('another user', () => {
         async (server) => { await server.close(); console.log(JSON.stringify({ listened: true })); },
         (error) => console.log(JSON.stringify({ code: error.code, syscall: error.syscall, message: error.message, leaked: fds() - before })),
       );`;
-    const child = spawn(process.execPath, ['-e', script, file], { uid: 65534, gid: 65534, stdio: ['ignore', 'pipe', 'pipe'] });
+    const child = spawn(process.execPath, ['-e', script, file], {
+      uid: 65534,
+      gid: 65534,
+      env: envForAnyUser(anyUserRoot),
+      stdio: ['ignore', 'pipe', 'pipe'],
+    });
     let stdout = '';
     let stderr = '';
     child.stdout.on('data', (chunk: Buffer) => (stdout += chunk.toString()));
