@@ -394,10 +394,12 @@ int PollWrap::DrainReadable(bool* starved) {
       }
     }
     // A stream whose budget allows fewer reads than there are slots (each message might carry
-    // 253 fds), once a read has shown more may wait: ask the kernel what waits. If every fd
-    // waiting fits the room and one message more, read just the bytes that were waiting, as
-    // many messages as they hold, in one batch: they carry no more fds than that. Else go on
-    // one read at a time. (Asked after a read, not before: a lone message costs nothing more.)
+    // 253 fds): ask the kernel what waits, once per wake-up, after a first read (so that a
+    // lone message costs no more), or before it if the last wake-up found a queue. If every
+    // fd waiting fits the room and one message more, read just the bytes that were waiting,
+    // as many messages as they hold, in one batch: they carry no more fds than that. Else go
+    // on one read at a time. Asked only while there is room, so the batch is the one message
+    // over, not a second.
     size_t batch_bytes = stream_bytes;
     size_t slot_cap = slot_bytes_;
     if (mode_ == ReceiveMode::kStream && !full && (filled > 0 || handle_->busy) &&
