@@ -473,9 +473,11 @@ export function channelOptions(options: ChannelOptions | undefined): {
     maxPayloadBytes = DEFAULT_MAX_PAYLOAD_BYTES,
     maxFdsPerMessage = MAX_FDS_PER_FRAME,
     frameTimeout = DEFAULT_FRAME_TIMEOUT_MS,
+    maxBufferedBytes = Math.max(
+      DEFAULT_MAX_BUFFERED_BYTES,
+      validateInteger(maxPayloadBytes, 'options.maxPayloadBytes', 0, MAX_PAYLOAD_BYTES),
+    ),
   } = validateOptions(options, 'options');
-  validateInteger(maxPayloadBytes, 'options.maxPayloadBytes', 0, MAX_PAYLOAD_BYTES);
-  const { maxBufferedBytes = Math.max(DEFAULT_MAX_BUFFERED_BYTES, maxPayloadBytes) } = validateOptions(options, 'options');
   return {
     maxBufferedFds: validateInteger(maxBufferedFds, 'options.maxBufferedFds', 1, Number.MAX_SAFE_INTEGER),
     maxBufferedBytes: validateInteger(maxBufferedBytes, 'options.maxBufferedBytes', 1, Number.MAX_SAFE_INTEGER),

@@ -70,6 +70,16 @@ interface Waiter {
   resolve(result: IteratorResult<Channel>): void;
 }
 
+/** listen()'s options as the Server uses them: checked, with their defaults. */
+interface ServerSettings {
+  allow: ((peer: PeerCredentials) => boolean) | undefined;
+  channel: ChannelOptions | undefined;
+  maxPendingChannels: number;
+  /** The budget the channels nobody has taken yet share: one channel's. */
+  untakenFds: number;
+  untakenBytes: number;
+}
+
 /** What listen() hands the Server: a bound, listening socket, and its file if it has one. */
 interface Listener {
   sock: number;
@@ -111,16 +121,15 @@ export class Server extends EventEmitter<ServerEvents> {
   #keepAlive: NodeJS.Timeout | undefined;
 
   /** Use listen(). */
-  constructor(listener: Listener, options: ListenOptions) {
+  constructor(listener: Listener, settings: ServerSettings) {
     super();
     this.#address = listener.address;
     this.#type = listener.type;
     this.#file = listener.file;
-    this.#allow = options.allow;
-    this.#channelOptions = options.channel;
-    this.#maxPending = options.maxPendingChannels ?? DEFAULT_MAX_PENDING_CHANNELS;
-    const { maxBufferedFds, maxBufferedBytes } = channelOptions(options.channel);
-    this.#untakenBudget = new ReceiveBudget(maxBufferedFds, maxBufferedBytes);
+    this.#allow = settings.allow;
+    this.#channelOptions = settings.channel;
+    this.#maxPending = settings.maxPendingChannels;
+    this.#untakenBudget = new ReceiveBudget(settings.untakenFds, settings.untakenBytes);
     this.#acceptBudget = new ReceiveBudget(this.#maxPending, Number.MAX_SAFE_INTEGER);
     acceptBuffers ??= { data: new Uint8Array(BATCH), records: new Int32Array(new ArrayBuffer(4 * RECORD_STRIDE * BATCH)) };
     const { data, records } = acceptBuffers;
@@ -465,11 +474,11 @@ export async function listen(pathOrOptions: string | ListenOptions): Promise<Ser
   validateInteger(backlog, 'backlog', 0, 0x7fffffff);
   validateInteger(maxPendingChannels, 'maxPendingChannels', 1, Number.MAX_SAFE_INTEGER);
   if (allow !== undefined) validateFunction(allow, 'allow');
-  channelOptions(options.channel);
+  const { maxBufferedFds: untakenFds, maxBufferedBytes: untakenBytes } = channelOptions(options.channel);
 
   const { sock, file } = await bindListener(address, typeNumber, fileMode, backlog);
   try {
-    return new Server({ sock, address, type, file }, { ...(options as ListenOptions), allow, maxPendingChannels });
+    return new Server({ sock, address, type, file }, { allow, channel: options.channel, maxPendingChannels, untakenFds, untakenBytes });
   } catch (error) {
     // The file goes before the socket closes: it never stands without a server behind it.
     await file?.remove().catch(() => {});
