@@ -57,6 +57,11 @@ Napi::Value JsSetNonBlocking(const Napi::CallbackInfo& info) {
   return Napi::Number::New(info.Env(), SetNonBlocking(ArgInt(info, 0), info[1].ToBoolean()));
 }
 
+// setCloseOnExec(fd, on) -> 0 | -errno
+Napi::Value JsSetCloseOnExec(const Napi::CallbackInfo& info) {
+  return Napi::Number::New(info.Env(), SetCloseOnExec(ArgInt(info, 0), info[1].ToBoolean()));
+}
+
 // sendmsg(sock, data: Uint8Array, offset, length, fds: Int32Array, nfds, flags) -> bytes | -errno
 Napi::Value JsSendMessage(const Napi::CallbackInfo& info) {
   Napi::Env env = info.Env();
@@ -321,6 +326,7 @@ Napi::Object Init(Napi::Env env, Napi::Object exports) {
   exports["socketType"] = Napi::Function::New<JsSocketType>(env, "socketType");
   exports["inspectSocket"] = Napi::Function::New<JsInspectSocket>(env, "inspectSocket");
   exports["setNonBlocking"] = Napi::Function::New<JsSetNonBlocking>(env, "setNonBlocking");
+  exports["setCloseOnExec"] = Napi::Function::New<JsSetCloseOnExec>(env, "setCloseOnExec");
   exports["sendmsg"] = Napi::Function::New<JsSendMessage>(env, "sendmsg");
   exports["sendFd"] = Napi::Function::New<JsSendFd>(env, "sendFd");
   exports["recvFd"] = Napi::Function::New<JsReceiveFd>(env, "recvFd");

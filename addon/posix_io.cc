@@ -169,6 +169,14 @@ int SetNonBlocking(int fd, bool nonblocking) {
   return 0;
 }
 
+int SetCloseOnExec(int fd, bool closeOnExec) {
+  int flags = fcntl(fd, F_GETFD);
+  if (flags == -1) return -errno;
+  int wanted = closeOnExec ? (flags | FD_CLOEXEC) : (flags & ~FD_CLOEXEC);
+  if (wanted != flags && fcntl(fd, F_SETFD, wanted) == -1) return -errno;
+  return 0;
+}
+
 int GetFileIdentity(int fd, FileIdentity* out) {
   struct stat st;
   if (fstat(fd, &st) == -1) return -errno;

@@ -23,6 +23,8 @@ int SocketPair(int type, int out[2]);
 int SocketType(int fd);
 
 int SetNonBlocking(int fd, bool nonblocking);
+// Sets or clears FD_CLOEXEC: 0 or -errno.
+int SetCloseOnExec(int fd, bool closeOnExec);
 
 // Which open file an fd refers to: fd numbers are reused, a (device, inode) pair is not
 // while the file is open.

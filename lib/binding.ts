@@ -71,6 +71,7 @@ export interface Binding {
   /** out = [domain, type, listening (0/1), connected (0/1)]: 0 or -errno (-ENOTSOCK). */
   inspectSocket(fd: number, out: Int32Array): number;
   setNonBlocking(fd: number, nonBlocking: boolean): number;
+  setCloseOnExec(fd: number, closeOnExec: boolean): number;
   sendmsg(sock: number, data: Uint8Array, offset: number, length: number, fds: Int32Array, nfds: number, flags: number): number;
   /**
    * Up to MAX_MESSAGES_PER_BATCH messages in one call, never blocking. records holds

@@ -38,7 +38,8 @@ export type FdpassErrorCode =
   | 'ERR_FDPASS_TOO_MANY_FDS'
   | 'ERR_FDPASS_TRUNCATED'
   | 'ERR_FDPASS_FRAME_TIMEOUT'
-  | 'ERR_FDPASS_FD_OWNED_BY_CHANNEL';
+  | 'ERR_FDPASS_FD_OWNED_BY_CHANNEL'
+  | 'ERR_FDPASS_NO_PARENT_CHANNEL';
 
 export interface FdpassError extends Error {
   code: FdpassErrorCode;

@@ -1,5 +1,6 @@
 // ESM entry: the CommonJS build's exports, so both module systems share one Channel class.
 export { send, recv, closeFd, lastError, socketpair, setBlocking, Channel, ReceivedMessage, listen, connect, Server } from './index.js';
+export { spawnWithChannel, forkWithChannel, spawnWorker, parentChannel, CHANNEL_FD_VARIABLE } from './index.js';
 export type {
   ListenOptions,
   ServerCloseOptions,
@@ -18,4 +19,8 @@ export type {
   SystemError,
   FdpassError,
   FdpassErrorCode,
+  SpawnWithChannelOptions,
+  SpawnWorkerOptions,
+  ChildWithChannel,
+  WorkerWithChannel,
 } from './index.js';

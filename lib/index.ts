@@ -8,6 +8,17 @@ export { ReceivedMessage } from './message';
 export { listen, Server, type ListenOptions, type ServerCloseOptions, type ServerEvents } from './server';
 export type { ServerSocketType, SocketPathOptions } from './socket-address';
 export { connect, type ConnectOptions } from './connect';
+export {
+  spawnWithChannel,
+  forkWithChannel,
+  spawnWorker,
+  parentChannel,
+  CHANNEL_FD_VARIABLE,
+  type SpawnWithChannelOptions,
+  type SpawnWorkerOptions,
+  type ChildWithChannel,
+  type WorkerWithChannel,
+} from './child';
 export type { PeerCredentials } from './peer';
 export type { FdLike } from './fd';
 export type { Message } from './outgoing';
