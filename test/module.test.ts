@@ -32,17 +32,22 @@ expectNoFdLeakAroundEachTest();
 
 const dist = path.join(root, 'dist');
 const exportNames = [
+  'CHANNEL_FD_VARIABLE',
   'Channel',
   'ReceivedMessage',
   'Server',
   'closeFd',
   'connect',
+  'forkWithChannel',
   'lastError',
   'listen',
+  'parentChannel',
   'recv',
   'send',
   'setBlocking',
   'socketpair',
+  'spawnWithChannel',
+  'spawnWorker',
 ];
 
 /** Runs a fixture; kills it if it hangs; returns what it printed as JSON. */
