@@ -70,6 +70,17 @@ export function truncatedError(syscall: string): FdpassError {
   );
 }
 
+/**
+ * What this platform lacks (Linux's abstract socket names, systemd on Windows), with Node's own
+ * code for it.
+ */
+export function unavailableOnPlatform(message: string): Error & { code: 'ERR_FEATURE_UNAVAILABLE_ON_PLATFORM' } {
+  const error = new Error(message) as Error & { code: 'ERR_FEATURE_UNAVAILABLE_ON_PLATFORM' };
+  error.code = 'ERR_FEATURE_UNAVAILABLE_ON_PLATFORM';
+  Error.captureStackTrace(error, unavailableOnPlatform);
+  return error;
+}
+
 export function invalidArgType(name: string, expected: string, actual: unknown): TypeError {
   const error = new TypeError(`The "${name}" argument must be ${expected}. Received ${describe(actual)}`);
   (error as TypeError & { code: string }).code = 'ERR_INVALID_ARG_TYPE';

@@ -2,7 +2,7 @@
 // the kernel takes it (bytes for sun_path), validated before any syscall.
 import { constants as os } from 'node:os';
 import { constants } from './binding';
-import { errnoException, invalidArgType, invalidArgValue } from './errors';
+import { errnoException, invalidArgType, invalidArgValue, unavailableOnPlatform } from './errors';
 import { socketTypeNumber } from './socket-type';
 import { validateOptions } from './validators';
 
@@ -45,11 +45,7 @@ export function socketAddress(path: unknown, abstract: unknown, syscall: string)
   const isAbstract = abstract === true;
   if (path.length === 0) throw invalidArgValue('path', 'must be a non-empty string', path);
   if (!isAbstract && path.includes('\0')) throw invalidArgValue('path', 'must be a string without null bytes', path);
-  if (isAbstract && !constants.HAVE_ABSTRACT_NAMES) {
-    const error = new Error('abstract socket names exist only on Linux') as Error & { code: string };
-    error.code = 'ERR_FEATURE_UNAVAILABLE_ON_PLATFORM';
-    throw error;
-  }
+  if (isAbstract && !constants.HAVE_ABSTRACT_NAMES) throw unavailableOnPlatform('abstract socket names exist only on Linux');
   const name = Buffer.from(path, 'utf8');
   const address = { path, abstract: isAbstract, name };
   if (name.length > constants.MAX_SOCKET_PATH_BYTES) {
