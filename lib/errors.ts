@@ -39,7 +39,8 @@ export type FdpassErrorCode =
   | 'ERR_FDPASS_TRUNCATED'
   | 'ERR_FDPASS_FRAME_TIMEOUT'
   | 'ERR_FDPASS_FD_OWNED_BY_CHANNEL'
-  | 'ERR_FDPASS_NO_PARENT_CHANNEL';
+  | 'ERR_FDPASS_NO_PARENT_CHANNEL'
+  | 'ERR_FDPASS_INVALID_ENVIRONMENT';
 
 export interface FdpassError extends Error {
   code: FdpassErrorCode;

@@ -24,3 +24,5 @@ export type {
   ChildWithChannel,
   WorkerWithChannel,
 } from './index.js';
+export { listenFds, LISTEN_FDS_START } from './index.js';
+export type { ListenFd, ListenFdsOptions } from './index.js';

@@ -19,6 +19,7 @@ export {
   type ChildWithChannel,
   type WorkerWithChannel,
 } from './child';
+export { listenFds, LISTEN_FDS_START, type ListenFd, type ListenFdsOptions } from './systemd';
 export type { PeerCredentials } from './peer';
 export type { FdLike } from './fd';
 export type { Message } from './outgoing';
