@@ -24,5 +24,5 @@ export type {
   ChildWithChannel,
   WorkerWithChannel,
 } from './index.js';
-export { listenFds, LISTEN_FDS_START } from './index.js';
-export type { ListenFd, ListenFdsOptions } from './index.js';
+export { listenFds, notify, storeFds, LISTEN_FDS_START } from './index.js';
+export type { ListenFd, ListenFdsOptions, NotifyState, NotifyOptions, StoreFdsOptions } from './index.js';

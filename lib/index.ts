@@ -19,7 +19,17 @@ export {
   type ChildWithChannel,
   type WorkerWithChannel,
 } from './child';
-export { listenFds, LISTEN_FDS_START, type ListenFd, type ListenFdsOptions } from './systemd';
+export {
+  listenFds,
+  notify,
+  storeFds,
+  LISTEN_FDS_START,
+  type ListenFd,
+  type ListenFdsOptions,
+  type NotifyState,
+  type NotifyOptions,
+  type StoreFdsOptions,
+} from './systemd';
 export type { PeerCredentials } from './peer';
 export type { FdLike } from './fd';
 export type { Message } from './outgoing';

@@ -1,14 +1,16 @@
-// systemd's fd protocol against a real peer: services started by Debian's
-// systemd-socket-activate take their sockets with listenFds().
+// systemd's fd protocols against real peers: services started by Debian's
+// systemd-socket-activate take their sockets with listenFds(); notify() and storeFds() send to a
+// bound datagram socket in a Python process that receives with socket.recv_fds.
 import { spawn, type ChildProcess } from 'node:child_process';
-import { closeSync, mkdtempSync, rmSync } from 'node:fs';
+import { closeSync, fstatSync, mkdtempSync, openSync, rmSync, writeFileSync } from 'node:fs';
 import http from 'node:http';
 import net from 'node:net';
 import { tmpdir } from 'node:os';
 import path from 'node:path';
 import { afterAll, afterEach, describe, expect, it } from 'vitest';
-import { listenFds, socketpair } from '../lib/index.js';
-import { expectNoFdLeakAroundEachTest, fixtures, root, spawnPeer, within } from './helpers.js';
+import { binding, constants } from '../lib/binding.js';
+import { listenFds, notify, storeFds, socketpair } from '../lib/index.js';
+import { countFds, expectNoFdLeakAroundEachTest, fixtures, python, root, spawnPeer, within, type Peer } from './helpers.js';
 
 const dir = mkdtempSync(path.join(tmpdir(), 'fdpass-systemd-'));
 afterAll(() => rmSync(dir, { recursive: true, force: true }));
@@ -298,8 +300,252 @@ describe('listenFds() without systemd', () => {
   });
 });
 
+describe('notify() and storeFds() to NOTIFY_SOCKET', () => {
+  afterEach(() => {
+    delete process.env.NOTIFY_SOCKET;
+  });
+
+  interface Datagram {
+    text: string;
+    flags: number;
+    fds: Array<{ dev: string; ino: string; kind: string; content?: string; port?: number | null }>;
+  }
+
+  /** The Python receiver bound at address (NOTIFY_SOCKET's form), and a way to ask it. */
+  async function startReceiver(address: string): Promise<{ peer: Peer; ask: (command: string) => Promise<Datagram[]> }> {
+    const peer = spawnPeer(python, [path.join(fixtures, 'notify-receiver.py'), address], [], {}, 'pipe');
+    expect(await within(peer.line(), 10_000, 'the receiver starting')).toBe('ready');
+    const ask = async (command: string): Promise<Datagram[]> => {
+      peer.child.stdin!.write(`${command}\n`);
+      return JSON.parse(await within(peer.line(), 10_000, `the receiver: ${command}`)) as Datagram[];
+    };
+    return { peer, ask };
+  }
+
+  async function stopReceiver(peer: Peer): Promise<void> {
+    peer.child.stdin!.end();
+    expect((await within(peer.exited, 10_000, 'the receiver exiting')).code).toBe(0);
+  }
+
+  const identity = (fd: number): { dev: string; ino: string } => {
+    const stats = fstatSync(fd, { bigint: true });
+    return { dev: String(stats.dev), ino: String(stats.ino) };
+  };
+
+  it('storeFds() to a path: one datagram, FDSTORE=1 and FDNAME, with the same open files (a file, a listening TCP socket)', async () => {
+    const address = path.join(dir, 'notify.sock');
+    const { peer, ask } = await startReceiver(address);
+    const file = path.join(dir, 'state.txt');
+    writeFileSync(file, 'kept across restarts');
+    const fd = openSync(file, 'r');
+    const server = net.createServer();
+    await new Promise<void>((resolve) => server.listen(0, '127.0.0.1', resolve));
+    try {
+      const before = countFds();
+      process.env.NOTIFY_SOCKET = address;
+      await expect(storeFds([fd, server], { name: 'web' })).resolves.toBe(true);
+      expect(countFds()).toBe(before);
+      const serverFd = (server as unknown as { _handle: { fd: number } })._handle.fd;
+      expect(await ask('recv 1')).toEqual([
+        {
+          text: 'FDSTORE=1\nFDNAME=web',
+          flags: 0,
+          fds: [
+            { ...identity(fd), kind: 'file', content: 'kept across restarts' },
+            { ...identity(serverFd), kind: 'socket', port: (server.address() as net.AddressInfo).port },
+          ],
+        },
+      ]);
+      expect(await ask('pending')).toEqual([]); // exactly one datagram
+    } finally {
+      closeSync(fd);
+      await new Promise((resolve) => server.close(resolve));
+      await stopReceiver(peer);
+    }
+  });
+
+  it("notify() to an abstract '@name': the variables one a line, with an fd; FDPOLL=0 for poll: false", async () => {
+    const name = `@fdpass-notify-${process.pid}`;
+    const { peer, ask } = await startReceiver(name);
+    const [readEnd, writeEnd] = socketpair();
+    try {
+      process.env.NOTIFY_SOCKET = name;
+      await expect(notify({ READY: 1, STATUS: 'serving on 2 sockets' }, { fds: [readEnd] })).resolves.toBe(true);
+      await expect(notify('WATCHDOG=1')).resolves.toBe(true);
+      await expect(storeFds([writeEnd], { name: 'pipe', poll: false })).resolves.toBe(true);
+      expect(await ask('recv 3')).toEqual([
+        { text: 'READY=1\nSTATUS=serving on 2 sockets', flags: 0, fds: [{ ...identity(readEnd), kind: 'socket', port: null }] },
+        { text: 'WATCHDOG=1', flags: 0, fds: [] },
+        { text: 'FDSTORE=1\nFDNAME=pipe\nFDPOLL=0', flags: 0, fds: [{ ...identity(writeEnd), kind: 'socket', port: null }] },
+      ]);
+      expect(await ask('pending')).toEqual([]);
+    } finally {
+      closeSync(readEnd);
+      closeSync(writeEnd);
+      await stopReceiver(peer);
+    }
+  });
+
+  it('NOTIFY_SOCKET unset: resolves false, sends nothing, opens nothing', async () => {
+    delete process.env.NOTIFY_SOCKET;
+    const before = countFds();
+    await expect(notify('READY=1')).resolves.toBe(false);
+    await expect(storeFds([0], { name: 'stdin' })).resolves.toBe(false);
+    expect(countFds()).toBe(before);
+  });
+
+  /** Runs test with NOTIFY_SOCKET at a receiver whose queue is full of `count` datagrams 'filler'. */
+  async function withFullReceiver(
+    test: (receiver: { ask: (command: string) => Promise<Datagram[]>; count: number; file: number }) => Promise<void>,
+  ): Promise<void> {
+    const address = path.join(dir, 'full.sock');
+    const { peer, ask } = await startReceiver(address);
+    const filler = fillQueue(address);
+    const file = openSync(path.join(dir, 'late.txt'), 'w+');
+    try {
+      process.env.NOTIFY_SOCKET = address;
+      await test({ ask, count: filler.count, file });
+      expect(await ask('pending')).toEqual([]);
+    } finally {
+      closeSync(file);
+      binding.close(filler.sock);
+      rmSync(address);
+      await stopReceiver(peer);
+    }
+  }
+
+  const sleep = (ms: number): Promise<void> => new Promise((resolve) => setTimeout(resolve, ms));
+
+  it("while the receiver's queue is full, a call waits and sends once there is room; an aborted one sends nothing", async () => {
+    await withFullReceiver(async ({ ask, count, file }) => {
+      const settled: string[] = [];
+      const controller = new AbortController();
+      const stored = storeFds([file], { name: 'late' }).then((sent) => settled.push(`stored ${sent}`));
+      const aborted = notify('STATUS=never', { signal: controller.signal }).catch((error: Error & { code: string }) => {
+        settled.push(error.code);
+      });
+      await sleep(200);
+      expect(settled).toEqual([]);
+      controller.abort();
+      await aborted;
+      expect(settled).toEqual(['ABORT_ERR']);
+      const received = await ask(`recv ${count + 1}`);
+      await within(stored, 5_000, 'storeFds() once there is room');
+      expect(settled).toEqual(['ABORT_ERR', 'stored true']);
+      expect(received.slice(0, count).every((datagram) => datagram.text === 'filler')).toBe(true);
+      expect(received[count]).toEqual({
+        text: 'FDSTORE=1\nFDNAME=late',
+        flags: 0,
+        fds: [{ ...identity(file), kind: 'file', content: '' }],
+      });
+    });
+  });
+
+  it('a later call does not overtake one that waits for room, though room comes just before it is made', async () => {
+    await withFullReceiver(async ({ ask, count, file }) => {
+      const settled: string[] = [];
+      const stored = storeFds([file], { name: 'first' }).then((sent) => settled.push(`stored ${sent}`));
+      await sleep(100);
+      expect((await ask('recv 1'))[0]!.text).toBe('filler'); // room for one datagram
+      const after = notify('STATUS=second').then((sent) => settled.push(`after ${sent}`));
+      await within(stored, 5_000, 'the first call');
+      await sleep(100);
+      expect(settled).toEqual(['stored true']); // the first took the room; the second waits for more
+      const received = await ask(`recv ${count + 1}`);
+      await within(after, 5_000, 'the second call');
+      expect(settled).toEqual(['stored true', 'after true']);
+      expect(received.slice(count - 1).map((datagram) => datagram.text)).toEqual(['FDSTORE=1\nFDNAME=first', 'STATUS=second']);
+    });
+  });
+
+  it('calls in a row hold no memory once settled (the line of calls keeps no chain of results)', async () => {
+    // In a child with --expose-gc: heap after 20 000 settled calls, then after 60 000 more.
+    const script = `
+      const { notify } = require(${JSON.stringify(path.join(root, 'dist', 'index.js'))});
+      const heapAfter = async (calls) => {
+        for (let i = 0; i < calls; i++) await notify('WATCHDOG=1');
+        gc();
+        return process.memoryUsage().heapUsed;
+      };
+      (async () => console.log(JSON.stringify([await heapAfter(20000), await heapAfter(60000)])))();`;
+    const peer = spawnPeer(process.execPath, ['--expose-gc', '-e', script]);
+    const { code, stdout, stderr } = await within(peer.exited, 20_000, 'the child');
+    expect({ code, stderr }).toEqual({ code: 0, stderr: '' });
+    const [warm, later] = JSON.parse(stdout) as [number, number];
+    expect(later - warm).toBeLessThan(2_000_000); // a chain of results grew 10 MB here
+  });
+
+  it('a NOTIFY_SOCKET that is no Unix socket address, or where nothing listens, rejects with a clear error', async () => {
+    process.env.NOTIFY_SOCKET = 'run/notify';
+    await expect(notify('READY=1')).rejects.toMatchObject({
+      code: 'ERR_FDPASS_INVALID_ENVIRONMENT',
+      message: expect.stringContaining("NOTIFY_SOCKET must be an absolute path or '@' and an abstract name, not 'run/notify'"),
+    });
+    process.env.NOTIFY_SOCKET = 'vsock:2:1234';
+    await expect(notify('READY=1')).rejects.toMatchObject({ code: 'ERR_FDPASS_INVALID_ENVIRONMENT' });
+    process.env.NOTIFY_SOCKET = '@';
+    await expect(notify('READY=1')).rejects.toMatchObject({ code: 'ERR_FDPASS_INVALID_ENVIRONMENT' });
+    process.env.NOTIFY_SOCKET = path.join(dir, 'nobody-here.sock');
+    await expect(notify('READY=1')).rejects.toMatchObject({
+      code: 'ENOENT',
+      syscall: 'connect',
+      message: expect.stringContaining('nobody-here.sock'),
+    });
+    process.env.NOTIFY_SOCKET = `/${'x'.repeat(200)}`;
+    await expect(notify('READY=1')).rejects.toMatchObject({ code: 'ENAMETOOLONG' });
+
+    // A stream socket is not systemd's notify socket.
+    const streamPath = path.join(dir, 'stream.sock');
+    const server = net.createServer().listen(streamPath);
+    await new Promise((resolve) => server.once('listening', resolve));
+    try {
+      process.env.NOTIFY_SOCKET = streamPath;
+      await expect(notify('READY=1')).rejects.toMatchObject({ code: 'EPROTOTYPE', syscall: 'connect' });
+    } finally {
+      await new Promise((resolve) => server.close(resolve));
+    }
+  });
+
+  it('bad arguments throw at the call, before anything is sent', async () => {
+    process.env.NOTIFY_SOCKET = path.join(dir, 'never-reached.sock');
+    const invalidValue = expect.objectContaining({ name: 'TypeError', code: 'ERR_INVALID_ARG_VALUE' });
+    const invalidType = expect.objectContaining({ name: 'TypeError', code: 'ERR_INVALID_ARG_TYPE' });
+    expect(() => storeFds([0], { name: 'a:b' })).toThrow(invalidValue);
+    expect(() => storeFds([0], { name: '' })).toThrow(invalidValue);
+    expect(() => storeFds([0], { name: 'x'.repeat(256) })).toThrow(invalidValue);
+    expect(() => storeFds([0], { name: 'tab\there' })).toThrow(invalidValue);
+    expect(() => storeFds([0], { name: 'caf\u00e9' })).toThrow(invalidValue);
+    expect(() => storeFds([0], { name: 7 as unknown as string })).toThrow(invalidType);
+    expect(() => storeFds([0], { poll: 0 as unknown as boolean })).toThrow(invalidType);
+    expect(() => storeFds([])).toThrow(invalidType);
+    expect(() => storeFds(3 as never)).toThrow(invalidType);
+    expect(() => notify('READY=1\0')).toThrow(invalidValue);
+    expect(() => notify({ 'A=B': '1' })).toThrow(invalidValue);
+    expect(() => notify({ '': '1' })).toThrow(invalidValue);
+    expect(() => notify({ STATUS: 'two\nlines' })).toThrow(invalidValue);
+    expect(() => notify({ STATUS: null } as never)).toThrow(invalidType);
+    expect(() => notify(42 as never)).toThrow(invalidType);
+    expect(() => notify('READY=1', { fds: [-1] })).toThrow(expect.objectContaining({ name: 'RangeError', code: 'ERR_OUT_OF_RANGE' }));
+    expect(() => notify('READY=1', { fds: new Array<number>(254).fill(0) })).toThrow(
+      expect.objectContaining({ name: 'RangeError', code: 'ERR_OUT_OF_RANGE' }),
+    );
+    expect(() => notify('READY=1', { signal: 'soon' as never })).toThrow(invalidType);
+    await expect(storeFds([0], { name: 'x'.repeat(255) })).rejects.toMatchObject({ code: 'ENOENT' }); // the longest name is taken
+  });
+
+  it('an already aborted signal rejects with AbortError, nothing sent', async () => {
+    process.env.NOTIFY_SOCKET = path.join(dir, 'never-reached.sock');
+    const reason = new Error('stopping');
+    await expect(notify('READY=1', { signal: AbortSignal.abort(reason) })).rejects.toMatchObject({
+      name: 'AbortError',
+      code: 'ABORT_ERR',
+      cause: reason,
+    });
+  });
+});
+
 describe('on Windows', () => {
-  it('listenFds() throws ERR_FEATURE_UNAVAILABLE_ON_PLATFORM', () => {
+  it('listenFds(), notify() and storeFds() throw ERR_FEATURE_UNAVAILABLE_ON_PLATFORM', () => {
     const platform = Object.getOwnPropertyDescriptor(process, 'platform')!;
     Object.defineProperty(process, 'platform', { ...platform, value: 'win32' });
     try {
@@ -308,8 +554,20 @@ describe('on Windows', () => {
         message: expect.stringContaining('Linux'),
       });
       expect(() => listenFds()).toThrow(unavailable);
+      expect(() => notify('READY=1')).toThrow(unavailable);
+      expect(() => storeFds([0])).toThrow(unavailable);
     } finally {
       Object.defineProperty(process, 'platform', platform);
     }
   });
 });
+
+/** A datagram socket connected to address that sent 'filler' until the receiver's queue was full. */
+function fillQueue(address: string): { sock: number; count: number } {
+  const sock = binding.unixSocket(constants.SOCK_DGRAM);
+  expect(binding.connectUnix(sock, Buffer.from(address), false)).toBe(0);
+  const text = Buffer.from('filler');
+  let count = 0;
+  while (binding.sendmsg(sock, text, 0, text.length, new Int32Array(0), 0, 0) >= 0) count++;
+  return { sock, count };
+}
