@@ -34,6 +34,7 @@ const dist = path.join(root, 'dist');
 const exportNames = [
   'CHANNEL_FD_VARIABLE',
   'Channel',
+  'LISTEN_FDS_START',
   'ReceivedMessage',
   'Server',
   'closeFd',
@@ -41,6 +42,8 @@ const exportNames = [
   'forkWithChannel',
   'lastError',
   'listen',
+  'listenFds',
+  'notify',
   'parentChannel',
   'recv',
   'send',
@@ -48,6 +51,7 @@ const exportNames = [
   'socketpair',
   'spawnWithChannel',
   'spawnWorker',
+  'storeFds',
 ];
 
 /** Runs a fixture; kills it if it hangs; returns what it printed as JSON. */
