@@ -16,7 +16,7 @@ const debug = debuglog('fdpass');
 /** The first fd systemd passes (SD_LISTEN_FDS_START): the rest follow it, in order. */
 export const LISTEN_FDS_START = 3;
 
-/** What listenFds() reads, and by default removes from process.env (LISTEN_PIDFDID: systemd 257 and later). */
+/** What listenFds() reads, and by default removes from process.env (LISTEN_PIDFDID: newer systemd only). */
 const LISTEN_VARIABLES = ['LISTEN_PID', 'LISTEN_PIDFDID', 'LISTEN_FDS', 'LISTEN_FDNAMES'] as const;
 
 /** systemd's name for an fd when LISTEN_FDNAMES is absent. */
