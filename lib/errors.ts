@@ -40,7 +40,10 @@ export type FdpassErrorCode =
   | 'ERR_FDPASS_FRAME_TIMEOUT'
   | 'ERR_FDPASS_FD_OWNED_BY_CHANNEL'
   | 'ERR_FDPASS_NO_PARENT_CHANNEL'
-  | 'ERR_FDPASS_INVALID_ENVIRONMENT';
+  | 'ERR_FDPASS_INVALID_ENVIRONMENT'
+  | 'ERR_FDPASS_HANDOVER_FAILED'
+  | 'ERR_FDPASS_HANDOVER_TIMEOUT'
+  | 'ERR_FDPASS_HANDOVER_BUSY';
 
 export interface FdpassError extends Error {
   code: FdpassErrorCode;
@@ -79,6 +82,19 @@ export function unavailableOnPlatform(message: string): Error & { code: 'ERR_FEA
   const error = new Error(message) as Error & { code: 'ERR_FEATURE_UNAVAILABLE_ON_PLATFORM' };
   error.code = 'ERR_FEATURE_UNAVAILABLE_ON_PLATFORM';
   Error.captureStackTrace(error, unavailableOnPlatform);
+  return error;
+}
+
+/** What fdpass cannot do on this platform yet (Windows has no SCM_RIGHTS), said at the call. */
+export function unsupportedPlatform(what: string): Error {
+  return unavailableOnPlatform(`${what} is not supported on ${process.platform}: it needs Unix domain sockets with SCM_RIGHTS`);
+}
+
+/** A call made out of turn (Node's ERR_INVALID_STATE). */
+export function invalidState(reason: string): Error {
+  const error = new Error(`Invalid state: ${reason}`);
+  (error as Error & { code: string }).code = 'ERR_INVALID_STATE';
+  Error.captureStackTrace(error, invalidState);
   return error;
 }
 
