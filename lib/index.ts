@@ -30,6 +30,15 @@ export {
   type NotifyOptions,
   type StoreFdsOptions,
 } from './systemd';
+export {
+  offerListeners,
+  takeOverListeners,
+  ListenerOffer,
+  ListenerTakeover,
+  type OfferListenersOptions,
+  type TakeOverListenersOptions,
+  type ListenerOfferEvents,
+} from './restart';
 export type { PeerCredentials } from './peer';
 export type { FdLike } from './fd';
 export type { Message } from './outgoing';
