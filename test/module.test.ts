@@ -35,6 +35,8 @@ const exportNames = [
   'CHANNEL_FD_VARIABLE',
   'Channel',
   'LISTEN_FDS_START',
+  'ListenerOffer',
+  'ListenerTakeover',
   'ReceivedMessage',
   'Server',
   'closeFd',
@@ -44,6 +46,7 @@ const exportNames = [
   'listen',
   'listenFds',
   'notify',
+  'offerListeners',
   'parentChannel',
   'recv',
   'send',
@@ -52,6 +55,7 @@ const exportNames = [
   'spawnWithChannel',
   'spawnWorker',
   'storeFds',
+  'takeOverListeners',
 ];
 
 /** Runs a fixture; kills it if it hangs; returns what it printed as JSON. */
