@@ -107,8 +107,7 @@ const sameUser = (peer: PeerCredentials): boolean => peer.uid === process.getuid
 export async function offerListeners(path: string, servers: readonly NetServer[], options?: OfferListenersOptions): Promise<ListenerOffer> {
   if (process.platform === 'win32') throw unsupportedPlatform('offerListeners');
   validateString(path, 'path');
-  if (!Array.isArray(servers) || servers.length === 0) throw invalidArgType('servers', 'a non-empty array of listening TCP servers', servers);
-  servers.forEach((server: unknown, i) => listenerFdOf(server, `servers[${i}]`));
+  const listeners = serverList(servers, 'servers', 'a non-empty array of listening TCP servers', listenerFdOf);
   const {
     readyTimeout = DEFAULT_TIMEOUT_MS,
     drainTimeout = DEFAULT_DRAIN_TIMEOUT_MS,
@@ -119,7 +118,7 @@ export async function offerListeners(path: string, servers: readonly NetServer[]
   validateFunction(allow, 'options.allow');
   // A replacement sends no fds (any it sends are closed on arrival) and short messages.
   const server = await listen({ path, allow, channel: { maxFdsPerMessage: 0, maxPayloadBytes: MAX_MESSAGE_BYTES } });
-  return new ListenerOffer(server, [...servers], readyTimeout, drainTimeout);
+  return new ListenerOffer(server, listeners, readyTimeout, drainTimeout);
 }
 
 /** The running process's side of a restart: see offerListeners(). */
@@ -264,11 +263,11 @@ export class ListenerOffer extends EventEmitter<ListenerOfferEvents> {
 export async function takeOverListeners(path: string, options?: TakeOverListenersOptions): Promise<ListenerTakeover | null> {
   if (process.platform === 'win32') throw unsupportedPlatform('takeOverListeners');
   validateString(path, 'path');
-  const { servers, timeout = DEFAULT_TIMEOUT_MS, allow = sameUser } = validateOptions(options, 'options');
-  if (servers !== undefined) {
-    if (!Array.isArray(servers) || servers.length === 0) throw invalidArgType('options.servers', 'a non-empty array of net.Server', servers);
-    servers.forEach((server: unknown, i) => validateIdleServer(server, `options.servers[${i}]`));
-  }
+  const { timeout = DEFAULT_TIMEOUT_MS, allow = sameUser } = validateOptions(options, 'options');
+  const servers =
+    options?.servers === undefined
+      ? undefined
+      : serverList(options.servers, 'options.servers', 'a non-empty array of net.Server', validateIdleServer);
   validateInteger(timeout, 'options.timeout', 1, MAX_TIMEOUT_MS);
   validateFunction(allow, 'options.allow');
 
@@ -313,7 +312,10 @@ async function receiveListeners(
   const previous = channel.peer;
   const who = `the process at ${path} (pid ${previous.pid})`;
   if (allow(previous) !== true) {
-    throw fdpassError('ERR_FDPASS_HANDOVER_FAILED', `${who} runs as uid ${previous.uid}, which allow() refuses (by default only this process's uid)`);
+    throw fdpassError(
+      'ERR_FDPASS_HANDOVER_FAILED',
+      `${who} runs as uid ${previous.uid}, which allow() refuses (by default only this process's uid)`,
+    );
   }
   let received: ReceivedMessage;
   try {
@@ -322,14 +324,19 @@ async function receiveListeners(
     const { code } = error as { code?: string };
     if (code === 'ABORT_ERR') throw fdpassError('ERR_FDPASS_HANDOVER_TIMEOUT', `${who} handed over nothing within ${timeout} ms`, error);
     if (PEER_GONE.has(code ?? '')) {
-      throw fdpassError('ERR_FDPASS_HANDOVER_FAILED', `${who} closed the connection before handing anything over (does its allow() refuse this process?)`, error);
+      throw fdpassError(
+        'ERR_FDPASS_HANDOVER_FAILED',
+        `${who} closed the connection before handing anything over (does its allow() refuse this process?)`,
+        error,
+      );
     }
     throw error;
   }
   try {
     const message = decode(received, who);
     if (message.type === 'refused') throw fdpassError(message.code, `${who} refused: ${message.message}`);
-    if (message.type !== 'listeners') throw fdpassError('ERR_FDPASS_HANDOVER_FAILED', `${who} sent '${message.type}' where its listeners were due`);
+    if (message.type !== 'listeners')
+      throw fdpassError('ERR_FDPASS_HANDOVER_FAILED', `${who} sent '${message.type}' where its listeners were due`);
     const { fds } = received;
     if (fds.length === 0 || fds.length !== message.addresses.length) {
       throw fdpassError('ERR_FDPASS_HANDOVER_FAILED', `${who} sent ${fds.length} fd(s) for ${message.addresses.length} listener(s)`);
@@ -407,7 +414,9 @@ export class ListenerTakeover {
     if (this.#readyCalled) throw invalidState('ready() has been called already');
     const waiting = this.#fds.flatMap((fd, i) => (fd === -1 ? [] : [`${i} (port ${this.addresses[i]?.port})`]));
     if (waiting.length > 0) {
-      throw invalidState(`socket ${waiting.join(', ')} listens nowhere yet: listen(server, index) first, or the old process would stop accepting with nobody else`);
+      throw invalidState(
+        `socket ${waiting.join(', ')} listens nowhere yet: listen(server, index) first, or the old process would stop accepting with nobody else`,
+      );
     }
     this.#readyCalled = true;
     const who = `the old process (pid ${this.previous.pid})`;
@@ -421,11 +430,16 @@ export class ListenerTakeover {
       reply.close(); // fds have no place in a reply
       const message = decode(reply, who);
       if (message.type === 'refused') throw fdpassError(message.code, `${who} refused: ${message.message}`);
-      if (message.type !== 'released') throw fdpassError('ERR_FDPASS_HANDOVER_FAILED', `${who} sent '${message.type}' where 'released' was due`);
+      if (message.type !== 'released')
+        throw fdpassError('ERR_FDPASS_HANDOVER_FAILED', `${who} sent '${message.type}' where 'released' was due`);
     } catch (error) {
       const { code } = error as { code?: string };
       if (code === 'ABORT_ERR') {
-        throw fdpassError('ERR_FDPASS_HANDOVER_TIMEOUT', `${who} did not confirm within ${this.#timeout} ms that it stopped accepting`, error);
+        throw fdpassError(
+          'ERR_FDPASS_HANDOVER_TIMEOUT',
+          `${who} did not confirm within ${this.#timeout} ms that it stopped accepting`,
+          error,
+        );
       }
       // A process that is gone accepts nothing: the sockets are this one's alone.
       if (!PEER_GONE.has(code ?? '')) throw error;
@@ -466,7 +480,10 @@ function decode(received: ReceivedMessage, who: string): HandoverMessage {
       (type === 'listeners' && Array.isArray(addresses)) ||
       (type === 'refused' && typeof code === 'string' && REFUSALS.includes(code)));
   if (!wellFormed) {
-    throw fdpassError('ERR_FDPASS_HANDOVER_FAILED', `${who} sent ${JSON.stringify(received.data.toString('utf8').slice(0, 80))}, which is no handover message of version ${PROTOCOL_VERSION}`);
+    throw fdpassError(
+      'ERR_FDPASS_HANDOVER_FAILED',
+      `${who} sent ${JSON.stringify(received.data.toString('utf8').slice(0, 80))}, which is no handover message of version ${PROTOCOL_VERSION}`,
+    );
   }
   return message as HandoverMessage;
 }
@@ -485,6 +502,14 @@ function listenerFdOf(server: unknown, name: string): number {
   const problem = listenerProblem(fd);
   if (problem !== undefined) throw invalidArgValue(name, `listens on fd ${fd}, ${problem}`, server);
   return fd;
+}
+
+/** value, a non-empty array each of whose entries passes `check`, copied. */
+function serverList(value: unknown, name: string, expected: string, check: (server: unknown, name: string) => unknown): NetServer[] {
+  if (!Array.isArray(value) || value.length === 0) throw invalidArgType(name, expected, value);
+  const servers: unknown[] = value;
+  servers.forEach((server, i) => check(server, `${name}[${i}]`));
+  return servers.slice() as NetServer[];
 }
 
 function validateIdleServer(server: unknown, name: string): void {

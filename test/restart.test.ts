@@ -90,7 +90,11 @@ describe('generations of server processes', () => {
       expect(await next.line()).toBe('offering');
       expect(await previous.line()).toBe(`handover ${next.child.pid}`);
       expect(await previous.line()).toBe('drained');
-      expect(await within(previous.exited, 10_000, `generation ${generation - 1} exiting`)).toMatchObject({ code: 0, signal: null, stderr: '' });
+      expect(await within(previous.exited, 10_000, `generation ${generation - 1} exiting`)).toMatchObject({
+        code: 0,
+        signal: null,
+        stderr: '',
+      });
       generations.push(next);
       await sleep(600);
     }
@@ -271,7 +275,9 @@ describe('the handover, step by step', () => {
     await expect(takeOverListeners(path)).rejects.toMatchObject({ code: 'ERR_FDPASS_HANDOVER_BUSY' });
     await first!.close(); // closes the socket it never handed to a server
     await sleep(50);
-    expect(errors).toMatchObject([{ code: 'ERR_FDPASS_HANDOVER_FAILED', message: expect.stringMatching(/left before it said it listens/) }]);
+    expect(errors).toMatchObject([
+      { code: 'ERR_FDPASS_HANDOVER_FAILED', message: expect.stringMatching(/left before it said it listens/) },
+    ]);
     expect(old.listening).toBe(true);
     const second = await takeOverListeners(path);
     expect(second).not.toBeNull();
@@ -326,14 +332,20 @@ describe('the handover, step by step', () => {
     await expect(offerListeners(path, [idle])).rejects.toMatchObject({ code: 'ERR_INVALID_ARG_VALUE', message: /is not listening/ });
     const unix = net.createServer();
     await new Promise<void>((resolve) => unix.listen(`${path}.http`, resolve));
-    await expect(offerListeners(path, [unix])).rejects.toMatchObject({ code: 'ERR_INVALID_ARG_VALUE', message: /a Unix socket: only TCP listeners/ });
+    await expect(offerListeners(path, [unix])).rejects.toMatchObject({
+      code: 'ERR_INVALID_ARG_VALUE',
+      message: /a Unix socket: only TCP listeners/,
+    });
     await closeServer(unix);
     await expect(offerListeners(path, [await namedServer('x').then(async (s) => (await closeServer(s), s))])).rejects.toMatchObject({
       code: 'ERR_INVALID_ARG_VALUE',
     });
     const old = await namedServer('old');
     await expect(offerListeners(path, [old], { readyTimeout: 0 })).rejects.toMatchObject({ code: 'ERR_OUT_OF_RANGE' });
-    await expect(takeOverListeners(path, { servers: [old] })).rejects.toMatchObject({ code: 'ERR_INVALID_ARG_VALUE', message: /listening already/ });
+    await expect(takeOverListeners(path, { servers: [old] })).rejects.toMatchObject({
+      code: 'ERR_INVALID_ARG_VALUE',
+      message: /listening already/,
+    });
     await expect(takeOverListeners(42 as unknown as string)).rejects.toMatchObject({ code: 'ERR_INVALID_ARG_TYPE' });
     expect(existsSync(path)).toBe(false);
     await closeServer(old);
