@@ -29,3 +29,21 @@ it('examples/fd-broker.ts: a client gets a file and a listening TCP socket from 
   expect(stdout).toMatch(new RegExp(`client: port \\d+, bound by the broker, answered "hello from client ${client![1]}"`));
   expect(stdout).toMatch(/broker: closed\n$/);
 });
+
+it('examples/zero-downtime-restart.ts: generation 2 takes the socket over under load, generation 1 drains and exits, no request fails', async () => {
+  const { stdout, stderr } = await run(tsx, [path.join(root, 'examples', 'zero-downtime-restart.ts')], { cwd: root, timeout: 60_000 });
+  expect(stderr).toBe('');
+  const first = /generation 1 \(pid (\d+)\): listening on 127\.0\.0\.1:(\d+)/.exec(stdout);
+  expect(first).not.toBeNull();
+  expect(stdout).toMatch(
+    new RegExp(`generation 2 \\(pid \\d+\\): took the socket over from pid ${first![1]}, listening on port ${first![2]}`),
+  );
+  expect(stdout).toMatch(
+    new RegExp(`generation 1 \\(pid ${first![1]}\\): stopped accepting, drained its connections in \\d+ ms, exited with code 0`),
+  );
+  const requests = /requests: (\d+) answered by generation 1, (\d+) by generation 2, (\d+) failed\n$/.exec(stdout);
+  expect(requests).not.toBeNull();
+  expect(Number(requests![1])).toBeGreaterThan(0);
+  expect(Number(requests![2])).toBeGreaterThan(0);
+  expect(Number(requests![3])).toBe(0);
+});
