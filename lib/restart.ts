@@ -144,7 +144,9 @@ export class ListenerOffer extends EventEmitter<ListenerOfferEvents> {
     this.#drainTimeout = drainTimeout;
     this.drained = new Promise((resolve) => (this.#resolveDrained = resolve));
     server.unref();
-    server.on('connection', (channel) => void this.#onReplacement(channel));
+    server.on('connection', (channel) => {
+      this.#onReplacement(channel).catch((error: Error) => this.#emitError(error));
+    });
     server.on('error', (error) => this.#emitError(error));
   }
 
@@ -287,6 +289,7 @@ export async function takeOverListeners(path: string, options?: TakeOverListener
     throw error;
   }
   if (servers === undefined) return takeover;
+  const listening: NetServer[] = [];
   try {
     if (servers.length !== takeover.count) {
       throw fdpassError(
@@ -294,10 +297,15 @@ export async function takeOverListeners(path: string, options?: TakeOverListener
         `pid ${takeover.previous.pid} hands over ${takeover.count} listening socket(s), and ${servers.length} server(s) were given to take them`,
       );
     }
-    for (const [i, server] of servers.entries()) await takeover.listen(server, i);
+    for (const [i, server] of servers.entries()) {
+      await takeover.listen(server, i);
+      listening.push(server);
+    }
     await takeover.ready();
   } catch (error) {
-    await takeover.close();
+    // The old process goes on serving: these servers' copies of its sockets are closed, and
+    // the servers can listen again (on a port of their own, say).
+    await Promise.all([takeover.close(), ...listening.map((server) => new Promise((resolve) => server.close(resolve)))]);
     throw error;
   }
   return takeover;

@@ -264,6 +264,22 @@ describe('the handover, step by step', () => {
     await closeServer(next);
   });
 
+  it('a handover that fails after takeOverListeners listened its servers: it closes them again, and the old server serves on', async () => {
+    const path = socketPath();
+    const old = await namedServer('old');
+    const offer = await offerListeners(path, [old]);
+    const replacement = http.createServer((_req, res) => res.end('new'));
+    replacement.once('listening', () => void offer.close()); // withdrawn between listen() and ready()
+    await expect(takeOverListeners(path, { servers: [replacement] })).rejects.toMatchObject({
+      code: 'ERR_FDPASS_HANDOVER_FAILED',
+      message: expect.stringMatching(/the offer was withdrawn/),
+    });
+    expect(replacement.listening).toBe(false);
+    expect(old.listening).toBe(true);
+    expect(await bodies(portOf(old), 5)).toEqual(new Set(['old']));
+    await closeServer(old);
+  });
+
   it('one replacement at a time: a second gets ERR_FDPASS_HANDOVER_BUSY; one that gives up leaves the old server offering', async () => {
     const path = socketPath();
     const old = await namedServer('old');
