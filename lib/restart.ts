@@ -173,11 +173,14 @@ export class ListenerOffer extends EventEmitter<ListenerOfferEvents> {
   }
 
   async #onReplacement(channel: Channel): Promise<void> {
-    if (this.#state !== 'offering') {
-      // The fdpass server closes as the state leaves 'offering' or 'handing-over': only a
-      // second replacement, during a handover, gets here.
+    if (this.#state === 'handing-over') {
       const message = `pid ${process.pid} is handing its listeners over to pid ${this.#replacement?.peer.pid} already`;
       await refuse(channel, 'ERR_FDPASS_HANDOVER_BUSY', message);
+      return;
+    }
+    if (this.#state !== 'offering') {
+      // Accepted as the offer was closing: withdrawn, or handed over to another.
+      await refuse(channel, 'ERR_FDPASS_HANDOVER_FAILED', `pid ${process.pid} offers its listeners no more`);
       return;
     }
     this.#state = 'handing-over';
@@ -216,7 +219,14 @@ export class ListenerOffer extends EventEmitter<ListenerOfferEvents> {
     // A server closed since the offer cannot be handed over: toFd says which.
     const fds = this.#servers.map((server, i) => listenerFdOf(server, `servers[${i}]`));
     const addresses = this.#servers.map((server) => server.address() as AddressInfo);
-    await channel.send({ data: encode({ type: 'listeners', addresses }), fds });
+    try {
+      await channel.send({ data: encode({ type: 'listeners', addresses }), fds });
+    } catch (error) {
+      if (PEER_GONE.has((error as { code?: string }).code ?? '')) {
+        throw fdpassError('ERR_FDPASS_HANDOVER_FAILED', `${who} left before it received the sockets`, error);
+      }
+      throw error;
+    }
     let reply: ReceivedMessage;
     try {
       reply = await channel.recv({ signal: AbortSignal.timeout(this.#readyTimeout) });
