@@ -23,6 +23,7 @@ import { binding, constants } from './binding';
 import type { Channel } from './channel';
 import { connect } from './connect';
 import { stopAndDrain } from './drain';
+import { emitSafely } from './emit-safely';
 import { errnoException, fdpassError, invalidArgType, invalidArgValue, invalidState, unsupportedPlatform } from './errors';
 import { closeFds, toFd } from './fd';
 import type { ReceivedMessage } from './message';
@@ -203,13 +204,13 @@ export class ListenerOffer extends EventEmitter<ListenerOfferEvents> {
     this.#state = 'draining';
     this.#replacement = undefined;
     const drained = Promise.all(this.#servers.map((server) => stopAndDrain(server, this.#drainTimeout)));
-    this.#emitSafely('handover', replacement);
+    emitSafely(this, 'handover', replacement);
     await this.#server.close(); // the path is free for the replacement's own offer
     await channel.send({ data: encode({ type: 'released' }) }).catch(() => {}); // one that left needs no word
     await channel.close();
     await drained;
     this.#state = 'drained';
-    this.#emitSafely('drained');
+    emitSafely(this, 'drained');
     this.#resolveDrained();
   }
 
@@ -244,18 +245,7 @@ export class ListenerOffer extends EventEmitter<ListenerOfferEvents> {
   }
 
   #emitError(error: Error): void {
-    if (this.listenerCount('error') > 0) this.#emitSafely('error', error);
-  }
-
-  /** A listener that throws must not break the handover: rethrown on its own tick. */
-  #emitSafely<T extends keyof ListenerOfferEvents>(event: T, ...args: EventEmitter.EventArgs<ListenerOfferEvents, T>): void {
-    try {
-      this.emit(event, ...args);
-    } catch (error) {
-      process.nextTick(() => {
-        throw error;
-      });
-    }
+    if (this.listenerCount('error') > 0) emitSafely(this, 'error', error);
   }
 }
 
