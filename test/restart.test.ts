@@ -109,7 +109,7 @@ describe('generations of server processes', () => {
     expect(report.nodeKeepAlive).toMatchObject({ failed: 0, errors: [] });
     expect(report.nodePerRequest).toMatchObject({ failed: 0, errors: [] });
     for (const client of Object.values(report)) {
-      expect(client.ok).toBeGreaterThan(20);
+      expect(client.ok).toBeGreaterThan(10); // continuous load, even on a busy machine
       expect(client.pids.sort()).toEqual([...pids].sort()); // every generation served every kind of client
     }
   }, 60_000);
