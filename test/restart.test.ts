@@ -8,7 +8,7 @@ import { tmpdir } from 'node:os';
 import path from 'node:path';
 import { setTimeout as sleep } from 'node:timers/promises';
 import { afterAll, afterEach, beforeAll, describe, expect, it } from 'vitest';
-import { offerListeners, takeOverListeners } from '../lib/index';
+import { connect, offerListeners, takeOverListeners } from '../lib/index';
 import { countFds, expectNoFdLeakAroundEachTest, python, spawnNodePeer, within, type Peer } from './helpers';
 
 let dir: string;
@@ -301,6 +301,33 @@ describe('the handover, step by step', () => {
     await offer.close();
     expect(existsSync(path)).toBe(false);
     expect(await takeOverListeners(path)).toBeNull();
+    await closeServer(old);
+  });
+
+  it('a replacement that speaks out of turn is refused with the reason, and the offer goes on', async () => {
+    const path = socketPath();
+    const old = await namedServer('old');
+    const offer = await offerListeners(path, [old]);
+    const errors: Array<Error & { code?: string }> = [];
+    offer.on('error', (error) => errors.push(error));
+
+    const peer = await connect(path);
+    const listeners = await peer.recv();
+    expect(JSON.parse(listeners.data.toString())).toMatchObject({ v: 1, type: 'listeners', addresses: [{ port: portOf(old) }] });
+    expect(listeners.fds).toHaveLength(1);
+    listeners.close();
+    await peer.send({ data: 'ready, more or less' });
+    const refusal = await peer.recv();
+    expect(JSON.parse(refusal.data.toString())).toMatchObject({ v: 1, type: 'refused', code: 'ERR_FDPASS_HANDOVER_FAILED' });
+    await expect(peer.recv()).rejects.toMatchObject({ code: 'EOF' });
+    await peer.close();
+    expect(errors).toMatchObject([{ code: 'ERR_FDPASS_HANDOVER_FAILED', message: expect.stringMatching(/which is no handover message/) }]);
+
+    expect(old.listening).toBe(true);
+    const next = await takeOverListeners(path);
+    expect(next?.count).toBe(1);
+    await next!.close();
+    await offer.close();
     await closeServer(old);
   });
 
