@@ -255,8 +255,9 @@ export class ListenerOffer extends EventEmitter<ListenerOfferEvents> {
  * gone): a first start, where the application binds its ports itself.
  *
  * With `servers`, it listens servers[i] on socket i, says ready, and resolves once the old
- * process has stopped accepting. Without, it resolves as soon as the sockets arrive: listen
- * on each with `takeover.listen(server, i)`, then call `takeover.ready()`.
+ * process has stopped accepting; if the handover fails after that, it closes those servers
+ * again. Without, it resolves as soon as the sockets arrive: listen on each with
+ * `takeover.listen(server, i)`, then call `takeover.ready()`.
  *
  * Rejects with ERR_FDPASS_HANDOVER_BUSY (another replacement is taking over),
  * ERR_FDPASS_HANDOVER_TIMEOUT, or ERR_FDPASS_HANDOVER_FAILED (the process there is not
