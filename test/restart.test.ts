@@ -8,7 +8,7 @@ import { tmpdir } from 'node:os';
 import path from 'node:path';
 import { setTimeout as sleep } from 'node:timers/promises';
 import { afterAll, afterEach, beforeAll, describe, expect, it } from 'vitest';
-import { connect, offerListeners, takeOverListeners } from '../lib/index';
+import { connect, offerListeners, takeOverListeners, type OfferListenersOptions } from '../lib/index';
 import { countFds, expectNoFdLeakAroundEachTest, python, spawnNodePeer, within, type Peer } from './helpers';
 
 let dir: string;
@@ -151,6 +151,15 @@ describe('the handover, step by step', () => {
     await new Promise<void>((resolve) => server.listen(0, '127.0.0.1', resolve));
     return server;
   }
+  /** An HTTP server answering 'old' that offers its socket at a new path, and the errors the offer reports. */
+  async function offering(options?: OfferListenersOptions) {
+    const path = socketPath();
+    const old = await namedServer('old');
+    const offer = await offerListeners(path, [old], options);
+    const errors: Array<Error & { code?: string }> = [];
+    offer.on('error', (error) => errors.push(error));
+    return { path, old, offer, errors };
+  }
   const portOf = (server: net.Server): number => (server.address() as net.AddressInfo).port;
   const closeServer = (server: net.Server): Promise<void> =>
     new Promise((resolve) => {
@@ -240,12 +249,8 @@ describe('the handover, step by step', () => {
   });
 
   it('a replacement too slow to say ready is refused (its ready() rejects), and the old server goes on serving and offering', async () => {
-    const path = socketPath();
-    const old = await namedServer('old');
+    const { path, old, offer, errors } = await offering({ readyTimeout: 200 });
     const port = portOf(old);
-    const offer = await offerListeners(path, [old], { readyTimeout: 200 });
-    const errors: Array<Error & { code?: string }> = [];
-    offer.on('error', (error) => errors.push(error));
 
     const late = await takeOverListeners(path);
     const replacement = http.createServer((_req, res) => res.end('late'));
@@ -281,11 +286,7 @@ describe('the handover, step by step', () => {
   });
 
   it('one replacement at a time: a second gets ERR_FDPASS_HANDOVER_BUSY; one that gives up leaves the old server offering', async () => {
-    const path = socketPath();
-    const old = await namedServer('old');
-    const offer = await offerListeners(path, [old]);
-    const errors: Array<Error & { code?: string }> = [];
-    offer.on('error', (error) => errors.push(error));
+    const { path, old, offer, errors } = await offering();
 
     const first = await takeOverListeners(path);
     await expect(takeOverListeners(path)).rejects.toMatchObject({ code: 'ERR_FDPASS_HANDOVER_BUSY' });
@@ -305,11 +306,7 @@ describe('the handover, step by step', () => {
   });
 
   it('a replacement that speaks out of turn is refused with the reason, and the offer goes on', async () => {
-    const path = socketPath();
-    const old = await namedServer('old');
-    const offer = await offerListeners(path, [old]);
-    const errors: Array<Error & { code?: string }> = [];
-    offer.on('error', (error) => errors.push(error));
+    const { path, old, offer, errors } = await offering();
 
     const peer = await connect(path);
     const listeners = await peer.recv();
