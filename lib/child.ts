@@ -13,7 +13,7 @@ import { spawn, type ChildProcess, type SpawnOptions } from 'node:child_process'
 import { Worker, getEnvironmentData, setEnvironmentData, type WorkerOptions } from 'node:worker_threads';
 import { binding } from './binding';
 import { Channel, type ChannelOptions } from './channel';
-import { errnoException, fdpassError } from './errors';
+import { errnoException, fdpassError, invalidArgType } from './errors';
 import { socketpair } from './socketpair';
 import { validateOptions, validateString } from './validators';
 
@@ -84,14 +84,26 @@ export function spawnWithChannel(command: string, args: readonly string[] = [], 
   }
 }
 
+export interface ForkWithChannelOptions extends SpawnWithChannelOptions {
+  /**
+   * Node's own options for the child, as with fork. Default: this process's execArgv. A child
+   * started under another uid may be unable to read the loaders they name (tsx's, in a checkout
+   * only root can read): give it `[]` and a plain JavaScript module.
+   */
+  execArgv?: readonly string[];
+}
+
 /**
- * Starts `modulePath` in a new Node.js process, with this process's execArgv (so a parent
- * run under `--import tsx` starts a TypeScript child the same way), and a Channel to it: the
- * child calls `parentChannel()`. Node's own IPC pipe is not opened.
+ * Starts `modulePath` in a new Node.js process, with this process's execArgv unless options
+ * give others (so a parent run under tsx starts a TypeScript child the same way), and a
+ * Channel to it: the child calls `parentChannel()`. Node's own IPC pipe is not opened.
  */
-export function forkWithChannel(modulePath: string, args: readonly string[] = [], options: SpawnWithChannelOptions = {}): ChildWithChannel {
+export function forkWithChannel(modulePath: string, args: readonly string[] = [], options: ForkWithChannelOptions = {}): ChildWithChannel {
   validateString(modulePath, 'modulePath');
-  return spawnWithChannel(process.execPath, [...process.execArgv, modulePath, ...args], options);
+  const { execArgv = process.execArgv, ...spawnOptions } = validateOptions(options, 'options');
+  if (!Array.isArray(execArgv)) throw invalidArgType('options.execArgv', 'an array of strings', execArgv);
+  const nodeOptions = execArgv.map((arg: unknown, i) => validateString(arg, `options.execArgv[${i}]`));
+  return spawnWithChannel(process.execPath, [...nodeOptions, modulePath, ...args], spawnOptions);
 }
 
 export interface WorkerWithChannel {

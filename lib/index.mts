@@ -21,6 +21,7 @@ export type {
   FdpassError,
   FdpassErrorCode,
   SpawnWithChannelOptions,
+  ForkWithChannelOptions,
   SpawnWorkerOptions,
   ChildWithChannel,
   WorkerWithChannel,

@@ -15,6 +15,7 @@ export {
   parentChannel,
   CHANNEL_FD_VARIABLE,
   type SpawnWithChannelOptions,
+  type ForkWithChannelOptions,
   type SpawnWorkerOptions,
   type ChildWithChannel,
   type WorkerWithChannel,

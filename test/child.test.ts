@@ -1,6 +1,6 @@
 // Children and worker threads started with a Channel to their parent, in Node, Python and Perl.
 import { execFileSync } from 'node:child_process';
-import { mkdtempSync, openSync, readSync, rmSync, writeFileSync, closeSync } from 'node:fs';
+import { mkdtempSync, openSync, readFileSync, readSync, rmSync, writeFileSync, closeSync } from 'node:fs';
 import { tmpdir } from 'node:os';
 import path from 'node:path';
 import { Worker } from 'node:worker_threads';
@@ -70,6 +70,33 @@ describe('child processes', () => {
     expect(reply).toMatchObject({ variable: '5', fd: 5 });
     await started.channel.close();
     expect((await done).code).toBe(0);
+  });
+
+  // A child under another uid cannot load what the parent's execArgv names (tsx's or vitest's
+  // loaders in a checkout only root can read): execArgv, as with fork, says what it gets.
+  it.each([
+    ["this process's by default", undefined],
+    ['execArgv when given, as fork takes it', ['--no-warnings']],
+  ])('forkWithChannel starts node with %s', async (_name, execArgv) => {
+    const fixture = path.join(fixtures, 'channel-child.mjs');
+    const started = forkWithChannel(fixture, ['an-arg'], { stdio: ['ignore', 'ignore', 'pipe'], ...(execArgv && { execArgv }) });
+    const done = exited(started);
+    // spawn returned after the exec, and the child waits for our message: its command line is final.
+    const commandLine = readFileSync(`/proc/${started.child.pid}/cmdline`, 'utf8').split('\0').slice(0, -1);
+    expect(commandLine).toEqual([process.execPath, ...(execArgv ?? process.execArgv), fixture, 'an-arg']);
+    expect((await roundTrip(started, 'exec-argv')).returned).toBe('exec-argv');
+    await started.channel.close();
+    expect(await done).toEqual({ code: 0, stderr: '' });
+  });
+
+  it('forkWithChannel refuses an execArgv that is not an array of strings, opening nothing', () => {
+    const before = countFds();
+    for (const execArgv of ['--no-warnings', [42]]) {
+      expect(() => forkWithChannel(path.join(fixtures, 'channel-child.mjs'), [], { execArgv } as never)).toThrow(
+        expect.objectContaining({ code: 'ERR_INVALID_ARG_TYPE' }),
+      );
+    }
+    expect(countFds()).toBe(before);
   });
 
   // socket.recv_fds and IO::FDPass do not retry on EAGAIN: a non-blocking end would make them
