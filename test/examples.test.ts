@@ -1,9 +1,10 @@
 // Every example runs as documented and does what it says.
 import { execFile } from 'node:child_process';
+import { chmodSync, readFileSync, rmSync } from 'node:fs';
 import path from 'node:path';
 import { promisify } from 'node:util';
-import { expect, it } from 'vitest';
-import { root } from './helpers.js';
+import { describe, expect, it, onTestFinished } from 'vitest';
+import { copyForAnyUser, envForAnyUser, root } from './helpers.js';
 
 const run = promisify(execFile);
 const tsx = path.join(root, 'node_modules', '.bin', 'tsx');
@@ -48,3 +49,43 @@ it('examples/zero-downtime-restart.ts: generation 2 takes the socket over under 
   expect(Number(requests![2])).toBeGreaterThan(0);
   expect(Number(requests![3])).toBe(0);
 }, 90_000);
+
+describe.skipIf(process.getuid?.() !== 0)('examples/privilege-separation.ts, as root', () => {
+  // Ports below this one are root's (net.ipv4.ip_unprivileged_port_start).
+  const unprivilegedPortStart = Number(readFileSync('/proc/sys/net/ipv4/ip_unprivileged_port_start', 'utf8'));
+
+  /** Runs the example from a copy of the package, which nobody (the worker's uid) can read or not. */
+  async function runFromCopy(readableByNobody: boolean): Promise<string> {
+    const copy = copyForAnyUser(['examples']);
+    onTestFinished(() => rmSync(copy, { recursive: true, force: true }));
+    if (!readableByNobody) chmodSync(copy, 0o700);
+    const example = path.join(copy, 'examples', 'privilege-separation.ts');
+    const { stdout, stderr } = await run(tsx, [example], { cwd: copy, env: envForAnyUser(copy), timeout: 60_000 });
+    expect(stderr).toBe('');
+    // What it proves, either way: the worker is nobody, cannot open the file or bind the port
+    // itself, and serves on that port with the file's content.
+    const [, rootPid, port, secret] =
+      /root (\d+): bound 127\.0\.0\.1:(\d+) and opened (\S+) \(mode 0600, in a 0700 directory\)/.exec(stdout) ?? [];
+    expect(secret).toBeDefined();
+    expect(stdout).toMatch(/worker (\d+): runs as Uid 65534 65534 65534 65534, Gid 65534 65534 65534 65534, Groups \(none\)/);
+    const bindError = Number(port) < unprivilegedPortStart ? 'EACCES' : 'EADDRINUSE';
+    expect(stdout).toContain(`open(${secret}) itself -> EACCES; bind 127.0.0.1:${port} itself -> ${bindError}`);
+    expect(stdout).toContain(`client: GET http://127.0.0.1:${port}/ -> 200 "root's secret, written by pid ${rootPid}\\n"`);
+    expect(stdout).toMatch(/worker \d+: exited with code 0\n$/);
+    return stdout;
+  }
+
+  it('installed where nobody can read it: the worker starts as nobody and serves with the fds root hands it', async () => {
+    const stdout = await runFromCopy(true);
+    expect(stdout).toMatch(/root: started worker \d+ as nobody \(spawn's uid and gid\)/);
+    expect(stdout).not.toContain('could not load');
+  });
+
+  it('in a directory nobody cannot read: the worker starts as root and drops to nobody before it takes the fds', async () => {
+    const stdout = await runFromCopy(false);
+    expect(stdout).toMatch(
+      /root: the worker could not load its code as nobody \(Error: Cannot find module '.*privilege-separation-worker\.mjs'\)/,
+    );
+    expect(stdout).toMatch(/root: started worker \d+ as root; it loaded its code and dropped to nobody/);
+  });
+});

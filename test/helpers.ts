@@ -158,13 +158,14 @@ export function spawnNodePeer(
 
 /**
  * A copy of the built package (package.json, dist/, the addon, the runtime dependencies and
- * test/fixtures) in a fresh temp dir that every uid can read: a child running under another
- * uid loads fdpass from there, wherever the checkout lives (under /root, mode 0700, say).
- * The caller removes it (rmSync recursive) when done.
+ * test/fixtures, and `extraParts` of the checkout, such as 'examples') in a fresh temp dir that
+ * every uid can read: a child running under another uid loads fdpass from there, wherever the
+ * checkout lives (under /root, mode 0700, say). The caller removes it (rmSync recursive) when done.
  */
-export function copyForAnyUser(): string {
+export function copyForAnyUser(extraParts: readonly string[] = []): string {
   const copy = mkdtempSync(path.join(tmpdir(), 'fdpass-any-user-'));
-  for (const part of ['package.json', 'dist', 'test/fixtures', 'node_modules/eventemitter3', 'node_modules/node-gyp-build']) {
+  const parts = ['package.json', 'dist', 'test/fixtures', 'node_modules/eventemitter3', 'node_modules/node-gyp-build', ...extraParts];
+  for (const part of parts) {
     cpSync(path.join(root, part), path.join(copy, part), { recursive: true });
   }
   // The addon this process loaded: the sanitized one under npm run test:asan (see envForAnyUser).

@@ -3,14 +3,14 @@
 // neither itself yet serves HTTP on that port with that file's content.
 import { type ChildProcess } from 'node:child_process';
 import { once } from 'node:events';
-import { chmodSync, cpSync, mkdirSync, mkdtempSync, openSync, readFileSync, rmSync, writeFileSync } from 'node:fs';
+import { mkdtempSync, openSync, readFileSync, rmSync, writeFileSync } from 'node:fs';
 import http from 'node:http';
 import net from 'node:net';
 import { tmpdir } from 'node:os';
 import path from 'node:path';
 import { afterAll, beforeAll, describe, expect, it, onTestFinished } from 'vitest';
 import { forkWithChannel, spawnWithChannel } from '../lib/index.js';
-import { copyForAnyUser, envForAnyUser, expectNoFdLeakAroundEachTest, openFds, root, within } from './helpers.js';
+import { copyForAnyUser, envForAnyUser, expectNoFdLeakAroundEachTest, openFds, within } from './helpers.js';
 
 const NOBODY = 65534;
 /** Real, effective, saved and filesystem ids, as /proc/<pid>/status lists them. */
@@ -33,12 +33,8 @@ describe.skipIf(!isRoot)('privilege separation', () => {
   beforeAll(() => {
     // The worker loads its code and fdpass from a copy uid 65534 can read, wherever the
     // checkout lives (under /root, mode 0700, it could not).
-    copy = copyForAnyUser();
-    mkdirSync(path.join(copy, 'examples'), { mode: 0o755 });
+    copy = copyForAnyUser(['examples/privilege-separation-worker.mjs']);
     worker = path.join(copy, 'examples', 'privilege-separation-worker.mjs');
-    cpSync(path.join(root, 'examples', 'privilege-separation-worker.mjs'), worker);
-    chmodSync(path.join(copy, 'examples'), 0o755);
-    chmodSync(worker, 0o644);
     secretDir = mkdtempSync(path.join(tmpdir(), 'fdpass-privsep-')); // 0700, root's
   });
   afterAll(() => {
