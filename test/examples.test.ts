@@ -50,6 +50,20 @@ it('examples/zero-downtime-restart.ts: generation 2 takes the socket over under 
   expect(Number(requests![3])).toBe(0);
 }, 90_000);
 
+it('examples/child-channel.ts: a Python child, a Node child and a worker thread, each started with one call, read the file each was handed', async () => {
+  const { stdout, stderr } = await run(tsx, [path.join(root, 'examples', 'child-channel.ts')], { cwd: root, timeout: 60_000 });
+  expect(stderr).toBe('');
+  const [python, node, thread, ...more] = stdout.trimEnd().split('\n');
+  expect(python).toMatch(
+    /^python child \d+: read "written for the python child by pid \d+\\n" through fd \d+ \(its channel: fd 3, FDPASS_CHANNEL_FD=3, blocking: True\)$/,
+  );
+  expect(node).toMatch(/^node child \d+: read "written for the node child by pid \d+\\n" through fd \d+ \(its channel: fd 3\)$/);
+  expect(thread).toMatch(/^worker thread \d+: read "written for the worker thread by pid \d+\\n" through fd \d+ \(its channel: fd \d+\)$/);
+  expect(more).toEqual([]);
+  // Each file was written by the one parent.
+  expect(new Set([python, node, thread].map((line) => /by pid (\d+)/.exec(line!)?.[1])).size).toBe(1);
+});
+
 describe.skipIf(process.getuid?.() !== 0)('examples/privilege-separation.ts, as root', () => {
   // Ports below this one are root's (net.ipv4.ip_unprivileged_port_start).
   const unprivilegedPortStart = Number(readFileSync('/proc/sys/net/ipv4/ip_unprivileged_port_start', 'utf8'));
