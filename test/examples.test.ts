@@ -3,7 +3,7 @@ import { execFile } from 'node:child_process';
 import { chmodSync, readFileSync, rmSync } from 'node:fs';
 import path from 'node:path';
 import { promisify } from 'node:util';
-import { describe, expect, it, onTestFinished } from 'vitest';
+import { describe, expect, it, type TestContext } from 'vitest';
 import { copyForAnyUser, envForAnyUser, root } from './helpers.js';
 
 const run = promisify(execFile);
@@ -64,12 +64,13 @@ it('examples/child-channel.ts: a Python child, a Node child and a worker thread,
   expect(new Set([python, node, thread].map((line) => /by pid (\d+)/.exec(line!)?.[1])).size).toBe(1);
 });
 
-describe.skipIf(process.getuid?.() !== 0)('examples/privilege-separation.ts, as root', () => {
+// The two runs at once: each is mostly tsx starting up.
+describe.skipIf(process.getuid?.() !== 0)('examples/privilege-separation.ts, as root', { concurrent: true }, () => {
   // Ports below this one are root's (net.ipv4.ip_unprivileged_port_start).
   const unprivilegedPortStart = Number(readFileSync('/proc/sys/net/ipv4/ip_unprivileged_port_start', 'utf8'));
 
   /** Runs the example from a copy of the package, which nobody (the worker's uid) can read or not. */
-  async function runFromCopy(readableByNobody: boolean): Promise<string> {
+  async function runFromCopy(readableByNobody: boolean, { expect, onTestFinished }: TestContext): Promise<string> {
     const copy = copyForAnyUser(['examples']);
     onTestFinished(() => rmSync(copy, { recursive: true, force: true }));
     if (!readableByNobody) chmodSync(copy, 0o700);
@@ -89,14 +90,16 @@ describe.skipIf(process.getuid?.() !== 0)('examples/privilege-separation.ts, as 
     return stdout;
   }
 
-  it('installed where nobody can read it: the worker starts as nobody and serves with the fds root hands it', async () => {
-    const stdout = await runFromCopy(true);
+  it('installed where nobody can read it: the worker starts as nobody and serves with the fds root hands it', async (context) => {
+    const stdout = await runFromCopy(true, context);
+    const { expect } = context;
     expect(stdout).toMatch(/root: started worker \d+ as nobody \(spawn's uid and gid\)/);
     expect(stdout).not.toContain('could not load');
   });
 
-  it('in a directory nobody cannot read: the worker starts as root and drops to nobody before it takes the fds', async () => {
-    const stdout = await runFromCopy(false);
+  it('in a directory nobody cannot read: the worker starts as root and drops to nobody before it takes the fds', async (context) => {
+    const stdout = await runFromCopy(false, context);
+    const { expect } = context;
     expect(stdout).toMatch(
       /root: the worker could not load its code as nobody \(Error: Cannot find module '.*privilege-separation-worker\.mjs'\)/,
     );
