@@ -64,8 +64,9 @@ it('examples/child-channel.ts: a Python child, a Node child and a worker thread,
   expect(new Set([python, node, thread].map((line) => /by pid (\d+)/.exec(line!)?.[1])).size).toBe(1);
 });
 
-// The two runs at once: each is mostly tsx starting up.
-describe.skipIf(process.getuid?.() !== 0)('examples/privilege-separation.ts, as root', { concurrent: true }, () => {
+// The two runs at once: each is mostly tsx starting up. The fallback starts node three times,
+// which under npm run test:asan on a busy machine took 31 s: as long as run() allows.
+describe.skipIf(process.getuid?.() !== 0)('examples/privilege-separation.ts, as root', { concurrent: true, timeout: 60_000 }, () => {
   // Ports below this one are root's (net.ipv4.ip_unprivileged_port_start).
   const unprivilegedPortStart = Number(readFileSync('/proc/sys/net/ipv4/ip_unprivileged_port_start', 'utf8'));
 

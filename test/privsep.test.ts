@@ -8,6 +8,7 @@ import http from 'node:http';
 import net from 'node:net';
 import { tmpdir } from 'node:os';
 import path from 'node:path';
+import { text } from 'node:stream/consumers';
 import { afterAll, beforeAll, describe, expect, it, onTestFinished } from 'vitest';
 import { forkWithChannel, spawnWithChannel } from '../lib/index.js';
 import { copyForAnyUser, envForAnyUser, expectNoFdLeakAroundEachTest, openFds, within } from './helpers.js';
@@ -150,14 +151,9 @@ function outcome(child: ChildProcess): Promise<{ code: number | null; stdout: st
 }
 
 /** GET / on a new connection (no keep-alive, so the worker's server has nothing left open). */
-function get(port: number): Promise<{ status: number | undefined; body: string }> {
-  return new Promise((resolve, reject) => {
-    http
-      .get({ host: '127.0.0.1', port, agent: false }, (response) => {
-        let body = '';
-        response.setEncoding('utf8').on('data', (chunk: string) => (body += chunk));
-        response.on('end', () => resolve({ status: response.statusCode, body }));
-      })
-      .on('error', reject);
+async function get(port: number): Promise<{ status: number | undefined; body: string }> {
+  const response = await new Promise<http.IncomingMessage>((resolve, reject) => {
+    http.get({ host: '127.0.0.1', port, agent: false }, resolve).on('error', reject);
   });
+  return { status: response.statusCode, body: await text(response) };
 }
