@@ -29,35 +29,38 @@ async function main(): Promise<void> {
     return;
   }
   const dir = mkdtempSync(path.join(tmpdir(), 'fdpass-privsep-')); // mode 0700: root's alone
-  const secretPath = path.join(dir, 'secret.txt');
-  writeFileSync(secretPath, `root's secret, written by pid ${process.pid}\n`, { mode: 0o600 });
-  const listener = await listenOnLowPort();
-  const { port } = listener.address() as net.AddressInfo;
-  const file = openSync(secretPath, 'r');
-  console.log(`root ${process.pid}: bound 127.0.0.1:${port} and opened ${secretPath} (mode 0600, in a 0700 directory)`);
+  try {
+    const secretPath = path.join(dir, 'secret.txt');
+    writeFileSync(secretPath, `root's secret, written by pid ${process.pid}\n`, { mode: 0o600 });
+    const listener = await listenOnLowPort();
+    const { port } = listener.address() as net.AddressInfo;
+    const file = openSync(secretPath, 'r');
+    console.log(`root ${process.pid}: bound 127.0.0.1:${port} and opened ${secretPath} (mode 0600, in a 0700 directory)`);
 
-  const worker = await startWorker([secretPath, String(port)]);
-  const { pid } = worker.child;
-  console.log(`worker ${pid}: runs as ${credentials(pid!)} (/proc/${pid}/status)`);
-  const { refused } = worker.hello;
-  console.log(`worker ${pid}: open(${secretPath}) itself -> ${refused.open}; bind 127.0.0.1:${port} itself -> ${refused.bind}`);
+    const worker = await startWorker([secretPath, String(port)]);
+    const { pid } = worker.child;
+    console.log(`worker ${pid}: runs as ${credentials(pid!)} (/proc/${pid}/status)`);
+    const { refused } = worker.hello;
+    console.log(`worker ${pid}: open(${secretPath}) itself -> ${refused.open}; bind 127.0.0.1:${port} itself -> ${refused.bind}`);
 
-  // The fds travel in one message. close: root's copies are closed once the kernel has them,
-  // so the worker holds the only ones (its HTTP server owns the socket, its code the file).
-  await worker.channel.send({ fds: [listener, file] }, { close: true });
-  console.log(`root: handed the listening socket and the file to worker ${pid}, and closed its own copies`);
-  await worker.channel.recv(); // 'serving'
+    // The fds travel in one message. close: root's copies are closed once the kernel has them,
+    // so the worker holds the only ones (its HTTP server owns the socket, its code the file).
+    await worker.channel.send({ fds: [listener, file] }, { close: true });
+    console.log(`root: handed the listening socket and the file to worker ${pid}, and closed its own copies`);
+    await worker.channel.recv(); // 'serving'
 
-  // http, not fetch: fetch refuses some of these ports (993, 995...), as the Fetch standard lists them.
-  const response = await new Promise<http.IncomingMessage>((resolve, reject) => {
-    http.get({ host: '127.0.0.1', port, agent: false }, resolve).on('error', reject);
-  });
-  console.log(`client: GET http://127.0.0.1:${port}/ -> ${response.statusCode} ${JSON.stringify(await text(response))}`);
+    // http, not fetch: fetch refuses some of these ports (993, 995...), as the Fetch standard lists them.
+    const response = await new Promise<http.IncomingMessage>((resolve, reject) => {
+      http.get({ host: '127.0.0.1', port, agent: false }, resolve).on('error', reject);
+    });
+    console.log(`client: GET http://127.0.0.1:${port}/ -> ${response.statusCode} ${JSON.stringify(await text(response))}`);
 
-  await worker.channel.close(); // the worker's cue to stop
-  const [code] = (await worker.exited) as [number | null];
-  console.log(`worker ${pid}: exited with code ${code}`);
-  rmSync(dir, { recursive: true });
+    await worker.channel.close(); // the worker's cue to stop
+    const [code] = (await worker.exited) as [number | null];
+    console.log(`worker ${pid}: exited with code ${code}`);
+  } finally {
+    rmSync(dir, { recursive: true });
+  }
 }
 
 interface Hello {
