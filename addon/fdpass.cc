@@ -10,6 +10,7 @@
 #include <cstring>
 #include <string>
 
+#include "describe.h"
 #include "fd_registry.h"
 #include "poll_wrap.h"
 #include "posix_io.h"
@@ -187,6 +188,34 @@ Napi::Value JsInspectSocket(const Napi::CallbackInfo& info) {
   return Napi::Number::New(info.Env(), err);
 }
 
+// describeFd(fd, out: Int32Array(FD_FACTS_LENGTH)) -> 0 | -errno; out = [file type, status
+// flags, domain, type, protocol, listening (0/1)], or on failure out[0] = the DescribeCall
+// that failed.
+constexpr size_t kFdFactsLength = 6;
+
+Napi::Value JsDescribeFd(const Napi::CallbackInfo& info) {
+  Napi::Env env = info.Env();
+  if (!info[1].IsTypedArray() ||
+      info[1].As<Napi::TypedArray>().TypedArrayType() != napi_int32_array ||
+      info[1].As<Napi::Int32Array>().ElementLength() < kFdFactsLength)
+    return Napi::Number::New(env, -EINVAL);
+  int32_t* out = info[1].As<Napi::Int32Array>().Data();
+  FdFacts facts;
+  DescribeCall failed = DescribeCall::kFstat;
+  int err = DescribeFd(ArgInt(info, 0), &facts, &failed);
+  if (err != 0) {
+    out[0] = static_cast<int32_t>(failed);
+    return Napi::Number::New(env, err);
+  }
+  out[0] = static_cast<int32_t>(facts.file_type);
+  out[1] = facts.status_flags;
+  out[2] = facts.domain;
+  out[3] = facts.type;
+  out[4] = facts.protocol;
+  out[5] = facts.listening ? 1 : 0;
+  return Napi::Number::New(env, 0);
+}
+
 // A socket name from JS: its bytes, and whether it is abstract.
 struct SocketName {
   const char* bytes;
@@ -325,6 +354,7 @@ Napi::Object Init(Napi::Env env, Napi::Object exports) {
   exports["socketpair"] = Napi::Function::New<JsSocketPair>(env, "socketpair");
   exports["socketType"] = Napi::Function::New<JsSocketType>(env, "socketType");
   exports["inspectSocket"] = Napi::Function::New<JsInspectSocket>(env, "inspectSocket");
+  exports["describeFd"] = Napi::Function::New<JsDescribeFd>(env, "describeFd");
   exports["setNonBlocking"] = Napi::Function::New<JsSetNonBlocking>(env, "setNonBlocking");
   exports["setCloseOnExec"] = Napi::Function::New<JsSetCloseOnExec>(env, "setCloseOnExec");
   exports["sendmsg"] = Napi::Function::New<JsSendMessage>(env, "sendmsg");
@@ -362,6 +392,17 @@ Napi::Object Init(Napi::Env env, Napi::Object exports) {
   constants["NOT_BARE_FD"] = Napi::Number::New(env, kNotBareFd);
   constants["FD_OWNED_BY_CHANNEL"] = Napi::Number::New(env, kFdOwnedByChannel);
   constants["AF_UNIX"] = Napi::Number::New(env, AF_UNIX);
+  // AF_INET6 differs between systems (10 on Linux, 30 on macOS), so lib/ takes both from here.
+  constants["AF_INET"] = Napi::Number::New(env, AF_INET);
+  constants["AF_INET6"] = Napi::Number::New(env, AF_INET6);
+  constants["FD_FACTS_LENGTH"] = Napi::Number::New(env, static_cast<double>(kFdFactsLength));
+  // fs.constants has neither: the access-mode mask, and Linux's path-only open (0 elsewhere).
+  constants["O_ACCMODE"] = Napi::Number::New(env, O_ACCMODE);
+#if defined(O_PATH)
+  constants["O_PATH"] = Napi::Number::New(env, O_PATH);
+#else
+  constants["O_PATH"] = Napi::Number::New(env, 0);
+#endif
   // The memory JS and the addon share: see poll_wrap.h and lib/binding.ts.
   constants["LEDGER_HEAD"] = Napi::Number::New(env, kLedgerHead);
   constants["LEDGER_TAIL"] = Napi::Number::New(env, kLedgerTail);

@@ -70,6 +70,14 @@ export interface Binding {
   socketType(fd: number): number;
   /** out = [domain, type, listening (0/1), connected (0/1)]: 0 or -errno (-ENOTSOCK). */
   inspectSocket(fd: number, out: Int32Array): number;
+  /**
+   * What fd is, raw (lib/describe.ts names it): out (FD_FACTS_LENGTH long) = [st_mode &
+   * S_IFMT, fcntl(F_GETFL) flags, domain, type, protocol, listening (0/1)], the last four for
+   * a socket (-1, -1, -1, 0 otherwise, and for an fd that is no open socket); protocol is -1
+   * where the system has no SO_PROTOCOL. 0, or -errno with out[0] naming the call that failed:
+   * 0 fstat, 1 fcntl, 2 getsockopt.
+   */
+  describeFd(fd: number, out: Int32Array): number;
   setNonBlocking(fd: number, nonBlocking: boolean): number;
   setCloseOnExec(fd: number, closeOnExec: boolean): number;
   sendmsg(sock: number, data: Uint8Array, offset: number, length: number, fds: Int32Array, nfds: number, flags: number): number;
@@ -130,6 +138,12 @@ export interface Binding {
     SOCK_DGRAM: number;
     SOCK_SEQPACKET: number;
     AF_UNIX: number;
+    AF_INET: number;
+    AF_INET6: number;
+    FD_FACTS_LENGTH: number;
+    O_ACCMODE: number;
+    /** Linux's path-only open flag; 0 where the system has none. */
+    O_PATH: number;
     MSG_DONTWAIT: number;
     MSG_CTRUNC: number;
     MSG_TRUNC: number;
