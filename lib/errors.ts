@@ -43,7 +43,9 @@ export type FdpassErrorCode =
   | 'ERR_FDPASS_INVALID_ENVIRONMENT'
   | 'ERR_FDPASS_HANDOVER_FAILED'
   | 'ERR_FDPASS_HANDOVER_TIMEOUT'
-  | 'ERR_FDPASS_HANDOVER_BUSY';
+  | 'ERR_FDPASS_HANDOVER_BUSY'
+  | 'ERR_FDPASS_WRONG_FD_KIND'
+  | 'ERR_FDPASS_SOCKET_IN_USE';
 
 export interface FdpassError extends Error {
   code: FdpassErrorCode;
@@ -95,6 +97,17 @@ export function invalidState(reason: string): Error {
   const error = new Error(`Invalid state: ${reason}`);
   (error as Error & { code: string }).code = 'ERR_INVALID_STATE';
   Error.captureStackTrace(error, invalidState);
+  return error;
+}
+
+/**
+ * A conversion asked of an fd that is something else (toServer() of a file, say): a
+ * TypeError, as Node's own ERR_INVALID_FD_TYPE is.
+ */
+export function wrongFdKindError(message: string): FdpassError {
+  const error = new TypeError(message) as TypeError & FdpassError;
+  error.code = 'ERR_FDPASS_WRONG_FD_KIND';
+  Error.captureStackTrace(error, wrongFdKindError);
   return error;
 }
 
