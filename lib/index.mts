@@ -2,6 +2,7 @@
 export { send, recv, closeFd, lastError, socketpair, setBlocking, Channel, ReceivedMessage, listen, connect, Server } from './index.js';
 export { spawnWithChannel, forkWithChannel, spawnWorker, parentChannel, CHANNEL_FD_VARIABLE } from './index.js';
 export { offerListeners, takeOverListeners, ListenerOffer, ListenerTakeover } from './index.js';
+export { describe, toSocket, toServer, toUdpSocket, toReadStream, toWriteStream } from './index.js';
 export type {
   ListenOptions,
   ServerCloseOptions,
@@ -28,6 +29,22 @@ export type {
   OfferListenersOptions,
   TakeOverListenersOptions,
   ListenerOfferEvents,
+  FdDescription,
+  FdKind,
+  IpFamily,
+  SocketFamily,
+  IpSocketDescription,
+  UnixSocketDescription,
+  OtherSocketDescription,
+  NonSocketDescription,
+  OpenFileFlags,
+  FdSource,
+  ConvertOptions,
+  ToSocketOptions,
+  ToServerOptions,
+  ToUdpSocketOptions,
+  ToReadStreamOptions,
+  ToWriteStreamOptions,
 } from './index.js';
 export { listenFds, notify, storeFds, LISTEN_FDS_START } from './index.js';
 export type { ListenFd, ListenFdsOptions, NotifyState, NotifyOptions, StoreFdsOptions } from './index.js';

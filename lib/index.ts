@@ -40,6 +40,22 @@ export {
   type TakeOverListenersOptions,
   type ListenerOfferEvents,
 } from './restart';
+export { describe, type FdDescription, type FdKind, type IpFamily, type SocketFamily } from './describe';
+export type { IpSocketDescription, UnixSocketDescription, OtherSocketDescription, NonSocketDescription, OpenFileFlags } from './describe';
+export {
+  toSocket,
+  toServer,
+  toUdpSocket,
+  toReadStream,
+  toWriteStream,
+  type FdSource,
+  type ConvertOptions,
+  type ToSocketOptions,
+  type ToServerOptions,
+  type ToUdpSocketOptions,
+  type ToReadStreamOptions,
+  type ToWriteStreamOptions,
+} from './convert';
 export type { PeerCredentials } from './peer';
 export type { FdLike } from './fd';
 export type { Message } from './outgoing';

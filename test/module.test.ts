@@ -41,6 +41,7 @@ const exportNames = [
   'Server',
   'closeFd',
   'connect',
+  'describe',
   'forkWithChannel',
   'lastError',
   'listen',
@@ -56,6 +57,11 @@ const exportNames = [
   'spawnWorker',
   'storeFds',
   'takeOverListeners',
+  'toReadStream',
+  'toServer',
+  'toSocket',
+  'toUdpSocket',
+  'toWriteStream',
 ];
 
 /** Runs a fixture; kills it if it hangs; returns what it printed as JSON. */
