@@ -3,7 +3,7 @@
 import { Server, Socket } from 'node:net';
 import { binding } from './binding';
 import { fdpassError, invalidArgType, outOfRange } from './errors';
-import { closeHandedFd, toFd, type FdLike } from './fd';
+import { closeHandedFd, toSendableFd, type FdLike } from './fd';
 import { MAX_FDS_PER_FRAME, MAX_PAYLOAD_BYTES, MESSAGE_HEADER_BYTES, isBareFd, writeHeader } from './framing';
 
 /** A message to send: a payload and the fds that travel with it. */
@@ -61,13 +61,13 @@ function fdsOf(fds: unknown): readonly FdLike[] {
 /** Validates what send() was given; throws TypeError/RangeError before anything is taken. */
 export function toOutgoing(value: FdLike | Message, close: boolean): Outgoing {
   if (!isMessage(value)) {
-    const fd = toFd(value, 'fd');
+    const fd = toSendableFd(value, 'fd');
     if (close) refuseChannelSocket(fd);
     return { bytes: zeroByte, offset: 0, fds: noFds, bare: true, fd, handed: close ? [value] : undefined };
   }
   const payload = payloadOf(value.data);
   const handed = fdsOf(value.fds);
-  const fds = Int32Array.from(handed, (fd, i) => toFd(fd, `message.fds[${i}]`));
+  const fds = Int32Array.from(handed, (fd, i) => toSendableFd(fd, `message.fds[${i}]`));
   if (payload.length > MAX_PAYLOAD_BYTES) {
     throw outOfRange('message.data.length', `at most ${MAX_PAYLOAD_BYTES}`, payload.length);
   }

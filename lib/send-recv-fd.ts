@@ -3,7 +3,7 @@
 import { whyNotBareFd } from './bare-fd';
 import { binding, constants } from './binding';
 import { UV_EOF, errnoException, fdpassError, truncatedError, type FdpassError, type SystemError } from './errors';
-import { closeFds, toFd, type FdLike } from './fd';
+import { closeFds, toSendableFd, type FdLike } from './fd';
 import { validateFd } from './validators';
 
 // Where recv() finds a message that is not a bare fd: [bytes, nfds, msg_flags, first data
@@ -25,7 +25,7 @@ export function lastError(): SystemError | FdpassError | null {
 /** Sends fd over socketFd. The sender keeps its fd. false on failure: see lastError(). */
 export function send(socketFd: number, fd: FdLike): boolean {
   validateFd(socketFd, 'socketFd');
-  const sent = binding.sendFd(socketFd, toFd(fd, 'fd'), 0);
+  const sent = binding.sendFd(socketFd, toSendableFd(fd, 'fd'), 0);
   if (sent < 0) {
     last = errnoException(sent, 'sendmsg');
     return false;

@@ -241,7 +241,7 @@ describe('round trip', () => {
     expect(handle.fd).toBe(-1); // the FileHandle knows: it will not close the number again
     expect(consume(await within(b.recv(), 2000, 'recv'))).toBe('0');
 
-    const server = net.createServer();
+    const server = net.createServer({ pauseOnConnect: true }); // a socket Node reads from is refused
     await new Promise<void>((resolve) => server.listen(0, '127.0.0.1', resolve));
     const port = (server.address() as net.AddressInfo).port;
     const client = net.connect(port, '127.0.0.1');

@@ -248,6 +248,7 @@ describe("sending Node's own objects", () => {
     await new Promise<void>((resolve) => server.listen(0, '127.0.0.1', resolve));
     const accepted = new Promise<net.Socket>((resolve) => server.once('connection', resolve));
     const client = net.connect((server.address() as net.AddressInfo).port, '127.0.0.1');
+    client.pause(); // before it connects, so Node never reads from it (a socket it reads is refused)
     await new Promise((resolve) => client.once('connect', resolve));
 
     await a.send({ fds: [client, server] });
