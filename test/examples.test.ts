@@ -106,4 +106,21 @@ describe.skipIf(process.getuid?.() !== 0)('examples/privilege-separation.ts, as 
     );
     expect(stdout).toMatch(/root: started worker \d+ as root; it loaded its code and dropped to nobody/);
   });
+
+it('examples/convert.ts: each fd the child receives becomes its Node object and works; the wrong kind and a socket Node reads are refused', async () => {
+  const { stdout, stderr } = await run(tsx, [path.join(root, 'examples', 'convert.ts')], { cwd: root, timeout: 60_000 });
+  expect(stderr).toBe('');
+  const child = /child (\d+): received tcp\n/.exec(stdout)?.[1];
+  expect(child).toBeDefined();
+  expect(stdout).toContain(`parent: the TCP client got "child ${child} read \\"sent before the handoff\\""`);
+  expect(stdout).toContain('parent: sending a socket Node reads from: ERR_FDPASS_SOCKET_IN_USE');
+  expect(stdout).toContain(`child ${child}: received tcp-listener (IPv4)`);
+  expect(stdout).toMatch(
+    /toSocket\(\) of it: toSocket\(\): fd \d+ is a listening TCP socket \(IPv4\); it takes .*; still in the message: true/,
+  );
+  expect(stdout).toMatch(new RegExp(`parent: GET /hello on port \\d+: "served /hello by child ${child}"`));
+  expect(stdout).toMatch(new RegExp(`parent: UDP port \\d+ answered "pong to ping from child ${child}"`));
+  expect(stdout).toContain(
+    `  | line 1, by the parent\n  | line 2, by child ${child}\n  | line 3, by the parent, after the child at the shared offset\n`,
+  );
 });
