@@ -384,6 +384,14 @@ group('describe()', () => {
     expect(() => describe(fd)).toThrow(expect.objectContaining({ code: 'EBADF', errno: -9, syscall: 'fstat' }));
     expect(() => describe('3' as unknown as number)).toThrow(expect.objectContaining({ name: 'TypeError', code: 'ERR_INVALID_ARG_TYPE' }));
   });
+  it('the addon refuses an out array too short or of another type (EINVAL) rather than write past it', () => {
+    const { FD_FACTS_LENGTH } = binding.constants;
+    const fd = openSync(__filename, 'r');
+    expect(binding.describeFd(fd, new Int32Array(FD_FACTS_LENGTH - 1))).toBe(-22);
+    expect(binding.describeFd(fd, new Float64Array(FD_FACTS_LENGTH) as unknown as Int32Array)).toBe(-22);
+    expect(binding.describeFd(fd, new Int32Array(FD_FACTS_LENGTH))).toBe(0);
+    closeSync(fd);
+  });
 });
 
 group('a conversion to the wrong kind', () => {
