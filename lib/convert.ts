@@ -170,8 +170,7 @@ export function toUdpSocket(fd: FdSource, options?: ToUdpSocketOptions): dgram.S
  */
 export function toReadStream(fd: FdSource, options?: ToReadStreamOptions): ReadStream {
   const { index, ...streamOptions } = validateOptions(options, 'options');
-  const claim = claimFd(fd, index, 'toReadStream()', ['file'], 'a regular file opened for reading');
-  if (!claim.description.readable) throw wrongKind(claim, 'toReadStream()', 'a regular file opened for reading');
+  const claim = claimFile(fd, index, 'toReadStream()', 'readable');
   const stream = createReadStream('', { ...streamOptions, fd: claim.fd, autoClose: true, fs: readStreamCalls });
   claim.take();
   return stream;
@@ -194,8 +193,7 @@ export function toReadStream(fd: FdSource, options?: ToReadStreamOptions): ReadS
  */
 export function toWriteStream(fd: FdSource, options?: ToWriteStreamOptions): WriteStream {
   const { index, ...streamOptions } = validateOptions(options, 'options');
-  const claim = claimFd(fd, index, 'toWriteStream()', ['file'], 'a regular file opened for writing');
-  if (!claim.description.writable) throw wrongKind(claim, 'toWriteStream()', 'a regular file opened for writing');
+  const claim = claimFile(fd, index, 'toWriteStream()', 'writable');
   const stream = createWriteStream('', { ...streamOptions, fd: claim.fd, autoClose: true, fs: writeStreamCalls });
   claim.take();
   return stream;
@@ -238,6 +236,14 @@ function claimFd(source: unknown, index: unknown, call: string, kinds: readonly 
   }
   const claim = { fd, description: describeFd(fd), take };
   if (!kinds.includes(claim.description.kind)) throw wrongKind(claim, call, expected);
+  return claim;
+}
+
+/** A regular file open for reading (or writing), for a stream. */
+function claimFile(source: unknown, index: unknown, call: string, access: 'readable' | 'writable'): Claim {
+  const expected = `a regular file opened for ${access === 'readable' ? 'reading' : 'writing'}`;
+  const claim = claimFd(source, index, call, ['file'], expected);
+  if (!claim.description[access]) throw wrongKind(claim, call, expected);
   return claim;
 }
 
