@@ -141,17 +141,15 @@ function familyOf(domain: number): SocketFamily | undefined {
   return undefined;
 }
 
-/** How an error message names what an fd is: "a TCP listener (IPv6)", "a file opened read-only". */
+/** How an error message names what an fd is: "a listening TCP socket (IPv6)", "a file opened read-only". */
 export function kindPhrase(description: FdDescription): string {
-  const family =
-    description.kind !== 'socket' && 'family' in description && description.family !== 'unix' ? ` (${description.family})` : '';
   switch (description.kind) {
     case 'tcp':
-      return `a TCP connection${family}`;
+      return `a TCP connection (${description.family})`;
     case 'tcp-listener':
-      return `a listening TCP socket${family}`;
+      return `a listening TCP socket (${description.family})`;
     case 'udp':
-      return `a UDP socket${family}`;
+      return `a UDP socket (${description.family})`;
     case 'unix':
       return 'a Unix stream socket';
     case 'unix-listener':
@@ -163,9 +161,9 @@ export function kindPhrase(description: FdDescription): string {
     case 'socket':
       return `a socket of address family ${description.domain}, type ${description.type}, protocol ${description.protocol}`;
     case 'file':
-      return `a file opened ${description.readable ? (description.writable ? 'read-write' : 'read-only') : description.writable ? 'write-only' : 'for neither reading nor writing (O_PATH)'}`;
+      return `a file opened ${openedFor(description)}`;
     case 'pipe':
-      return `a pipe${description.readable && !description.writable ? ' (its read end)' : description.writable && !description.readable ? ' (its write end)' : ''}`;
+      return `a pipe end opened ${openedFor(description)}`;
     case 'directory':
       return 'a directory';
     case 'character-device':
@@ -175,4 +173,9 @@ export function kindPhrase(description: FdDescription): string {
     case 'other':
       return 'neither a socket, a file, a pipe, a directory nor a device';
   }
+}
+
+function openedFor({ readable, writable }: OpenFileFlags): string {
+  if (readable) return writable ? 'read-write' : 'read-only';
+  return writable ? 'write-only' : 'for neither reading nor writing (O_PATH)';
 }
