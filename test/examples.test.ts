@@ -106,6 +106,7 @@ describe.skipIf(process.getuid?.() !== 0)('examples/privilege-separation.ts, as 
     );
     expect(stdout).toMatch(/root: started worker \d+ as root; it loaded its code and dropped to nobody/);
   });
+});
 
 it('examples/convert.ts: each fd the child receives becomes its Node object and works; the wrong kind and a socket Node reads are refused', async () => {
   const { stdout, stderr } = await run(tsx, [path.join(root, 'examples', 'convert.ts')], { cwd: root, timeout: 60_000 });
