@@ -1,12 +1,14 @@
 // npm run bench: fds per second between two processes, one fd per message, the receiver
 // closing each fd, for a C baseline compiled in this run, fdpass's seed send/recv (the
 // receiver closing with closeFd, and again with fs.closeSync), fdpass's Channel and Node's own
-// handle passing; a one-fd round trip for C and Channel; and messages of 16 fds, 64 fds, and
-// 4 KiB with one fd, each against C doing the same. Channel cases run twice: with the default
+// handle passing; a one-fd round trip for C and Channel; and messages of 16 fds, 64 fds,
+// 64 bytes with one fd and 4 KiB with one fd, each against C doing the same. Channel cases run twice: with the default
 // budgets (128 fds, 4 MiB held for nobody: what the receiver reads at a time is bounded by
 // them), and with wide ones (64 x 253 fds, 64 MiB), which measure the receiving alone.
 // Every case is timed the same way: from the first send until the receiving process
 // reports it has handled the N-th fd. The cases run in interleaved rounds; each reports its best.
+// `npm run bench -- 64b 4k` runs only the rows whose key contains one of the words (see `rows`),
+// with the C rows they are measured against.
 // Both sides import the built package ('fdpass', i.e. dist/), as users do: tsx's transform
 // of lib/ reaches each re-exported name through a getter, which costs more than the call.
 import { execFileSync, fork, spawn } from 'node:child_process';
@@ -173,6 +175,9 @@ async function main(): Promise<void> {
     c64: (n: number) => Promise.resolve(n / runBaseline('throughput', Math.max(1, Math.round(n / 64)), 64)),
     channel64: (n: number) => channelMessages(64, 0)(n, fd),
     channel64Wide: (n: number) => channelMessages(64, 0, 'recv-channel-wide')(n, fd),
+    c64b: (n: number) => Promise.resolve(n / runBaseline('throughput', n, 1, 64)),
+    channel64b: (n: number) => channelMessages(1, 64)(n, fd),
+    channel64bWide: (n: number) => channelMessages(1, 64, 'recv-channel-wide')(n, fd),
     c4k: (n: number) => Promise.resolve(n / runBaseline('throughput', n, 1, 4096)),
     channel4k: (n: number) => channelMessages(1, 4096)(n, fd),
     channel4kWide: (n: number) => channelMessages(1, 4096, 'recv-channel-wide')(n, fd),
@@ -193,11 +198,49 @@ async function main(): Promise<void> {
     c64: 32_000,
     channel64: 32_000,
     channel64Wide: 32_000,
+    c64b: 2000,
+    channel64b: 2000,
+    channel64bWide: 2000,
     c4k: 2000,
     channel4k: 2000,
     channel4kWide: 2000,
   };
-  const names = Object.keys(measurements) as Name[];
+  // Each row: a measurement, and the C measurement its ratio is taken against (none: a C row).
+  interface Row {
+    label: string;
+    measured: Name;
+    against?: Name;
+    unit: 'fds/s' | 'µs';
+    target?: string;
+  }
+  const rows: Row[] = [
+    { label: '(a) C, blocking sendmsg/recvmsg', measured: 'cThroughput', unit: 'fds/s' },
+    { label: '(b) fdpass send/recv (sync)', measured: 'seedSync', against: 'cThroughput', unit: 'fds/s', target: '>= 0.9' },
+    { label: '    the same, closing with fs.closeSync', measured: 'seedSyncFsClose', against: 'cThroughput', unit: 'fds/s' },
+    { label: '(c) fdpass Channel (promises)', measured: 'channel', against: 'cThroughput', unit: 'fds/s', target: '>= 0.6' },
+    { label: '    the same, wide budgets', measured: 'channelWide', against: 'cThroughput', unit: 'fds/s' },
+    { label: "(d) Node's child.send(msg, handle)", measured: 'nodeIpc', against: 'cThroughput', unit: 'fds/s' },
+    { label: '(a) C round trip', measured: 'cRoundTrip', unit: 'µs' },
+    { label: '(c) Channel round trip', measured: 'channelRoundTrip', against: 'cRoundTrip', unit: 'µs', target: '<= 1.3' },
+    { label: 'C, 16 fds per message', measured: 'c16', unit: 'fds/s' },
+    { label: 'Channel, 16 fds per message', measured: 'channel16', against: 'c16', unit: 'fds/s', target: '>= 0.7' },
+    { label: '    the same, wide budgets', measured: 'channel16Wide', against: 'c16', unit: 'fds/s' },
+    { label: 'C, 64 fds per message', measured: 'c64', unit: 'fds/s' },
+    { label: 'Channel, 64 fds per message', measured: 'channel64', against: 'c64', unit: 'fds/s', target: '>= 0.7' },
+    { label: '    the same, wide budgets', measured: 'channel64Wide', against: 'c64', unit: 'fds/s' },
+    { label: 'C, 64 B + 1 fd per message', measured: 'c64b', unit: 'fds/s' },
+    { label: 'Channel, 64 B + 1 fd per message', measured: 'channel64b', against: 'c64b', unit: 'fds/s', target: '>= 0.8' },
+    { label: '    the same, wide budgets', measured: 'channel64bWide', against: 'c64b', unit: 'fds/s' },
+    { label: 'C, 4 KiB + 1 fd per message', measured: 'c4k', unit: 'fds/s' },
+    { label: 'Channel, 4 KiB + 1 fd per message', measured: 'channel4k', against: 'c4k', unit: 'fds/s', target: '>= 0.6' },
+    { label: '    the same, wide budgets', measured: 'channel4kWide', against: 'c4k', unit: 'fds/s' },
+  ];
+  // Words on the command line pick the rows whose measurement's name contains one of them.
+  const words = process.argv.slice(2).map((word) => word.toLowerCase());
+  const picked = words.length === 0 ? rows : rows.filter((row) => words.some((word) => row.measured.toLowerCase().includes(word)));
+  const names = [...new Set(picked.flatMap((row) => (row.against ? [row.against, row.measured] : [row.measured])))];
+  const shown = rows.filter((row) => names.includes(row.measured));
+
   const sizes = {} as Record<Name, number>;
   for (const name of names) sizes[name] = await sized(measurements[name], trials[name]);
   // Rounds interleave the cases, so a burst of load elsewhere on the machine hits all of
@@ -210,56 +253,27 @@ async function main(): Promise<void> {
     }
   }
   closeSync(fd);
-  const cThroughput = 1 / best.cThroughput;
-  const seedSync = 1 / best.seedSync;
-  const channel = 1 / best.channel;
-  const nodeIpc = 1 / best.nodeIpc;
-  const cRoundTrip = best.cRoundTrip * 1e6;
-  const channelRoundTrip = best.channelRoundTrip * 1e6;
 
-  const rows = [
-    { case: '(a) C, blocking sendmsg/recvmsg', figure: cThroughput, unit: 'fds/s', ratio: 1, target: '' },
-    { case: '(b) fdpass send/recv (sync)', figure: seedSync, unit: 'fds/s', ratio: seedSync / cThroughput, target: '>= 0.9' },
-    {
-      case: '    the same, closing with fs.closeSync',
-      figure: 1 / best.seedSyncFsClose,
-      unit: 'fds/s',
-      ratio: 1 / best.seedSyncFsClose / cThroughput,
-      target: '',
-    },
-    { case: '(c) fdpass Channel (promises)', figure: channel, unit: 'fds/s', ratio: channel / cThroughput, target: '>= 0.6' },
-    {
-      case: '    the same, wide budgets',
-      figure: 1 / best.channelWide,
-      unit: 'fds/s',
-      ratio: 1 / best.channelWide / cThroughput,
-      target: '',
-    },
-    { case: "(d) Node's child.send(msg, handle)", figure: nodeIpc, unit: 'fds/s', ratio: nodeIpc / cThroughput, target: '' },
-    { case: '(a) C round trip', figure: cRoundTrip, unit: 'µs', ratio: 1, target: '' },
-    { case: '(c) Channel round trip', figure: channelRoundTrip, unit: 'µs', ratio: channelRoundTrip / cRoundTrip, target: '<= 1.3' },
-    { case: 'C, 16 fds per message', figure: 1 / best.c16, unit: 'fds/s', ratio: 1, target: '' },
-    { case: 'Channel, 16 fds per message', figure: 1 / best.channel16, unit: 'fds/s', ratio: best.c16 / best.channel16, target: '>= 0.7' },
-    { case: '    the same, wide budgets', figure: 1 / best.channel16Wide, unit: 'fds/s', ratio: best.c16 / best.channel16Wide, target: '' },
-    { case: 'C, 64 fds per message', figure: 1 / best.c64, unit: 'fds/s', ratio: 1, target: '' },
-    { case: 'Channel, 64 fds per message', figure: 1 / best.channel64, unit: 'fds/s', ratio: best.c64 / best.channel64, target: '>= 0.7' },
-    { case: '    the same, wide budgets', figure: 1 / best.channel64Wide, unit: 'fds/s', ratio: best.c64 / best.channel64Wide, target: '' },
-    { case: 'C, 4 KiB + 1 fd per message', figure: 1 / best.c4k, unit: 'fds/s', ratio: 1, target: '' },
-    { case: 'Channel, 4 KiB + 1 fd per message', figure: 1 / best.channel4k, unit: 'fds/s', ratio: best.c4k / best.channel4k, target: '' },
-    { case: '    the same, wide budgets', figure: 1 / best.channel4kWide, unit: 'fds/s', ratio: best.c4k / best.channel4kWide, target: '' },
-  ];
+  // Throughput rows compare rates (C's time over ours), round trips compare times (ours over C's).
+  const results = shown.map((row) => {
+    const seconds = best[row.measured];
+    const figure = row.unit === 'µs' ? seconds * 1e6 : 1 / seconds;
+    const reference = row.against === undefined ? seconds : best[row.against];
+    const ratio = row.unit === 'µs' ? seconds / reference : reference / seconds;
+    return { case: row.label, figure, unit: row.unit, ratio, target: row.target ?? '' };
+  });
   console.log(
     `best of ${RUNS} interleaved runs of about ${TARGET_SECONDS} s each; ratios are to the C case of the same kind, in this run\n`,
   );
   console.log(`${'case'.padEnd(38)}${'figure'.padStart(12)}  ${'unit'.padEnd(6)}${'ratio'.padStart(7)}  target`);
-  for (const row of rows) {
+  for (const row of results) {
     const figure = row.unit === 'µs' ? row.figure.toFixed(1) : Math.round(row.figure).toLocaleString('en-US');
     console.log(`${row.case.padEnd(38)}${figure.padStart(12)}  ${row.unit.padEnd(6)}${row.ratio.toFixed(2).padStart(7)}  ${row.target}`);
   }
   console.log(`\nn per run: ${names.map((name) => `${name} ${sizes[name]}`).join(', ')}`);
   writeFileSync(
     path.join(out, 'results.json'),
-    `${JSON.stringify({ date: new Date().toISOString(), node: process.version, sizes, rows }, null, 2)}\n`,
+    `${JSON.stringify({ date: new Date().toISOString(), node: process.version, sizes, rows: results }, null, 2)}\n`,
   );
 }
 
