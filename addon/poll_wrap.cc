@@ -414,10 +414,11 @@ int PollWrap::DrainReadable(bool* starved) {
       if (queued_fds >= 0 &&
           static_cast<size_t>(queued_fds) <= std::min(room_fds + kMaxFdsPerMessage, free_fds)) {
         // Each read stops after the first message with fds it meets, so bare fds take one
-        // read each: share the bytes that waited out evenly, reading no more than them.
+        // read each: share the bytes that waited out evenly, reading no more than them. A
+        // read never goes past its slot.
         batch_bytes = std::min(stream_bytes, static_cast<size_t>(queued));
         want = std::min(slots - filled, batch_bytes);
-        slot_cap = std::max<size_t>(1, batch_bytes / want);
+        slot_cap = std::clamp(batch_bytes / want, size_t{1}, slot_bytes_);
       }
     }
     size_t got = 0;

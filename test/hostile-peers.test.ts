@@ -378,6 +378,30 @@ describe('a byte flood nobody reads', () => {
   });
 });
 
+describe('a deep queue', () => {
+  it('2 MB of frames queued before the first read, to a channel with a 64 MiB byte budget: each read stays within its receive buffer, and every frame arrives intact', async () => {
+    // The peer raises its SO_SNDBUF (no privilege needed, up to net.core.wmem_max), so the
+    // queue is deeper than the receive buffers (64 slots of 4 KiB): at least 400 KB even where
+    // wmem_max is Linux's default. A wake-up may read more than a slot only where it has room.
+    const count = 64;
+    const size = 32_000;
+    const [forReceiver, forPeer] = socketpair('stream');
+    const receiver = spawnNodePeer('deep-queue-receiver.mjs', [String(count), String(size), String(64 * MiB)], [forReceiver], {}, 'pipe');
+    cleanups.push(() => stop(receiver));
+    closeFd(forReceiver);
+    await expectLine(receiver, 'waiting');
+    const peer = attack('byte-flood', [count, size, 4 * MiB], forPeer);
+    closeFd(forPeer);
+    await expectLine(peer, 'ready');
+    // Everything queued ("done"), or as much as the socket takes ("blocked").
+    expect(['blocked', 'done']).toContain(await within(peer.line(), 10_000, 'the peer filling the queue'));
+    receiver.child.stdin!.end('read\n');
+    const drained = JSON.parse(await within(receiver.line(), 20_000, 'the receiver draining')) as object;
+    expect(drained).toMatchObject({ messages: count, intact: count, errors: [] });
+    expect(await receiver.exited).toMatchObject({ code: 0, signal: null });
+  });
+});
+
 describe("a server's untaken channels", () => {
   it('64 clients each sending 253 fds to channels nobody took: the server holds at most one budget and one message, then every fd arrives', async () => {
     const before = countFds();
