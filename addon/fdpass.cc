@@ -82,6 +82,23 @@ Napi::Value JsSendMessage(const Napi::CallbackInfo& info) {
   return Napi::Number::New(env, static_cast<double>(n));
 }
 
+// sendFrame(sock, header: Uint8Array, payload: Uint8Array, fds: Int32Array, nfds, flags)
+// -> bytes | -errno: header then payload as one message, the first nfds of fds with it.
+Napi::Value JsSendFrame(const Napi::CallbackInfo& info) {
+  Napi::Env env = info.Env();
+  auto header = info[1].As<Napi::Uint8Array>();
+  auto payload = info[2].As<Napi::Uint8Array>();
+  auto fds = info[3].As<Napi::Int32Array>();
+  int64_t nfds = info[4].As<Napi::Number>().Int64Value();
+  if (nfds < 0 || nfds > static_cast<int64_t>(fds.ElementLength()))
+    return Napi::Number::New(env, -EINVAL);
+  struct iovec parts[2] = {{header.Data(), header.ElementLength()},
+                           {payload.Data(), payload.ElementLength()}};
+  ssize_t n =
+      SendParts(ArgInt(info, 0), parts, 2, fds.Data(), static_cast<size_t>(nfds), ArgInt(info, 5));
+  return Napi::Number::New(env, static_cast<double>(n));
+}
+
 // sendmmsg(sock, data: Uint8Array, records: Int32Array, fds: Int32Array, count) -> sent | -errno
 // records: [dataOffset, dataLength, fdsOffset, nfds, bytesSent (out)] per message.
 Napi::Value JsSendMessages(const Napi::CallbackInfo& info) {
@@ -358,6 +375,7 @@ Napi::Object Init(Napi::Env env, Napi::Object exports) {
   exports["setNonBlocking"] = Napi::Function::New<JsSetNonBlocking>(env, "setNonBlocking");
   exports["setCloseOnExec"] = Napi::Function::New<JsSetCloseOnExec>(env, "setCloseOnExec");
   exports["sendmsg"] = Napi::Function::New<JsSendMessage>(env, "sendmsg");
+  exports["sendFrame"] = Napi::Function::New<JsSendFrame>(env, "sendFrame");
   exports["sendFd"] = Napi::Function::New<JsSendFd>(env, "sendFd");
   exports["recvFd"] = Napi::Function::New<JsReceiveFd>(env, "recvFd");
   exports["setReceiveReport"] = Napi::Function::New<JsSetReceiveReport>(env, "setReceiveReport");

@@ -48,13 +48,12 @@ union ControlBuffer {
   char buf[CMSG_SPACE(sizeof(int) * kMaxFdsPerMessage)];
 };
 
-void PrepareSend(struct msghdr* msg, struct iovec* iov, ControlBuffer* control, const void* data,
-                 size_t len, const int* fds, size_t nfds) {
-  iov->iov_base = const_cast<void*>(data);
-  iov->iov_len = len;
+// msg sends the nparts iovecs at parts (the caller's, alive until the send) as one message.
+void PrepareSend(struct msghdr* msg, struct iovec* parts, size_t nparts, ControlBuffer* control,
+                 const int* fds, size_t nfds) {
   memset(msg, 0, sizeof(*msg));
-  msg->msg_iov = iov;
-  msg->msg_iovlen = 1;
+  msg->msg_iov = parts;
+  msg->msg_iovlen = nparts;
   if (nfds == 0) return;
   memset(control, 0, CMSG_SPACE(sizeof(int) * nfds));
   msg->msg_control = control->buf;
@@ -223,11 +222,16 @@ long QueuedFds(int sock, int* info) {
 
 ssize_t SendMessage(int sock, const void* data, size_t len, const int* fds, size_t nfds,
                     int flags) {
+  struct iovec part = {const_cast<void*>(data), len};
+  return SendParts(sock, &part, 1, fds, nfds, flags);
+}
+
+ssize_t SendParts(int sock, struct iovec* parts, size_t nparts, const int* fds, size_t nfds,
+                  int flags) {
   if (nfds > kMaxFdsPerMessage) return -EINVAL;
-  struct iovec iov;
   ControlBuffer control;
   struct msghdr msg;
-  PrepareSend(&msg, &iov, &control, data, len, fds, nfds);
+  PrepareSend(&msg, parts, nparts, &control, fds, nfds);
   ssize_t n;
   do {
     n = sendmsg(sock, &msg, flags | MSG_NOSIGNAL);
@@ -308,8 +312,8 @@ ssize_t SendMessages(int sock, OutgoingMessage* messages, size_t count) {
   auto& headers = scratch.headers;
   for (size_t i = 0; i < count; i++) {
     const OutgoingMessage& m = messages[i];
-    PrepareSend(&headers[i].msg_hdr, &scratch.iovs[i], &scratch.controls[i], m.data, m.len, m.fds,
-                m.nfds);
+    scratch.iovs[i] = iovec{const_cast<void*>(m.data), m.len};
+    PrepareSend(&headers[i].msg_hdr, &scratch.iovs[i], 1, &scratch.controls[i], m.fds, m.nfds);
     headers[i].msg_len = 0;
   }
   int n;

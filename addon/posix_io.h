@@ -4,6 +4,7 @@
 
 #include <stddef.h>
 #include <sys/types.h>
+#include <sys/uio.h>
 
 namespace fdpass {
 
@@ -52,6 +53,11 @@ long QueuedFds(int sock, int* info);
 // Returns the number of bytes sent.
 ssize_t SendMessage(int sock, const void* data, size_t len, const int* fds, size_t nfds, int flags);
 
+// The same for the nparts buffers at parts, sent one after the other as one message (a
+// frame's header and its payload, without copying them together first).
+ssize_t SendParts(int sock, struct iovec* parts, size_t nparts, const int* fds, size_t nfds,
+                  int flags);
+
 struct ReceivedInfo {
   size_t nfds;    // fds copied out to the caller's array
   int msg_flags;  // MSG_CTRUNC, MSG_TRUNC... as the kernel set them
@@ -92,8 +98,8 @@ struct OutgoingMessage {
 // Sends messages in order without blocking: one sendmmsg(2) where the system has it, else
 // sendmsg(2) until one fails. Returns how many messages the kernel took, or -errno if it
 // took none; see each one's `sent`. On a stream socket a message the kernel takes only in
-// part stops the batch, but sendmmsg(2) cannot be told to stop: batch only messages the
-// kernel takes whole or not at all (a few bytes; a bare fd's one byte always is).
+// part is the last one taken: sendmmsg(2) stops there since Linux 4.9 ("sock: fix sendmmsg
+// for partial sendmsg"; Node 20 needs 4.18), as the loop does elsewhere.
 ssize_t SendMessages(int sock, OutgoingMessage* messages, size_t count);
 
 void CloseFds(const int* fds, size_t nfds);

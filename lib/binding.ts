@@ -81,10 +81,13 @@ export interface Binding {
   setNonBlocking(fd: number, nonBlocking: boolean): number;
   setCloseOnExec(fd: number, closeOnExec: boolean): number;
   sendmsg(sock: number, data: Uint8Array, offset: number, length: number, fds: Int32Array, nfds: number, flags: number): number;
+  /** header, then payload, as one message with the first nfds of fds: bytes sent, or -errno. */
+  sendFrame(sock: number, header: Uint8Array, payload: Uint8Array, fds: Int32Array, nfds: number, flags: number): number;
   /**
    * Up to MAX_MESSAGES_PER_BATCH messages in one call, never blocking. records holds
    * [dataOffset, dataLength, fdsOffset, nfds, bytesSent (out)] per message.
-   * Returns how many the kernel took, or -errno if none.
+   * Returns how many the kernel took, or -errno if none; on a stream, only the last one
+   * taken may have gone in part.
    */
   sendmmsg(sock: number, data: Uint8Array, records: Int32Array, fds: Int32Array, count: number): number;
   /** IO::FDPass's message, one zero byte carrying fd: 1 once sent, or -errno. */

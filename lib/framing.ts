@@ -58,6 +58,11 @@ export function validateFramingLimits(limits: FramingLimits): FramingLimits {
 export function writeHeader(target: Uint8Array, offset: number, length: number, nfds: number): void {
   validateInteger(length, 'length', 0, MAX_PAYLOAD_BYTES);
   validateInteger(nfds, 'nfds', 0, MAX_FDS_PER_FRAME);
+  putHeader(target, offset, length, nfds);
+}
+
+/** writeHeader for values already checked (a send's, once per message). */
+export function putHeader(target: Uint8Array, offset: number, length: number, nfds: number): void {
   target[offset] = TAG_FRAME;
   target[offset + 1] = 0;
   target[offset + 2] = nfds & 0xff;

@@ -1,10 +1,13 @@
 // A channel's send side: each send goes out at once when nothing waits before it; else it
 // queues, in call order, until the socket is writable again (EAGAIN) or the kernel has room
-// again (ETOOMANYREFS, ENOBUFS: a short pause). Queued bare fds go out a sendmmsg at a time.
+// again (ETOOMANYREFS, ENOBUFS: a short pause). Queued messages go out a sendmmsg at a time:
+// bare fds, and frames copied to the same slab (frame-store.ts).
 import { constants as os } from 'node:os';
 import { binding, constants } from './binding';
 import { errnoException } from './errors';
-import { closeHanded, type Outgoing } from './outgoing';
+import { holdFrame, releaseFrame } from './frame-store';
+import { MESSAGE_HEADER_BYTES } from './framing';
+import { closeHanded, writeFrameHeader, type Outgoing } from './outgoing';
 
 interface PendingSend {
   outgoing: Outgoing;
@@ -28,12 +31,18 @@ const ROOM_RETRY_MS = 5;
 // Most messages one writable wake-up sends before it lets the rest of the loop run, as
 // libuv bounds its reads: a long backlog to a fast reader must not starve other handles.
 const MAX_SENDS_PER_WAKEUP = 1024;
+const { MSG_DONTWAIT, MAX_FDS_PER_MESSAGE } = constants;
 
-// A batch of bare fds for one sendmmsg: [dataOffset, dataLength, fdsOffset, nfds, sent].
+// A send's header and fds, written here just before the native call; one set per thread.
+const header = new Uint8Array(MESSAGE_HEADER_BYTES);
+const fdScratch = new Int32Array(MAX_FDS_PER_MESSAGE);
+
+// One sendmmsg: per message [dataOffset, dataLength, fdsOffset, nfds, sent (out)], every
+// message's data in one array (a bare fd's zero byte, or one slab of frames).
 const BATCH = constants.MAX_MESSAGES_PER_BATCH;
+const SENT = 4;
+const batch = { records: new Int32Array(5 * BATCH), fds: new Int32Array(BATCH * MAX_FDS_PER_MESSAGE) };
 const zeroByte = new Uint8Array(1);
-const bareBatch = { records: new Int32Array(5 * BATCH), fds: new Int32Array(BATCH) };
-for (let i = 0; i < BATCH; i++) bareBatch.records.set([0, 1, i, 1, 0], 5 * i);
 
 function isWouldBlock(err: number): boolean {
   return err === EAGAIN || err === EWOULDBLOCK;
@@ -69,7 +78,7 @@ export class SendQueue {
       return Promise.reject(this.#closedBy);
     }
     if (this.#queue.length === 0) {
-      const err = this.#sendOne(outgoing);
+      const err = this.#sendFirst(outgoing);
       if (err === 0) {
         closeHanded(outgoing);
         return Promise.resolve();
@@ -79,6 +88,7 @@ export class SendQueue {
         return Promise.reject(errnoException(err, 'sendmsg'));
       }
     }
+    if (!outgoing.bare) holdFrame(outgoing); // the caller may reuse its bytes once send() returns
     return new Promise<void>((resolve, reject) => {
       this.#queue.push({ outgoing, resolve, reject });
       this.#host.changed();
@@ -91,21 +101,32 @@ export class SendQueue {
     let sent = 0;
     while (queue.length > 0 && this.#closedBy === undefined && this.#retryTimer === undefined && sent < MAX_SENDS_PER_WAKEUP) {
       const head = queue[0]!;
-      if (head.outgoing.bare) {
-        const count = this.#gatherBareBatch();
-        const taken = binding.sendmmsg(this.#fd, zeroByte, bareBatch.records, bareBatch.fds, count);
-        if (taken < 0 && this.#mustWait(taken)) break;
-        // A failure belongs to the first message the kernel refused; the rest try again.
-        for (const pending of queue.splice(0, taken < 0 ? 1 : taken)) this.#settle(pending, taken < 0 ? taken : 0);
-        sent += Math.max(taken, 1);
-        if (taken >= 0 && taken < count) break; // the socket is full again
-      } else {
-        const err = this.#sendOne(head.outgoing);
+      const count = this.#gatherBatch();
+      if (count === 0) {
+        const err = this.#sendRest(head.outgoing);
         if (err < 0 && this.#mustWait(err)) break;
         queue.shift();
         this.#settle(head, err);
         sent++;
+        continue;
       }
+      const data = head.outgoing.bare ? zeroByte : head.outgoing.frame!;
+      const taken = binding.sendmmsg(this.#fd, data, batch.records, batch.fds, count);
+      if (taken < 0 && this.#mustWait(taken)) break;
+      // A failure belongs to the first message the kernel refused; the rest try again.
+      if (taken < 0) {
+        this.#settle(queue.shift()!, taken);
+        sent++;
+        continue;
+      }
+      // The last message taken may have gone in part (a stream with little room): the rest follows.
+      const last = queue[taken - 1]!.outgoing;
+      const lastSent = batch.records[5 * (taken - 1) + SENT]!;
+      const whole = lastSent === (last.bare ? 1 : last.frameBytes);
+      for (const pending of queue.splice(0, whole ? taken : taken - 1)) this.#settle(pending, 0);
+      sent += taken;
+      if (!whole) last.offset = lastSent;
+      if (taken < count || !whole) break; // the socket is full again
     }
     this.#host.changed();
   }
@@ -123,38 +144,72 @@ export class SendQueue {
     clearTimeout(this.#retryTimer);
     this.#retryTimer = undefined;
     for (const pending of this.#queue.splice(0)) {
+      releaseFrame(pending.outgoing);
       closeHanded(pending.outgoing);
       pending.reject(this.#closedBy);
     }
   }
 
   /**
-   * One sendmsg of what is left of a message: 0 once the kernel has all of it, else
-   * -errno (EAGAIN also after part of a large frame went; the rest follows, without fds).
+   * The first try of a send, straight from the caller's payload: 0 once the kernel has all of
+   * it, else -errno (EAGAIN also after part of a large frame went: see offset).
    */
-  #sendOne(outgoing: Outgoing): number {
+  #sendFirst(outgoing: Outgoing): number {
     if (outgoing.bare) {
-      const sent = binding.sendFd(this.#fd, outgoing.fd, constants.MSG_DONTWAIT);
+      const sent = binding.sendFd(this.#fd, outgoing.fd, MSG_DONTWAIT);
       return sent < 0 ? sent : 0; // one byte: taken whole or not at all
     }
-    const { bytes, fds } = outgoing;
-    const length = bytes.length - outgoing.offset;
-    const nfds = outgoing.offset === 0 ? fds.length : 0; // the fds went with the first part
-    const sent = binding.sendmsg(this.#fd, bytes, outgoing.offset, length, fds, nfds, constants.MSG_DONTWAIT);
+    writeFrameHeader(outgoing, header, 0);
+    const nfds = copyFds(outgoing.fds, fdScratch, 0);
+    const sent = binding.sendFrame(this.#fd, header, outgoing.payload, fdScratch, nfds, MSG_DONTWAIT);
     if (sent < 0) return sent;
-    outgoing.offset += sent;
-    return sent === length ? 0 : EAGAIN;
+    outgoing.offset = sent;
+    return sent === outgoing.frameBytes ? 0 : EAGAIN;
   }
 
-  /** How many bare fds lead the queue, up to one batch; they are copied for sendmmsg. */
-  #gatherBareBatch(): number {
+  /** One sendmsg of what is left of a waiting message: 0 once the kernel has all of it, else -errno. */
+  #sendRest(outgoing: Outgoing): number {
+    if (outgoing.bare) return this.#sendFirst(outgoing);
+    const { frame, frameStart, frameBytes, offset } = outgoing;
+    const nfds = offset === 0 ? copyFds(outgoing.fds, fdScratch, 0) : 0; // the fds went with the first part
+    const sent = binding.sendmsg(this.#fd, frame!, frameStart + offset, frameBytes - offset, fdScratch, nfds, MSG_DONTWAIT);
+    if (sent < 0) return sent;
+    outgoing.offset += sent;
+    return outgoing.offset === frameBytes ? 0 : EAGAIN;
+  }
+
+  /**
+   * How many messages at the head of the queue go in one sendmmsg (0: the head goes alone):
+   * bare fds, or whole frames in the head's slab. Their records and fds are written to batch.
+   */
+  #gatherBatch(): number {
     const queue = this.#queue;
+    const head = queue[0]!.outgoing;
+    if (!head.bare && head.offset > 0) return 0;
+    const { records, fds } = batch;
     let count = 0;
-    while (count < BATCH && count < queue.length && queue[count]!.outgoing.bare) {
-      bareBatch.fds[count] = queue[count]!.outgoing.fd;
+    let nfds = 0;
+    while (count < BATCH && count < queue.length) {
+      const outgoing = queue[count]!.outgoing;
+      const at = 5 * count;
+      if (head.bare) {
+        if (!outgoing.bare) break;
+        records[at] = 0;
+        records[at + 1] = 1;
+        fds[nfds] = outgoing.fd;
+        records[at + 3] = 1;
+      } else {
+        if (outgoing.frame !== head.frame || outgoing.offset > 0) break;
+        records[at] = outgoing.frameStart;
+        records[at + 1] = outgoing.frameBytes;
+        records[at + 3] = copyFds(outgoing.fds, fds, nfds);
+      }
+      records[at + 2] = nfds;
+      records[at + SENT] = 0;
+      nfds += records[at + 3]!;
       count++;
     }
-    return count;
+    return count === 1 && !head.bare ? 0 : count;
   }
 
   /** Whether a send that failed with err waits and tries again, rather than failing. */
@@ -172,8 +227,15 @@ export class SendQueue {
   }
 
   #settle(pending: PendingSend, err: number): void {
+    releaseFrame(pending.outgoing);
     closeHanded(pending.outgoing);
     if (err === 0) pending.resolve();
     else pending.reject(errnoException(err, 'sendmsg'));
   }
+}
+
+/** Copies fds into target at `at`; returns how many. */
+function copyFds(fds: readonly number[], target: Int32Array, at: number): number {
+  for (let i = 0; i < fds.length; i++) target[at + i] = fds[i]!;
+  return fds.length;
 }

@@ -1,6 +1,7 @@
 // Messages — a payload with any number of fds — across two processes on stream, seqpacket
 // and dgram sockets: randomized round trips through an echoing peer, checked byte for byte
 // and fd for fd, with both processes' fd counts equal before and after.
+import { spawnSync } from 'node:child_process';
 import { closeSync, fstatSync, mkdtempSync, openSync, rmSync, writeFileSync } from 'node:fs';
 import { tmpdir } from 'node:os';
 import path from 'node:path';
@@ -8,7 +9,7 @@ import { afterAll, describe, expect, it } from 'vitest';
 import { binding } from '../lib/binding.js';
 import { encodeHeader } from '../lib/framing.js';
 import { Channel, socketpair, type SocketType } from '../lib/index.js';
-import { countFds, expectNoFdLeakAroundEachTest, spawnNodePeer, within } from './helpers.js';
+import { countFds, expectNoFdLeakAroundEachTest, python, spawnNodePeer, within } from './helpers.js';
 
 expectNoFdLeakAroundEachTest();
 
@@ -70,6 +71,13 @@ function randomMessage(next: () => number, maxPayload: number): { data: Buffer; 
   const nfds = r < 0.7 ? Math.floor(next() * 5) : r < 0.95 ? Math.floor(next() * 33) : Math.floor(next() * 254);
   const fds = Array.from({ length: nfds }, () => pool[Math.floor(next() * pool.length)]!);
   return { data, fds };
+}
+
+/** SO_SNDBUF as small as the kernel allows (Node cannot set it: Python does, on the same socket). */
+function shrinkSendBuffer(fd: number): void {
+  const script = 'import socket; s = socket.socket(fileno=3); s.setsockopt(socket.SOL_SOCKET, socket.SO_SNDBUF, 1); s.detach()';
+  const result = spawnSync(python, ['-c', script], { stdio: ['ignore', 'inherit', 'inherit', fd] });
+  expect(result.status).toBe(0);
 }
 
 describe.each(['stream', 'seqpacket', 'dgram'] as const)('messages over %s', (type) => {
@@ -155,6 +163,63 @@ describe('messages in one process', () => {
     expect(order).toEqual(['big sent', 'small sent']);
     await Promise.all([a.close(), b.close()]);
   });
+
+  it.each([
+    ['stream', 'a default send buffer'],
+    ['stream', "the kernel's smallest send buffer, where frames over 2 KiB go in parts"],
+    ['seqpacket', 'a default send buffer'],
+  ] as const)(
+    'over %s with %s, a backlog of frames small and large, and bare fds, each buffer overwritten once send() returns, arrives intact and in order',
+    async (type, sendBuffer) => {
+      // What waits is copied at the call (small frames side by side in a shared slab, large
+      // ones alone) and goes out a sendmmsg at a time: the caller's bytes are theirs again at
+      // once. Half the messages are sent before anyone reads, half while the backlog drains,
+      // so that new frames are copied while older ones still wait.
+      const next = random(SEED + 1);
+      const [mine, theirs] = socketpair(type);
+      if (sendBuffer !== 'a default send buffer') shrinkSendBuffer(mine);
+      const a = new Channel(mine);
+      const sent: Array<{ data: string; fds: number[] }> = [];
+      const sending: Array<Promise<void>> = [];
+      const scratch = Buffer.alloc(64 * 1024);
+      const sendOne = (i: number): void => {
+        const r = next();
+        const fds = [pool[i % pool.length]!];
+        if (r < 0.2) {
+          sent.push({ data: '', fds });
+          sending.push(a.send(fds[0]!));
+          return;
+        }
+        const size =
+          r < 0.7 ? Math.floor(next() * 100) : r < 0.95 ? 1024 + Math.floor(next() * 8192) : 20_000 + Math.floor(next() * 40_000);
+        const data = scratch.subarray(0, size).fill(`${i},`);
+        sent.push({ data: data.toString('latin1'), fds: r < 0.5 ? [] : fds });
+        sending.push(a.send({ data, fds: r < 0.5 ? [] : fds }));
+        scratch.fill(0, 0, size); // what waits for the socket was copied at the call
+      };
+      for (let i = 0; i < 300; i++) sendOne(i);
+      const b = new Channel(theirs, { maxPayloadBytes: 64 * 1024 });
+      const received = (async () => {
+        for (let i = 0; i < 600; i++) {
+          const message = await within(b.recv(), 10_000, `message ${i}`);
+          const expected = sent[i]!; // pushed before it was sent
+          try {
+            expect.soft(message.data.toString('latin1') === expected.data, `message ${i}'s payload`).toBe(true);
+            expect(message.fds.map((fd) => fstatSync(fd).ino)).toEqual(expected.fds.map((fd) => inodeOf.get(fd)));
+          } finally {
+            message.close();
+          }
+        }
+      })();
+      for (let i = 300; i < 600; i++) {
+        sendOne(i);
+        if (i % 10 === 0) await new Promise((resolve) => setImmediate(resolve));
+      }
+      await received;
+      await Promise.all(sending);
+      await Promise.all([a.close(), b.close()]);
+    },
+  );
 
   it.each(['stream', 'seqpacket'] as const)(
     "over %s, a message over the receiver's limits is dropped with its fds closed; the next one arrives",
