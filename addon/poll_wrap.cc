@@ -413,12 +413,18 @@ int PollWrap::DrainReadable(bool* starved) {
       long queued_fds = queued > 1 ? QueuedFds(handle_->fd, &handle_->info_fd) : -1;
       if (queued_fds >= 0 &&
           static_cast<size_t>(queued_fds) <= std::min(room_fds + kMaxFdsPerMessage, free_fds)) {
-        // Each read stops after the first message with fds it meets, so bare fds take one
-        // read each: share the bytes that waited out evenly, reading no more than them. A
+        // Each read stops after the first message with fds it meets, so such messages take a
+        // read each: give each read an even share of the bytes that waited, or the bytes of
+        // a message with fds on average (were each to carry one), whichever is more, so that
+        // a read holds a whole message where the slot allows; reading no more than them. A
         // read never goes past its slot.
         batch_bytes = std::min(stream_bytes, static_cast<size_t>(queued));
         want = std::min(slots - filled, batch_bytes);
-        slot_cap = std::clamp(batch_bytes / want, size_t{1}, slot_bytes_);
+        size_t waiting_fds = static_cast<size_t>(queued_fds);
+        size_t per_message = waiting_fds > 0
+                                 ? (static_cast<size_t>(queued) + waiting_fds - 1) / waiting_fds
+                                 : batch_bytes;
+        slot_cap = std::clamp(std::max(batch_bytes / want, per_message), size_t{1}, slot_bytes_);
       }
     }
     size_t got = 0;
