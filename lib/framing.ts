@@ -4,6 +4,7 @@
 // take (for a message) or close (for an error) from the front of the fds it was given, so
 // that fds stay wherever the caller keeps them.
 import { fdpassError, type FdpassError } from './errors';
+import { allocPayload, copyPayload } from './payload-pool';
 import { validateInteger, validateOptions } from './validators';
 
 export const MESSAGE_HEADER_BYTES = 8;
@@ -108,7 +109,7 @@ export function decodePacket(bytes: Uint8Array, offset: number, length: number, 
     return badMessage(`a frame packet's header says ${headerNfds} fd(s), but ${nfds} came with it${withClosedFds(nfds)}`);
   const error = limitError(payloadLength, nfds, limits);
   if (error !== null) return error;
-  return payloadLength === 0 ? noData : Buffer.from(bytes.subarray(offset + MESSAGE_HEADER_BYTES, offset + length));
+  return payloadLength === 0 ? noData : copyPayload(bytes, offset + MESSAGE_HEADER_BYTES, offset + length);
 }
 
 // Where a StreamDecoder is within the byte stream.
@@ -380,7 +381,7 @@ export class StreamDecoder {
     this.#frameFds = nfds;
     this.#payloadLength = payloadLength;
     this.#payloadBytes = 0;
-    this.#payload = Buffer.allocUnsafe(Math.min(payloadLength, Math.max(available, INITIAL_PAYLOAD_BYTES)));
+    this.#payload = allocPayload(Math.min(payloadLength, Math.max(available, INITIAL_PAYLOAD_BYTES)));
   }
 
   /**

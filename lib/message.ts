@@ -10,7 +10,11 @@ export const noFds: readonly number[] = Object.freeze([]);
 const TAKEN = -1;
 
 export class ReceivedMessage {
-  /** The bytes sent with the fds (empty for a bare fd, as IO::FDPass sends). */
+  /**
+   * The bytes sent with the fds (empty for a bare fd, as IO::FDPass sends). Up to 16 KiB, it
+   * may share its memory with other messages' data, as Node's small Buffers share its pool:
+   * to keep a few bytes of it for long, copy them (Buffer.from).
+   */
   readonly data: Buffer;
   #fds: readonly number[];
 
