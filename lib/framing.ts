@@ -227,6 +227,14 @@ export class StreamDecoder {
       sink.message(noData, 1);
       return 1;
     }
+    if (this.#phase === AT_BOUNDARY && this.#queuedFds === nfds && isWholeFrame(bytes, offset, length, nfds, this.#limits)) {
+      // The other common case, a read that is one whole frame and brought its fds.
+      if (sink.paused) return 0;
+      this.#framesBegun++;
+      this.#queuedFds = 0;
+      sink.message(length === MESSAGE_HEADER_BYTES ? noData : copyPayload(bytes, offset + MESSAGE_HEADER_BYTES, offset + length), nfds);
+      return length;
+    }
     return this.#decode(bytes, offset, length, sink);
   }
 
@@ -437,6 +445,18 @@ export class StreamDecoder {
     this.#state = 'failed';
     sink.error(error, held, true);
   }
+}
+
+/** Whether bytes[offset..offset + length) is exactly one valid frame of nfds fds, within limits. */
+function isWholeFrame(bytes: Uint8Array, offset: number, length: number, nfds: number, limits: FramingLimits): boolean {
+  return (
+    length >= MESSAGE_HEADER_BYTES &&
+    bytes[offset] === TAG_FRAME &&
+    bytes[offset + 1] === 0 &&
+    readNfds(bytes, offset) === nfds &&
+    readLength(bytes, offset) === length - MESSAGE_HEADER_BYTES &&
+    limitError(length - MESSAGE_HEADER_BYTES, nfds, limits) === null
+  );
 }
 
 function readNfds(bytes: Uint8Array, offset: number): number {
