@@ -221,14 +221,17 @@ describe('fds no message declares', () => {
     });
     channel.on('error', (error) => errors.push((error as Error & { code?: string }).code ?? String(error)));
     await expectLine(peer, 'ready');
-    await expectLine(peer, 'done');
+    // The channel may hang up before the peer has sent its 20 frames: then the peer says "gone".
+    const ending = await within(peer.line(), 10_000, 'the peer finishing');
+    expect(['done', 'gone BrokenPipeError', 'gone ConnectionResetError']).toContain(ending);
     await eventually(() => channel.closed, 2_000);
     expect(errors).toEqual(['ERR_FDPASS_BAD_MESSAGE']);
     expect(messages.length, `messages delivered: ${messages.join(', ')}`).toBeLessThanOrEqual(1);
     expect(channel.closed).toBe(true);
     await eventually(() => countFds() === baseline - 1, 2_000);
     expect(countFds() - (baseline - 1), 'fds still held').toBe(0);
-    expect(peer.child.exitCode).toBeNull();
+    // Closed without waiting for EOF: a peer that finished sending is still there.
+    if (ending === 'done') expect(peer.child.exitCode).toBeNull();
   });
 });
 
