@@ -5,8 +5,10 @@ import { closeSync } from 'node:fs';
 import type { Server } from 'node:net';
 import { Channel, closeFd, lastError, recv, send, setBlocking } from 'fdpass';
 
-const [role, count] = process.argv.slice(2);
+const [role, count, warmCount = '0'] = process.argv.slice(2);
 const n = Number(count);
+/** Messages received before the timed ones (recv-channel): "warm" is printed once they are in. */
+const warm = Number(warmCount);
 
 async function main(): Promise<void> {
   switch (role) {
@@ -43,9 +45,11 @@ async function main(): Promise<void> {
       );
       console.log('ready');
       let received = 0;
+      if (warm === 0) console.log('warm');
       for await (const message of channel) {
         message.close();
-        if (++received === n) break;
+        if (++received === warm) console.log('warm');
+        if (received === warm + n) break;
       }
       break;
     }

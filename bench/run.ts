@@ -22,13 +22,14 @@ const here = __dirname;
 const out = path.join(here, 'out');
 const baseline = path.join(out, 'baseline');
 const peerScript = path.join(here, 'peer.ts');
-const RUNS = 5;
-const TARGET_SECONDS = 1;
+const RUNS = Number(process.env.RUNS ?? 5);
+const TARGET_SECONDS = Number(process.env.TARGET_SECONDS ?? 1);
+const WARM_MESSAGES = Number(process.env.WARM_MESSAGES ?? 10_000);
 
 /** A bench/peer.ts process holding the other end of a new socketpair as fd 3. */
-async function startPeer(role: string, n: number): Promise<{ peer: Peer; socket: number }> {
+async function startPeer(role: string, n: number, warm = 0): Promise<{ peer: Peer; socket: number }> {
   const [mine, theirs] = socketpair();
-  const child = spawn(process.execPath, ['--import', 'tsx', peerScript, role, String(n)], {
+  const child = spawn(process.execPath, ['--import', 'tsx', peerScript, role, String(n), String(warm)], {
     stdio: ['ignore', 'pipe', 'inherit', theirs],
   });
   closeSync(theirs);
@@ -112,15 +113,21 @@ async function inWindows(count: number, window: number, send: () => Promise<void
   }
 }
 
-/** Seconds until a recv-channel peer has received `messages` that a Channel sent with send. */
+/**
+ * Seconds until a recv-channel peer has received `messages` that a Channel sent with send,
+ * after WARM_MESSAGES more that are not timed: the peer is a new process, and its first
+ * thousands of messages run before the JIT has compiled the receive path.
+ */
 async function timeChannel(
   messages: number,
   window: number,
   send: (channel: Channel) => Promise<void>,
   role = 'recv-channel',
 ): Promise<number> {
-  const { peer, socket } = await startPeer(role, messages);
+  const { peer, socket } = await startPeer(role, messages, WARM_MESSAGES);
   const channel = new Channel(socket);
+  await inWindows(WARM_MESSAGES, window, () => send(channel));
+  await peer.printed('warm');
   const start = performance.now();
   await inWindows(messages, window, () => send(channel)); // the channel queues on EAGAIN
   await peer.printed('done');
