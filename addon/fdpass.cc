@@ -4,6 +4,8 @@
 #include <errno.h>
 #include <fcntl.h>
 #include <napi.h>
+#include <netinet/in.h>
+#include <netinet/tcp.h>
 #include <sys/socket.h>
 
 #include <algorithm>
@@ -12,6 +14,7 @@
 
 #include "describe.h"
 #include "fd_registry.h"
+#include "inet_socket.h"
 #include "poll_wrap.h"
 #include "posix_io.h"
 #include "socket_file.h"
@@ -353,6 +356,35 @@ Napi::Value JsUnlinkAt(const Napi::CallbackInfo& info) {
   return Napi::Number::New(info.Env(), err);
 }
 
+// inetSocket(family: 4 | 6) -> fd | -errno: a TCP socket, close-on-exec and non-blocking
+Napi::Value JsInetSocket(const Napi::CallbackInfo& info) {
+  return Napi::Number::New(info.Env(), InetSocket(ArgInt(info, 0)));
+}
+
+// setSocketOption(sock, level, name, value) -> 0 | -errno
+Napi::Value JsSetSocketOption(const Napi::CallbackInfo& info) {
+  int err = SetSocketOption(ArgInt(info, 0), ArgInt(info, 1), ArgInt(info, 2), ArgInt(info, 3));
+  return Napi::Number::New(info.Env(), err);
+}
+
+// bindInet(sock, family: 4 | 6, address: Uint8Array (text), port) -> 0 | -errno
+Napi::Value JsBindInet(const Napi::CallbackInfo& info) {
+  SocketName text = ArgName(info, 2);
+  int err = BindInet(ArgInt(info, 0), ArgInt(info, 1), text.bytes, text.len, ArgInt(info, 3));
+  return Napi::Number::New(info.Env(), err);
+}
+
+// localAddress(sock, out: Uint8Array(INET_ADDRESS_BYTES)) -> 0 | -errno; see inet_socket.h
+Napi::Value JsLocalAddress(const Napi::CallbackInfo& info) {
+  Napi::Env env = info.Env();
+  if (!info[1].IsTypedArray() ||
+      info[1].As<Napi::TypedArray>().TypedArrayType() != napi_uint8_array ||
+      info[1].As<Napi::Uint8Array>().ElementLength() < kInetAddressBytes)
+    return Napi::Number::New(env, -EINVAL);
+  return Napi::Number::New(
+      env, LocalInetAddress(ArgInt(info, 0), info[1].As<Napi::Uint8Array>().Data()));
+}
+
 // peerCredentials(sock, out: Int32Array(3)) -> 0 | -errno; out = [pid, uid, gid]
 Napi::Value JsPeerCredentials(const Napi::CallbackInfo& info) {
   auto out = info[1].As<Napi::Int32Array>();
@@ -388,6 +420,10 @@ Napi::Object Init(Napi::Env env, Napi::Object exports) {
   exports["listen"] = Napi::Function::New<JsListen>(env, "listen");
   exports["connectUnix"] = Napi::Function::New<JsConnectUnix>(env, "connectUnix");
   exports["peerCredentials"] = Napi::Function::New<JsPeerCredentials>(env, "peerCredentials");
+  exports["inetSocket"] = Napi::Function::New<JsInetSocket>(env, "inetSocket");
+  exports["setSocketOption"] = Napi::Function::New<JsSetSocketOption>(env, "setSocketOption");
+  exports["bindInet"] = Napi::Function::New<JsBindInet>(env, "bindInet");
+  exports["localAddress"] = Napi::Function::New<JsLocalAddress>(env, "localAddress");
   exports["openDirectoryAt"] = Napi::Function::New<JsOpenDirectoryAt>(env, "openDirectoryAt");
   exports["makeDirectoryAt"] = Napi::Function::New<JsMakeDirectoryAt>(env, "makeDirectoryAt");
   exports["openLockFileAt"] = Napi::Function::New<JsOpenLockFileAt>(env, "openLockFileAt");
@@ -421,6 +457,14 @@ Napi::Object Init(Napi::Env env, Napi::Object exports) {
 #else
   constants["O_PATH"] = Napi::Number::New(env, 0);
 #endif
+  // The options a TCP listener sets (its connections inherit TCP_NODELAY from it).
+  constants["SOL_SOCKET"] = Napi::Number::New(env, SOL_SOCKET);
+  constants["SO_REUSEADDR"] = Napi::Number::New(env, SO_REUSEADDR);
+  constants["IPPROTO_IPV6"] = Napi::Number::New(env, IPPROTO_IPV6);
+  constants["IPV6_V6ONLY"] = Napi::Number::New(env, IPV6_V6ONLY);
+  constants["IPPROTO_TCP"] = Napi::Number::New(env, IPPROTO_TCP);
+  constants["TCP_NODELAY"] = Napi::Number::New(env, TCP_NODELAY);
+  constants["INET_ADDRESS_BYTES"] = Napi::Number::New(env, kInetAddressBytes);
   // The memory JS and the addon share: see poll_wrap.h and lib/binding.ts.
   constants["LEDGER_HEAD"] = Napi::Number::New(env, kLedgerHead);
   constants["LEDGER_TAIL"] = Napi::Number::New(env, kLedgerTail);

@@ -13,12 +13,14 @@
 
 #include <errno.h>
 #include <string.h>
+#include <sys/socket.h>
 #include <unistd.h>
 
 #include <algorithm>
 #include <vector>
 
 #include "fd_registry.h"
+#include "inet_socket.h"
 #include "unix_socket.h"
 
 namespace fdpass {
@@ -430,11 +432,16 @@ int PollWrap::DrainReadable(bool* starved) {
     size_t got = 0;
     bool stop = false;
     if (mode_ == ReceiveMode::kAccept) {
+      // A slot with room for an address gets the client's, which accept(2) reports for free.
+      bool with_address = slot_bytes_ >= kInetAddressBytes;
+      struct sockaddr_storage peer;
       for (; got < want; got++) {
-        int fd = Accept(handle_->fd);
+        int fd = Accept(handle_->fd, with_address ? &peer : nullptr);
         if (fd == -EAGAIN || fd == -EWOULDBLOCK) break;
         int32_t* r = rec + (filled + got) * kRecordStride;
-        r[kRecordBytes] = fd < 0 ? fd : 0;
+        if (fd >= 0 && with_address)
+          WriteInetAddress(peer, data.Data() + (filled + got) * slot_bytes_);
+        r[kRecordBytes] = fd < 0 ? fd : with_address ? static_cast<int32_t>(kInetAddressBytes) : 0;
         r[kRecordFds] = fd < 0 ? 0 : 1;
         r[kRecordFlags] = 0;
         if (fd < 0) {

@@ -73,14 +73,16 @@ bool HaveAbstractNames() {
 #endif
 }
 
-int UnixSocket(int type) {
+int NewSocket(int domain, int type) {
 #if defined(FDPASS_HAVE_ATOMIC_SOCKET_FLAGS)
-  int sock = socket(AF_UNIX, type | SOCK_CLOEXEC | SOCK_NONBLOCK, 0);
+  int sock = socket(domain, type | SOCK_CLOEXEC | SOCK_NONBLOCK, 0);
 #else
-  int sock = socket(AF_UNIX, type, 0);
+  int sock = socket(domain, type, 0);
 #endif
   return sock == -1 ? -errno : FinishNewSocket(sock);
 }
+
+int UnixSocket(int type) { return NewSocket(AF_UNIX, type); }
 
 int BindUnix(int sock, const char* name, size_t len, bool abstract, unsigned mode) {
   struct sockaddr_un addr;
@@ -106,13 +108,15 @@ int BindUnix(int sock, const char* name, size_t len, bool abstract, unsigned mod
 
 int Listen(int sock, int backlog) { return listen(sock, backlog) == -1 ? -errno : 0; }
 
-int Accept(int listener) {
+int Accept(int listener, struct sockaddr_storage* peer) {
+  auto* addr = reinterpret_cast<struct sockaddr*>(peer);
   int fd;
   do {
+    socklen_t len = peer == nullptr ? 0 : sizeof(*peer);
 #if defined(FDPASS_HAVE_ATOMIC_SOCKET_FLAGS)
-    fd = accept4(listener, nullptr, nullptr, SOCK_CLOEXEC | SOCK_NONBLOCK);
+    fd = accept4(listener, addr, peer == nullptr ? nullptr : &len, SOCK_CLOEXEC | SOCK_NONBLOCK);
 #else
-    fd = accept(listener, nullptr, nullptr);
+    fd = accept(listener, addr, peer == nullptr ? nullptr : &len);
 #endif
   } while (fd == -1 && errno == EINTR);
   return fd == -1 ? -errno : FinishNewSocket(fd);

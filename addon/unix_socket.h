@@ -5,6 +5,8 @@
 #include <stddef.h>
 #include <sys/types.h>
 
+struct sockaddr_storage;
+
 namespace fdpass {
 
 // Bytes a name may take in sockaddr_un.sun_path: for a file path, without its NUL;
@@ -13,6 +15,9 @@ size_t MaxSocketPathBytes();
 
 // Whether this system has Linux's abstract socket namespace.
 bool HaveAbstractNames();
+
+// socket(domain, type), close-on-exec and non-blocking (inet_socket.cc makes TCP sockets with it).
+int NewSocket(int domain, int type);
 
 // socket(AF_UNIX, type), close-on-exec and non-blocking.
 int UnixSocket(int type);
@@ -24,8 +29,9 @@ int BindUnix(int sock, const char* name, size_t len, bool abstract, unsigned mod
 
 int Listen(int sock, int backlog);
 
-// accept(2) of one waiting connection, close-on-exec and non-blocking: the new fd.
-int Accept(int listener);
+// accept(2) of one waiting connection, close-on-exec and non-blocking: the new fd. With peer,
+// the kernel writes the client's address there in the same call.
+int Accept(int listener, struct sockaddr_storage* peer);
 
 // connect(2) without blocking: 0 once connected; -EAGAIN when the listener's backlog is
 // full (a Unix socket connects at once or not at all; try again later).

@@ -8,6 +8,11 @@
 //   - it appends each message's fds, in order, to the handle's ledger;
 //   - then it calls onEvent(status, count, writable), and JS decodes the batch before
 //     returning, so the shared buffers are free for the next handle.
+//   A listening socket's handle (RECEIVE_ACCEPT) accepts instead: each record is one
+//   connection, [0 or -errno, 1 or 0, 0], its fd appended to the ledger. With slotBytes of at
+//   least INET_ADDRESS_BYTES, the client's address (from accept(2) itself) is in the data
+//   slot: [family 4 | 6 | 0, text length, port (2 bytes, little-endian), address as text], and
+//   the record's first field is INET_ADDRESS_BYTES.
 //
 // The ledger (Int32Array, one per handle) is where every fd JS holds for nobody is recorded,
 // oldest first, at slots[LEDGER_FIRST_FD + head .. LEDGER_FIRST_FD + tail):
@@ -117,6 +122,14 @@ export interface Binding {
   connectUnix(sock: number, name: Uint8Array, abstract: boolean): number;
   /** out = [pid (-1 if unknown), uid, gid] as int32. */
   peerCredentials(sock: number, out: Int32Array): number;
+  /** socket(AF_INET or AF_INET6, SOCK_STREAM), close-on-exec and non-blocking: the fd or -errno. */
+  inetSocket(family: 4 | 6): number;
+  /** setsockopt(2) of an int option: 0 or -errno. */
+  setSocketOption(sock: number, level: number, name: number, value: number): number;
+  /** bind(2) to an IP address given as text (inet_pton), and a port: 0, or -EINVAL for no such address. */
+  bindInet(sock: number, family: 4 | 6, address: Uint8Array, port: number): number;
+  /** getsockname(2) into out, INET_ADDRESS_BYTES long, in the accept slot's layout (see above). */
+  localAddress(sock: number, out: Uint8Array): number;
   /**
    * A directory to name things in (on Linux O_PATH), close-on-exec: the fd or -errno. dir is
    * constants.AT_FDCWD for a path. Unless follow, a symlink at name fails (ELOOP or ENOTDIR).
@@ -147,6 +160,14 @@ export interface Binding {
     O_ACCMODE: number;
     /** Linux's path-only open flag; 0 where the system has none. */
     O_PATH: number;
+    SOL_SOCKET: number;
+    SO_REUSEADDR: number;
+    IPPROTO_IPV6: number;
+    IPV6_V6ONLY: number;
+    IPPROTO_TCP: number;
+    TCP_NODELAY: number;
+    /** An address's size in an accept slot (see above). */
+    INET_ADDRESS_BYTES: number;
     MSG_DONTWAIT: number;
     MSG_CTRUNC: number;
     MSG_TRUNC: number;

@@ -1,13 +1,11 @@
 // A server on a Unix socket path: listen() binds (replacing a dead server's file, never a
 // live one's), the same poll handle as a channel's accepts without blocking, allow() checks
 // each client's credentials before user code sees it, and each client becomes a Channel.
-import { constants as os } from 'node:os';
 import EventEmitter from 'eventemitter3';
-import { binding, constants, type PollWrap } from './binding';
+import { Acceptor } from './acceptor';
 import { Channel, adoption, channelOptions, useOwnBudget, type ChannelOptions } from './channel';
-import { errnoException, invalidArgType, invalidArgValue } from './errors';
+import { invalidArgType, invalidArgValue } from './errors';
 import { closeFds } from './fd';
-import { FdLedger } from './fd-ledger';
 import { ReceiveBudget } from './receive-budget';
 import { validateFunction, validateInteger, validateOptions } from './validators';
 import { readPeerCredentials, type PeerCredentials } from './peer';
@@ -50,21 +48,9 @@ export interface ServerEvents {
   close: [];
 }
 
-const EAGAIN = -os.errno.EAGAIN;
-// Out of fds or memory: the connection stays in the backlog, and the listener stays
-// readable. Accepting again at once would spin; wait for something to be freed.
-const RESOURCE_ERRORS = new Set([os.errno.EMFILE, os.errno.ENFILE, os.errno.ENOBUFS, os.errno.ENOMEM].map((e) => -e));
-const RESOURCE_PAUSE_MS = 100;
-
 const DEFAULT_MODE = 0o600;
 const DEFAULT_BACKLOG = 511;
 const DEFAULT_MAX_PENDING_CHANNELS = 64;
-
-// Accept records, shared by this thread's servers: the addon fills them, and appends each
-// accepted fd to the server's ledger, and the server handles them in the same callback.
-const BATCH = constants.MAX_MESSAGES_PER_BATCH;
-const { RECORD_STRIDE, RECORD_BYTES } = constants;
-let acceptBuffers: { data: Uint8Array; records: Int32Array } | undefined;
 
 interface Waiter {
   resolve(result: IteratorResult<Channel>): void;
@@ -93,11 +79,8 @@ export class Server extends EventEmitter<ServerEvents> {
   readonly #type: ServerSocketType;
   /** The socket file as published: close() removes the file only if it is still this one. */
   readonly #file: SocketFile | undefined;
-  readonly #poll: PollWrap;
-  /** Accepted fds not yet made channels, where the addon closes them if no JS runs again. */
-  readonly #ledger: FdLedger;
-  /** How many accepted channels may wait untaken: the accept loop's budget. */
-  readonly #acceptBudget: ReceiveBudget;
+  /** Accepts natively; its ledger holds accepted fds not yet made channels. */
+  readonly #acceptor: Acceptor;
   /** What the channels nobody has taken yet may hold, all together. */
   readonly #untakenBudget: ReceiveBudget;
   readonly #allow: ((peer: PeerCredentials) => boolean) | undefined;
@@ -113,12 +96,6 @@ export class Server extends EventEmitter<ServerEvents> {
   #refusedCount = 0;
   #listening = true;
   #closed: Promise<void> | undefined;
-  #resumeTimer: NodeJS.Timeout | undefined;
-  /** Connections the poll may accept on its next wake-up (-1 before the first start). */
-  #room = -1;
-  #refd = true;
-  /** A stopped poll keeps nothing alive: while accepting is paused, this does. */
-  #keepAlive: NodeJS.Timeout | undefined;
 
   /** Use listen(). */
   constructor(listener: Listener, settings: ServerSettings) {
@@ -130,15 +107,21 @@ export class Server extends EventEmitter<ServerEvents> {
     this.#channelOptions = settings.channel;
     this.#maxPending = settings.maxPendingChannels;
     this.#untakenBudget = new ReceiveBudget(settings.untakenFds, settings.untakenBytes);
-    this.#acceptBudget = new ReceiveBudget(this.#maxPending, Number.MAX_SAFE_INTEGER);
-    acceptBuffers ??= { data: new Uint8Array(BATCH), records: new Int32Array(new ArrayBuffer(4 * RECORD_STRIDE * BATCH)) };
-    const { data, records } = acceptBuffers;
-    this.#poll = new binding.PollWrap((status, count) => this.#onPoll(status, count), data, records, 1, constants.RECEIVE_ACCEPT);
-    const err = this.#poll.open(listener.sock);
-    if (err < 0) throw errnoException(err, 'uv_poll_init');
-    this.#ledger = new FdLedger(this.#poll);
-    this.#poll.setBudget(this.#acceptBudget.slots);
-    this.#updatePoll();
+    // How many accepted channels may wait untaken is the accept loop's budget.
+    this.#acceptor = new Acceptor(
+      listener.sock,
+      {
+        accepted: (count) => {
+          // The ledger held nothing before this batch: each admitted fd is its oldest.
+          for (let i = 0; i < count && this.#listening; i++) this.#admit(this.#acceptor.ledger.fdAt(0));
+        },
+        failed: (error, fatal) => {
+          this.#emitError(error);
+          if (fatal) void this.close(); // the poll failed: this server accepts no more
+        },
+      },
+      { maxHeld: this.#maxPending, withAddresses: false, describe: () => describeAddress(this.#address) },
+    );
   }
 
   /** The path (or abstract name) given to listen(). */
@@ -225,19 +208,13 @@ export class Server extends EventEmitter<ServerEvents> {
 
   /** Keep the process alive while listening (the default, as with net.Server). */
   ref(): this {
-    this.#refd = true;
-    if (this.#listening) this.#poll.ref();
-    this.#resumeTimer?.ref();
-    this.#updateKeepAlive();
+    this.#acceptor.ref();
     return this;
   }
 
   /** Let the process exit even while listening. */
   unref(): this {
-    this.#refd = false;
-    if (this.#listening) this.#poll.unref();
-    this.#resumeTimer?.unref();
-    this.#updateKeepAlive();
+    this.#acceptor.unref();
     return this;
   }
 
@@ -260,23 +237,16 @@ export class Server extends EventEmitter<ServerEvents> {
 
   async #stop(): Promise<void> {
     this.#listening = false;
-    clearTimeout(this.#resumeTimer);
-    this.#updateKeepAlive();
     // Accept no more while the file is removed (which may wait for its lock): a client from
     // now on waits in the backlog and is refused when the socket closes.
-    this.#poll.start(false, false);
+    this.#acceptor.stop();
     // The file goes first (at once, unless another process holds its lock): from here a
     // client gets ENOENT, not a connection nobody accepts.
     const fileRemoved = this.#file?.remove().catch((error: Error) => this.#emitError(error));
     for (const waiter of this.#waiters.splice(0)) waiter.resolve({ done: true, value: undefined });
     const untaken = this.#pending.splice(0);
     await fileRemoved;
-    await Promise.all([
-      new Promise<void>((resolve) => {
-        if (!this.#poll.close(resolve)) resolve();
-      }),
-      ...untaken.map((channel) => channel.close()),
-    ]);
+    await Promise.all([this.#acceptor.close(), ...untaken.map((channel) => channel.close())]);
     this.#emitSafely('close');
   }
 
@@ -291,26 +261,6 @@ export class Server extends EventEmitter<ServerEvents> {
     });
   }
 
-  #onPoll(status: number, count: number): void {
-    if (!this.#listening) return; // the addon closes an unclaimed batch's fds
-    if (status < 0) {
-      // libuv has stopped the poll: this server accepts no more. Say why, then close it.
-      this.#emitError(errnoException(status, 'poll', describeAddress(this.#address)));
-      void this.close();
-      return;
-    }
-    const { records } = acceptBuffers!;
-    let failure = 0;
-    for (let i = 0; i < count && this.#listening; i++) {
-      const result = records[i * RECORD_STRIDE + RECORD_BYTES]!;
-      if (result < 0) failure = result;
-      else this.#admit(this.#ledger.fdAt(0)); // the oldest accepted fd: this connection's
-    }
-    this.#ledger.ensureRoom();
-    if (failure < 0) this.#acceptFailed(failure);
-    this.#updatePoll();
-  }
-
   /**
    * A new client, the oldest fd in the ledger: checked by allow(), then made a channel and
    * handed out or queued. It leaves the ledger as a channel takes it, or closed.
@@ -323,10 +273,10 @@ export class Server extends EventEmitter<ServerEvents> {
     try {
       channel = new Channel(fd, {
         ...this.#channelOptions,
-        [adoption]: { fromLedger: this.#ledger.slots, budget: this.#untakenBudget },
+        [adoption]: { fromLedger: this.#acceptor.ledger.slots, budget: this.#untakenBudget },
       } as ChannelOptions);
     } catch (error) {
-      this.#ledger.close(0, 1);
+      this.#acceptor.ledger.close(0, 1);
       this.#emitError(error as Error);
       return;
     }
@@ -376,7 +326,7 @@ export class Server extends EventEmitter<ServerEvents> {
     try {
       peer = readPeerCredentials(fd);
     } catch (error) {
-      this.#ledger.close(0, 1);
+      this.#acceptor.ledger.close(0, 1);
       this.#emitError(error as Error);
       return false;
     }
@@ -387,7 +337,7 @@ export class Server extends EventEmitter<ServerEvents> {
       this.#emitError(error as Error);
     }
     if (!allowed) {
-      if (this.#listening) this.#ledger.close(0, 1); // else it stays in the ledger, closed with the poll handle
+      if (this.#listening) this.#acceptor.ledger.close(0, 1); // else it stays in the ledger, closed with the poll handle
       this.#refusedCount++;
       this.#emitSafely('refused', peer);
     }
@@ -407,40 +357,8 @@ export class Server extends EventEmitter<ServerEvents> {
     });
   }
 
-  #acceptFailed(err: number): void {
-    if (err === EAGAIN || !this.#listening) return; // a listener closed the server mid-batch
-    if (RESOURCE_ERRORS.has(err)) {
-      this.#resumeTimer = setTimeout(() => {
-        this.#resumeTimer = undefined;
-        this.#updatePoll();
-      }, RESOURCE_PAUSE_MS);
-      if (!this.#refd) this.#resumeTimer.unref();
-      this.#updatePoll();
-    }
-    // Anything else (ECONNABORTED: the client gave up) is that one client's.
-    this.#emitError(errnoException(err, 'accept', describeAddress(this.#address)));
-  }
-
   #updatePoll(): void {
-    if (!this.#listening) return;
-    this.#acceptBudget.slots[constants.BUDGET_HELD_FDS] = this.#pending.length;
-    // Accept no more than there is room for: the rest wait in the kernel's backlog.
-    const room = this.#resumeTimer === undefined ? Math.max(0, this.#maxPending - this.#pending.length) : 0;
-    if (room === this.#room) return;
-    this.#room = room;
-    const err = this.#poll.start(room > 0, false);
-    if (err < 0) this.#emitError(errnoException(err, 'uv_poll_start'));
-    this.#updateKeepAlive();
-  }
-
-  #updateKeepAlive(): void {
-    const wanted = this.#refd && this.#listening && this.#room === 0 && this.#resumeTimer === undefined;
-    if (wanted && this.#keepAlive === undefined) {
-      this.#keepAlive = setInterval(() => {}, 0x7fff_ffff);
-    } else if (!wanted && this.#keepAlive !== undefined) {
-      clearInterval(this.#keepAlive);
-      this.#keepAlive = undefined;
-    }
+    if (this.#listening) this.#acceptor.update(this.#pending.length);
   }
 
   /** Errors go to 'error' listeners; with none, the server goes on without them. */
