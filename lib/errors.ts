@@ -45,7 +45,9 @@ export type FdpassErrorCode =
   | 'ERR_FDPASS_HANDOVER_TIMEOUT'
   | 'ERR_FDPASS_HANDOVER_BUSY'
   | 'ERR_FDPASS_WRONG_FD_KIND'
-  | 'ERR_FDPASS_SOCKET_IN_USE';
+  | 'ERR_FDPASS_SOCKET_IN_USE'
+  | 'ERR_FDPASS_POOL_CLOSED'
+  | 'ERR_FDPASS_WORKER_EXITED';
 
 export interface FdpassError extends Error {
   code: FdpassErrorCode;

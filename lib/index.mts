@@ -3,6 +3,7 @@ export { send, recv, closeFd, lastError, socketpair, setBlocking, Channel, Recei
 export { spawnWithChannel, forkWithChannel, spawnWorker, parentChannel, CHANNEL_FD_VARIABLE } from './index.js';
 export { offerListeners, takeOverListeners, ListenerOffer, ListenerTakeover } from './index.js';
 export { describe, toSocket, toServer, toUdpSocket, toReadStream, toWriteStream } from './index.js';
+export { WorkerPool, joinPool, serveFromPool, PoolMember, PoolConnection } from './index.js';
 export type {
   ListenOptions,
   ServerCloseOptions,
@@ -45,6 +46,19 @@ export type {
   ToUdpSocketOptions,
   ToReadStreamOptions,
   ToWriteStreamOptions,
+  WorkerPoolOptions,
+  WorkerPoolEvents,
+  WorkerScript,
+  PoolStrategy,
+  PoolListenOptions,
+  PoolCloseOptions,
+  PoolConnectionInfo,
+  PoolWorker,
+  WorkerExit,
+  PoolMemberEvents,
+  PoolSocketOptions,
+  InetAddress,
+  TcpListenOptions,
 } from './index.js';
 export { listenFds, notify, storeFds, LISTEN_FDS_START } from './index.js';
 export type { ListenFd, ListenFdsOptions, NotifyState, NotifyOptions, StoreFdsOptions } from './index.js';

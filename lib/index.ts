@@ -56,6 +56,20 @@ export {
   type ToReadStreamOptions,
   type ToWriteStreamOptions,
 } from './convert';
+export {
+  WorkerPool,
+  type WorkerPoolOptions,
+  type WorkerPoolEvents,
+  type WorkerScript,
+  type PoolStrategy,
+  type PoolListenOptions,
+  type PoolCloseOptions,
+  type PoolConnectionInfo,
+  type PoolWorker,
+  type WorkerExit,
+} from './pool';
+export { joinPool, serveFromPool, PoolMember, PoolConnection, type PoolMemberEvents, type PoolSocketOptions } from './pool-worker';
+export type { InetAddress, TcpListenOptions } from './tcp-listener';
 export type { PeerCredentials } from './peer';
 export type { FdLike } from './fd';
 export type { Message } from './outgoing';

@@ -1,0 +1,289 @@
+// The worker's side of a worker pool (pool.ts): joinPool() opens the channel the master
+// started this process with, acknowledges each batch of connections before anything reads
+// from them, and hands each to the caller; serveFromPool() hands them to a net.Server or an
+// http.Server, which serves them as if it had accepted them itself (as a cluster worker's does).
+//
+// Why the acknowledgement comes first, and must have been sent: the master hands a dead
+// worker's unacknowledged connections to another worker. Had this worker read a request
+// before acknowledging and then died, the other worker would wait for a request already
+// consumed. Sent before the worker dies, the acknowledgement is read by the master before
+// it sees the channel end, so it never hands on a connection this worker took.
+import { Server, Socket, type SocketConstructorOpts } from 'node:net';
+import EventEmitter from 'eventemitter3';
+import { binding } from './binding';
+import type { Channel } from './channel';
+import { parentChannel } from './child';
+import { fdpassError, invalidArgType, unsupportedPlatform } from './errors';
+import type { ReceivedMessage } from './message';
+import {
+  CONNECTIONS,
+  HELLO,
+  PROTOCOL_VERSION,
+  REPORT_CLOSES,
+  WORKER_ID_VARIABLE,
+  decodePoolMessage,
+  encodeStatus,
+  type PoolMessage,
+} from './pool-protocol';
+
+/** What a net.Socket made from a pool connection may be given (its fd and its ends are the pool's to set). */
+export type PoolSocketOptions = Omit<SocketConstructorOpts, 'fd' | 'readable' | 'writable'>;
+
+export interface PoolMemberEvents {
+  /**
+   * No more connections come: the master closed this worker's channel (the pool is closing,
+   * or the master is gone), or this worker left (close()).
+   */
+  end: [];
+  /** A message from the master that is no pool message, or a channel error. */
+  error: [error: Error];
+  /** The channel is closed. */
+  close: [];
+}
+
+const noData = Buffer.alloc(0);
+
+/** One connection from the pool. */
+export class PoolConnection {
+  /** What the master's `data` option sent with it (empty if nothing). */
+  readonly data: Buffer;
+  #fd: number;
+  readonly #member: PoolMember;
+
+  /** Made by the pool. */
+  constructor(fd: number, data: Buffer, member: PoolMember) {
+    this.#fd = fd;
+    this.data = data;
+    this.#member = member;
+  }
+
+  /**
+   * The connection's fd (-1 once toSocket() or close() took it). It is the taker's: make a
+   * socket of it (toSocket()), or close() it when done.
+   */
+  get fd(): number {
+    return this.#fd;
+  }
+
+  /**
+   * A net.Socket over the connection, which owns the fd from here (destroying the socket
+   * closes it). The pool counts the connection open until the socket closes.
+   */
+  toSocket(options?: PoolSocketOptions): Socket {
+    const fd = this.#take('toSocket');
+    let socket: Socket;
+    try {
+      socket = new Socket({ ...options, fd, readable: true, writable: true });
+    } catch (error) {
+      binding.close(fd);
+      this.#member[released]();
+      throw error;
+    }
+    socket.once('close', () => this.#member[released]());
+    return socket;
+  }
+
+  /** Closes the fd: for a connection served without toSocket(), once done with it. */
+  close(): void {
+    binding.close(this.#take('close'));
+    this.#member[released]();
+  }
+
+  #take(call: string): number {
+    const fd = this.#fd;
+    if (fd < 0) throw fdpassError('ERR_FDPASS_CHANNEL_CLOSED', `${call}(): this pool connection was already taken`);
+    this.#fd = -1;
+    return fd;
+  }
+}
+
+const released = Symbol('fdpass.poolConnectionReleased');
+
+/** This process's place in a pool, as joinPool() and serveFromPool() return it. */
+export class PoolMember extends EventEmitter<PoolMemberEvents> {
+  /** This worker's slot in the pool (FDPASS_POOL_WORKER_ID), kept by its replacements. */
+  readonly id: number;
+  readonly #channel: Channel;
+  readonly #onConnection: (connection: PoolConnection) => void;
+  /** Connections taken, in all (modulo 2^32), and still open. */
+  #taken = 0;
+  #open = 0;
+  #reportCloses = false;
+  #statusScheduled = false;
+
+  /** Use joinPool(). */
+  constructor(onConnection: (connection: PoolConnection) => void) {
+    super();
+    this.id = Number(process.env[WORKER_ID_VARIABLE] ?? -1);
+    this.#onConnection = onConnection;
+    this.#channel = parentChannel();
+    this.#channel.on('message', (message) => this.#onMessage(message));
+    this.#channel.on('error', (error) => this.#emitError(error));
+    this.#channel.once('close', () => {
+      this.#emitSafely('end');
+      this.#emitSafely('close');
+    });
+    // The first STATUS says that this worker has joined and takes connections.
+    this.#sendStatus().catch(() => {}); // a master already gone ends the channel
+  }
+
+  /** Connections taken from the pool and still open. */
+  get connections(): number {
+    return this.#open;
+  }
+
+  /**
+   * Leaves the pool: the master hands this worker no more connections, and starts a
+   * replacement once this process exits. The connections taken so far are still yours.
+   */
+  close(): Promise<void> {
+    return this.#channel.close();
+  }
+
+  /** A connection was closed (or handed on): one fewer open, said to the master if it asked. */
+  [released](): void {
+    this.#open--;
+    if (!this.#reportCloses || this.#statusScheduled) return;
+    this.#statusScheduled = true;
+    setImmediate(() => {
+      this.#statusScheduled = false;
+      this.#sendStatus().catch(() => {}); // the master is gone: nobody to tell
+    }).unref();
+  }
+
+  #onMessage(message: ReceivedMessage): void {
+    let decoded: PoolMessage;
+    try {
+      decoded = decodePoolMessage(message.data);
+    } catch (error) {
+      message.close();
+      this.#emitError(error as Error);
+      return;
+    }
+    if (decoded.type === CONNECTIONS) {
+      this.#take(message, decoded.count, decoded.data);
+      return;
+    }
+    message.close();
+    if (decoded.type === HELLO) {
+      if (decoded.version !== PROTOCOL_VERSION) {
+        this.#emitError(
+          fdpassError('ERR_FDPASS_BAD_MESSAGE', `the master speaks pool protocol ${decoded.version}; this worker, ${PROTOCOL_VERSION}`),
+        );
+        void this.close();
+        return;
+      }
+      this.#reportCloses = (decoded.flags & REPORT_CLOSES) !== 0;
+    }
+    // Other types are for later versions: ignored.
+  }
+
+  #take(message: ReceivedMessage, count: number, data: Buffer[] | undefined): void {
+    const fds = message.fds;
+    if (fds.length !== count) {
+      message.close();
+      this.#emitError(
+        fdpassError('ERR_FDPASS_BAD_MESSAGE', `a CONNECTIONS message announced ${count} connections and carried ${fds.length} fds`),
+      );
+      return;
+    }
+    const connections = fds.map((fd, i) => new PoolConnection(fd, data?.[i] ?? noData, this));
+    this.#taken = (this.#taken + count) >>> 0;
+    this.#open += count;
+    // Acknowledged before anything reads from them (see the top of this file). If the send
+    // fails, the master is gone and nobody else will serve them: serve them anyway.
+    const deliver = (): void => {
+      for (const connection of connections) {
+        try {
+          this.#onConnection(connection);
+        } catch (error) {
+          process.nextTick(() => {
+            throw error;
+          });
+        }
+      }
+    };
+    this.#sendStatus().then(deliver, deliver);
+  }
+
+  #sendStatus(): Promise<void> {
+    return this.#channel.send({ data: encodeStatus(this.#taken, this.#open) });
+  }
+
+  #emitError(error: Error): void {
+    if (this.listenerCount('error') > 0) this.#emitSafely('error', error);
+  }
+
+  #emitSafely<T extends keyof PoolMemberEvents>(event: T, ...args: EventEmitter.EventArgs<PoolMemberEvents, T>): void {
+    try {
+      this.emit(event, ...args);
+    } catch (error) {
+      process.nextTick(() => {
+        throw error;
+      });
+    }
+  }
+}
+
+/**
+ * Joins the pool that started this process (a WorkerPool's worker): each connection the
+ * master hands over goes to onConnection, already acknowledged, and is the callback's to
+ * serve: `connection.toSocket()` for a net.Socket, or `connection.fd`. For any server that is
+ * not a net.Server; serveFromPool() does it for those.
+ */
+export function joinPool(onConnection: (connection: PoolConnection) => void): PoolMember {
+  if (process.platform === 'win32') throw unsupportedPlatform('joinPool');
+  if (typeof onConnection !== 'function') throw invalidArgType('onConnection', 'of type function', onConnection);
+  return new PoolMember(onConnection);
+}
+
+/**
+ * Serves the pool's connections with `server` (an http.Server, or any net.Server), as if it
+ * had accepted them: each becomes a net.Socket with the server's allowHalfOpen and
+ * pauseOnConnect, emitted as 'connection'. The server emits 'listening' at once, as a cluster
+ * worker's does (an http.Server starts its request timeouts then); it does not listen itself.
+ * When the master closes this worker's channel, the server drains: it takes no more, closes
+ * its idle connections, answers the next request on each keep-alive connection with
+ * `Connection: close`, and emits 'close'. The process then exits once nothing else holds it.
+ */
+export function serveFromPool(server: Server): PoolMember {
+  if (!(server instanceof Server)) throw invalidArgType('server', 'a net.Server (an http.Server, say)', server);
+  // Public properties of every net.Server (set from its options), not in @types/node; pauseOnCreate
+  // is what net.Server itself passes to the sockets it accepts when pauseOnConnect is set.
+  const { allowHalfOpen = false, pauseOnConnect = false } = server as Server & { allowHalfOpen?: boolean; pauseOnConnect?: boolean };
+  const options = { allowHalfOpen, pauseOnCreate: pauseOnConnect } as PoolSocketOptions;
+  const sockets = new Set<Socket>();
+  const member = joinPool((connection) => {
+    const socket = connection.toSocket(options);
+    sockets.add(socket);
+    socket.once('close', () => sockets.delete(socket));
+    server.emit('connection', socket);
+  });
+  member.once('end', () => drain(server, sockets));
+  server.emit('listening');
+  return member;
+}
+
+interface HttpLike {
+  closeIdleConnections(): void;
+}
+
+// How often a draining http.Server looks for connections whose last response is done.
+const DRAIN_CHECK_MS = 100;
+
+function drain(server: Server, sockets: Set<Socket>): void {
+  server.close(); // an http.Server also closes its idle connections here
+  const http = server as Server & Partial<HttpLike>;
+  if (typeof http.closeIdleConnections !== 'function') return;
+  // What comes next on a keep-alive connection is answered with Connection: close.
+  server.prependListener('request', (_request: unknown, response: { shouldKeepAlive: boolean }) => {
+    response.shouldKeepAlive = false;
+  });
+  // A request under way when draining began keeps its connection after its response: close
+  // the connection once idle.
+  const timer = setInterval(() => {
+    http.closeIdleConnections!();
+    if (sockets.size === 0) clearInterval(timer);
+  }, DRAIN_CHECK_MS);
+  timer.unref();
+}
