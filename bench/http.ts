@@ -1,0 +1,104 @@
+// npm run bench:http: HTTP requests per second through a master and 2 workers, fdpass's
+// WorkerPool against Node's cluster (round-robin, its default, and SCHED_NONE), under
+// autocannon in a process of its own: a new TCP connection per request (`Connection: close`),
+// then keep-alive. Each round runs every contender once, back to back, in alternating order
+// (the pool first in even rounds, last in odd ones), so that paired contenders see the same
+// noise on a shared machine; the ratio pool / cluster is taken within each round, and the
+// report gives every round's ratio and their median.
+//   npm run bench:http -- [--rounds 9] [--seconds 5] [--connections 50] [--workers 2]
+import { spawn } from 'node:child_process';
+import { mkdirSync, writeFileSync } from 'node:fs';
+import path from 'node:path';
+import { exited, watchLines } from './peer-process';
+
+const here = __dirname;
+const CONTENDERS = ['pool', 'cluster-rr', 'cluster-none'] as const;
+type Contender = (typeof CONTENDERS)[number];
+const MODES = ['close', 'keep-alive'] as const;
+type Mode = (typeof MODES)[number];
+
+interface LoadResult {
+  requestsPerSecond: number;
+  total: number;
+  errors: number;
+  timeouts: number;
+  non2xx: number;
+}
+
+function option(name: string, fallback: number): number {
+  const at = process.argv.indexOf(`--${name}`);
+  return at === -1 ? fallback : Number(process.argv[at + 1]);
+}
+
+const rounds = option('rounds', 9);
+const seconds = option('seconds', 5);
+const connections = option('connections', 50);
+const workers = option('workers', 2);
+
+/** Starts a contender's master (and its workers), runs the load against it, stops it. */
+async function measure(contender: Contender, mode: Mode): Promise<LoadResult> {
+  const server = spawn(process.execPath, ['--import', 'tsx', path.join(here, 'http-server.ts'), contender, String(workers)], {
+    stdio: ['ignore', 'pipe', 'inherit'],
+  });
+  try {
+    const port = await watchLines(server).reported('listening ');
+    const load = spawn(
+      process.execPath,
+      ['--import', 'tsx', path.join(here, 'http-load.ts'), port, mode, String(seconds), String(connections)],
+      {
+        stdio: ['ignore', 'pipe', 'inherit'],
+      },
+    );
+    const line = await watchLines(load).reported('{');
+    await exited(load);
+    return JSON.parse(`{${line}`) as LoadResult;
+  } finally {
+    server.kill('SIGTERM');
+    await exited(server);
+  }
+}
+
+function median(values: number[]): number {
+  const sorted = [...values].sort((a, b) => a - b);
+  const middle = sorted.length >> 1;
+  return sorted.length % 2 === 1 ? sorted[middle]! : (sorted[middle - 1]! + sorted[middle]!) / 2;
+}
+
+const fixed = (value: number, digits = 2): string => value.toFixed(digits);
+
+async function main(): Promise<void> {
+  console.log(`${rounds} rounds of ${seconds} s per contender, ${connections} connections, ${workers} workers`);
+  const report: Record<string, unknown> = { rounds, seconds, connections, workers };
+  for (const mode of MODES) {
+    console.log(`\n${mode === 'close' ? 'new connection per request (Connection: close)' : 'keep-alive'}`);
+    console.log('round | pool req/s | cluster rr | cluster none | pool/rr | pool/none | errors');
+    const results: Record<Contender, LoadResult>[] = [];
+    for (let round = 0; round < rounds; round++) {
+      const order = round % 2 === 0 ? CONTENDERS : [...CONTENDERS].reverse();
+      const result = {} as Record<Contender, LoadResult>;
+      for (const contender of order) result[contender] = await measure(contender, mode);
+      results.push(result);
+      const errors = CONTENDERS.map((c) => result[c].errors + result[c].timeouts + result[c].non2xx).join('/');
+      const { pool, 'cluster-rr': rr, 'cluster-none': none } = result;
+      console.log(
+        `${String(round + 1).padStart(5)} | ${fixed(pool.requestsPerSecond, 0).padStart(10)} | ${fixed(rr.requestsPerSecond, 0).padStart(10)} | ` +
+          `${fixed(none.requestsPerSecond, 0).padStart(12)} | ${fixed(pool.requestsPerSecond / rr.requestsPerSecond).padStart(7)} | ` +
+          `${fixed(pool.requestsPerSecond / none.requestsPerSecond).padStart(9)} | ${errors}`,
+      );
+    }
+    const ratios = results.map((r) => r.pool.requestsPerSecond / r['cluster-rr'].requestsPerSecond);
+    const ratiosNone = results.map((r) => r.pool.requestsPerSecond / r['cluster-none'].requestsPerSecond);
+    const medians = Object.fromEntries(CONTENDERS.map((c) => [c, median(results.map((r) => r[c].requestsPerSecond))]));
+    console.log(
+      `median  | ${fixed(medians.pool!, 0).padStart(10)} | ${fixed(medians['cluster-rr']!, 0).padStart(10)} | ` +
+        `${fixed(medians['cluster-none']!, 0).padStart(12)} | ${fixed(median(ratios)).padStart(7)} | ${fixed(median(ratiosNone)).padStart(9)} |` +
+        ` pool ahead of rr in ${ratios.filter((r) => r > 1).length} of ${rounds}`,
+    );
+    report[mode] = { results, ratios, ratiosNone, medianRatio: median(ratios), medianRatioNone: median(ratiosNone), medians };
+  }
+  const out = path.join(here, 'out');
+  mkdirSync(out, { recursive: true });
+  writeFileSync(path.join(out, 'http.json'), `${JSON.stringify(report, null, 2)}\n`);
+}
+
+void main();
