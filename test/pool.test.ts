@@ -2,13 +2,14 @@
 // (serveFromPool, joinPool) or Python processes, and the load comes from autocannon or Node's
 // http client in a process of their own, so that the master's fd counts are its own.
 import { once } from 'node:events';
-import { mkdtempSync, readFileSync, rmSync } from 'node:fs';
+import { closeSync, mkdtempSync, openSync, readFileSync, rmSync } from 'node:fs';
 import http from 'node:http';
 import net from 'node:net';
 import { tmpdir } from 'node:os';
 import path from 'node:path';
 import { afterAll, beforeAll, describe, expect, it } from 'vitest';
-import { Channel, WorkerPool, type PoolStrategy, type WorkerExit } from '../lib/index.js';
+import { Channel, WorkerPool, forkWithChannel, type PoolStrategy, type WorkerExit } from '../lib/index.js';
+import { decodePoolMessage, encodeConnections, encodeHello } from '../lib/pool-protocol.js';
 import { expectNoFdLeakAroundEachTest, fixtures, openFds, python, spawnNodePeer, spawnPeer, within } from './helpers.js';
 
 const dir = mkdtempSync(path.join(tmpdir(), 'fdpass-pool-'));
@@ -205,6 +206,49 @@ describe('WorkerPool', () => {
     expect(await exited).toEqual(expect.objectContaining({ pid: rogue, heldConnections: 0, rehandedConnections: 0 }));
     expect(errors).toEqual([]);
     await pool.close();
+  });
+
+  it('a worker is handed a connection only once its acknowledgement is in the socket: while it cannot send, it holds the rest back', async () => {
+    // This test is the master, speaking the protocol itself, and does not read what the
+    // worker sends: once the socket holds all it can, the worker's acknowledgements wait.
+    const { child, channel } = forkWithChannel(path.join(fixtures, 'pool-join-worker.mjs'), [], {
+      stdio: ['ignore', 'pipe', 'inherit'],
+      channel: { maxBufferedBytes: 1 }, // read no more than one message ahead of us
+    });
+    const taken: string[] = [];
+    let exited = false;
+    child.on('exit', () => (exited = true));
+    child.stdout!.setEncoding('utf8').on('data', (chunk: string) => taken.push(...chunk.trim().split('\n')));
+    const joined = await channel.recv();
+    expect(joined.data.readUInt8(0)).toBe(3); // STATUS: it has joined
+    await channel.send({ data: encodeHello(0) });
+    const devNull = openSync('/dev/null', 'r');
+    const sent = 2000;
+    try {
+      for (let i = 0; i < sent; i++) await channel.send({ data: encodeConnections(1, [Buffer.from(String(i))]), fds: [devNull] });
+    } finally {
+      closeSync(devNull);
+    }
+    // It takes connections until its acknowledgements fill the socket, then no more.
+    let before = -1;
+    while (before !== taken.length) {
+      before = taken.length;
+      await new Promise((resolve) => setTimeout(resolve, 300));
+    }
+    expect(taken.length).toBeGreaterThan(0);
+    expect(taken.length).toBeLessThan(sent);
+    console.log(`the worker took ${taken.length} of ${sent} connections before its acknowledgements filled the socket`);
+    // Read them, and it takes the rest.
+    let acknowledged = 0;
+    channel.on('message', (message) => {
+      acknowledged =
+        decodePoolMessage(message.data).type === 3 ? (decodePoolMessage(message.data) as { taken: number }).taken : acknowledged;
+    });
+    await eventually(() => expect(taken).toHaveLength(sent));
+    expect(taken).toEqual(Array.from({ length: sent }, (_, i) => `took ${i}`));
+    await eventually(() => expect(acknowledged).toBe(sent));
+    await channel.close(); // the worker sees the end, leaves the pool and exits
+    await eventually(() => expect(exited).toBe(true));
   });
 
   it('least-busy: a new connection goes to the worker with the fewest open, as the workers report them', async () => {
