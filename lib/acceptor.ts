@@ -69,8 +69,8 @@ export class Acceptor {
   readonly #options: AcceptorOptions;
   #active = true;
   #held = 0;
-  /** Connections the poll may accept on its next wake-up (-1 before the first start). */
-  #room = -1;
+  /** Whether the poll watches for connections (undefined before the first start). */
+  #watching: boolean | undefined;
   #refd = true;
   #resumeTimer: NodeJS.Timeout | undefined;
   /** A stopped poll keeps nothing alive: while accepting is paused, this does. */
@@ -99,12 +99,13 @@ export class Acceptor {
   update(held: number): void {
     this.#held = held;
     if (!this.#active) return;
+    // Accept no more than there is room for (the addon reads the budget at each wake-up): the
+    // rest wait in the kernel's backlog. The poll changes only when room comes or goes.
     this.#budget.slots[constants.BUDGET_HELD_FDS] = held;
-    // Accept no more than there is room for: the rest wait in the kernel's backlog.
-    const room = this.#resumeTimer === undefined ? Math.max(0, this.#options.maxHeld - held) : 0;
-    if (room === this.#room) return;
-    this.#room = room;
-    const err = this.#poll.start(room > 0, false);
+    const watching = this.#resumeTimer === undefined && held < this.#options.maxHeld;
+    if (watching === this.#watching) return;
+    this.#watching = watching;
+    const err = this.#poll.start(watching, false);
     if (err < 0) this.#host.failed(errnoException(err, 'uv_poll_start', this.#options.describe()), false);
     this.#updateKeepAlive();
   }
@@ -185,7 +186,7 @@ export class Acceptor {
   }
 
   #updateKeepAlive(): void {
-    const wanted = this.#refd && this.#active && this.#room === 0 && this.#resumeTimer === undefined;
+    const wanted = this.#refd && this.#active && this.#watching === false && this.#resumeTimer === undefined;
     if (wanted && this.#keepAlive === undefined) {
       this.#keepAlive = setInterval(() => {}, 0x7fff_ffff);
     } else if (!wanted && this.#keepAlive !== undefined) {
