@@ -125,3 +125,18 @@ it('examples/convert.ts: each fd the child receives becomes its Node object and 
     `  | line 1, by the parent\n  | line 2, by child ${child}\n  | line 3, by the parent, after the child at the shared offset\n`,
   );
 });
+
+it('examples/worker-pool.ts (npm run demo): two workers serve in turn, a killed one is replaced, the pool closes', async () => {
+  const { stdout, stderr } = await run(tsx, [path.join(root, 'examples', 'worker-pool.ts')], { cwd: root, timeout: 60_000 });
+  expect(stderr).toBe('');
+  const [, first, second] = /with worker 0 \(pid (\d+)\) and worker 1 \(pid (\d+)\)/.exec(stdout) ?? [];
+  expect(first).toBeDefined();
+  const served = [...stdout.matchAll(/request \d: served by worker (\d) \(pid (\d+)\)/g)].map((match) => `${match[1]}:${match[2]}`);
+  const replacement = /started worker 0 again \(pid (\d+)\)/.exec(stdout)?.[1];
+  expect(stdout).toContain(`worker 0 (pid ${first}) died of SIGKILL`);
+  expect(served).toEqual([
+    ...[`0:${first}`, `1:${second}`, `0:${first}`, `1:${second}`],
+    ...[`0:${replacement}`, `1:${second}`, `0:${replacement}`, `1:${second}`],
+  ]);
+  expect(stdout).toMatch(/master: closed; the workers have exited\n$/);
+});
