@@ -1,25 +1,25 @@
-// The load generator of npm run bench:http, in a process of its own: autocannon against
-// http://127.0.0.1:<port>/, a warm-up, then the measured run; prints the result as JSON.
-//   node --import tsx bench/http-load.ts <port> <close|keep-alive> <seconds> <connections>
+// The load generator of npm run bench:http, in a process of its own. It reads one run per
+// line on stdin, `<port> <close|keep-alive> <seconds> <connections>`, runs autocannon against
+// http://127.0.0.1:<port>/, and prints the result as one line of JSON. One process serves
+// every run, so that each contender meets the same client, equally warm.
+import { createInterface } from 'node:readline';
 import autocannon from 'autocannon';
 
-const [port, mode, seconds, connections] = process.argv.slice(2);
-
-async function run(duration: number): Promise<autocannon.Result> {
-  return autocannon({
+async function run(line: string): Promise<void> {
+  const [port, mode, seconds, connections] = line.trim().split(' ');
+  const result = await autocannon({
     url: `http://127.0.0.1:${port}/`,
     connections: Number(connections),
-    duration,
+    duration: Number(seconds),
     // A new TCP connection per request: the server answers with Connection: close and closes.
     headers: mode === 'close' ? { connection: 'close' } : {},
   });
+  const { average: requestsPerSecond, total } = result.requests;
+  console.log(JSON.stringify({ requestsPerSecond, total, errors: result.errors, timeouts: result.timeouts, non2xx: result.non2xx }));
 }
 
 async function main(): Promise<void> {
-  await run(1);
-  const result = await run(Number(seconds));
-  const { average: requestsPerSecond, total } = result.requests;
-  console.log(JSON.stringify({ requestsPerSecond, total, errors: result.errors, timeouts: result.timeouts, non2xx: result.non2xx }));
+  for await (const line of createInterface({ input: process.stdin })) if (line.trim() !== '') await run(line);
 }
 
 void main();

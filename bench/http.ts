@@ -1,14 +1,16 @@
 // npm run bench:http: HTTP requests per second through a master and 2 workers, fdpass's
 // WorkerPool against Node's cluster (round-robin, its default, and SCHED_NONE), under
 // autocannon in a process of its own: a new TCP connection per request (`Connection: close`),
-// then keep-alive. Each round runs every contender once, back to back, in alternating order
-// (the pool first in even rounds, last in odd ones), so that paired contenders see the same
-// noise on a shared machine; the ratio pool / cluster is taken within each round, and the
-// report gives every round's ratio and their median.
-//   npm run bench:http -- [--rounds 9] [--seconds 5] [--connections 50] [--workers 2]
-import { spawn } from 'node:child_process';
+// then keep-alive. All three servers run side by side, idle but for the one under load. Each
+// round loads each of them in turn for a few seconds, in alternating order (the pool first in
+// even rounds, last in odd ones), so that on a shared machine the contenders of a round see
+// the same noise; the ratio pool / cluster is taken within each round, and the report gives
+// every round's ratio and their median.
+//   npm run bench:http -- [--rounds 9] [--seconds 3] [--connections 50] [--workers 2]
+import { spawn, type ChildProcess } from 'node:child_process';
 import { mkdirSync, writeFileSync } from 'node:fs';
 import path from 'node:path';
+import { createInterface } from 'node:readline';
 import { exited, watchLines } from './peer-process';
 
 const here = __dirname;
@@ -31,31 +33,34 @@ function option(name: string, fallback: number): number {
 }
 
 const rounds = option('rounds', 9);
-const seconds = option('seconds', 5);
+const seconds = option('seconds', 3);
 const connections = option('connections', 50);
 const workers = option('workers', 2);
 
-/** Starts a contender's master (and its workers), runs the load against it, stops it. */
-async function measure(contender: Contender, mode: Mode): Promise<LoadResult> {
+/** A contender's master (and its workers), listening: its port. */
+async function startServer(contender: Contender): Promise<{ server: ChildProcess; port: string }> {
   const server = spawn(process.execPath, ['--import', 'tsx', path.join(here, 'http-server.ts'), contender, String(workers)], {
     stdio: ['ignore', 'pipe', 'inherit'],
   });
-  try {
-    const port = await watchLines(server).reported('listening ');
-    const load = spawn(
-      process.execPath,
-      ['--import', 'tsx', path.join(here, 'http-load.ts'), port, mode, String(seconds), String(connections)],
-      {
-        stdio: ['ignore', 'pipe', 'inherit'],
-      },
-    );
-    const line = await watchLines(load).reported('{');
-    await exited(load);
-    return JSON.parse(`{${line}`) as LoadResult;
-  } finally {
-    server.kill('SIGTERM');
-    await exited(server);
-  }
+  return { server, port: await watchLines(server).reported('listening ') };
+}
+
+/** The load generator: one process for every run, a run per line written to it. */
+function startLoad(): { run(port: string, mode: Mode, seconds: number): Promise<LoadResult>; stop(): Promise<void> } {
+  const load = spawn(process.execPath, ['--import', 'tsx', path.join(here, 'http-load.ts')], { stdio: ['pipe', 'pipe', 'inherit'] });
+  const lines = createInterface({ input: load.stdout })[Symbol.asyncIterator]();
+  return {
+    async run(port, mode, duration) {
+      load.stdin.write(`${port} ${mode} ${duration} ${connections}\n`);
+      const next: IteratorResult<string> = await lines.next();
+      if (next.done === true) throw new Error('the load generator exited');
+      return JSON.parse(next.value) as LoadResult;
+    },
+    async stop() {
+      load.stdin.end();
+      await exited(load);
+    },
+  };
 }
 
 function median(values: number[]): number {
@@ -68,33 +73,45 @@ const fixed = (value: number, digits = 2): string => value.toFixed(digits);
 
 async function main(): Promise<void> {
   console.log(`${rounds} rounds of ${seconds} s per contender, ${connections} connections, ${workers} workers`);
+  const servers = {} as Record<Contender, { server: ChildProcess; port: string }>;
+  for (const contender of CONTENDERS) servers[contender] = await startServer(contender);
+  const load = startLoad();
   const report: Record<string, unknown> = { rounds, seconds, connections, workers };
-  for (const mode of MODES) {
-    console.log(`\n${mode === 'close' ? 'new connection per request (Connection: close)' : 'keep-alive'}`);
-    console.log('round | pool req/s | cluster rr | cluster none | pool/rr | pool/none | errors');
-    const results: Record<Contender, LoadResult>[] = [];
-    for (let round = 0; round < rounds; round++) {
-      const order = round % 2 === 0 ? CONTENDERS : [...CONTENDERS].reverse();
-      const result = {} as Record<Contender, LoadResult>;
-      for (const contender of order) result[contender] = await measure(contender, mode);
-      results.push(result);
-      const errors = CONTENDERS.map((c) => result[c].errors + result[c].timeouts + result[c].non2xx).join('/');
-      const { pool, 'cluster-rr': rr, 'cluster-none': none } = result;
+  try {
+    for (const mode of MODES) {
+      console.log(`\n${mode === 'close' ? 'new connection per request (Connection: close)' : 'keep-alive'}`);
+      for (const contender of CONTENDERS) await load.run(servers[contender].port, mode, 2); // warm-up
+      console.log('round | pool req/s | cluster rr | cluster none | pool/rr | pool/none | errors');
+      const results: Record<Contender, LoadResult>[] = [];
+      for (let round = 0; round < rounds; round++) {
+        const order = round % 2 === 0 ? CONTENDERS : [...CONTENDERS].reverse();
+        const result = {} as Record<Contender, LoadResult>;
+        for (const contender of order) result[contender] = await load.run(servers[contender].port, mode, seconds);
+        results.push(result);
+        const errors = CONTENDERS.map((c) => result[c].errors + result[c].timeouts + result[c].non2xx).join('/');
+        const { pool, 'cluster-rr': rr, 'cluster-none': none } = result;
+        console.log(
+          `${String(round + 1).padStart(5)} | ${fixed(pool.requestsPerSecond, 0).padStart(10)} | ${fixed(rr.requestsPerSecond, 0).padStart(10)} | ` +
+            `${fixed(none.requestsPerSecond, 0).padStart(12)} | ${fixed(pool.requestsPerSecond / rr.requestsPerSecond).padStart(7)} | ` +
+            `${fixed(pool.requestsPerSecond / none.requestsPerSecond).padStart(9)} | ${errors}`,
+        );
+      }
+      const ratios = results.map((r) => r.pool.requestsPerSecond / r['cluster-rr'].requestsPerSecond);
+      const ratiosNone = results.map((r) => r.pool.requestsPerSecond / r['cluster-none'].requestsPerSecond);
+      const medians = Object.fromEntries(CONTENDERS.map((c) => [c, median(results.map((r) => r[c].requestsPerSecond))]));
       console.log(
-        `${String(round + 1).padStart(5)} | ${fixed(pool.requestsPerSecond, 0).padStart(10)} | ${fixed(rr.requestsPerSecond, 0).padStart(10)} | ` +
-          `${fixed(none.requestsPerSecond, 0).padStart(12)} | ${fixed(pool.requestsPerSecond / rr.requestsPerSecond).padStart(7)} | ` +
-          `${fixed(pool.requestsPerSecond / none.requestsPerSecond).padStart(9)} | ${errors}`,
+        `median | ${fixed(medians.pool!, 0).padStart(10)} | ${fixed(medians['cluster-rr']!, 0).padStart(10)} | ` +
+          `${fixed(medians['cluster-none']!, 0).padStart(12)} | ${fixed(median(ratios)).padStart(7)} | ${fixed(median(ratiosNone)).padStart(9)} |` +
+          ` pool ahead of rr in ${ratios.filter((r) => r > 1).length} of ${rounds}`,
       );
+      report[mode] = { results, ratios, ratiosNone, medianRatio: median(ratios), medianRatioNone: median(ratiosNone), medians };
     }
-    const ratios = results.map((r) => r.pool.requestsPerSecond / r['cluster-rr'].requestsPerSecond);
-    const ratiosNone = results.map((r) => r.pool.requestsPerSecond / r['cluster-none'].requestsPerSecond);
-    const medians = Object.fromEntries(CONTENDERS.map((c) => [c, median(results.map((r) => r[c].requestsPerSecond))]));
-    console.log(
-      `median  | ${fixed(medians.pool!, 0).padStart(10)} | ${fixed(medians['cluster-rr']!, 0).padStart(10)} | ` +
-        `${fixed(medians['cluster-none']!, 0).padStart(12)} | ${fixed(median(ratios)).padStart(7)} | ${fixed(median(ratiosNone)).padStart(9)} |` +
-        ` pool ahead of rr in ${ratios.filter((r) => r > 1).length} of ${rounds}`,
-    );
-    report[mode] = { results, ratios, ratiosNone, medianRatio: median(ratios), medianRatioNone: median(ratiosNone), medians };
+  } finally {
+    await load.stop();
+    for (const { server } of Object.values(servers)) {
+      server.kill('SIGTERM');
+      await exited(server);
+    }
   }
   const out = path.join(here, 'out');
   mkdirSync(out, { recursive: true });
