@@ -51,6 +51,39 @@ Napi::Value JsSocketPair(const Napi::CallbackInfo& info) {
   return Napi::Number::New(info.Env(), err);
 }
 
+// pipe(out: Int32Array(2)) -> 0 | -errno; out = [read end, write end]
+Napi::Value JsPipe(const Napi::CallbackInfo& info) {
+  Napi::Env env = info.Env();
+  if (!info[0].IsTypedArray() ||
+      info[0].As<Napi::TypedArray>().TypedArrayType() != napi_int32_array ||
+      info[0].As<Napi::Int32Array>().ElementLength() < 2)
+    return Napi::Number::New(env, -EINVAL);
+  auto out = info[0].As<Napi::Int32Array>();
+  int fds[2];
+  int err = Pipe(fds);
+  if (err == 0) {
+    out[0] = fds[0];
+    out[1] = fds[1];
+  }
+  return Napi::Number::New(env, err);
+}
+
+// read(fd, buffer: Uint8Array, offset, length) -> bytes | 0 (end of file) | -errno
+Napi::Value JsRead(const Napi::CallbackInfo& info) {
+  Napi::Env env = info.Env();
+  if (!info[1].IsTypedArray() ||
+      info[1].As<Napi::TypedArray>().TypedArrayType() != napi_uint8_array)
+    return Napi::Number::New(env, -EINVAL);
+  auto buffer = info[1].As<Napi::Uint8Array>();
+  int64_t offset = info[2].As<Napi::Number>().Int64Value();
+  int64_t length = info[3].As<Napi::Number>().Int64Value();
+  int64_t size = static_cast<int64_t>(buffer.ElementLength());
+  if (offset < 0 || offset > size || length < 0 || length > size - offset)
+    return Napi::Number::New(env, -EINVAL);
+  ssize_t n = ReadSome(ArgInt(info, 0), buffer.Data() + offset, static_cast<size_t>(length));
+  return Napi::Number::New(env, static_cast<double>(n));
+}
+
 // socketType(fd) -> SOCK_* | -errno
 Napi::Value JsSocketType(const Napi::CallbackInfo& info) {
   return Napi::Number::New(info.Env(), SocketType(ArgInt(info, 0)));
@@ -402,6 +435,8 @@ Napi::Object Init(Napi::Env env, Napi::Object exports) {
   env.SetInstanceData(new ReceiveReport());  // deleted with the environment
   exports["socketpair"] = Napi::Function::New<JsSocketPair>(env, "socketpair");
   exports["socketType"] = Napi::Function::New<JsSocketType>(env, "socketType");
+  exports["pipe"] = Napi::Function::New<JsPipe>(env, "pipe");
+  exports["read"] = Napi::Function::New<JsRead>(env, "read");
   exports["inspectSocket"] = Napi::Function::New<JsInspectSocket>(env, "inspectSocket");
   exports["describeFd"] = Napi::Function::New<JsDescribeFd>(env, "describeFd");
   exports["setNonBlocking"] = Napi::Function::New<JsSetNonBlocking>(env, "setNonBlocking");

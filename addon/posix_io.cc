@@ -130,11 +130,9 @@ BatchScratch& ScratchFor(size_t count) {
 
 int DontWaitFlag() { return MSG_DONTWAIT; }
 
-int SocketPair(int type, int out[2]) {
-#if defined(SOCK_CLOEXEC) && defined(SOCK_NONBLOCK)
-  if (socketpair(AF_UNIX, type | SOCK_CLOEXEC | SOCK_NONBLOCK, 0, out) == -1) return -errno;
-#else
-  if (socketpair(AF_UNIX, type, 0, out) == -1) return -errno;
+// A pair made without the atomic flags: both ends made close-on-exec and non-blocking, or
+// both closed.
+[[maybe_unused]] int FinishPair(int out[2]) {
   for (int i = 0; i < 2; i++) {
     int err = SetCloexec(out[i]);
     if (err == 0) err = SetNonBlocking(out[i], true);
@@ -144,6 +142,16 @@ int SocketPair(int type, int out[2]) {
       return err;
     }
   }
+  return 0;
+}
+
+int SocketPair(int type, int out[2]) {
+#if defined(SOCK_CLOEXEC) && defined(SOCK_NONBLOCK)
+  if (socketpair(AF_UNIX, type | SOCK_CLOEXEC | SOCK_NONBLOCK, 0, out) == -1) return -errno;
+#else
+  if (socketpair(AF_UNIX, type, 0, out) == -1) return -errno;
+  int err = FinishPair(out);
+  if (err != 0) return err;
 #endif
 #if defined(FDPASS_NEEDS_SO_NOSIGPIPE)
   int on = 1;
@@ -151,6 +159,23 @@ int SocketPair(int type, int out[2]) {
   setsockopt(out[1], SOL_SOCKET, SO_NOSIGPIPE, &on, sizeof(on));
 #endif
   return 0;
+}
+
+int Pipe(int out[2]) {
+#if defined(__linux__)
+  return pipe2(out, O_CLOEXEC | O_NONBLOCK) == -1 ? -errno : 0;
+#else
+  if (pipe(out) == -1) return -errno;
+  return FinishPair(out);
+#endif
+}
+
+ssize_t ReadSome(int fd, void* buf, size_t len) {
+  ssize_t n;
+  do {
+    n = read(fd, buf, len);
+  } while (n == -1 && errno == EINTR);
+  return n == -1 ? -errno : n;
 }
 
 int SocketType(int fd) {

@@ -20,6 +20,13 @@ int DontWaitFlag();
 // socketpair(AF_UNIX, type) with both ends close-on-exec and non-blocking.
 int SocketPair(int type, int out[2]);
 
+// pipe(2) with both ends close-on-exec and non-blocking: out[0] reads, out[1] writes.
+int Pipe(int out[2]);
+
+// read(2) of what is there, without blocking: the bytes read, 0 at end of file, or -errno
+// (-EAGAIN: nothing yet).
+ssize_t ReadSome(int fd, void* buf, size_t len);
+
 // SO_TYPE of fd: SOCK_STREAM, SOCK_SEQPACKET, SOCK_DGRAM; -ENOTSOCK if fd is not a socket.
 int SocketType(int fd);
 

@@ -73,6 +73,10 @@ export interface PollWrapConstructor {
 export interface Binding {
   socketpair(type: number, out: Int32Array): number;
   socketType(fd: number): number;
+  /** pipe(2), both ends close-on-exec and non-blocking: out = [read end, write end]; 0 or -errno. */
+  pipe(out: Int32Array): number;
+  /** read(2) of what is there into buffer[offset, offset + length): bytes, 0 at end of file, or -errno (-EAGAIN: nothing yet). */
+  read(fd: number, buffer: Uint8Array, offset: number, length: number): number;
   /** out = [domain, type, listening (0/1), connected (0/1)]: 0 or -errno (-ENOTSOCK). */
   inspectSocket(fd: number, out: Int32Array): number;
   /**

@@ -2,10 +2,17 @@
 // (docs/wire-format.md) over the channel the master started the worker with. The protocol,
 // for workers in other languages: docs/pool-protocol.md. Integers are little-endian.
 //
-//   HELLO        master -> worker, first:  [1, version, flags u16]
+//   HELLO        master -> worker, first:  [1, version, flags u16], with one fd: the write end
+//                                          of the worker's acknowledgement pipe
 //   CONNECTIONS  master -> worker:         [2, hasData, count u16] (+ count x [length u32, bytes])
 //                                          with the `count` connections' fds, in order
-//   STATUS       worker -> master:         [3, 0, 0, 0, taken u32, open u32]
+//   STATUS       worker -> master:         [3, 0, 0, 0, taken u32, open u32]: the worker's join,
+//                                          and its acknowledgements when the pipe is full
+//   ACK          worker -> master, on the acknowledgement pipe: [taken u32, open u32]
+//
+// Acknowledgements go to a pipe that the master does not watch: it reads it when it is about
+// to hand out connections, on a short timer while connections are in flight, and when a
+// worker is gone. So a worker's acknowledgement costs one write(2), and wakes nobody.
 import { fdpassError } from './errors';
 
 export const PROTOCOL_VERSION = 1;
@@ -17,6 +24,8 @@ export const REPORT_CLOSES = 1;
 /** The environment variable that names a worker's slot in the pool: 0 .. workers - 1. */
 export const WORKER_ID_VARIABLE = 'FDPASS_POOL_WORKER_ID';
 
+/** An ACK record's size: written whole (a pipe write of up to PIPE_BUF bytes is atomic). */
+export const ACK_BYTES = 8;
 const HELLO_BYTES = 4;
 const CONNECTIONS_HEADER_BYTES = 4;
 const STATUS_BYTES = 12;
@@ -63,6 +72,13 @@ export function encodeStatus(taken: number, open: number): Buffer {
   bytes.writeUInt32LE(taken >>> 0, 4);
   bytes.writeUInt32LE(Math.min(open, 0xffff_ffff), 8);
   return bytes;
+}
+
+/** An ACK record for the acknowledgement pipe, written into `record` (ACK_BYTES long). */
+export function encodeAck(record: Buffer, taken: number, open: number): Buffer {
+  record.writeUInt32LE(taken >>> 0, 0);
+  record.writeUInt32LE(Math.min(open, 0xffff_ffff), 4);
+  return record;
 }
 
 export type PoolMessage =

@@ -3,25 +3,31 @@
 // from them, and hands each to the caller; serveFromPool() hands them to a net.Server or an
 // http.Server, which serves them as if it had accepted them itself (as a cluster worker's does).
 //
-// Why the acknowledgement comes first, and must have been sent: the master hands a dead
+// Why the acknowledgement comes first, and must have been written: the master hands a dead
 // worker's unacknowledged connections to another worker. Had this worker read a request
 // before acknowledging and then died, the other worker would wait for a request already
-// consumed. Sent before the worker dies, the acknowledgement is read by the master before
-// it sees the channel end, so it never hands on a connection this worker took.
+// consumed. Written before the worker dies, the acknowledgement is read by the master before
+// it hands anything on, so it never hands on a connection this worker took. It goes to the
+// acknowledgement pipe the master sent with its HELLO (one write(2), which wakes nobody), or,
+// if the pipe is full, as a STATUS on the channel.
+import { writeSync } from 'node:fs';
 import { Server, Socket, type SocketConstructorOpts } from 'node:net';
 import EventEmitter from 'eventemitter3';
 import { binding } from './binding';
+import { closeFds } from './fd';
 import type { Channel } from './channel';
 import { parentChannel } from './child';
 import { fdpassError, invalidArgType, unsupportedPlatform } from './errors';
 import type { ReceivedMessage } from './message';
 import {
+  ACK_BYTES,
   CONNECTIONS,
   HELLO,
   PROTOCOL_VERSION,
   REPORT_CLOSES,
   WORKER_ID_VARIABLE,
   decodePoolMessage,
+  encodeAck,
   encodeStatus,
   type PoolMessage,
 } from './pool-protocol';
@@ -91,7 +97,7 @@ export class PoolConnection {
 
   #take(call: string): number {
     const fd = this.#fd;
-    if (fd < 0) throw fdpassError('ERR_FDPASS_CHANNEL_CLOSED', `${call}(): this pool connection was already taken`);
+    if (fd < 0) throw Object.assign(new Error(`${call}(): this pool connection was taken already`), { code: 'ERR_INVALID_STATE' });
     this.#fd = -1;
     return fd;
   }
@@ -110,6 +116,9 @@ export class PoolMember extends EventEmitter<PoolMemberEvents> {
   #open = 0;
   #reportCloses = false;
   #statusScheduled = false;
+  /** The write end of the acknowledgement pipe, from the HELLO (-1 until then, or once closed). */
+  #acks = -1;
+  readonly #ackRecord = Buffer.alloc(ACK_BYTES);
 
   /** Use joinPool(). */
   constructor(onConnection: (connection: PoolConnection) => void) {
@@ -120,6 +129,8 @@ export class PoolMember extends EventEmitter<PoolMemberEvents> {
     this.#channel.on('message', (message) => this.#onMessage(message));
     this.#channel.on('error', (error) => this.#emitError(error));
     this.#channel.once('close', () => {
+      if (this.#acks >= 0) binding.close(this.#acks);
+      this.#acks = -1;
       this.#emitSafely('end');
       this.#emitSafely('close');
     });
@@ -147,7 +158,7 @@ export class PoolMember extends EventEmitter<PoolMemberEvents> {
     this.#statusScheduled = true;
     setImmediate(() => {
       this.#statusScheduled = false;
-      this.#sendStatus().catch(() => {}); // the master is gone: nobody to tell
+      this.#report().catch(() => {}); // the master is gone: nobody to tell
     }).unref();
   }
 
@@ -164,18 +175,26 @@ export class PoolMember extends EventEmitter<PoolMemberEvents> {
       this.#take(message, decoded.count, decoded.data);
       return;
     }
-    message.close();
-    if (decoded.type === HELLO) {
-      if (decoded.version !== PROTOCOL_VERSION) {
-        this.#emitError(
-          fdpassError('ERR_FDPASS_BAD_MESSAGE', `the master speaks pool protocol ${decoded.version}; this worker, ${PROTOCOL_VERSION}`),
-        );
-        void this.close();
-        return;
-      }
-      this.#reportCloses = (decoded.flags & REPORT_CLOSES) !== 0;
+    if (decoded.type !== HELLO) {
+      message.close(); // other types are for later versions: ignored
+      return;
     }
-    // Other types are for later versions: ignored.
+    if (decoded.version !== PROTOCOL_VERSION) {
+      message.close();
+      this.#emitError(
+        fdpassError('ERR_FDPASS_BAD_MESSAGE', `the master speaks pool protocol ${decoded.version}; this worker, ${PROTOCOL_VERSION}`),
+      );
+      void this.close();
+      return;
+    }
+    this.#reportCloses = (decoded.flags & REPORT_CLOSES) !== 0;
+    // The acknowledgement pipe is ours from here (closed with the channel); without one,
+    // acknowledgements go on the channel.
+    const [acks, ...extra] = message.fds;
+    if (extra.length > 0) closeFds(extra);
+    if (acks === undefined) return;
+    if (this.#acks < 0 && !this.#channel.closed) this.#acks = acks;
+    else binding.close(acks);
   }
 
   #take(message: ReceivedMessage, count: number, data: Buffer[] | undefined): void {
@@ -190,8 +209,8 @@ export class PoolMember extends EventEmitter<PoolMemberEvents> {
     const connections = fds.map((fd, i) => new PoolConnection(fd, data?.[i] ?? noData, this));
     this.#taken = (this.#taken + count) >>> 0;
     this.#open += count;
-    // Acknowledged before anything reads from them (see the top of this file). If the send
-    // fails, the master is gone and nobody else will serve them: serve them anyway.
+    // Acknowledged before anything reads from them (see the top of this file). If that fails,
+    // the master is gone and nobody else will serve them: serve them anyway.
     const deliver = (): void => {
       for (const connection of connections) {
         try {
@@ -203,7 +222,23 @@ export class PoolMember extends EventEmitter<PoolMemberEvents> {
         }
       }
     };
-    this.#sendStatus().then(deliver, deliver);
+    if (this.#writeAck()) deliver();
+    else this.#sendStatus().then(deliver, deliver);
+  }
+
+  /** Says what this worker has taken and has open: on the pipe if it takes it, else on the channel. */
+  #report(): Promise<void> {
+    return this.#writeAck() ? Promise.resolve() : this.#sendStatus();
+  }
+
+  /** An ACK record on the acknowledgement pipe: whether the pipe took it (it may be full). */
+  #writeAck(): boolean {
+    if (this.#acks < 0) return false;
+    try {
+      return writeSync(this.#acks, encodeAck(this.#ackRecord, this.#taken, this.#open)) === ACK_BYTES;
+    } catch {
+      return false; // EAGAIN (full), or EPIPE (the master is gone): the channel says the rest
+    }
   }
 
   #sendStatus(): Promise<void> {

@@ -6,8 +6,9 @@
 //   accepted      the acceptor's ledger holds the master's fd (closed with it, even if no JS
 //                 runs again)
 //   sent          the worker has a copy in flight; the master keeps its own
-//   acknowledged  the worker took it (a STATUS message, sent before the worker reads from the
-//                 connection): the master closes its copy, and never hands it on
+//   acknowledged  the worker took it (a record on its acknowledgement pipe, written before
+//                 the worker reads from the connection): the master closes its copy, and
+//                 never hands it on
 //   worker gone   the connections it had not acknowledged go to another worker; the ones it
 //                 had die with it
 //
@@ -17,13 +18,15 @@ import type { ChildProcess, StdioOptions } from 'node:child_process';
 import { availableParallelism } from 'node:os';
 import EventEmitter from 'eventemitter3';
 import { Acceptor } from './acceptor';
+import { binding } from './binding';
 import type { Channel } from './channel';
 import { forkWithChannel, spawnWithChannel, type ChildWithChannel } from './child';
-import { fdpassError, invalidArgType, unsupportedPlatform, type SystemError } from './errors';
+import { errnoException, fdpassError, invalidArgType, invalidArgValue, unsupportedPlatform, type SystemError } from './errors';
 import { closeFds } from './fd';
 import { MAX_FDS_PER_FRAME } from './framing';
 import type { ReceivedMessage } from './message';
 import {
+  ACK_BYTES,
   REPORT_CLOSES,
   STATUS,
   WORKER_ID_VARIABLE,
@@ -145,6 +148,12 @@ const MAX_RESTART_DELAY_MS = 10_000;
 // given up on after this: its unacknowledged connections are handed on.
 const EXITED_CHANNEL_GRACE_MS = 1000;
 const STRATEGIES: readonly PoolStrategy[] = ['round-robin', 'least-busy'];
+// While connections are in flight, the acknowledgement pipes are read at least this often
+// (else whenever connections are handed out): the master's copies of acknowledged
+// connections close within this, so that a worker's close(2) reaches its client.
+const ACK_READ_INTERVAL_MS = 10;
+// Where acknowledgement pipes are read into: a whole number of records.
+const ackBuffer = Buffer.alloc(512 * ACK_BYTES);
 
 /** A connection the master holds: its fd is in the acceptor's ledger at this entry's index. */
 interface Entry {
@@ -161,6 +170,8 @@ interface Slot {
   readonly id: number;
   child: ChildProcess | undefined;
   channel: Channel | undefined;
+  /** The read end of its acknowledgement pipe (-1 when it has none). */
+  acks: number;
   /** starting: spawned, not yet joined; gone: taken out, waiting for its exit and channel end. */
   state: 'stopped' | 'starting' | 'online' | 'gone';
   /** Sent and not acknowledged, in the order sent. */
@@ -175,6 +186,8 @@ interface Slot {
   batch: Entry[];
   exited: boolean;
   channelClosed: boolean;
+  /** It broke the protocol: killed, and nothing more it says is read. */
+  misbehaved: boolean;
   exit: { code: number | null; signal: NodeJS.Signals | null };
   rehanded: number;
   joinedAt: number;
@@ -197,14 +210,14 @@ export class WorkerPool extends EventEmitter<WorkerPoolEvents> {
   readonly #slots: Slot[] = [];
   #state: 'new' | 'starting' | 'listening' | 'closing' | 'closed' = 'new';
   #acceptor: Acceptor | undefined;
-  /** The listening socket before the acceptor takes it. */
-  #listenFd = -1;
   #address: InetAddress | undefined;
   /** Every connection the master holds, oldest first: entry i's fd is the ledger's i-th. */
   #entries: Entry[] = [];
   /** Connections waiting for a worker, oldest first. */
   #waiting: Entry[] = [];
   #next = 0;
+  /** Reads the acknowledgement pipes while connections are in flight and nothing else does. */
+  #ackTimer: NodeJS.Timeout | undefined;
   #whenAllOnline: { resolve(): void; reject(error: Error): void } | undefined;
   #whenSent: (() => void) | undefined;
   #whenExited: (() => void) | undefined;
@@ -242,6 +255,8 @@ export class WorkerPool extends EventEmitter<WorkerPoolEvents> {
    */
   async listen(options?: PoolListenOptions): Promise<InetAddress | undefined> {
     const { fd, ...tcp } = validateOptions(options, 'options');
+    if (fd !== undefined && Object.values(tcp).some((value) => value !== undefined))
+      throw invalidArgValue('options', 'takes fd, a listening socket, or the address to bind (port, host...), not both', options);
     if (this.#state !== 'new') {
       if (this.#state === 'closing' || this.#state === 'closed') throw poolClosed();
       const error = new Error('listen() was called already') as Error & { code: string };
@@ -249,22 +264,23 @@ export class WorkerPool extends EventEmitter<WorkerPoolEvents> {
       throw error;
     }
     this.#state = 'starting';
+    let listener: { fd: number; address: InetAddress | undefined };
     try {
-      if (fd !== undefined) {
-        this.#address = checkListeningSocket(fd, 'options.fd');
-        this.#listenFd = fd;
-      } else {
-        const listener = await listenTcp(tcp);
-        this.#listenFd = listener.fd;
-        this.#address = listener.address;
-        if (this.#state !== 'starting') throw poolClosed(); // close() came first
-      }
+      listener = fd === undefined ? await listenTcp(tcp) : { fd, address: checkListeningSocket(fd, 'options.fd') };
     } catch (error) {
       if (this.#state === 'starting') this.#state = 'new';
-      else if (fd === undefined && this.#listenFd >= 0) closeFds([this.#listenFd]);
-      this.#listenFd = -1;
       throw error;
     }
+    try {
+      if (this.#state !== 'starting') throw poolClosed(); // close() came while binding
+      this.#acceptor = this.#accept(listener.fd, listener.address);
+    } catch (error) {
+      if (this.#state === 'starting') this.#state = 'new';
+      if (fd === undefined) closeFds([listener.fd]); // one of ours: a caller's fd is still the caller's
+      throw error;
+    }
+    // From here the pool owns the socket, and closes it in close().
+    this.#address = listener.address;
     const allOnline = new Promise<void>((resolve, reject) => (this.#whenAllOnline = { resolve, reject }));
     for (const slot of this.#slots) this.#start(slot);
     await allOnline;
@@ -276,8 +292,9 @@ export class WorkerPool extends EventEmitter<WorkerPoolEvents> {
     return this.#address === undefined ? null : { ...this.#address };
   }
 
-  /** The workers as the master sees them now. */
+  /** The workers as the master sees them now (it reads what they have written to it first). */
   get workers(): PoolWorker[] {
+    if (this.#state === 'listening') for (const slot of this.#slots) this.#readAcks(slot);
     return this.#slots.map((slot) => describeSlot(slot));
   }
 
@@ -308,6 +325,7 @@ export class WorkerPool extends EventEmitter<WorkerPoolEvents> {
       clearTimeout(slot.restartTimer);
       slot.restartTimer = undefined;
     }
+    clearTimeout(this.#ackTimer);
     this.#acceptor?.stop();
     // A send still queued in a channel would be lost when it closes: let them reach the kernel.
     await this.#until(
@@ -320,9 +338,7 @@ export class WorkerPool extends EventEmitter<WorkerPoolEvents> {
     this.#acceptor = undefined;
     this.#entries = [];
     this.#waiting = [];
-    if (acceptor) await acceptor.close();
-    else if (this.#listenFd >= 0) closeFds([this.#listenFd]);
-    this.#listenFd = -1;
+    await acceptor?.close();
     const allExited = (): boolean => this.#slots.every((slot) => slot.child === undefined);
     await this.#until(allExited, deadline, (wake) => (this.#whenExited = wake));
     for (const slot of this.#slots) slot.child?.kill('SIGKILL');
@@ -349,6 +365,14 @@ export class WorkerPool extends EventEmitter<WorkerPoolEvents> {
     slot.restartTimer = undefined;
     if (this.#state === 'closing' || this.#state === 'closed') return;
     const env = { ...(this.#env ?? process.env), [WORKER_ID_VARIABLE]: String(slot.id) };
+    const pipe = new Int32Array(2);
+    const err = binding.pipe(pipe);
+    if (err < 0) {
+      this.#emitError(errnoException(err, 'pipe'));
+      this.#scheduleRestart(slot);
+      return;
+    }
+    const [acks, ackWriteEnd] = pipe as unknown as [number, number];
     let started: ChildWithChannel;
     try {
       const script = this.#script;
@@ -357,6 +381,7 @@ export class WorkerPool extends EventEmitter<WorkerPoolEvents> {
           ? forkWithChannel(script, this.#args, { env, stdio: this.#stdio })
           : spawnWithChannel(script.command, [...(script.args ?? []), ...this.#args], { env, stdio: this.#stdio });
     } catch (error) {
+      closeFds(pipe);
       this.#emitError(error as Error);
       this.#scheduleRestart(slot);
       return;
@@ -365,12 +390,14 @@ export class WorkerPool extends EventEmitter<WorkerPoolEvents> {
     Object.assign(slot, {
       child,
       channel,
+      acks,
       state: 'starting',
       inFlight: [],
       taken: 0,
       open: 0,
       exited: false,
       channelClosed: false,
+      misbehaved: false,
       exit: { code: null, signal: null },
       rehanded: 0,
       joinedAt: 0,
@@ -389,13 +416,16 @@ export class WorkerPool extends EventEmitter<WorkerPoolEvents> {
       if (child.pid === undefined) this.#onExit(slot, child, null, null);
     });
     const flags = this.#strategy === 'least-busy' ? REPORT_CLOSES : 0;
-    channel.send({ data: encodeHello(flags) }).catch(() => {}); // a worker gone at once ends its channel
+    // The worker gets its pipe's write end with the HELLO; ours goes once the kernel has it.
+    // (A worker gone at once ends its channel: the send fails, nothing to do.)
+    const sent = (): void => closeFds([ackWriteEnd]);
+    channel.send({ data: encodeHello(flags), fds: [ackWriteEnd] }).then(sent, sent);
   }
 
   #onMessage(slot: Slot, channel: Channel, message: ReceivedMessage): void {
     message.close(); // workers send no fds
     // Read even from a worker taken out: its last acknowledgements come before its channel's end.
-    if (slot.channel !== channel) return;
+    if (slot.channel !== channel || slot.misbehaved) return;
     let status: PoolMessage;
     try {
       status = decodePoolMessage(message.data);
@@ -407,22 +437,51 @@ export class WorkerPool extends EventEmitter<WorkerPoolEvents> {
       this.#misbehaved(slot, `sent a message of type ${status.type === 'unknown' ? status.code : status.type}, not STATUS`);
       return;
     }
-    const acknowledged = (status.taken - slot.taken) >>> 0;
+    this.#acknowledged(slot, status.taken, status.open);
+    if (slot.state === 'starting') this.#joined(slot);
+    this.#dispatch();
+  }
+
+  /**
+   * What a worker says it has taken (in all, modulo 2^32) and has open, from a STATUS or its
+   * pipe: the master's copies of what it acknowledged are closed. A report older than one
+   * already read (the pipe and the channel are read at different times) is ignored.
+   */
+  #acknowledged(slot: Slot, taken: number, open: number): void {
+    if (slot.misbehaved) return;
+    const acknowledged = (taken - slot.taken) >>> 0;
+    if (acknowledged >= 0x8000_0000) return; // behind what was read already
     if (acknowledged > slot.inFlight.length) {
       this.#misbehaved(slot, `acknowledged ${acknowledged} connections, but ${slot.inFlight.length} were on their way to it`);
       return;
     }
-    slot.taken = status.taken;
-    slot.open = status.open;
-    if (acknowledged > 0) {
-      for (const entry of slot.inFlight.splice(0, acknowledged)) {
-        entry.worker = undefined;
-        entry.done = true;
-      }
-      this.#closeDone();
+    slot.taken = taken;
+    slot.open = open;
+    if (acknowledged === 0) return;
+    for (const entry of slot.inFlight.splice(0, acknowledged)) {
+      entry.worker = undefined;
+      entry.done = true;
     }
-    if (slot.state === 'starting') this.#joined(slot);
-    this.#dispatch();
+    this.#closeDone();
+  }
+
+  /** Reads what the worker has written to its acknowledgement pipe: the last record says it all. */
+  #readAcks(slot: Slot): void {
+    if (slot.acks < 0) return;
+    let taken = -1;
+    let open = 0;
+    for (;;) {
+      const n = binding.read(slot.acks, ackBuffer, 0, ackBuffer.length);
+      if (n <= 0) break; // nothing more (EAGAIN), or the worker's end is closed
+      // Records are written whole, so a read ends on a record's end.
+      const last = n - (n % ACK_BYTES) - ACK_BYTES;
+      if (last >= 0) {
+        taken = ackBuffer.readUInt32LE(last);
+        open = ackBuffer.readUInt32LE(last + 4);
+      }
+      if (n < ackBuffer.length) break;
+    }
+    if (taken >= 0) this.#acknowledged(slot, taken, open);
   }
 
   #joined(slot: Slot): void {
@@ -432,35 +491,31 @@ export class WorkerPool extends EventEmitter<WorkerPoolEvents> {
     if (this.#whenAllOnline && this.#slots.every((s) => s.state === 'online')) {
       this.#whenAllOnline.resolve();
       this.#whenAllOnline = undefined;
-      this.#startAccepting();
+      this.#state = 'listening';
+      this.#dispatch(); // and accepting begins
     }
   }
 
-  #startAccepting(): void {
-    const fd = this.#listenFd;
-    try {
-      this.#acceptor = new Acceptor(
-        fd,
-        {
-          accepted: (count) => this.#accepted(count),
-          failed: (error, fatal) => {
-            this.#emitError(error);
-            if (fatal) void this.close();
-          },
+  /** The accept loop over the listening socket `fd`, which it owns unless this throws; idle until the workers join. */
+  #accept(fd: number, address: InetAddress | undefined): Acceptor {
+    const acceptor = new Acceptor(
+      fd,
+      {
+        accepted: (count) => this.#accepted(count),
+        failed: (error, fatal) => {
+          this.#emitError(error);
+          if (fatal) void this.close();
         },
-        {
-          maxHeld: this.#maxPending,
-          withAddresses: this.#dataFor !== undefined && this.#address !== undefined,
-          describe: () => describeListener(this.#address, fd),
-        },
-      );
-    } catch (error) {
-      this.#emitError(error as Error);
-      void this.close();
-      return;
-    }
-    this.#listenFd = -1; // the acceptor's now
-    this.#state = 'listening';
+      },
+      {
+        maxHeld: this.#maxPending,
+        withAddresses: this.#dataFor !== undefined && address !== undefined,
+        describe: () => describeListener(address, fd),
+      },
+    );
+    // As if it held all it may: it accepts nobody until the workers have joined (#dispatch).
+    acceptor.update(this.#maxPending);
+    return acceptor;
   }
 
   /** The newest `count` fds of the ledger are new connections. */
@@ -497,8 +552,11 @@ export class WorkerPool extends EventEmitter<WorkerPoolEvents> {
 
   /** Hands the waiting connections to workers, one message per worker. */
   #dispatch(): void {
+    if (this.#state !== 'listening') return; // no connections before, none handed out after
+    // What the workers have taken since: room in flight, and their open connections for least-busy.
+    for (const slot of this.#slots) if (slot.inFlight.length > 0 || this.#strategy === 'least-busy') this.#readAcks(slot);
     const waiting = this.#waiting;
-    if (waiting.length > 0 && (this.#state === 'listening' || this.#state === 'starting')) {
+    if (waiting.length > 0) {
       let handed = 0;
       for (; handed < waiting.length; handed++) {
         const slot = this.#pick();
@@ -513,7 +571,13 @@ export class WorkerPool extends EventEmitter<WorkerPoolEvents> {
         for (const slot of this.#slots) if (slot.batch.length > 0) this.#send(slot);
       }
     }
-    this.#acceptor?.update(this.#entries.length);
+    this.#acceptor!.update(this.#entries.length);
+    if (this.#ackTimer === undefined && this.#slots.some((slot) => slot.inFlight.length > 0)) {
+      this.#ackTimer = setTimeout(() => {
+        this.#ackTimer = undefined;
+        this.#dispatch();
+      }, ACK_READ_INTERVAL_MS);
+    }
   }
 
   /** The next worker by the strategy, among those online with room in flight. */
@@ -583,6 +647,7 @@ export class WorkerPool extends EventEmitter<WorkerPoolEvents> {
   /** A worker that broke the protocol is killed: what it acknowledged cannot be trusted. */
   #misbehaved(slot: Slot, what: string): void {
     this.#emitError(fdpassError('ERR_FDPASS_BAD_MESSAGE', `worker ${slot.id} (pid ${slot.child?.pid}) ${what}: killing it`));
+    slot.misbehaved = true;
     this.#takeOut(slot);
     slot.child?.kill('SIGKILL');
   }
@@ -591,15 +656,17 @@ export class WorkerPool extends EventEmitter<WorkerPoolEvents> {
     if (slot.channel !== channel) return;
     slot.channelClosed = true;
     this.#takeOut(slot);
-    // Every acknowledgement the worker sent was read before its channel ended: what is still
-    // in flight never reached its code, and goes to another worker.
+    // The worker wrote its acknowledgements before its channel ended (the STATUS messages
+    // among them were read before the end): what is still in flight after reading the pipe
+    // never reached its code, and goes to another worker.
+    this.#readAcks(slot);
     const unacknowledged = slot.inFlight.splice(0);
     if (unacknowledged.length > 0 && this.#state !== 'closing' && this.#state !== 'closed') {
       slot.rehanded = unacknowledged.length;
       for (const entry of unacknowledged) entry.worker = undefined;
       this.#waiting.unshift(...unacknowledged);
-      this.#dispatch();
     }
+    this.#dispatch();
     if (slot.exited) this.#finish(slot);
   }
 
@@ -608,6 +675,7 @@ export class WorkerPool extends EventEmitter<WorkerPoolEvents> {
     slot.exited = true;
     slot.exit = { code, signal };
     this.#takeOut(slot);
+    this.#readAcks(slot); // for what it held as it died
     if (slot.channelClosed) {
       this.#finish(slot);
     } else {
@@ -641,6 +709,8 @@ export class WorkerPool extends EventEmitter<WorkerPoolEvents> {
     };
     slot.child = undefined;
     slot.channel = undefined;
+    closeFds([slot.acks]);
+    slot.acks = -1;
     slot.state = 'stopped';
     slot.open = 0;
     this.#emitSafely('exit', exit);
@@ -685,6 +755,7 @@ function newSlot(id: number): Slot {
     id,
     child: undefined,
     channel: undefined,
+    acks: -1,
     state: 'stopped',
     inFlight: [],
     taken: 0,
@@ -693,6 +764,7 @@ function newSlot(id: number): Slot {
     batch: [],
     exited: false,
     channelClosed: false,
+    misbehaved: false,
     exit: { code: null, signal: null },
     rehanded: 0,
     joinedAt: 0,

@@ -8,8 +8,9 @@ import net from 'node:net';
 import { tmpdir } from 'node:os';
 import path from 'node:path';
 import { afterAll, beforeAll, describe, expect, it } from 'vitest';
-import { Channel, WorkerPool, forkWithChannel, type PoolStrategy, type WorkerExit } from '../lib/index.js';
-import { decodePoolMessage, encodeConnections, encodeHello } from '../lib/pool-protocol.js';
+import { binding } from '../lib/binding.js';
+import { Channel, WorkerPool, closeFd, forkWithChannel, type PoolStrategy, type WorkerExit } from '../lib/index.js';
+import { ACK_BYTES, STATUS, decodePoolMessage, encodeConnections, encodeHello } from '../lib/pool-protocol.js';
 import { expectNoFdLeakAroundEachTest, fixtures, openFds, python, spawnNodePeer, spawnPeer, within } from './helpers.js';
 
 const dir = mkdtempSync(path.join(tmpdir(), 'fdpass-pool-'));
@@ -208,9 +209,9 @@ describe('WorkerPool', () => {
     await pool.close();
   });
 
-  it('a worker is handed a connection only once its acknowledgement is in the socket: while it cannot send, it holds the rest back', async () => {
-    // This test is the master, speaking the protocol itself, and does not read what the
-    // worker sends: once the socket holds all it can, the worker's acknowledgements wait.
+  it('a worker is handed a connection only once its acknowledgement is written: on its pipe, then on its channel when the pipe is full, else it holds the rest back', async () => {
+    // This test is the master, speaking the protocol itself, and reads nothing the worker
+    // writes: once its acknowledgement pipe and its channel hold all they can, it must wait.
     const { child, channel } = forkWithChannel(path.join(fixtures, 'pool-join-worker.mjs'), [], {
       stdio: ['ignore', 'pipe', 'inherit'],
       channel: { maxBufferedBytes: 1 }, // read no more than one message ahead of us
@@ -220,36 +221,58 @@ describe('WorkerPool', () => {
     child.on('exit', () => (exited = true));
     child.stdout!.setEncoding('utf8').on('data', (chunk: string) => taken.push(...chunk.trim().split('\n')));
     const joined = await channel.recv();
-    expect(joined.data.readUInt8(0)).toBe(3); // STATUS: it has joined
-    await channel.send({ data: encodeHello(0) });
+    expect(decodePoolMessage(joined.data)).toEqual({ type: STATUS, taken: 0, open: 0 });
+    const pipe = new Int32Array(2);
+    expect(binding.pipe(pipe)).toBe(0);
+    const [acks, ackWriteEnd] = pipe as unknown as [number, number];
+    await channel.send({ data: encodeHello(0), fds: [ackWriteEnd] });
+    closeFd(ackWriteEnd);
     const devNull = openSync('/dev/null', 'r');
-    const sent = 2000;
+    const sent = 10_000; // more than a pipe (8192 records) and a socket (some hundred messages) hold
     try {
       for (let i = 0; i < sent; i++) await channel.send({ data: encodeConnections(1, [Buffer.from(String(i))]), fds: [devNull] });
     } finally {
       closeSync(devNull);
     }
-    // It takes connections until its acknowledgements fill the socket, then no more.
+    // It takes connections until its acknowledgements fill the pipe, then the socket; then no more.
     let before = -1;
     while (before !== taken.length) {
       before = taken.length;
       await new Promise((resolve) => setTimeout(resolve, 300));
     }
-    expect(taken.length).toBeGreaterThan(0);
-    expect(taken.length).toBeLessThan(sent);
-    console.log(`the worker took ${taken.length} of ${sent} connections before its acknowledgements filled the socket`);
-    // Read them, and it takes the rest.
+    const stuckAt = taken.length;
+    expect(stuckAt).toBeGreaterThan(0);
+    expect(stuckAt).toBeLessThan(sent);
+    // Read both, and it takes the rest; the last acknowledgement counts them all.
     let acknowledged = 0;
+    const records = { pipe: 0, channel: 0 };
     channel.on('message', (message) => {
-      acknowledged =
-        decodePoolMessage(message.data).type === 3 ? (decodePoolMessage(message.data) as { taken: number }).taken : acknowledged;
+      const status = decodePoolMessage(message.data);
+      if (status.type !== STATUS) return;
+      acknowledged = Math.max(acknowledged, status.taken);
+      records.channel++;
     });
-    await eventually(() => expect(taken).toHaveLength(sent));
-    expect(taken).toEqual(Array.from({ length: sent }, (_, i) => `took ${i}`));
-    await eventually(() => expect(acknowledged).toBe(sent));
+    const record = Buffer.alloc(ACK_BYTES);
+    const drain = setInterval(() => {
+      while (binding.read(acks, record, 0, ACK_BYTES) === ACK_BYTES) {
+        acknowledged = Math.max(acknowledged, record.readUInt32LE(0));
+        records.pipe++;
+      }
+    }, 20);
+    try {
+      await eventually(() => expect(taken).toHaveLength(sent), 20_000);
+      expect(taken).toEqual(Array.from({ length: sent }, (_, i) => `took ${i}`));
+      await eventually(() => expect(acknowledged).toBe(sent));
+    } finally {
+      clearInterval(drain);
+      closeFd(acks);
+    }
+    console.log(`the worker took ${stuckAt} of ${sent} connections, then waited; acknowledgements: ${JSON.stringify(records)}`);
+    expect(records.pipe).toBeGreaterThan(0);
+    expect(records.channel).toBeGreaterThan(0); // the pipe was full for a while
     await channel.close(); // the worker sees the end, leaves the pool and exits
     await eventually(() => expect(exited).toBe(true));
-  });
+  }, 60_000);
 
   it('least-busy: a new connection goes to the worker with the fewest open, as the workers report them', async () => {
     const { pool, port } = await startPool('least-busy');
