@@ -5,13 +5,16 @@
 // round loads each of them in turn for a few seconds, in alternating order (the pool first in
 // even rounds, last in odd ones), so that on a shared machine the contenders of a round see
 // the same noise; the ratio pool / cluster is taken within each round, and the report gives
-// every round's ratio and their median.
+// every round's ratio and their median. Beside requests per second, each run reports the CPU
+// time the server's processes (master and workers) used per request, from /proc: a figure
+// that the machine's other work disturbs less.
 //   npm run bench:http -- [--rounds 9] [--seconds 3] [--connections 50] [--workers 2]
 import { spawn, type ChildProcess } from 'node:child_process';
 import { mkdirSync, writeFileSync } from 'node:fs';
 import path from 'node:path';
 import { createInterface } from 'node:readline';
 import { exited, watchLines } from './peer-process';
+import { children, cpuMilliseconds } from './proc';
 
 const here = __dirname;
 const CONTENDERS = ['pool', 'cluster-rr', 'cluster-none'] as const;
@@ -25,6 +28,15 @@ interface LoadResult {
   errors: number;
   timeouts: number;
   non2xx: number;
+  /** CPU time of the server's master and workers per request. */
+  cpuMicroseconds?: number;
+}
+
+interface Contending {
+  server: ChildProcess;
+  port: string;
+  /** The master and its workers. */
+  pids: number[];
 }
 
 function option(name: string, fallback: number): number {
@@ -38,11 +50,20 @@ const connections = option('connections', 50);
 const workers = option('workers', 2);
 
 /** A contender's master (and its workers), listening: its port. */
-async function startServer(contender: Contender): Promise<{ server: ChildProcess; port: string }> {
+async function startServer(contender: Contender): Promise<Contending> {
   const server = spawn(process.execPath, ['--import', 'tsx', path.join(here, 'http-server.ts'), contender, String(workers)], {
     stdio: ['ignore', 'pipe', 'inherit'],
   });
-  return { server, port: await watchLines(server).reported('listening ') };
+  const port = await watchLines(server).reported('listening ');
+  return { server, port, pids: [server.pid!, ...children(server.pid!)] };
+}
+
+/** A run against one contender, with the CPU its processes used. */
+async function measure(load: ReturnType<typeof startLoad>, contending: Contending, mode: Mode, duration: number): Promise<LoadResult> {
+  const cpu = (): number => contending.pids.reduce((sum, pid) => sum + cpuMilliseconds(pid), 0);
+  const before = cpu();
+  const result = await load.run(contending.port, mode, duration);
+  return { ...result, cpuMicroseconds: ((cpu() - before) * 1000) / result.total };
 }
 
 /** The load generator: one process for every run, a run per line written to it. */
@@ -73,7 +94,7 @@ const fixed = (value: number, digits = 2): string => value.toFixed(digits);
 
 async function main(): Promise<void> {
   console.log(`${rounds} rounds of ${seconds} s per contender, ${connections} connections, ${workers} workers`);
-  const servers = {} as Record<Contender, { server: ChildProcess; port: string }>;
+  const servers = {} as Record<Contender, Contending>;
   for (const contender of CONTENDERS) servers[contender] = await startServer(contender);
   const load = startLoad();
   const report: Record<string, unknown> = { rounds, seconds, connections, workers };
@@ -81,30 +102,32 @@ async function main(): Promise<void> {
     for (const mode of MODES) {
       console.log(`\n${mode === 'close' ? 'new connection per request (Connection: close)' : 'keep-alive'}`);
       for (const contender of CONTENDERS) await load.run(servers[contender].port, mode, 2); // warm-up
-      console.log('round | pool req/s | cluster rr | cluster none | pool/rr | pool/none | errors');
+      console.log('round | pool req/s | cluster rr | cluster none | pool/rr | pool/none | errors | CPU µs/request pool/rr/none');
       const results: Record<Contender, LoadResult>[] = [];
       for (let round = 0; round < rounds; round++) {
         const order = round % 2 === 0 ? CONTENDERS : [...CONTENDERS].reverse();
         const result = {} as Record<Contender, LoadResult>;
-        for (const contender of order) result[contender] = await load.run(servers[contender].port, mode, seconds);
+        for (const contender of order) result[contender] = await measure(load, servers[contender], mode, seconds);
         results.push(result);
         const errors = CONTENDERS.map((c) => result[c].errors + result[c].timeouts + result[c].non2xx).join('/');
         const { pool, 'cluster-rr': rr, 'cluster-none': none } = result;
         console.log(
           `${String(round + 1).padStart(5)} | ${fixed(pool.requestsPerSecond, 0).padStart(10)} | ${fixed(rr.requestsPerSecond, 0).padStart(10)} | ` +
             `${fixed(none.requestsPerSecond, 0).padStart(12)} | ${fixed(pool.requestsPerSecond / rr.requestsPerSecond).padStart(7)} | ` +
-            `${fixed(pool.requestsPerSecond / none.requestsPerSecond).padStart(9)} | ${errors}`,
+            `${fixed(pool.requestsPerSecond / none.requestsPerSecond).padStart(9)} | ${errors.padStart(6)} | ` +
+            CONTENDERS.map((c) => fixed(result[c].cpuMicroseconds!, 0)).join('/'),
         );
       }
       const ratios = results.map((r) => r.pool.requestsPerSecond / r['cluster-rr'].requestsPerSecond);
       const ratiosNone = results.map((r) => r.pool.requestsPerSecond / r['cluster-none'].requestsPerSecond);
       const medians = Object.fromEntries(CONTENDERS.map((c) => [c, median(results.map((r) => r[c].requestsPerSecond))]));
+      const cpu = CONTENDERS.map((c) => median(results.map((r) => r[c].cpuMicroseconds!)));
       console.log(
         `median | ${fixed(medians.pool!, 0).padStart(10)} | ${fixed(medians['cluster-rr']!, 0).padStart(10)} | ` +
           `${fixed(medians['cluster-none']!, 0).padStart(12)} | ${fixed(median(ratios)).padStart(7)} | ${fixed(median(ratiosNone)).padStart(9)} |` +
-          ` pool ahead of rr in ${ratios.filter((r) => r > 1).length} of ${rounds}`,
+          ` ahead of rr in ${ratios.filter((r) => r > 1).length} of ${rounds} | ${cpu.map((c) => fixed(c, 0)).join('/')}`,
       );
-      report[mode] = { results, ratios, ratiosNone, medianRatio: median(ratios), medianRatioNone: median(ratiosNone), medians };
+      report[mode] = { results, ratios, ratiosNone, medianRatio: median(ratios), medianRatioNone: median(ratiosNone), medians, cpu };
     }
   } finally {
     await load.stop();

@@ -1,4 +1,5 @@
-// What /proc tells about a process: its open fds and its memory.
+// What /proc tells about a process: its open fds, its memory, its children and the CPU time it used.
+import { execFileSync } from 'node:child_process';
 import { readFileSync, readdirSync, readlinkSync } from 'node:fs';
 
 /**
@@ -29,4 +30,23 @@ export function memory(pid: number | 'self'): { rssKiB: number; peakKiB: number 
     return Number(match[1]);
   };
   return { rssKiB: field('VmRSS'), peakKiB: field('VmHWM') };
+}
+
+/** The pids of a process's children (of all its threads). */
+export function children(pid: number): number[] {
+  const pids: number[] = [];
+  for (const task of readdirSync(`/proc/${pid}/task`)) {
+    const list = readFileSync(`/proc/${pid}/task/${task}/children`, 'utf8').trim();
+    if (list !== '') pids.push(...list.split(' ').map(Number));
+  }
+  return pids;
+}
+
+const clockTicksPerSecond = Number(execFileSync('getconf', ['CLK_TCK'], { encoding: 'utf8' }).trim());
+
+/** CPU time a process has used, user and system, in milliseconds. */
+export function cpuMilliseconds(pid: number): number {
+  // The fields after the command (which may hold spaces): state is field 3, utime 14, stime 15.
+  const fields = readFileSync(`/proc/${pid}/stat`, 'utf8').split(') ')[1]!.split(' ');
+  return ((Number(fields[11]) + Number(fields[12])) * 1000) / clockTicksPerSecond;
 }
