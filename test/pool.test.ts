@@ -163,7 +163,10 @@ describe('WorkerPool', () => {
     );
     expect(failed).toBeLessThanOrEqual(heldConnections);
     expect(result.served[survivor!]).toBeGreaterThan(0);
-    expect(result.served[replacement]).toBeGreaterThan(0); // the replacement took its share
+    // The replacement takes its share: in a second run, as under a slow build (ASan) it may join
+    // only after the first one ended.
+    const after = await load<{ served: Record<string, number> }>(['http', String(port), '1', '20']);
+    expect(after.served[replacement]).toBeGreaterThan(0);
     expect(pool.workers.map((worker) => worker.pid)).toEqual([replacement, survivor]);
     expect(errors).toEqual([]);
     await pool.close();
