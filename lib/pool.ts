@@ -333,12 +333,13 @@ export class WorkerPool extends EventEmitter<WorkerPoolEvents> {
       deadline,
       (wake) => (this.#whenSent = wake),
     );
-    for (const slot of this.#slots) void slot.channel?.close();
+    // Each worker sees its channel end: it takes no more, drains and exits.
+    const channelsClosed = this.#slots.map((slot) => slot.channel?.close());
     const acceptor = this.#acceptor;
     this.#acceptor = undefined;
     this.#entries = [];
     this.#waiting = [];
-    await acceptor?.close();
+    await Promise.all([...channelsClosed, acceptor?.close()]);
     const allExited = (): boolean => this.#slots.every((slot) => slot.child === undefined);
     await this.#until(allExited, deadline, (wake) => (this.#whenExited = wake));
     for (const slot of this.#slots) slot.child?.kill('SIGKILL');
