@@ -388,21 +388,7 @@ export class WorkerPool extends EventEmitter<WorkerPoolEvents> {
       return;
     }
     const { child, channel } = started;
-    Object.assign(slot, {
-      child,
-      channel,
-      acks,
-      state: 'starting',
-      inFlight: [],
-      taken: 0,
-      open: 0,
-      exited: false,
-      channelClosed: false,
-      misbehaved: false,
-      exit: { code: null, signal: null },
-      rehanded: 0,
-      joinedAt: 0,
-    } satisfies Partial<Slot>);
+    Object.assign(slot, { child, channel, acks, state: 'starting' } satisfies Partial<Slot>, processState());
     channel.on('message', (message) => this.#onMessage(slot, channel, message));
     channel.on('error', (error) => {
       // A worker that dies with messages unread leaves ECONNRESET: its 'exit' says it all.
@@ -758,20 +744,30 @@ function newSlot(id: number): Slot {
     channel: undefined,
     acks: -1,
     state: 'stopped',
+    sending: 0,
+    batch: [],
+    failures: 0,
+    restartTimer: undefined,
+    graceTimer: undefined,
+    ...processState(),
+  };
+}
+
+/** What a slot knows of one worker process: each replacement starts afresh. */
+function processState(): Pick<
+  Slot,
+  'inFlight' | 'taken' | 'open' | 'exited' | 'channelClosed' | 'misbehaved' | 'exit' | 'rehanded' | 'joinedAt'
+> {
+  return {
     inFlight: [],
     taken: 0,
     open: 0,
-    sending: 0,
-    batch: [],
     exited: false,
     channelClosed: false,
     misbehaved: false,
     exit: { code: null, signal: null },
     rehanded: 0,
     joinedAt: 0,
-    failures: 0,
-    restartTimer: undefined,
-    graceTimer: undefined,
   };
 }
 
