@@ -13,6 +13,7 @@
 import { writeSync } from 'node:fs';
 import { Server, Socket, type SocketConstructorOpts } from 'node:net';
 import EventEmitter from 'eventemitter3';
+import { emitSafely } from './emit-safely';
 import { binding } from './binding';
 import { closeFds } from './fd';
 import type { Channel } from './channel';
@@ -131,8 +132,8 @@ export class PoolMember extends EventEmitter<PoolMemberEvents> {
     this.#channel.once('close', () => {
       if (this.#acks >= 0) binding.close(this.#acks);
       this.#acks = -1;
-      this.#emitSafely('end');
-      this.#emitSafely('close');
+      emitSafely(this, 'end');
+      emitSafely(this, 'close');
     });
     // The first STATUS says that this worker has joined and takes connections.
     this.#sendStatus().catch(() => {}); // a master already gone ends the channel
@@ -246,17 +247,7 @@ export class PoolMember extends EventEmitter<PoolMemberEvents> {
   }
 
   #emitError(error: Error): void {
-    if (this.listenerCount('error') > 0) this.#emitSafely('error', error);
-  }
-
-  #emitSafely<T extends keyof PoolMemberEvents>(event: T, ...args: EventEmitter.EventArgs<PoolMemberEvents, T>): void {
-    try {
-      this.emit(event, ...args);
-    } catch (error) {
-      process.nextTick(() => {
-        throw error;
-      });
-    }
+    if (this.listenerCount('error') > 0) emitSafely(this, 'error', error);
   }
 }
 

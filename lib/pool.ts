@@ -17,6 +17,7 @@
 import type { ChildProcess, StdioOptions } from 'node:child_process';
 import { availableParallelism } from 'node:os';
 import EventEmitter from 'eventemitter3';
+import { emitSafely } from './emit-safely';
 import { Acceptor } from './acceptor';
 import { binding } from './binding';
 import type { Channel } from './channel';
@@ -345,7 +346,7 @@ export class WorkerPool extends EventEmitter<WorkerPoolEvents> {
     for (const slot of this.#slots) slot.child?.kill('SIGKILL');
     await this.#until(allExited, Infinity, (wake) => (this.#whenExited = wake));
     this.#state = 'closed';
-    this.#emitSafely('close');
+    emitSafely(this, 'close');
   }
 
   /** Resolves when done() holds (checked whenever wake is called), or at the deadline. */
@@ -474,7 +475,7 @@ export class WorkerPool extends EventEmitter<WorkerPoolEvents> {
   #joined(slot: Slot): void {
     slot.state = 'online';
     slot.joinedAt = Date.now();
-    this.#emitSafely('online', describeSlot(slot));
+    emitSafely(this, 'online', describeSlot(slot));
     if (this.#whenAllOnline && this.#slots.every((s) => s.state === 'online')) {
       this.#whenAllOnline.resolve();
       this.#whenAllOnline = undefined;
@@ -700,7 +701,7 @@ export class WorkerPool extends EventEmitter<WorkerPoolEvents> {
     slot.acks = -1;
     slot.state = 'stopped';
     slot.open = 0;
-    this.#emitSafely('exit', exit);
+    emitSafely(this, 'exit', exit);
     this.#whenExited?.();
     if (startFailed) {
       const starting = this.#whenAllOnline!;
@@ -722,18 +723,7 @@ export class WorkerPool extends EventEmitter<WorkerPoolEvents> {
   }
 
   #emitError(error: Error): void {
-    if (this.listenerCount('error') > 0) this.#emitSafely('error', error);
-  }
-
-  /** A listener that throws must not leave the pool's bookkeeping half done: rethrown on its own tick. */
-  #emitSafely<T extends keyof WorkerPoolEvents>(event: T, ...args: EventEmitter.EventArgs<WorkerPoolEvents, T>): void {
-    try {
-      this.emit(event, ...args);
-    } catch (error) {
-      process.nextTick(() => {
-        throw error;
-      });
-    }
+    if (this.listenerCount('error') > 0) emitSafely(this, 'error', error);
   }
 }
 

@@ -2,6 +2,7 @@
 // live one's), the same poll handle as a channel's accepts without blocking, allow() checks
 // each client's credentials before user code sees it, and each client becomes a Channel.
 import EventEmitter from 'eventemitter3';
+import { emitSafely } from './emit-safely';
 import { Acceptor } from './acceptor';
 import { Channel, adoption, channelOptions, useOwnBudget, type ChannelOptions } from './channel';
 import { invalidArgType, invalidArgValue } from './errors';
@@ -247,7 +248,7 @@ export class Server extends EventEmitter<ServerEvents> {
     const untaken = this.#pending.splice(0);
     await fileRemoved;
     await Promise.all([this.#acceptor.close(), ...untaken.map((channel) => channel.close())]);
-    this.#emitSafely('close');
+    emitSafely(this, 'close');
   }
 
   #allChannelsClosed(): Promise<void> {
@@ -286,7 +287,7 @@ export class Server extends EventEmitter<ServerEvents> {
       waiter.resolve({ done: false, value: channel });
     } else if (this.#pending.length === 0 && this.listenerCount('connection') > 0) {
       this.#handOut(channel);
-      this.#emitSafely('connection', channel);
+      emitSafely(this, 'connection', channel);
     } else {
       this.#pending.push(channel);
       // A client that leaves before anyone takes its channel (the channel reads EOF and
@@ -305,7 +306,7 @@ export class Server extends EventEmitter<ServerEvents> {
       const channel = this.#takePending();
       if (channel === undefined) break;
       this.#handOut(channel);
-      this.#emitSafely('connection', channel);
+      emitSafely(this, 'connection', channel);
     }
     this.#updatePoll();
   }
@@ -339,7 +340,7 @@ export class Server extends EventEmitter<ServerEvents> {
     if (!allowed) {
       if (this.#listening) this.#acceptor.ledger.close(0, 1); // else it stays in the ledger, closed with the poll handle
       this.#refusedCount++;
-      this.#emitSafely('refused', peer);
+      emitSafely(this, 'refused', peer);
     }
     return allowed;
   }
@@ -363,18 +364,7 @@ export class Server extends EventEmitter<ServerEvents> {
 
   /** Errors go to 'error' listeners; with none, the server goes on without them. */
   #emitError(error: Error): void {
-    if (this.listenerCount('error') > 0) this.#emitSafely('error', error);
-  }
-
-  /** A listener that throws must not stop the server mid-batch: rethrown on its own tick. */
-  #emitSafely<T extends keyof ServerEvents>(event: T, ...args: EventEmitter.EventArgs<ServerEvents, T>): void {
-    try {
-      this.emit(event, ...args);
-    } catch (error) {
-      process.nextTick(() => {
-        throw error;
-      });
-    }
+    if (this.listenerCount('error') > 0) emitSafely(this, 'error', error);
   }
 }
 
