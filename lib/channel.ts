@@ -1,8 +1,9 @@
 // Channel: one connected Unix socket in the event loop, with promises, async iteration and
 // events. It owns the socket and its poll handle, and two halves:
 //
-// send: caller -> encode (outgoing.ts) -> SendQueue (send-queue.ts): sendmsg at once, else
-//       queue in order until WRITABLE (or a pause, when the kernel is short of room)
+// send: caller -> check (outgoing.ts) -> SendQueue (send-queue.ts): sendmsg at once, from the
+//       caller's payload, else copy (frame-store.ts) and queue in order until WRITABLE (or a
+//       pause, when the kernel is short of room), then sendmmsg
 // recv: READABLE -> the addon reads what the budget has room for (binding.ts) -> Receiver
 //       (receiver.ts): decode, then a waiting recv() / iterator / 'message' listener / inbox
 import { constants as os } from 'node:os';
