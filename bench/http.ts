@@ -7,7 +7,8 @@
 // the same noise; the ratio pool / cluster is taken within each round, and the report gives
 // every round's ratio and their median. Beside requests per second, each run reports the CPU
 // time the server's processes (master and workers) used per request, from /proc: a figure
-// that the machine's other work disturbs less.
+// that the machine's other work disturbs less, and the CPU time the load generator used per
+// request (it shares the machine: the more it takes, the closer to 1 every ratio comes).
 //   npm run bench:http -- [--rounds 9] [--seconds 3] [--connections 50] [--workers 2]
 import { spawn, type ChildProcess } from 'node:child_process';
 import { mkdirSync, writeFileSync } from 'node:fs';
@@ -30,6 +31,8 @@ interface LoadResult {
   non2xx: number;
   /** CPU time of the server's master and workers per request. */
   cpuMicroseconds?: number;
+  /** CPU time of the load generator per request. */
+  clientCpuMicroseconds: number;
 }
 
 interface Contending {
@@ -102,7 +105,9 @@ async function main(): Promise<void> {
     for (const mode of MODES) {
       console.log(`\n${mode === 'close' ? 'new connection per request (Connection: close)' : 'keep-alive'}`);
       for (const contender of CONTENDERS) await load.run(servers[contender].port, mode, 2); // warm-up
-      console.log('round | pool req/s | cluster rr | cluster none | pool/rr | pool/none | errors | CPU µs/request pool/rr/none');
+      console.log(
+        'round | pool req/s | cluster rr | cluster none | pool/rr | pool/none | errors | CPU µs/request pool/rr/none | client µs/request pool/rr/none',
+      );
       const results: Record<Contender, LoadResult>[] = [];
       for (let round = 0; round < rounds; round++) {
         const order = round % 2 === 0 ? CONTENDERS : [...CONTENDERS].reverse();
@@ -115,19 +120,32 @@ async function main(): Promise<void> {
           `${String(round + 1).padStart(5)} | ${fixed(pool.requestsPerSecond, 0).padStart(10)} | ${fixed(rr.requestsPerSecond, 0).padStart(10)} | ` +
             `${fixed(none.requestsPerSecond, 0).padStart(12)} | ${fixed(pool.requestsPerSecond / rr.requestsPerSecond).padStart(7)} | ` +
             `${fixed(pool.requestsPerSecond / none.requestsPerSecond).padStart(9)} | ${errors.padStart(6)} | ` +
-            CONTENDERS.map((c) => fixed(result[c].cpuMicroseconds!, 0)).join('/'),
+            CONTENDERS.map((c) => fixed(result[c].cpuMicroseconds!, 0)).join('/') +
+            ' | ' +
+            CONTENDERS.map((c) => fixed(result[c].clientCpuMicroseconds, 0)).join('/'),
         );
       }
       const ratios = results.map((r) => r.pool.requestsPerSecond / r['cluster-rr'].requestsPerSecond);
       const ratiosNone = results.map((r) => r.pool.requestsPerSecond / r['cluster-none'].requestsPerSecond);
       const medians = Object.fromEntries(CONTENDERS.map((c) => [c, median(results.map((r) => r[c].requestsPerSecond))]));
       const cpu = CONTENDERS.map((c) => median(results.map((r) => r[c].cpuMicroseconds!)));
+      const clientCpu = CONTENDERS.map((c) => median(results.map((r) => r[c].clientCpuMicroseconds)));
       console.log(
         `median | ${fixed(medians.pool!, 0).padStart(10)} | ${fixed(medians['cluster-rr']!, 0).padStart(10)} | ` +
           `${fixed(medians['cluster-none']!, 0).padStart(12)} | ${fixed(median(ratios)).padStart(7)} | ${fixed(median(ratiosNone)).padStart(9)} |` +
-          ` ahead of rr in ${ratios.filter((r) => r > 1).length} of ${rounds} | ${cpu.map((c) => fixed(c, 0)).join('/')}`,
+          ` ahead of rr in ${ratios.filter((r) => r > 1).length} of ${rounds} | ${cpu.map((c) => fixed(c, 0)).join('/')} | ` +
+          clientCpu.map((c) => fixed(c, 0)).join('/'),
       );
-      report[mode] = { results, ratios, ratiosNone, medianRatio: median(ratios), medianRatioNone: median(ratiosNone), medians, cpu };
+      report[mode] = {
+        results,
+        ratios,
+        ratiosNone,
+        medianRatio: median(ratios),
+        medianRatioNone: median(ratiosNone),
+        medians,
+        cpu,
+        clientCpu,
+      };
     }
   } finally {
     await load.stop();
