@@ -51,7 +51,7 @@ function dgramFd(socket: DgramSocket, name: string): number {
  * the far side reads from the kernel, never what this process's Node has read or queued.
  */
 export function toSendableFd(value: unknown, name: string): number {
-  if (!(value instanceof Socket)) return toFd(value, name);
+  if (typeof value === 'number' || !(value instanceof Socket)) return toFd(value, name);
   // While connecting, a socket may have no fd yet: say why rather than that it has none.
   if (value.connecting) throw socketInUse(name, 'net.Socket', 'is still connecting (Node reads from it once connected)');
   const fd = toFd(value, name);

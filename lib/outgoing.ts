@@ -5,6 +5,7 @@ import { binding } from './binding';
 import { fdpassError, invalidArgType, outOfRange } from './errors';
 import { closeHandedFd, toSendableFd, type FdLike } from './fd';
 import { MAX_FDS_PER_FRAME, MAX_PAYLOAD_BYTES, MESSAGE_HEADER_BYTES, isBareFd, putHeader } from './framing';
+import { MAX_FD } from './validators';
 
 /** A message to send: a payload and the fds that travel with it. */
 export interface Message {
@@ -42,14 +43,10 @@ const noPayload = new Uint8Array(0);
 const noFds: readonly number[] = Object.freeze([]);
 
 function isMessage(value: unknown): value is Message {
-  return (
-    typeof value === 'object' &&
-    value !== null &&
-    !(value instanceof Socket) &&
-    !(value instanceof Server) &&
-    !('fd' in value) &&
-    ('data' in value || 'fds' in value)
-  );
+  if (typeof value !== 'object' || value === null || 'fd' in value || !('data' in value || 'fds' in value)) return false;
+  // An object literal is no Socket or Server: instanceof is slow in Node (its streams define
+  // Symbol.hasInstance, which turns V8's fast path off for every class), and a send runs it.
+  return Object.getPrototypeOf(value) === Object.prototype || !(value instanceof Socket || value instanceof Server);
 }
 
 function payloadOf(data: unknown): Uint8Array {
@@ -82,7 +79,11 @@ export function toOutgoing(value: FdLike | Message, close: boolean): Outgoing {
   const payload = payloadOf(value.data);
   const handed = fdsOf(value.fds);
   const fds = new Array<number>(handed.length);
-  for (let i = 0; i < handed.length; i++) fds[i] = toSendableFd(handed[i], `message.fds[${i}]`);
+  for (let i = 0; i < handed.length; i++) {
+    const fd = handed[i];
+    // A plain fd number, checked without building its name for an error that will not come.
+    fds[i] = typeof fd === 'number' && Number.isInteger(fd) && fd >= 0 && fd <= MAX_FD ? fd : toSendableFd(fd, `message.fds[${i}]`);
+  }
   if (payload.length > MAX_PAYLOAD_BYTES) {
     throw outOfRange('message.data.length', `at most ${MAX_PAYLOAD_BYTES}`, payload.length);
   }
