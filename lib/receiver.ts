@@ -9,6 +9,7 @@ import { constants, type PollWrap } from './binding';
 import { constants as os } from 'node:os';
 import { UV_EOF, abortError, closedError, errnoException, fdpassError, truncatedError, type SystemError } from './errors';
 import { FdLedger } from './fd-ledger';
+import { Fifo } from './fifo';
 import { MESSAGE_HEADER_BYTES, StreamDecoder, decodePacket, type DecodeSink, type FramingLimits } from './framing';
 import { ReceivedMessage, noFds } from './message';
 import type { ReceiveBudget } from './receive-budget';
@@ -98,9 +99,9 @@ export function receiveBuffersFor(type: SocketType, limits: FramingLimits): Rece
   return buffers;
 }
 
-/** What a buffered message or error costs against the byte budget: empty ones count too. */
-function costOf(item: Delivery): number {
-  return item instanceof ReceivedMessage ? item.data.length + BUFFERED_ITEM_OVERHEAD_BYTES : BUFFERED_ITEM_OVERHEAD_BYTES;
+/** What a buffered message costs against the byte budget (an error: the overhead alone); empty ones count too. */
+function costOf(message: ReceivedMessage): number {
+  return message.data.length + BUFFERED_ITEM_OVERHEAD_BYTES;
 }
 
 function isEnd(error: Error): boolean {
@@ -135,7 +136,7 @@ export class Receiver {
   #chargedBytes = 0;
 
   /** Messages and per-message errors that nobody has taken yet, oldest first. */
-  readonly #inbox: Delivery[] = [];
+  readonly #inbox = new Fifo<Delivery>();
   /** The inbox messages' fds: the ledger's first #inboxFds. */
   #inboxFds = 0;
   #inboxBytes = 0;
@@ -376,7 +377,7 @@ export class Receiver {
     this.#clearFrameTimer();
     this.#budget.cancel(this.#roomAgain);
     for (const waiter of this.#waiters.splice(0)) waiter.reject(this.#endError ?? closed);
-    this.#inbox.length = 0;
+    this.#inbox.clear();
     this.#inboxFds = 0;
     this.#inboxBytes = 0;
     this.#pendingReads.length = 0;
@@ -546,7 +547,7 @@ export class Receiver {
       }
     }
     this.#inbox.push(error);
-    this.#inboxBytes += costOf(error);
+    this.#inboxBytes += BUFFERED_ITEM_OVERHEAD_BYTES;
   }
 
   /**
@@ -557,8 +558,9 @@ export class Receiver {
     for (;;) {
       const item = this.#inbox.shift();
       if (item === undefined) return undefined;
-      this.#inboxBytes -= costOf(item);
-      if (item instanceof ReceivedMessage) {
+      const isMessage = item instanceof ReceivedMessage;
+      this.#inboxBytes -= isMessage ? costOf(item) : BUFFERED_ITEM_OVERHEAD_BYTES;
+      if (isMessage) {
         this.#ledger.release(item.fds.length);
         this.#inboxFds -= item.fds.length;
       }
@@ -569,7 +571,7 @@ export class Receiver {
         this.#recharge(); // room again: the budget wakes whoever waits for it
         if (wasFull) this.#host.changed(); // reading may go on
       }
-      if (item instanceof ReceivedMessage || takesErrors) return item;
+      if (isMessage || takesErrors) return item;
       if (this.#host.listenerCount('error') > 0) this.#host.emitError(item);
       else this.#unobservedError(item);
     }
