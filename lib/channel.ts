@@ -10,7 +10,7 @@ import { constants as os } from 'node:os';
 import { debuglog } from 'node:util';
 import EventEmitter from 'eventemitter3';
 import { binding, constants, type PollWrap } from './binding';
-import { UV_EOF, abortError, closedError, errnoException, invalidArgValue, type SystemError } from './errors';
+import { UV_EOF, abortError, closedError, errnoException, invalidArgValue, unavailableOnPlatform, type SystemError } from './errors';
 import { closeFds, type FdLike } from './fd';
 import type { ReceivedMessage } from './message';
 import { toOutgoing, closeHanded, type Message } from './outgoing';
@@ -19,6 +19,8 @@ import { ReceiveBudget } from './receive-budget';
 import { channelOptions, type ChannelOptions } from './channel-options';
 import { Receiver, receiveBuffersFor } from './receiver';
 import { SendQueue } from './send-queue';
+import { WindowsChannel } from './win/channel';
+import { ChannelOffer, connectChannel, type HandshakeOptions } from './win/handshake';
 import { socketTypeName, type SocketType } from './socket-type';
 import { socketpair } from './socketpair';
 import { validateAbortSignal, validateFd, validateOptions } from './validators';
@@ -98,6 +100,8 @@ export class Channel extends EventEmitter<ChannelEvents> {
 
   /** A connected pair of channels over a new socketpair. */
   static pair(type: SocketType = 'stream', options?: ChannelOptions): [Channel, Channel] {
+    // Windows has no socketpair with SCM_RIGHTS: its channels are lib/win/channel.ts's.
+    if (process.platform === 'win32') return WindowsChannel.pair(type, options) as unknown as [Channel, Channel];
     channelOptions(options);
     const [a, b] = socketpair(type);
     let first: Channel | undefined;
@@ -110,6 +114,26 @@ export class Channel extends EventEmitter<ChannelEvents> {
       closeFds([b]);
       throw error;
     }
+  }
+
+  /**
+   * Windows: offers a channel to another process (docs/windows-channel-protocol.md). Give
+   * `offer.address` to that process, which calls Channel.connectTo(address); `offer.accept()`
+   * resolves with this side's channel. Elsewhere: ERR_FEATURE_UNAVAILABLE_ON_PLATFORM (use
+   * spawnWithChannel, or listen and connect).
+   */
+  static offer(): ChannelOffer {
+    if (process.platform !== 'win32')
+      throw unavailableOnPlatform('Channel.offer() is for Windows: on Unix use spawnWithChannel(), or listen() and connect()');
+    return new ChannelOffer();
+  }
+
+  /** Windows: the other side of Channel.offer(). Elsewhere: ERR_FEATURE_UNAVAILABLE_ON_PLATFORM. */
+  static connectTo(address: string, options?: HandshakeOptions): Promise<Channel> {
+    if (process.platform !== 'win32') {
+      return Promise.reject(unavailableOnPlatform('Channel.connectTo() is for Windows: on Unix use connect()'));
+    }
+    return connectChannel(address, options) as unknown as Promise<Channel>;
   }
 
   /**
