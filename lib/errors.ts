@@ -47,7 +47,9 @@ export type FdpassErrorCode =
   | 'ERR_FDPASS_WRONG_FD_KIND'
   | 'ERR_FDPASS_SOCKET_IN_USE'
   | 'ERR_FDPASS_POOL_CLOSED'
-  | 'ERR_FDPASS_WORKER_EXITED';
+  | 'ERR_FDPASS_WORKER_EXITED'
+  | 'ERR_FDPASS_PEER_MISMATCH'
+  | 'ERR_FDPASS_PEER_UNVERIFIED';
 
 export interface FdpassError extends Error {
   code: FdpassErrorCode;

@@ -4,13 +4,16 @@ import { whyNotBareFd } from './bare-fd';
 import { binding, constants } from './binding';
 import { UV_EOF, errnoException, fdpassError, truncatedError, type FdpassError, type SystemError } from './errors';
 import { closeFds, toSendableFd, type FdLike } from './fd';
+import { recvHandle, sendHandle } from './send-recv-fd-windows';
 import { validateFd } from './validators';
+
+const windows = process.platform === 'win32';
 
 // Where recv() finds a message that is not a bare fd: [bytes, nfds, msg_flags, first data
 // byte, fds...]. A bare fd, the common case, passes no buffer at all.
 const REPORT_FDS = 4;
 const receiveReport = new Int32Array(new ArrayBuffer(4 * (REPORT_FDS + constants.MAX_FDS_PER_MESSAGE)));
-binding.setReceiveReport(receiveReport);
+if (!windows) binding.setReceiveReport(receiveReport);
 
 let last: SystemError | FdpassError | null = null;
 
@@ -22,9 +25,17 @@ export function lastError(): SystemError | FdpassError | null {
   return last;
 }
 
-/** Sends fd over socketFd. The sender keeps its fd. false on failure: see lastError(). */
+/**
+ * Sends fd over socketFd. The sender keeps its fd. false on failure: see lastError().
+ * On Windows, IO::FDPass's record (process id and handle value) over a stream socket: the
+ * receiver takes the handle from this process, which must still be running then.
+ */
 export function send(socketFd: number, fd: FdLike): boolean {
   validateFd(socketFd, 'socketFd');
+  if (windows) {
+    last = sendHandle(socketFd, toSendableFd(fd, 'fd'));
+    return last === null;
+  }
   const sent = binding.sendFd(socketFd, toSendableFd(fd, 'fd'), 0);
   if (sent < 0) {
     last = errnoException(sent, 'sendmsg');
@@ -40,6 +51,11 @@ export function send(socketFd: number, fd: FdLike): boolean {
  */
 export function recv(socketFd: number): number {
   validateFd(socketFd, 'socketFd');
+  if (windows) {
+    const received = recvHandle(socketFd);
+    last = typeof received === 'number' ? null : received;
+    return typeof received === 'number' ? received : -1;
+  }
   const received = binding.recvFd(socketFd, 0);
   if (received >= 0) {
     last = null;

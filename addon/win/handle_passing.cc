@@ -1,0 +1,162 @@
+// IO::FDPass's handle passing on Windows, as thin calls: lib/send-recv-fd-windows.ts holds
+// the protocol (the 12-byte record, partial reads, the peer check before any pull).
+//   sender:   a private, non-inheritable copy of the handle (duplicateOwnHandle), whose value
+//             and our pid go to the peer; the copy is closed if the record could not go.
+//   receiver: the socket's peer process (peerProcessId), then the pull from the claimed
+//             process with DUPLICATE_CLOSE_SOURCE (pullHandle), which removes the copy there.
+// Handle values cross into JS as BigInts (a HANDLE is 64 bits wide).
+#include <iphlpapi.h>
+#include <ws2tcpip.h>
+
+#include <cstring>
+#include <vector>
+
+#include "win_io.h"
+#include "win_modules.h"
+
+#ifndef SIO_AF_UNIX_GETPEERPID
+#define SIO_AF_UNIX_GETPEERPID _WSAIOR(IOC_VENDOR, 256)
+#endif
+
+namespace fdpass::win {
+namespace {
+
+HANDLE ArgHandle(const Napi::CallbackInfo& info, size_t i) {
+  bool lossless = false;
+  uint64_t value = info[i].As<Napi::BigInt>().Uint64Value(&lossless);
+  return reinterpret_cast<HANDLE>(static_cast<uintptr_t>(value));
+}
+
+Napi::Value HandleValue(Napi::Env env, HANDLE h) {
+  return Napi::BigInt::New(env, static_cast<uint64_t>(reinterpret_cast<uintptr_t>(h)));
+}
+
+// duplicateOwnHandle(fd) -> the copy's value (BigInt) | -error
+Napi::Value JsDuplicateOwnHandle(const Napi::CallbackInfo& info) {
+  HANDLE h = HandleOfFd(ArgInt(info, 0));
+  if (h == INVALID_HANDLE_VALUE)
+    return Napi::Number::New(info.Env(), UvError(ERROR_INVALID_HANDLE));
+  HANDLE self = GetCurrentProcess();
+  HANDLE copy = nullptr;
+  if (!DuplicateHandle(self, h, self, &copy, 0, FALSE, DUPLICATE_SAME_ACCESS))
+    return Napi::Number::New(info.Env(), UvError(GetLastError()));
+  return HandleValue(info.Env(), copy);
+}
+
+// closeHandle(value) -> 0 | -error: a copy that never went.
+Napi::Value JsCloseHandle(const Napi::CallbackInfo& info) {
+  return Napi::Number::New(info.Env(),
+                           CloseHandle(ArgHandle(info, 0)) ? 0 : UvError(GetLastError()));
+}
+
+// The owner of the loopback TCP connection whose local end is `peer` and remote end `self`,
+// from the system's TCP table: pid, 0 where the table names none (Wine), or -error.
+template <typename Table, typename Row, typename Address>
+int TcpOwner(ULONG family, const Address& peer, const Address& self,
+             bool (*matches)(const Row&, const Address&, const Address&)) {
+  std::vector<unsigned char> buffer;
+  DWORD size = 0;
+  DWORD status = ERROR_INSUFFICIENT_BUFFER;
+  while (status == ERROR_INSUFFICIENT_BUFFER) {  // the table may grow between the two calls
+    buffer.resize(size);
+    status = GetExtendedTcpTable(buffer.empty() ? nullptr : buffer.data(), &size, FALSE, family,
+                                 TCP_TABLE_OWNER_PID_CONNECTIONS, 0);
+  }
+  if (status != NO_ERROR) return UvError(status);
+  auto* table = reinterpret_cast<const Table*>(buffer.data());
+  for (DWORD i = 0; i < table->dwNumEntries; i++)
+    if (matches(table->table[i], peer, self)) return static_cast<int>(table->table[i].dwOwningPid);
+  return UvError(WSAENOTCONN);  // gone: the peer closed, or was never local
+}
+
+bool Matches4(const MIB_TCPROW_OWNER_PID& row, const sockaddr_in& peer, const sockaddr_in& self) {
+  return row.dwLocalAddr == peer.sin_addr.s_addr &&
+         static_cast<u_short>(row.dwLocalPort) == peer.sin_port &&
+         row.dwRemoteAddr == self.sin_addr.s_addr &&
+         static_cast<u_short>(row.dwRemotePort) == self.sin_port;
+}
+
+bool Matches6(const MIB_TCP6ROW_OWNER_PID& row, const sockaddr_in6& peer,
+              const sockaddr_in6& self) {
+  return std::memcmp(row.ucLocalAddr, &peer.sin6_addr, 16) == 0 &&
+         static_cast<u_short>(row.dwLocalPort) == peer.sin6_port &&
+         std::memcmp(row.ucRemoteAddr, &self.sin6_addr, 16) == 0 &&
+         static_cast<u_short>(row.dwRemotePort) == self.sin6_port;
+}
+
+// peerProcessId(fd) -> the pid at the other end of a connected socket | 0 when the system
+// names none (Wine's TCP table) | -error: EAFNOSUPPORT for a socket that is neither AF_UNIX
+// nor loopback TCP (no way to know who is there), ENOTCONN when nothing is connected.
+Napi::Value JsPeerProcessId(const Napi::CallbackInfo& info) {
+  Napi::Env env = info.Env();
+  auto s = reinterpret_cast<SOCKET>(HandleOfFd(ArgInt(info, 0)));
+  sockaddr_storage self{}, peer{};
+  int self_length = sizeof self, peer_length = sizeof peer;
+  if (getsockname(s, reinterpret_cast<sockaddr*>(&self), &self_length) != 0)
+    return Napi::Number::New(env, UvError(WSAGetLastError()));
+  if (self.ss_family == AF_UNIX) {
+    ULONG pid = 0;
+    DWORD returned = 0;
+    if (WSAIoctl(s, SIO_AF_UNIX_GETPEERPID, nullptr, 0, &pid, sizeof pid, &returned, nullptr,
+                 nullptr) != 0)
+      return Napi::Number::New(env, UvError(WSAGetLastError()));
+    return Napi::Number::New(env, static_cast<double>(pid));
+  }
+  if (getpeername(s, reinterpret_cast<sockaddr*>(&peer), &peer_length) != 0)
+    return Napi::Number::New(env, UvError(WSAGetLastError()));
+  if (peer.ss_family == AF_INET) {
+    auto& peer4 = reinterpret_cast<const sockaddr_in&>(peer);
+    if ((ntohl(peer4.sin_addr.s_addr) >> 24) != 127)
+      return Napi::Number::New(env, UvError(WSAEAFNOSUPPORT));
+    return Napi::Number::New(
+        env, TcpOwner<MIB_TCPTABLE_OWNER_PID, MIB_TCPROW_OWNER_PID>(
+                 AF_INET, peer4, reinterpret_cast<const sockaddr_in&>(self), Matches4));
+  }
+  if (peer.ss_family == AF_INET6) {
+    auto& peer6 = reinterpret_cast<const sockaddr_in6&>(peer);
+    if (!IN6_IS_ADDR_LOOPBACK(&peer6.sin6_addr))
+      return Napi::Number::New(env, UvError(WSAEAFNOSUPPORT));
+    return Napi::Number::New(
+        env, TcpOwner<MIB_TCP6TABLE_OWNER_PID, MIB_TCP6ROW_OWNER_PID>(
+                 AF_INET6, peer6, reinterpret_cast<const sockaddr_in6&>(self), Matches6));
+  }
+  return Napi::Number::New(env, UvError(WSAEAFNOSUPPORT));
+}
+
+// pullHandle(pid, value, stage: Int32Array(1)) -> a node.exe fd for the handle | -error,
+// with stage[0] the call that failed: 0 OpenProcess, 1 DuplicateHandle, 2 uv_open_osfhandle.
+// Only after lib/ has checked that pid is the socket's peer.
+Napi::Value JsPullHandle(const Napi::CallbackInfo& info) {
+  Napi::Env env = info.Env();
+  DWORD pid = info[0].As<Napi::Number>().Uint32Value();
+  HANDLE remote = ArgHandle(info, 1);
+  auto stage = info[2].As<Napi::Int32Array>();
+  stage[0] = 0;
+  HANDLE source = OpenProcess(PROCESS_DUP_HANDLE, FALSE, pid);
+  if (!source) return Napi::Number::New(env, UvError(GetLastError()));
+  stage[0] = 1;
+  HANDLE mine = nullptr;
+  BOOL pulled = DuplicateHandle(source, remote, GetCurrentProcess(), &mine, 0, FALSE,
+                                DUPLICATE_SAME_ACCESS | DUPLICATE_CLOSE_SOURCE);
+  DWORD error = GetLastError();
+  CloseHandle(source);
+  if (!pulled) return Napi::Number::New(env, UvError(error));
+  stage[0] = 2;
+  int fd = uv_open_osfhandle(mine);
+  if (fd < 0) {
+    CloseHandle(mine);
+    return Napi::Number::New(env, UvError(ERROR_TOO_MANY_OPEN_FILES));
+  }
+  return Napi::Number::New(env, fd);
+}
+
+}  // namespace
+
+void InitHandlePassing(Napi::Env env, Napi::Object exports) {
+  exports["duplicateOwnHandle"] = Napi::Function::New(env, JsDuplicateOwnHandle);
+  exports["closeHandle"] = Napi::Function::New(env, JsCloseHandle);
+  exports["peerProcessId"] = Napi::Function::New(env, JsPeerProcessId);
+  exports["pullHandle"] = Napi::Function::New(env, JsPullHandle);
+}
+
+}  // namespace fdpass::win

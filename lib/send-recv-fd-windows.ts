@@ -1,0 +1,86 @@
+// IO::FDPass 1.3's send and recv on Windows, byte for byte: a record of the sender's process
+// id (4 bytes, little-endian) and the value of a private copy of its handle (8 bytes), over
+// any connected stream socket. The receiver pulls the copy out of the sender
+// (DuplicateHandle with DUPLICATE_CLOSE_SOURCE), but only from the socket's own peer: a
+// record naming another process is refused before that process is opened.
+import { windowsBinding } from './binding';
+import { UV_EOF, errnoException, fdpassError, type FdpassError, type SystemError } from './errors';
+
+const RECORD_BYTES = 12;
+const UV_EAGAIN = -4088;
+const PULL_STAGES = ['OpenProcess', 'DuplicateHandle', 'uv_open_osfhandle'] as const;
+
+// Under Wine the system names no process behind a TCP connection (its TCP table reports
+// pid 0) and there is no AF_UNIX: the peer check can only see that the peer is local.
+const underWine = windowsBinding.wineVersion() !== null;
+
+// Records begun on a non-blocking socket: the bytes that came, kept per socket until the rest
+// arrives. Dropped at the end of the stream and at any error.
+const partialRecords = new Map<number, Uint8Array>();
+
+type Failure = SystemError | FdpassError;
+
+/** Sends fd's handle over socketFd: null once sent, or why not (the copy is closed then). */
+export function sendHandle(socketFd: number, fd: number): Failure | null {
+  const copy = windowsBinding.duplicateOwnHandle(fd);
+  if (typeof copy === 'number') return errnoException(copy, 'DuplicateHandle');
+  const record = new Uint8Array(RECORD_BYTES);
+  const view = new DataView(record.buffer);
+  view.setUint32(0, process.pid, true);
+  view.setBigUint64(4, copy, true);
+  const sent = windowsBinding.sendAll(socketFd, record);
+  if (sent < 0) {
+    windowsBinding.closeHandle(copy); // the peer has no record of it: nobody else would
+    return errnoException(sent, 'send');
+  }
+  return null;
+}
+
+/** Receives one handle from socketFd as a new fd, or why not. */
+export function recvHandle(socketFd: number): number | Failure {
+  const record = partialRecords.get(socketFd) ?? new Uint8Array(RECORD_BYTES + 1);
+  partialRecords.delete(socketFd);
+  // record[RECORD_BYTES] counts the bytes that came so far.
+  while (record[RECORD_BYTES]! < RECORD_BYTES) {
+    const filled = record[RECORD_BYTES]!;
+    const got = windowsBinding.recv(socketFd, record, filled, RECORD_BYTES - filled);
+    if (got > 0) {
+      record[RECORD_BYTES] = filled + got;
+    } else if (got === 0) {
+      return filled === 0
+        ? errnoException(UV_EOF, 'recv', 'the peer closed the socket')
+        : fdpassError('ERR_FDPASS_BAD_MESSAGE', `recv: the peer closed the socket after ${filled} of a record's ${RECORD_BYTES} bytes`);
+    } else {
+      if (got === UV_EAGAIN && filled > 0) partialRecords.set(socketFd, record);
+      return errnoException(got, 'recv');
+    }
+  }
+  const view = new DataView(record.buffer);
+  const pid = view.getUint32(0, true);
+  const handle = view.getBigUint64(4, true);
+  const refused = checkPeer(socketFd, pid);
+  if (refused) return refused;
+  const stage = new Int32Array(1);
+  const fd = windowsBinding.pullHandle(pid, handle, stage);
+  return fd >= 0 ? fd : errnoException(fd, PULL_STAGES[stage[0]!] ?? 'DuplicateHandle');
+}
+
+// The record's process must be the socket's peer: otherwise a peer could make us take (and
+// close, DUPLICATE_CLOSE_SOURCE) a handle of any process we may open.
+function checkPeer(socketFd: number, pid: number): Failure | null {
+  const peer = windowsBinding.peerProcessId(socketFd);
+  if (peer < 0) return errnoException(peer, 'recv', 'cannot tell which process is at the other end (AF_UNIX or loopback TCP only)');
+  if (peer === 0 && !underWine) {
+    return fdpassError(
+      'ERR_FDPASS_PEER_UNVERIFIED',
+      `recv: the system names no process behind the socket; the record's process ${pid} was not opened`,
+    );
+  }
+  if (peer !== 0 && peer !== pid) {
+    return fdpassError(
+      'ERR_FDPASS_PEER_MISMATCH',
+      `recv: the record names process ${pid}, but the socket's peer is process ${peer}; nothing was taken from either`,
+    );
+  }
+  return null;
+}

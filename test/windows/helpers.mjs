@@ -1,0 +1,67 @@
+// What the Windows tests share: the library under test (dist/), the Windows addon, the
+// process's handle count, Wine detection, and real second processes (node.exe, the C peer).
+import { spawn } from 'node:child_process';
+import { createRequire } from 'node:module';
+import path from 'node:path';
+import { fileURLToPath } from 'node:url';
+
+const require = createRequire(import.meta.url);
+export const here = path.dirname(fileURLToPath(import.meta.url));
+export const root = path.resolve(here, '..', '..');
+/** fdpass as users load it (dist/, CommonJS). */
+export const fdpass = require(path.join(root, 'dist', 'index.js'));
+/** The Windows addon's calls (the tests' window on handles and processes). */
+export const { windowsBinding } = require(path.join(root, 'dist', 'binding.js'));
+
+/** Wine's version, or null on Windows itself: what Wine cannot show is decided from this. */
+export const wineVersion = windowsBinding.wineVersion();
+
+/** node:test's `todo` for what Wine cannot show: a failure there is expected, with the reason. */
+export function expectedToFailUnderWine(reason) {
+  return wineVersion === null ? false : `Wine ${wineVersion}: ${reason}`;
+}
+
+/** The handles this process holds (GetProcessHandleCount). */
+export function handleCount() {
+  const count = windowsBinding.processHandleCount();
+  if (count < 0) throw new Error(`GetProcessHandleCount failed: ${count}`);
+  return count;
+}
+
+/**
+ * Checks that fn leaves this process with as many handles as before. fn runs once first,
+ * uncounted: the first peer check opens a handle the system keeps (iphlpapi's to its driver),
+ * and Node opens some of its own on first use.
+ */
+export async function expectNoHandleLeak(fn) {
+  await fn();
+  const before = handleCount();
+  await fn();
+  const after = handleCount();
+  if (after !== before) throw new Error(`handle count ${before} before, ${after} after: ${after - before} handle(s) leaked`);
+}
+
+/** A second node.exe running test/windows/fixtures/<name> with args; resolves its result line. */
+export function runNode(name, args = []) {
+  return runProcess(process.execPath, [path.join(here, 'fixtures', name), ...args]);
+}
+
+/**
+ * A child process; resolves { code, stdout, stderr } at exit. Its pipes are Windows pipes
+ * inside Wine, which node.exe handles (only a Linux pipe as node.exe's own stdout fails).
+ */
+export function runProcess(file, args, { onLine } = {}) {
+  const child = spawn(file, args, { stdio: ['pipe', 'pipe', 'pipe'], windowsHide: true });
+  let stdout = '';
+  let stderr = '';
+  child.stdout.setEncoding('utf8').on('data', (chunk) => {
+    stdout += chunk;
+    if (onLine) for (const line of chunk.split(/\r?\n/)) if (line) onLine(line, child);
+  });
+  child.stderr.setEncoding('utf8').on('data', (chunk) => (stderr += chunk));
+  const done = new Promise((resolve, reject) => {
+    child.on('error', reject);
+    child.on('exit', (code) => resolve({ code, stdout, stderr }));
+  });
+  return { child, done };
+}
