@@ -1,7 +1,7 @@
 // The Windows Channel's native transport (addon/win/channel_win.cc), as the Windows build
 // registers it on the addon: loopback TCP sockets, the peer's process id, handles pushed into
 // the peer and adopted as Node fds. Each call returns a value or a negative libuv error code.
-import { binding } from '../binding';
+import { windowsBinding } from '../binding';
 
 export interface WinPollWrap {
   /** Watches sock, which the wrap owns from here on: 0 or -err. */
@@ -42,11 +42,8 @@ export interface WinChannelTransport {
   discardHandle(value: number): number;
   /** A Node fd owning a new socket made from a socket entry, or -err. */
   adoptSocket(entry: Uint8Array): number;
-  /** The process's open handles, for leak tests. */
-  handleCount(): number;
-  /** An anonymous pipe as Node fds: out = [read, write]; 0 or -err. */
+  /** An anonymous pipe as Node fds (Node makes none on Windows; for tests): out = [read, write]; 0 or -err. */
   pipe(out: Int32Array): number;
-  isWine(): boolean;
   WinPollWrap: new (onEvent: (status: number, readable: boolean, writable: boolean) => void) => WinPollWrap;
   KIND_HANDLE: number;
   KIND_SOCKET: number;
@@ -57,7 +54,7 @@ export interface WinChannelTransport {
 }
 
 /** The transport, on Windows; undefined elsewhere. */
-export const win = (binding as unknown as { winChannel?: WinChannelTransport }).winChannel;
+export const win = process.platform === 'win32' ? (windowsBinding as unknown as { winChannel: WinChannelTransport }).winChannel : undefined;
 
 /** The transport, or a clear error where there is none (not Windows). */
 export function windowsTransport(): WinChannelTransport {

@@ -2,7 +2,6 @@
 // value or a negative libuv error code (uv_translate_sys_error), which lib/ turns into errors.
 // Policy (framing, queues, limits, the handshake's rules) lives in lib/win/. See
 // docs/windows-channel-protocol.md.
-#include "channel_win.h"
 
 // clang-format off
 #include <winsock2.h>
@@ -10,7 +9,6 @@
 #include <windows.h>
 #include <iphlpapi.h>
 // clang-format on
-#include <uv.h>
 
 #include <cstdint>
 #include <cstdlib>
@@ -19,8 +17,39 @@
 #include <set>
 #include <vector>
 
-namespace fdpass {
+#include "win_io.h"
+#include "win_modules.h"
+
+// The few libuv calls a poll handle needs, as node.exe exports them. uv.h is not among
+// Node-API's headers: the handle is kept opaque, in room larger than libuv's uv_poll_t.
+extern "C" {
+struct uv_loop_s;
+struct uv_handle_s;
+struct uv_poll_s;
+typedef void (*uv_poll_cb)(uv_poll_s* handle, int status, int events);
+typedef void (*uv_close_cb)(uv_handle_s* handle);
+int uv_poll_init_socket(uv_loop_s* loop, uv_poll_s* handle, SOCKET socket);
+int uv_poll_start(uv_poll_s* handle, int events, uv_poll_cb cb);
+int uv_poll_stop(uv_poll_s* handle);
+void uv_close(uv_handle_s* handle, uv_close_cb cb);
+void uv_ref(uv_handle_s* handle);
+void uv_unref(uv_handle_s* handle);
+int uv_has_ref(const uv_handle_s* handle);
+}
+
+namespace fdpass::win {
 namespace {
+
+// libuv's fixed numbers (uv/errno.h on Windows) for the errors this file makes up itself.
+constexpr int UV_EBADF = -4083;
+constexpr int UV_EINVAL = -4071;
+constexpr int UV_EPERM = -4048;
+constexpr int UV_EMFILE = -4066;
+constexpr int UV_ENOMEM = -4057;
+constexpr int UV_ESRCH = -4040;
+constexpr int UV_ECONNREFUSED = -4078;
+constexpr int UV_READABLE = 1;
+constexpr int UV_WRITABLE = 2;
 
 // Handles the transport owns (channel sockets, listeners, process handles): a value pushed by
 // a peer that names one of them is refused, never adopted or closed.
@@ -42,8 +71,8 @@ bool IsOwned(uintptr_t value) {
   return owned_handles.count(value) != 0;
 }
 
-int LastWsaError() { return uv_translate_sys_error(WSAGetLastError()); }
-int LastError() { return uv_translate_sys_error(static_cast<int>(GetLastError())); }
+int LastWsaError() { return UvError(static_cast<DWORD>(WSAGetLastError())); }
+int LastError() { return UvError(GetLastError()); }
 
 // Handle values are small (multiples of 4 well below 2^31): they travel to JS as numbers.
 uintptr_t ValueArg(const Napi::CallbackInfo& info, size_t i) {
@@ -228,7 +257,7 @@ Napi::Value PeerPid(const Napi::CallbackInfo& info) {
   if (getpeername(s, reinterpret_cast<sockaddr*>(&peer), &len) != 0) return Num(env, LastWsaError());
   std::vector<char> table;
   DWORD rc = ReadTcpTable(TCP_TABLE_OWNER_PID_CONNECTIONS, &table);
-  if (rc != NO_ERROR) return Num(env, uv_translate_sys_error(static_cast<int>(rc)));
+  if (rc != NO_ERROR) return Num(env, UvError(rc));
   auto* rows = reinterpret_cast<MIB_TCPTABLE_OWNER_PID*>(table.data());
   for (DWORD i = 0; i < rows->dwNumEntries; i++) {
     const MIB_TCPROW_OWNER_PID& row = rows->table[i];
@@ -237,7 +266,7 @@ Napi::Value PeerPid(const Napi::CallbackInfo& info) {
       return Num(env, row.dwOwningPid);
   }
   rc = ReadTcpTable(TCP_TABLE_OWNER_PID_LISTENER, &table);
-  if (rc != NO_ERROR) return Num(env, uv_translate_sys_error(static_cast<int>(rc)));
+  if (rc != NO_ERROR) return Num(env, UvError(rc));
   rows = reinterpret_cast<MIB_TCPTABLE_OWNER_PID*>(table.data());
   for (DWORD i = 0; i < rows->dwNumEntries; i++) {
     const MIB_TCPROW_OWNER_PID& row = rows->table[i];
@@ -351,7 +380,7 @@ Napi::Value AdoptHandle(const Napi::CallbackInfo& info) {
   uintptr_t value = ValueArg(info, 0);
   int err = CheckPushedValue(value);
   if (err < 0) return Num(info.Env(), err);
-  int fd = uv_open_osfhandle(reinterpret_cast<uv_os_fd_t>(value));
+  int fd = uv_open_osfhandle(reinterpret_cast<HANDLE>(value));
   return Num(info.Env(), fd < 0 ? UV_EMFILE : fd);
 }
 
@@ -373,26 +402,12 @@ Napi::Value AdoptSocket(const Napi::CallbackInfo& info) {
   SOCKET s = WSASocketW(FROM_PROTOCOL_INFO, FROM_PROTOCOL_INFO, FROM_PROTOCOL_INFO, &protocol, 0,
                         WSA_FLAG_OVERLAPPED | WSA_FLAG_NO_HANDLE_INHERIT);
   if (s == INVALID_SOCKET) return Num(info.Env(), LastWsaError());
-  int fd = uv_open_osfhandle(reinterpret_cast<uv_os_fd_t>(s));
+  int fd = uv_open_osfhandle(reinterpret_cast<HANDLE>(s));
   if (fd < 0) {
     closesocket(s);
     return Num(info.Env(), UV_EMFILE);
   }
   return Num(info.Env(), fd);
-}
-
-// handleCount() -> the process's open handles, for leak tests: GetProcessHandleCount, or where
-// that reports none (Wine 8 does), the handle values below 2^18 that GetHandleInformation
-// accepts.
-Napi::Value HandleCount(const Napi::CallbackInfo& info) {
-  DWORD count = 0;
-  if (GetProcessHandleCount(GetCurrentProcess(), &count) && count > 0) return Num(info.Env(), count);
-  DWORD flags;
-  count = 0;
-  for (uintptr_t value = 4; value < (1u << 18); value += 4) {
-    if (GetHandleInformation(reinterpret_cast<HANDLE>(value), &flags)) count++;
-  }
-  return Num(info.Env(), count);
 }
 
 // pipe(out: Int32Array(2)) -> 0 with out = [read fd, write fd] (an anonymous pipe, as Node fds), or -err.
@@ -405,22 +420,15 @@ Napi::Value Pipe(const Napi::CallbackInfo& info) {
   return Num(info.Env(), 0);
 }
 
-// isWine() -> whether this is Wine (ntdll exports wine_get_version): tests mark what Wine
-// cannot show as expected failures.
-Napi::Value IsWine(const Napi::CallbackInfo& info) {
-  HMODULE ntdll = GetModuleHandleW(L"ntdll.dll");
-  bool wine = ntdll != nullptr && GetProcAddress(ntdll, "wine_get_version") != nullptr;
-  return Napi::Boolean::New(info.Env(), wine);
-}
-
 // WinPollWrap: one uv_poll_t over one transport socket. open(sock) -> 0 or -err; the wrap
 // owns the socket from then on and closes it after the poll handle has closed.
+// The uv_poll_t comes first, so that libuv's pointer to it is a pointer to the whole.
 struct PollHandle {
-  uv_poll_t poll;
-  // Room in case node.exe's libuv has a larger uv_poll_t than the headers built against.
-  char spare[256];
+  alignas(16) unsigned char poll_room[1024];  // libuv's uv_poll_t is a few hundred bytes
   class WinPollWrap* owner;
   SOCKET sock;
+  uv_poll_s* poll() { return reinterpret_cast<uv_poll_s*>(poll_room); }
+  uv_handle_s* handle() { return reinterpret_cast<uv_handle_s*>(poll_room); }
 };
 
 class WinPollWrap : public Napi::ObjectWrap<WinPollWrap> {
@@ -443,18 +451,17 @@ class WinPollWrap : public Napi::ObjectWrap<WinPollWrap> {
     if (handle_ != nullptr || closed_) return Num(env, UV_EINVAL);
     uintptr_t sock = ValueArg(info, 0);
     if (!IsOwned(sock)) return Num(env, UV_EBADF);
-    uv_loop_t* loop;
+    uv_loop_s* loop;
     napi_get_uv_event_loop(env, &loop);
     auto* handle = static_cast<PollHandle*>(calloc(1, sizeof(PollHandle)));
     if (handle == nullptr) return Num(env, UV_ENOMEM);
-    int err = uv_poll_init_socket(loop, &handle->poll, static_cast<SOCKET>(sock));
+    int err = uv_poll_init_socket(loop, handle->poll(), static_cast<SOCKET>(sock));
     if (err < 0) {
       free(handle);
       return Num(env, err);
     }
     handle->owner = this;
     handle->sock = static_cast<SOCKET>(sock);
-    handle->poll.data = handle;
     handle_ = handle;
     Ref();  // nothing is collected while the handle is open or closing
     return Num(env, 0);
@@ -464,22 +471,22 @@ class WinPollWrap : public Napi::ObjectWrap<WinPollWrap> {
     Napi::Env env = info.Env();
     if (handle_ == nullptr || closing_) return Num(env, UV_EBADF);
     int events = (info[0].ToBoolean() ? UV_READABLE : 0) | (info[1].ToBoolean() ? UV_WRITABLE : 0);
-    if (events == 0) return Num(env, uv_poll_stop(&handle_->poll));
-    return Num(env, uv_poll_start(&handle_->poll, events, OnPoll));
+    if (events == 0) return Num(env, uv_poll_stop(handle_->poll()));
+    return Num(env, uv_poll_start(handle_->poll(), events, OnPoll));
   }
 
   Napi::Value RefHandle(const Napi::CallbackInfo& info) {
-    if (handle_ != nullptr && !closing_) uv_ref(reinterpret_cast<uv_handle_t*>(&handle_->poll));
+    if (handle_ != nullptr && !closing_) uv_ref(handle_->handle());
     return info.This();
   }
 
   Napi::Value UnrefHandle(const Napi::CallbackInfo& info) {
-    if (handle_ != nullptr && !closing_) uv_unref(reinterpret_cast<uv_handle_t*>(&handle_->poll));
+    if (handle_ != nullptr && !closing_) uv_unref(handle_->handle());
     return info.This();
   }
 
   Napi::Value HasRefHandle(const Napi::CallbackInfo& info) {
-    bool refd = handle_ != nullptr && !closing_ && uv_has_ref(reinterpret_cast<uv_handle_t*>(&handle_->poll));
+    bool refd = handle_ != nullptr && !closing_ && uv_has_ref(handle_->handle());
     return Napi::Boolean::New(info.Env(), refd);
   }
 
@@ -488,13 +495,13 @@ class WinPollWrap : public Napi::ObjectWrap<WinPollWrap> {
     if (handle_ == nullptr || closing_) return Napi::Boolean::New(info.Env(), false);
     closing_ = true;
     on_close_ = Napi::Persistent(info[0].As<Napi::Function>());
-    uv_poll_stop(&handle_->poll);
-    uv_close(reinterpret_cast<uv_handle_t*>(&handle_->poll), OnUvClose);
+    uv_poll_stop(handle_->poll());
+    uv_close(handle_->handle(), OnUvClose);
     return Napi::Boolean::New(info.Env(), true);
   }
 
-  static void OnPoll(uv_poll_t* poll, int status, int events) {
-    auto* handle = static_cast<PollHandle*>(poll->data);
+  static void OnPoll(uv_poll_s* poll, int status, int events) {
+    auto* handle = reinterpret_cast<PollHandle*>(poll);
     WinPollWrap* self = handle->owner;
     if (self->closing_) return;
     Napi::Env env = self->Env();
@@ -506,8 +513,8 @@ class WinPollWrap : public Napi::ObjectWrap<WinPollWrap> {
   }
 
   // Free only here: libuv is done with the handle. The socket closes after its poll handle.
-  static void OnUvClose(uv_handle_t* raw) {
-    auto* handle = static_cast<PollHandle*>(raw->data);
+  static void OnUvClose(uv_handle_s* raw) {
+    auto* handle = reinterpret_cast<PollHandle*>(raw);
     WinPollWrap* self = handle->owner;
     Disown(handle->sock);
     closesocket(handle->sock);
@@ -531,9 +538,7 @@ class WinPollWrap : public Napi::ObjectWrap<WinPollWrap> {
 
 }  // namespace
 
-void InitWindowsChannel(Napi::Env env, Napi::Object exports) {
-  WSADATA wsa;
-  WSAStartup(MAKEWORD(2, 2), &wsa);
+void InitChannelTransport(Napi::Env env, Napi::Object exports) {
   Napi::Object win = Napi::Object::New(env);
   auto fn = [&](const char* name, Napi::Value (*f)(const Napi::CallbackInfo&)) { win.Set(name, Napi::Function::New(env, f, name)); };
   fn("tcpPair", TcpPair);
@@ -551,9 +556,7 @@ void InitWindowsChannel(Napi::Env env, Napi::Object exports) {
   fn("adoptHandle", AdoptHandle);
   fn("discardHandle", DiscardHandle);
   fn("adoptSocket", AdoptSocket);
-  fn("handleCount", HandleCount);
   fn("pipe", Pipe);
-  fn("isWine", IsWine);
   win.Set("WinPollWrap", WinPollWrap::Define(env));
   win.Set("KIND_HANDLE", Num(env, kKindHandle));
   win.Set("KIND_SOCKET", Num(env, kKindSocket));
@@ -562,4 +565,4 @@ void InitWindowsChannel(Napi::Env env, Napi::Object exports) {
   exports.Set("winChannel", win);
 }
 
-}  // namespace fdpass
+}  // namespace fdpass::win
