@@ -9,6 +9,7 @@ import type { ChannelOptions } from '../channel-options';
 import { errnoException, fdpassError, invalidArgValue } from '../errors';
 import { validateInteger, validateOptions, validateString } from '../validators';
 import { WindowsChannel, fromTransport, uvCode } from './channel';
+import { windowsBinding } from '../binding';
 import { windowsTransport, type WinPollWrap } from './transport';
 
 const MAGIC = Buffer.from('FDPW', 'latin1');
@@ -21,6 +22,9 @@ const HANDSHAKE_POLL_MS = 2;
 /** Most connections an offer handshakes with at once; more wait in the listener's backlog. */
 const MAX_HANDSHAKES = 8;
 const EAGAIN = uvCode('EAGAIN');
+const ESRCH = uvCode('ESRCH');
+/** Wine (ntdll's wine_get_version): its TCP table names fewer owners. */
+const underWine = process.platform === 'win32' && windowsBinding.wineVersion() !== null;
 
 export interface HandshakeOptions extends ChannelOptions {
   /** Milliseconds a connection may take to say hello. Default 5000. */
@@ -228,12 +232,18 @@ export async function connectChannel(address: string, options?: HandshakeOptions
   const sock = win.connect(port);
   if (sock < 0) throw errnoException(sock, 'connect', `127.0.0.1:${port}`);
   try {
+    // Read before the hello: the offer closes its listener once it has its peer.
     const offerer = win.peerPid(sock);
-    if (offerer < 0) throw errnoException(offerer, 'GetExtendedTcpTable', `no process owns 127.0.0.1:${port}`);
+    if (offerer < 0 && !(offerer === ESRCH && underWine))
+      throw errnoException(offerer, 'GetExtendedTcpTable', `no process owns 127.0.0.1:${port}`);
     sendHello(sock, encodeHello(process.pid, token));
     const reply = await readHello(sock, timeout);
     const claimed = checkHello(reply, token);
     if (typeof claimed === 'string') throw fdpassError('ERR_FDPASS_HANDOVER_FAILED', `fdpass: the offer answered with ${claimed}`);
+    // Wine's TCP table names no owner for a listener or an accepted connection: there the
+    // offer's pid is taken from its hello, which only a holder of the token can send
+    // (docs/windows-channel-protocol.md says what that leaves open).
+    if (offerer < 0) return new WindowsChannel(fromTransport, sock, claimed, options);
     if (claimed !== offerer) {
       throw fdpassError(
         'ERR_FDPASS_HANDOVER_FAILED',
