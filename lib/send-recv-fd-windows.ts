@@ -8,11 +8,16 @@ import { UV_EOF, errnoException, fdpassError, type FdpassError, type SystemError
 
 const RECORD_BYTES = 12;
 const UV_EAGAIN = -4088;
+const UV_ENOTCONN = -4053;
+const UV_ENOMEM = -4057;
+// Wine builds its TCP table from /proc/net/tcp, which can miss rows, or fail, while other
+// sockets come and go: a row that is not found is looked for again, a few times.
+const PEER_LOOKUPS = 5;
 const PULL_STAGES = ['OpenProcess', 'DuplicateHandle', 'uv_open_osfhandle'] as const;
 
 // Under Wine the system names no process behind a TCP connection (its TCP table reports
 // pid 0) and there is no AF_UNIX: the peer check can only see that the peer is local.
-const underWine = windowsBinding.wineVersion() !== null;
+const underWine = process.platform === 'win32' && windowsBinding.wineVersion() !== null;
 
 // Records begun on a non-blocking socket: the bytes that came, kept per socket until the rest
 // arrives. Dropped at the end of the stream and at any error.
@@ -68,7 +73,8 @@ export function recvHandle(socketFd: number): number | Failure {
 // The record's process must be the socket's peer: otherwise a peer could make us take (and
 // close, DUPLICATE_CLOSE_SOURCE) a handle of any process we may open.
 function checkPeer(socketFd: number, pid: number): Failure | null {
-  const peer = windowsBinding.peerProcessId(socketFd);
+  let peer = windowsBinding.peerProcessId(socketFd);
+  for (let i = 1; i < PEER_LOOKUPS && (peer === UV_ENOTCONN || peer === UV_ENOMEM); i++) peer = windowsBinding.peerProcessId(socketFd);
   if (peer < 0) return errnoException(peer, 'recv', 'cannot tell which process is at the other end (AF_UNIX or loopback TCP only)');
   if (peer === 0 && !underWine) {
     return fdpassError(

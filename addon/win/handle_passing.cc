@@ -8,6 +8,7 @@
 #include <iphlpapi.h>
 #include <ws2tcpip.h>
 
+#include <algorithm>
 #include <cstring>
 #include <vector>
 
@@ -54,13 +55,16 @@ Napi::Value JsCloseHandle(const Napi::CallbackInfo& info) {
 template <typename Table, typename Row, typename Address>
 int TcpOwner(ULONG family, const Address& peer, const Address& self,
              bool (*matches)(const Row&, const Address&, const Address&)) {
-  std::vector<unsigned char> buffer;
-  DWORD size = 0;
+  // The table may grow between the call that sizes it and the one that fills it; Wine says
+  // ERROR_NOT_ENOUGH_MEMORY, not ERROR_INSUFFICIENT_BUFFER, when the buffer is too small.
+  std::vector<unsigned char> buffer(64 * 1024);
   DWORD status = ERROR_INSUFFICIENT_BUFFER;
-  while (status == ERROR_INSUFFICIENT_BUFFER) {  // the table may grow between the two calls
-    buffer.resize(size);
-    status = GetExtendedTcpTable(buffer.empty() ? nullptr : buffer.data(), &size, FALSE, family,
+  for (int attempt = 0; attempt < 8; attempt++) {
+    DWORD size = static_cast<DWORD>(buffer.size());
+    status = GetExtendedTcpTable(buffer.data(), &size, FALSE, family,
                                  TCP_TABLE_OWNER_PID_CONNECTIONS, 0);
+    if (status != ERROR_INSUFFICIENT_BUFFER && status != ERROR_NOT_ENOUGH_MEMORY) break;
+    buffer.resize(std::max<size_t>(size, buffer.size()) * 2);
   }
   if (status != NO_ERROR) return UvError(status);
   auto* table = reinterpret_cast<const Table*>(buffer.data());

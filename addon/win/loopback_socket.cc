@@ -79,6 +79,10 @@ bool SameAddress(const sockaddr_in& a, const sockaddr_in& b) {
 }
 
 int SetNonBlocking(SOCKET s, bool non_blocking) {
+  // Asked first: Wine's ioctlsocket on a file fails with an error libuv cannot name.
+  int type = 0, length = sizeof type;
+  if (getsockopt(s, SOL_SOCKET, SO_TYPE, reinterpret_cast<char*>(&type), &length) != 0)
+    return LastSocketError();
   u_long mode = non_blocking ? 1 : 0;
   return ioctlsocket(s, FIONBIO, &mode) == 0 ? 0 : LastSocketError();
 }

@@ -61,7 +61,34 @@ export function runProcess(file, args, { onLine } = {}) {
   child.stderr.setEncoding('utf8').on('data', (chunk) => (stderr += chunk));
   const done = new Promise((resolve, reject) => {
     child.on('error', reject);
-    child.on('exit', (code) => resolve({ code, stdout, stderr }));
+    child.on('close', (code) => resolve({ code, stdout, stderr })); // after stdout's last bytes, unlike 'exit'
   });
   return { child, done };
+}
+
+/** The C peer (test/windows/peer.c, built by .ci/windows/build). */
+export const cPeer = path.join(root, 'build', 'windows-test', 'fdpass-peer.exe');
+
+const sleep = (ms) => new Promise((resolve) => setTimeout(resolve, ms));
+
+/** A loopback listener for a second process: { listener, port }. */
+export function listenLoopback() {
+  const listener = windowsBinding.listenLoopback(0);
+  if (listener < 0) throw new Error(`listenLoopback failed: ${listener}`);
+  windowsBinding.setNonBlocking(listener, true);
+  return { listener, port: windowsBinding.localPort(listener) };
+}
+
+/** The first connection to listener, as a blocking socket fd; fails after ms. */
+export async function acceptWithin(listener, ms = 20_000) {
+  const deadline = Date.now() + ms;
+  for (;;) {
+    const fd = windowsBinding.accept(listener);
+    if (fd >= 0) {
+      fdpass.setBlocking(fd, true);
+      return fd;
+    }
+    if (Date.now() > deadline) throw new Error(`no connection within ${ms} ms (${fd})`);
+    await sleep(20);
+  }
 }
