@@ -53,6 +53,19 @@ function checkHello(hello: Buffer, token: Uint8Array): number | string {
   return hello.readUInt32LE(8);
 }
 
+// Wine builds its TCP table from /proc/net/tcp, which can miss a row while other sockets come
+// and go: a row not found is looked for again, a few times.
+const PEER_LOOKUPS = 5;
+const ENOMEM = uvCode('ENOMEM');
+
+/** The process at the other end of sock, from the TCP table: its pid, or -err. */
+function peerPidOf(sock: number): number {
+  const win = windowsTransport();
+  let pid = win.peerPid(sock);
+  for (let i = 1; i < PEER_LOOKUPS && (pid === ESRCH || pid === ENOMEM); i++) pid = win.peerPid(sock);
+  return pid;
+}
+
 /** Reads exactly HELLO_BYTES from a non-blocking socket within timeoutMs. */
 function readHello(sock: number, timeoutMs: number): Promise<Buffer> {
   const win = windowsTransport();
@@ -169,7 +182,7 @@ export class ChannelOffer {
             if (done) return;
             const claimed = checkHello(hello, this.#token);
             if (typeof claimed === 'string') return turnAway(sock, claimed);
-            const actual = win.peerPid(sock);
+            const actual = peerPidOf(sock);
             if (actual !== claimed) return turnAway(sock, `claimed process ${claimed}, but the connection is process ${actual}'s`);
             if (expectPid !== undefined && actual !== expectPid) return turnAway(sock, `process ${actual}, not the expected ${expectPid}`);
             try {
@@ -233,7 +246,7 @@ export async function connectChannel(address: string, options?: HandshakeOptions
   if (sock < 0) throw errnoException(sock, 'connect', `127.0.0.1:${port}`);
   try {
     // Read before the hello: the offer closes its listener once it has its peer.
-    const offerer = win.peerPid(sock);
+    const offerer = peerPidOf(sock);
     if (offerer < 0 && !(offerer === ESRCH && underWine))
       throw errnoException(offerer, 'GetExtendedTcpTable', `no process owns 127.0.0.1:${port}`);
     sendHello(sock, encodeHello(process.pid, token));
