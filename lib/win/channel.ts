@@ -378,6 +378,8 @@ export class WindowsChannel extends EventEmitter<ChannelEvents> {
   readonly #sink: RecordSink = {
     record: (entries, payload) => {
       this.#clearFrameTimer();
+      // While closing, records still in the socket are read only to close their handles.
+      if (this.#state !== 'open') return this.#discard(entries);
       const fds = this.#adopt(entries);
       if (fds instanceof Error) this.#deliver(fds);
       else this.#deliver(new ReceivedMessage(fds.length === 0 ? noFds : fds, payload));
@@ -385,6 +387,7 @@ export class WindowsChannel extends EventEmitter<ChannelEvents> {
     dropped: (error, entries, fatal) => {
       this.#clearFrameTimer();
       this.#discard(entries);
+      if (this.#state !== 'open') return;
       if (fatal) this.#endReading(error);
       else this.#deliver(error);
     },
@@ -531,22 +534,16 @@ export class WindowsChannel extends EventEmitter<ChannelEvents> {
 
   /**
    * At close: whatever the socket holds now is records nobody will receive, whose handles
-   * were pushed into this process. Read it (without waiting) and close those handles.
+   * were pushed into this process. Read it (without waiting) through the same reader, which
+   * discards while closing, and close the handles of a record left incomplete.
    */
   #drainPushedHandles(): void {
     const win = windowsTransport();
-    const discarder = new RecordReader(
-      { maxPayloadBytes: Number.MAX_SAFE_INTEGER, maxFdsPerMessage: MAX_FDS_PER_FRAME },
-      {
-        record: (entries) => this.#discard(entries),
-        dropped: (_error, entries) => this.#discard(entries),
-      },
-    );
-    if (this.#readEnd === undefined && this.#reader.atBoundary) {
+    if (this.#readEnd === undefined) {
       for (let reads = 0; reads < 256; reads++) {
         const n = win.recv(this.#sock, chunk, 0, CHUNK_BYTES);
         if (n <= 0) break;
-        discarder.push(chunk, 0, n);
+        this.#reader.push(chunk, 0, n);
       }
     }
     this.#discard(this.#reader.takePartialEntries());

@@ -1,41 +1,16 @@
-// The Channel on Windows (docs/windows-channel-protocol.md): handles pushed into the peer and
-// adopted as fds, in one process (Channel.pair()) and between two node.exe processes
-// (Channel.offer() / Channel.connectTo()), hostile input, the offer's intruders, handle counts.
+// The Channel on Windows within one process (docs/windows-channel-protocol.md): handles pushed
+// into the peer and adopted as fds, hostile records, bad arguments, handle counts.
 import assert from 'node:assert/strict';
-import { closeSync, mkdtempSync, openSync, readSync, writeFileSync, writeSync } from 'node:fs';
-import { tmpdir } from 'node:os';
+import { closeSync, openSync, writeSync } from 'node:fs';
 import path from 'node:path';
 import { test } from 'node:test';
 import { createRequire } from 'node:module';
-import { expectNoHandleLeak, expectedToFailUnderWine, fdpass, handleCount, root, runNode, windowsBinding } from './helpers.mjs';
+import { expectNoHandleLeak, expectedToFailUnderWine, fdpass, handleCount, root } from './helpers.mjs';
+import { file, pipe, readFd, readPipe, win } from './channel-helpers.mjs';
 
 const require = createRequire(import.meta.url);
 const { Channel } = fdpass;
 const { WindowsChannel, fromTransport } = require(path.join(root, 'dist', 'win', 'channel.js'));
-const { encodeHello } = require(path.join(root, 'dist', 'win', 'handshake.js'));
-const win = windowsBinding.winChannel;
-
-const dir = mkdtempSync(path.join(tmpdir(), 'fdpass-channel-'));
-const file = path.join(dir, 'hello.txt');
-writeFileSync(file, 'hello from a file');
-const childFile = path.join(dir, 'child.txt');
-writeFileSync(childFile, 'a file the child opened');
-
-function readFd(fd) {
-  const buffer = Buffer.alloc(256);
-  return buffer.toString('utf8', 0, readSync(fd, buffer, 0, 256, 0));
-}
-
-function pipe() {
-  const out = new Int32Array(2);
-  assert.equal(win.pipe(out), 0);
-  return [out[0], out[1]];
-}
-
-function readPipe(fd) {
-  const buffer = Buffer.alloc(256);
-  return buffer.toString('utf8', 0, readSync(fd, buffer, 0, 256, null));
-}
 
 /** A raw socket connected to a channel of this process: the peer a test scripts by hand. */
 function rawPeer(options) {
@@ -252,96 +227,6 @@ test('hostile peer: a record that never finishes ends the channel after frameTim
   });
 });
 
-test('two processes: files and pipes both ways, used on the far side; for await in the child; no handle leak in either', async () => {
-  await expectNoHandleLeak(async () => {
-    const offer = Channel.offer();
-    const { done } = runNode('channel-peer.mjs', [offer.address, 'echo', childFile]);
-    const channel = await offer.accept();
-    const fd = openSync(file, 'r');
-    const [r, w] = pipe();
-    await channel.send({ data: 'from the parent', fds: [fd, w] });
-    closeSync(fd);
-    closeSync(w);
-    const back = await channel.recv();
-    assert.equal(back.data.toString(), 'from the child');
-    assert.equal(readFd(back.fd), 'a file the child opened');
-    back.close();
-    assert.equal(readPipe(r), 'written by the child');
-    closeSync(r);
-    const many = Array.from({ length: 50 }, () => openSync(file, 'r'));
-    await channel.send({ fds: many });
-    await channel.send({ fds: many.slice(0, 7), data: 'more' });
-    for (const m of many) closeSync(m);
-    await channel.close();
-    const { code, stdout, stderr } = await done;
-    assert.equal(code, 0, stderr);
-    const result = JSON.parse(stdout.trim().split('\n').pop());
-    assert.equal(result.data, 'from the parent');
-    assert.equal(result.file, 'hello from a file');
-    assert.equal(result.peer, process.pid);
-    assert.equal(result.iterated, 57);
-    assert.equal(result.handlesAfter, result.handlesBefore, 'the child leaked handles');
-  });
-});
-
-test('two processes: a receiver that dies before reading: the sender ends cleanly and keeps no handle', async () => {
-  await expectNoHandleLeak(async () => {
-    const offer = Channel.offer();
-    const { done } = runNode('channel-peer.mjs', [offer.address, 'exit-at-once']);
-    const channel = await offer.accept();
-    await done;
-    const fd = openSync(file, 'r');
-    // Either the push (the process is gone) or the write (the connection is gone) fails, or the
-    // record goes into a socket nobody reads; the channel then ends.
-    const sends = [];
-    for (let i = 0; i < 3; i++) sends.push(channel.send({ data: 'to nobody', fds: [fd] }).catch((e) => e));
-    await Promise.all(sends);
-    closeSync(fd);
-    await channel.recv().then(
-      () => assert.fail('a message from a dead process'),
-      (e) => assert.ok(['EOF', 'ERR_FDPASS_CHANNEL_CLOSED'].includes(e.code), e.code),
-    );
-    await channel.close();
-  });
-});
-
-test('the offer turns intruders away (no token, a wrong pid, not the expected process) and accepts the real peer', async () => {
-  const offer = Channel.offer();
-  const [, , port, tokenHex] = offer.address.split(':');
-  const token = Buffer.from(tokenHex, 'hex');
-  const accepted = offer.accept({ expectPid: undefined, handshakeTimeout: 2000 });
-  const intruders = [];
-  const connectWith = (hello) => {
-    const sock = win.connect(Number(port));
-    assert.ok(sock > 0);
-    if (hello) assert.equal(win.send(sock, hello, 0, hello.length), hello.length);
-    intruders.push(sock);
-  };
-  connectWith(encodeHello(process.pid, Buffer.alloc(16))); // a wrong token
-  connectWith(encodeHello(process.pid + 4, token)); // the token, but a pid that is not the connection's
-  connectWith(Buffer.from('GET / HTTP/1.0\r\n\r\n0123456789abcd')); // not a hello at all
-  await new Promise((resolve) => setTimeout(resolve, 200));
-  const { done } = runNode('channel-peer.mjs', [offer.address, 'plain']);
-  const channel = await accepted;
-  assert.notEqual(channel.peer.pid, process.pid);
-  assert.equal(offer.rejected.length, 3, JSON.stringify(offer.rejected));
-  assert.ok(offer.rejected.some((r) => /wrong token/.test(r.reason)));
-  assert.ok(offer.rejected.some((r) => /claimed process/.test(r.reason)));
-  await channel.close();
-  await done;
-  for (const sock of intruders) win.closeSocket(sock);
-
-  // expectPid: the token and a true pid, but not the process the offer waits for.
-  const picky = Channel.offer();
-  const pickyAccept = picky.accept({ expectPid: 1 << 30, handshakeTimeout: 2000 });
-  const connecting = Channel.connectTo(picky.address, { handshakeTimeout: 500 });
-  await assert.rejects(connecting);
-  await new Promise((resolve) => setTimeout(resolve, 50));
-  assert.match(picky.rejected[0]?.reason ?? '', /not the expected/);
-  picky.close();
-  await assert.rejects(pickyAccept, { code: 'ERR_FDPASS_HANDOVER_FAILED' });
-});
-
 test(
   'a peer this process may not open for PROCESS_DUP_HANDLE (the System process) is refused with EPERM',
   { todo: expectedToFailUnderWine('OpenProcess never denies access under Wine, and it has no System process') },
@@ -357,10 +242,13 @@ test(
   },
 );
 
-test('handle counts: the leak check sees a handle that is left open', () => {
+test('handle counts: the leak check sees handles left open', () => {
+  // Node's own threads open and close handles now and then: ten files stand out of that noise.
   const before = handleCount();
-  const fd = openSync(file, 'r');
-  assert.equal(handleCount(), before + 1);
-  closeSync(fd);
-  assert.equal(handleCount(), before);
+  const fds = Array.from({ length: 10 }, () => openSync(file, 'r'));
+  const opened = handleCount();
+  for (const fd of fds) closeSync(fd);
+  const closed = handleCount();
+  assert.ok(opened - before >= 9, `${before} before, ${opened} with ten files open`);
+  assert.ok(opened - closed >= 9, `${opened} with ten files open, ${closed} once closed`);
 });
