@@ -54,15 +54,22 @@ function checkHello(hello: Buffer, token: Uint8Array): number | string {
 }
 
 // Wine builds its TCP table from /proc/net/tcp, which can miss a row while other sockets come
-// and go: a row not found is looked for again, a few times.
-const PEER_LOOKUPS = 5;
+// and go (more so on a busy machine): a row not found is looked for again, 10 ms apart.
+const PEER_LOOKUPS = 20;
+const PEER_LOOKUP_PAUSE_MS = 10;
 const ENOMEM = uvCode('ENOMEM');
 
-/** The process at the other end of sock, from the TCP table: its pid, or -err. */
-function peerPidOf(sock: number): number {
+/**
+ * The process at the other end of sock, from the TCP table: its pid, or -err. lookups: how
+ * many tries (the connector makes one: under Wine its answer is always ESRCH, see below).
+ */
+async function peerPidOf(sock: number, lookups = PEER_LOOKUPS): Promise<number> {
   const win = windowsTransport();
   let pid = win.peerPid(sock);
-  for (let i = 1; i < PEER_LOOKUPS && (pid === ESRCH || pid === ENOMEM); i++) pid = win.peerPid(sock);
+  for (let i = 1; i < lookups && (pid === ESRCH || pid === ENOMEM); i++) {
+    await new Promise((resolve) => setTimeout(resolve, PEER_LOOKUP_PAUSE_MS));
+    pid = win.peerPid(sock);
+  }
   return pid;
 }
 
@@ -178,11 +185,12 @@ export class ChannelOffer {
       const handshake = (sock: number): void => {
         handshaking.add(sock);
         readHello(sock, timeout).then(
-          (hello) => {
+          async (hello) => {
             if (done) return;
             const claimed = checkHello(hello, this.#token);
             if (typeof claimed === 'string') return turnAway(sock, claimed);
-            const actual = peerPidOf(sock);
+            const actual = await peerPidOf(sock);
+            if (done) return;
             if (actual !== claimed) return turnAway(sock, `claimed process ${claimed}, but the connection is process ${actual}'s`);
             if (expectPid !== undefined && actual !== expectPid) return turnAway(sock, `process ${actual}, not the expected ${expectPid}`);
             try {
@@ -246,7 +254,7 @@ export async function connectChannel(address: string, options?: HandshakeOptions
   if (sock < 0) throw errnoException(sock, 'connect', `127.0.0.1:${port}`);
   try {
     // Read before the hello: the offer closes its listener once it has its peer.
-    const offerer = peerPidOf(sock);
+    const offerer = await peerPidOf(sock, underWine ? 1 : PEER_LOOKUPS);
     if (offerer < 0 && !(offerer === ESRCH && underWine))
       throw errnoException(offerer, 'GetExtendedTcpTable', `no process owns 127.0.0.1:${port}`);
     sendHello(sock, encodeHello(process.pid, token));

@@ -5,18 +5,52 @@ import { closeSync, openSync } from 'node:fs';
 import { createRequire } from 'node:module';
 import path from 'node:path';
 import { test } from 'node:test';
-import { childFile, file, pipe, readFd, readPipe, win } from './channel-helpers.mjs';
-import { expectNoHandleLeak, fdpass, root, runNode } from './helpers.mjs';
+import { childFile, expectNoHandleLeakWithChild, file, pipe, readFd, readPipe, win } from './channel-helpers.mjs';
+import { fdpass, root, runNode } from './helpers.mjs';
 
 const require = createRequire(import.meta.url);
 const { Channel } = fdpass;
 const { encodeHello } = require(path.join(root, 'dist', 'win', 'handshake.js'));
 
+/** The child's exit, once libuv has also closed the child's process handle and pipes. */
+async function exited(done) {
+  const result = await done;
+  await new Promise((resolve) => setTimeout(resolve, 50));
+  return result;
+}
+
+/** The offer's channel to the child, or a failure saying why if the child exits first. */
+function acceptFrom(offer, done, options) {
+  return untilAccepted(offer.accept(options), offer, done);
+}
+
+/** accepting (an offer.accept() under way), or why not if the child exits first. */
+function untilAccepted(accepting, offer, done) {
+  let accepted = false;
+  let exitedFirst;
+  void done.then(({ code, stderr }) => {
+    if (accepted) return;
+    exitedFirst = new Error(
+      `the child exited (code ${code}) before the offer accepted it: ${stderr}; turned away: ${JSON.stringify(offer.rejected)}`,
+    );
+    offer.close();
+  });
+  return accepting.then(
+    (channel) => {
+      accepted = true;
+      return channel;
+    },
+    (error) => {
+      throw exitedFirst ?? error;
+    },
+  );
+}
+
 test('two processes: files and pipes both ways, used on the far side; for await in the child; no handle leak in either', async () => {
-  await expectNoHandleLeak(async () => {
+  await expectNoHandleLeakWithChild(async () => {
     const offer = Channel.offer();
     const { done } = runNode('channel-peer.mjs', [offer.address, 'echo', childFile]);
-    const channel = await offer.accept();
+    const channel = await acceptFrom(offer, done);
     const fd = openSync(file, 'r');
     const [r, w] = pipe();
     await channel.send({ data: 'from the parent', fds: [fd, w] });
@@ -33,7 +67,7 @@ test('two processes: files and pipes both ways, used on the far side; for await 
     await channel.send({ fds: many.slice(0, 7), data: 'more' });
     for (const m of many) closeSync(m);
     await channel.close();
-    const { code, stdout, stderr } = await done;
+    const { code, stdout, stderr } = await exited(done);
     assert.equal(code, 0, stderr);
     const result = JSON.parse(stdout.trim().split('\n').pop());
     assert.equal(result.data, 'from the parent');
@@ -45,11 +79,11 @@ test('two processes: files and pipes both ways, used on the far side; for await 
 });
 
 test('two processes: a receiver that dies before reading: the sender ends cleanly and keeps no handle', async () => {
-  await expectNoHandleLeak(async () => {
+  await expectNoHandleLeakWithChild(async () => {
     const offer = Channel.offer();
     const { done } = runNode('channel-peer.mjs', [offer.address, 'exit-at-once']);
-    const channel = await offer.accept();
-    await done;
+    const channel = await acceptFrom(offer, done);
+    await exited(done);
     const fd = openSync(file, 'r');
     // Either the push (the process is gone) or the write (the connection is gone) fails, or the
     // record goes into a socket nobody reads; the channel then ends.
@@ -69,7 +103,7 @@ test('the offer turns intruders away (no token, a wrong pid, not the expected pr
   const offer = Channel.offer();
   const [, , port, tokenHex] = offer.address.split(':');
   const token = Buffer.from(tokenHex, 'hex');
-  const accepted = offer.accept({ expectPid: undefined, handshakeTimeout: 2000 });
+  const accepting = offer.accept({ handshakeTimeout: 2000 });
   const intruders = [];
   const connectWith = (hello) => {
     const sock = win.connect(Number(port));
@@ -82,7 +116,7 @@ test('the offer turns intruders away (no token, a wrong pid, not the expected pr
   connectWith(Buffer.from('GET / HTTP/1.0\r\n\r\n0123456789abcd')); // not a hello at all
   await new Promise((resolve) => setTimeout(resolve, 200));
   const { done } = runNode('channel-peer.mjs', [offer.address, 'plain']);
-  const channel = await accepted;
+  const channel = await untilAccepted(accepting, offer, done);
   assert.notEqual(channel.peer.pid, process.pid);
   assert.equal(offer.rejected.length, 3, JSON.stringify(offer.rejected));
   assert.ok(offer.rejected.some((r) => /wrong token/.test(r.reason)));
