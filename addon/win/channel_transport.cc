@@ -79,10 +79,13 @@ uintptr_t ValueArg(const Napi::CallbackInfo& info, size_t i) {
   return static_cast<uintptr_t>(info[i].As<Napi::Number>().Int64Value());
 }
 
-Napi::Number Num(Napi::Env env, int64_t value) { return Napi::Number::New(env, static_cast<double>(value)); }
+Napi::Number Num(Napi::Env env, int64_t value) {
+  return Napi::Number::New(env, static_cast<double>(value));
+}
 
 SOCKET NewTcpSocket() {
-  return WSASocketW(AF_INET, SOCK_STREAM, IPPROTO_TCP, nullptr, 0, WSA_FLAG_OVERLAPPED | WSA_FLAG_NO_HANDLE_INHERIT);
+  return WSASocketW(AF_INET, SOCK_STREAM, IPPROTO_TCP, nullptr, 0,
+                    WSA_FLAG_OVERLAPPED | WSA_FLAG_NO_HANDLE_INHERIT);
 }
 
 int SetNonBlocking(SOCKET s) {
@@ -95,7 +98,8 @@ int MakeListener(SOCKET* out, int* port) {
   SOCKET s = NewTcpSocket();
   if (s == INVALID_SOCKET) return LastWsaError();
   BOOL exclusive = TRUE;
-  setsockopt(s, SOL_SOCKET, SO_EXCLUSIVEADDRUSE, reinterpret_cast<const char*>(&exclusive), sizeof exclusive);
+  setsockopt(s, SOL_SOCKET, SO_EXCLUSIVEADDRUSE, reinterpret_cast<const char*>(&exclusive),
+             sizeof exclusive);
   sockaddr_in addr{};
   addr.sin_family = AF_INET;
   addr.sin_addr.s_addr = htonl(INADDR_LOOPBACK);
@@ -252,17 +256,21 @@ Napi::Value PeerPid(const Napi::CallbackInfo& info) {
   SOCKET s = static_cast<SOCKET>(ValueArg(info, 0));
   sockaddr_in local{}, peer{};
   int len = sizeof local;
-  if (getsockname(s, reinterpret_cast<sockaddr*>(&local), &len) != 0) return Num(env, LastWsaError());
+  if (getsockname(s, reinterpret_cast<sockaddr*>(&local), &len) != 0)
+    return Num(env, LastWsaError());
   len = sizeof peer;
-  if (getpeername(s, reinterpret_cast<sockaddr*>(&peer), &len) != 0) return Num(env, LastWsaError());
+  if (getpeername(s, reinterpret_cast<sockaddr*>(&peer), &len) != 0)
+    return Num(env, LastWsaError());
   std::vector<char> table;
   DWORD rc = ReadTcpTable(TCP_TABLE_OWNER_PID_CONNECTIONS, &table);
   if (rc != NO_ERROR) return Num(env, UvError(rc));
   auto* rows = reinterpret_cast<MIB_TCPTABLE_OWNER_PID*>(table.data());
   for (DWORD i = 0; i < rows->dwNumEntries; i++) {
     const MIB_TCPROW_OWNER_PID& row = rows->table[i];
-    if (row.dwLocalAddr == peer.sin_addr.s_addr && static_cast<u_short>(row.dwLocalPort) == peer.sin_port &&
-        row.dwRemoteAddr == local.sin_addr.s_addr && static_cast<u_short>(row.dwRemotePort) == local.sin_port && row.dwOwningPid != 0)
+    if (row.dwLocalAddr == peer.sin_addr.s_addr &&
+        static_cast<u_short>(row.dwLocalPort) == peer.sin_port &&
+        row.dwRemoteAddr == local.sin_addr.s_addr &&
+        static_cast<u_short>(row.dwRemotePort) == local.sin_port && row.dwOwningPid != 0)
       return Num(env, row.dwOwningPid);
   }
   rc = ReadTcpTable(TCP_TABLE_OWNER_PID_LISTENER, &table);
@@ -317,7 +325,8 @@ Napi::Value ClosePeerProcess(const Napi::CallbackInfo& info) {
 bool IsSocket(HANDLE h) {
   int type;
   int len = sizeof type;
-  return getsockopt(reinterpret_cast<SOCKET>(h), SOL_SOCKET, SO_TYPE, reinterpret_cast<char*>(&type), &len) == 0;
+  return getsockopt(reinterpret_cast<SOCKET>(h), SOL_SOCKET, SO_TYPE,
+                    reinterpret_cast<char*>(&type), &len) == 0;
 }
 
 // pushFd(fd, process, pid, entry: Uint8Array(kEntryBytes)) -> the entry's kind, with its body
@@ -337,12 +346,14 @@ Napi::Value PushFd(const Napi::CallbackInfo& info) {
   HANDLE h = reinterpret_cast<HANDLE>(uv_get_osfhandle(fd));
   if (h == INVALID_HANDLE_VALUE || h == nullptr) return Num(env, UV_EBADF);
   if (IsSocket(h)) {
-    if (WSADuplicateSocketW(reinterpret_cast<SOCKET>(h), pid, reinterpret_cast<WSAPROTOCOL_INFOW*>(entry.Data() + 4)) != 0)
+    if (WSADuplicateSocketW(reinterpret_cast<SOCKET>(h), pid,
+                            reinterpret_cast<WSAPROTOCOL_INFOW*>(entry.Data() + 4)) != 0)
       return Num(env, LastWsaError());
     return Num(env, kKindSocket);
   }
   HANDLE remote = nullptr;
-  if (!DuplicateHandle(GetCurrentProcess(), h, process, &remote, 0, FALSE, DUPLICATE_SAME_ACCESS)) return Num(env, LastError());
+  if (!DuplicateHandle(GetCurrentProcess(), h, process, &remote, 0, FALSE, DUPLICATE_SAME_ACCESS))
+    return Num(env, LastError());
   uint64_t value = reinterpret_cast<uintptr_t>(remote);
   memcpy(entry.Data() + 4, &value, sizeof value);
   return Num(env, kKindHandle);
@@ -353,7 +364,8 @@ Napi::Value PushFd(const Napi::CallbackInfo& info) {
 Napi::Value Unpush(const Napi::CallbackInfo& info) {
   HANDLE process = reinterpret_cast<HANDLE>(ValueArg(info, 0));
   HANDLE remote = reinterpret_cast<HANDLE>(ValueArg(info, 1));
-  if (!DuplicateHandle(process, remote, nullptr, nullptr, 0, FALSE, DUPLICATE_CLOSE_SOURCE)) return Num(info.Env(), LastError());
+  if (!DuplicateHandle(process, remote, nullptr, nullptr, 0, FALSE, DUPLICATE_CLOSE_SOURCE))
+    return Num(info.Env(), LastError());
   return Num(info.Env(), 0);
 }
 
@@ -410,7 +422,8 @@ Napi::Value AdoptSocket(const Napi::CallbackInfo& info) {
   return Num(info.Env(), fd);
 }
 
-// pipe(out: Int32Array(2)) -> 0 with out = [read fd, write fd] (an anonymous pipe, as Node fds), or -err.
+// pipe(out: Int32Array(2)) -> 0 with out = [read fd, write fd] (an anonymous pipe, as Node fds), or
+// -err.
 Napi::Value Pipe(const Napi::CallbackInfo& info) {
   auto out = info[0].As<Napi::Int32Array>();
   HANDLE r, w;
@@ -434,10 +447,13 @@ struct PollHandle {
 class WinPollWrap : public Napi::ObjectWrap<WinPollWrap> {
  public:
   static Napi::Function Define(Napi::Env env) {
-    return DefineClass(env, "WinPollWrap",
-                       {InstanceMethod<&WinPollWrap::Open>("open"), InstanceMethod<&WinPollWrap::Start>("start"),
-                        InstanceMethod<&WinPollWrap::RefHandle>("ref"), InstanceMethod<&WinPollWrap::UnrefHandle>("unref"),
-                        InstanceMethod<&WinPollWrap::HasRefHandle>("hasRef"), InstanceMethod<&WinPollWrap::Close>("close")});
+    return DefineClass(
+        env, "WinPollWrap",
+        {InstanceMethod<&WinPollWrap::Open>("open"), InstanceMethod<&WinPollWrap::Start>("start"),
+         InstanceMethod<&WinPollWrap::RefHandle>("ref"),
+         InstanceMethod<&WinPollWrap::UnrefHandle>("unref"),
+         InstanceMethod<&WinPollWrap::HasRefHandle>("hasRef"),
+         InstanceMethod<&WinPollWrap::Close>("close")});
   }
 
   explicit WinPollWrap(const Napi::CallbackInfo& info)
@@ -506,10 +522,11 @@ class WinPollWrap : public Napi::ObjectWrap<WinPollWrap> {
     if (self->closing_) return;
     Napi::Env env = self->Env();
     Napi::HandleScope scope(env);
-    self->on_event_.MakeCallback(env.Global(),
-                                 {Num(env, status), Napi::Boolean::New(env, (events & UV_READABLE) != 0),
-                                  Napi::Boolean::New(env, (events & UV_WRITABLE) != 0)},
-                                 self->async_context_);
+    self->on_event_.MakeCallback(
+        env.Global(),
+        {Num(env, status), Napi::Boolean::New(env, (events & UV_READABLE) != 0),
+         Napi::Boolean::New(env, (events & UV_WRITABLE) != 0)},
+        self->async_context_);
   }
 
   // Free only here: libuv is done with the handle. The socket closes after its poll handle.
@@ -540,7 +557,9 @@ class WinPollWrap : public Napi::ObjectWrap<WinPollWrap> {
 
 void InitChannelTransport(Napi::Env env, Napi::Object exports) {
   Napi::Object win = Napi::Object::New(env);
-  auto fn = [&](const char* name, Napi::Value (*f)(const Napi::CallbackInfo&)) { win.Set(name, Napi::Function::New(env, f, name)); };
+  auto fn = [&](const char* name, Napi::Value (*f)(const Napi::CallbackInfo&)) {
+    win.Set(name, Napi::Function::New(env, f, name));
+  };
   fn("tcpPair", TcpPair);
   fn("listen", Listen);
   fn("accept", Accept);
