@@ -15,12 +15,14 @@ const UV_ENOMEM = -4057;
 const PEER_LOOKUPS = 5;
 const PULL_STAGES = ['OpenProcess', 'DuplicateHandle', 'uv_open_osfhandle'] as const;
 
-// Under Wine the system names no process behind a TCP connection (its TCP table reports
-// pid 0) and there is no AF_UNIX: the peer check can only see that the peer is local.
+// Wine's TCP table names the process behind a connecting socket but not behind an accepted
+// one (pid 0), and Wine has no AF_UNIX: there, and only there, a peer the table names no
+// process for is taken as local and unnamed. On Windows such a peer is refused.
 const underWine = process.platform === 'win32' && windowsBinding.wineVersion() !== null;
 
-// Records begun on a non-blocking socket: the bytes that came, kept per socket until the rest
-// arrives. Dropped at the end of the stream and at any error.
+// Records begun on a non-blocking socket: the bytes that came, kept per socket fd until the
+// rest arrives; dropped at the end of the stream and at any error. (A socket closed with part
+// of a record pending leaves it here, under a number Node may reuse.)
 const partialRecords = new Map<number, Uint8Array>();
 
 type Failure = SystemError | FdpassError;

@@ -137,6 +137,21 @@ test('a sender that exits before its handle is taken: recv fails with a system e
   });
 });
 
+test('a receiver that may not open the sender (no PROCESS_DUP_HANDLE) fails with a system error, and nothing leaks', async () => {
+  await expectNoHandleLeak(async () => {
+    const result = await withPeer(
+      (port) => runProcess(cPeer, ['send-file-locked', String(port), file]),
+      (sock) => {
+        assert.equal(fdpass.recv(sock), -1, 'the handle was taken from a process that denies us access');
+        const error = fdpass.lastError();
+        assert.ok(['EPERM', 'EACCES'].includes(error.code), String(error));
+        assert.equal(error.syscall, 'OpenProcess');
+      },
+    );
+    assert.equal(result.stdout.trim(), 'sent', JSON.stringify(result));
+  });
+});
+
 /**
  * A record naming a handle of a third process (a node.exe holding a file), sent over a
  * socketpair and received on one end: recv must refuse it before it opens that process, and

@@ -4,11 +4,14 @@
  * receiver pulls the copy with DuplicateHandle(..., DUPLICATE_CLOSE_SOURCE).
  * Connects to 127.0.0.1:<port>, then:
  *   send-file <port> <path>   sends a handle of <path>, opened for reading
+ *   send-file-locked <port> <path>  the same, after denying every other process all access to
+ *                             this one (an empty DACL): the receiver cannot open it
  *   send-pipe <port>          sends a pipe's write end, then prints what arrives at its read end
  *   recv <port>               takes a handle, prints what it reads from it, writes "peer" to it
  * Prints "error <call> <GetLastError>" and exits 1 on failure. */
 #include <winsock2.h>
 #include <windows.h>
+#include <aclapi.h>
 #include <stdio.h>
 #include <string.h>
 
@@ -70,7 +73,16 @@ int main(int argc, char **argv) {
   if (s == INVALID_SOCKET) return fail("connect", WSAGetLastError());
   char text[256];
   DWORD n = 0;
-  if (strcmp(argv[1], "send-file") == 0 && argc == 4) {
+  int locked = strcmp(argv[1], "send-file-locked") == 0;
+  if (locked) {
+    ACL empty;
+    InitializeAcl(&empty, sizeof empty, ACL_REVISION);
+    DWORD status = SetSecurityInfo(GetCurrentProcess(), SE_KERNEL_OBJECT,
+                                   DACL_SECURITY_INFORMATION | PROTECTED_DACL_SECURITY_INFORMATION,
+                                   NULL, NULL, &empty, NULL);
+    if (status != ERROR_SUCCESS) return fail("SetSecurityInfo", status);
+  }
+  if ((strcmp(argv[1], "send-file") == 0 || locked) && argc == 4) {
     HANDLE file = CreateFileA(argv[3], GENERIC_READ, FILE_SHARE_READ | FILE_SHARE_WRITE, NULL,
                               OPEN_EXISTING, 0, NULL);
     if (file == INVALID_HANDLE_VALUE) return fail("CreateFile", GetLastError());
