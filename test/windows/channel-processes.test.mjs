@@ -5,8 +5,8 @@ import { closeSync, openSync } from 'node:fs';
 import { createRequire } from 'node:module';
 import path from 'node:path';
 import { test } from 'node:test';
-import { childFile, expectNoHandleLeakWithChild, file, pipe, readFd, readPipe, win } from './channel-helpers.mjs';
-import { fdpass, root, runNode } from './helpers.mjs';
+import { childFile, file, pipe, readFd, readPipe, win } from './channel-helpers.mjs';
+import { expectNoHandleLeak, fdpass, root, runNode } from './helpers.mjs';
 
 const require = createRequire(import.meta.url);
 const { Channel } = fdpass;
@@ -47,7 +47,7 @@ function untilAccepted(accepting, offer, done) {
 }
 
 test('two processes: files and pipes both ways, used on the far side; for await in the child; no handle leak in either', async () => {
-  await expectNoHandleLeakWithChild(async () => {
+  await expectNoHandleLeak(async () => {
     const offer = Channel.offer();
     const { done } = runNode('channel-peer.mjs', [offer.address, 'echo', childFile]);
     const channel = await acceptFrom(offer, done);
@@ -79,7 +79,7 @@ test('two processes: files and pipes both ways, used on the far side; for await 
 });
 
 test('two processes: a receiver that dies before reading: the sender ends cleanly and keeps no handle', async () => {
-  await expectNoHandleLeakWithChild(async () => {
+  await expectNoHandleLeak(async () => {
     const offer = Channel.offer();
     const { done } = runNode('channel-peer.mjs', [offer.address, 'exit-at-once']);
     const channel = await acceptFrom(offer, done);

@@ -229,7 +229,7 @@ test('hostile peer: a record that never finishes ends the channel after frameTim
 
 test(
   'a peer this process may not open for PROCESS_DUP_HANDLE (the System process) is refused with EPERM',
-  { todo: expectedToFailUnderWine('OpenProcess never denies access under Wine, and it has no System process') },
+  { todo: expectedToFailUnderWine('Wine has no System process (pid 4): OpenProcess gives EINVAL, not EPERM') },
   () => {
     const ends = new Float64Array(2);
     assert.equal(win.tcpPair(ends), 0);
