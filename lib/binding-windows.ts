@@ -53,7 +53,8 @@ const windowsStandIns: Record<string, unknown> = {
     return 0;
   },
   isOwnedFd: () => false,
-  constants: {},
+  // fd.ts sizes its close batches from this: without it closeFds of an array never ends.
+  constants: { MAX_FDS_PER_MESSAGE: 253 },
 };
 
 /** The POSIX binding's shape on Windows: each call the platform lacks throws when made. */

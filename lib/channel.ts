@@ -10,52 +10,24 @@ import { constants as os } from 'node:os';
 import { debuglog } from 'node:util';
 import EventEmitter from 'eventemitter3';
 import { binding, constants, type PollWrap } from './binding';
-import { UV_EOF, abortError, closedError, errnoException, invalidArgValue, type SystemError } from './errors';
+import { UV_EOF, abortError, closedError, errnoException, invalidArgValue, unavailableOnPlatform, type SystemError } from './errors';
 import { closeFds, type FdLike } from './fd';
-import { MAX_FDS_PER_FRAME, MAX_PAYLOAD_BYTES } from './framing';
 import type { ReceivedMessage } from './message';
 import { toOutgoing, closeHanded, type Message } from './outgoing';
 import { readPeerCredentials, type PeerCredentials } from './peer';
 import { ReceiveBudget } from './receive-budget';
-import { Receiver, receiveBuffersFor, type ReceiveLimits } from './receiver';
+import { channelOptions, type ChannelOptions } from './channel-options';
+import { Receiver, receiveBuffersFor } from './receiver';
 import { SendQueue } from './send-queue';
+import { WindowsChannel } from './win/channel';
+import { ChannelOffer, connectChannel, type HandshakeOptions } from './win/handshake';
 import { socketTypeName, type SocketType } from './socket-type';
 import { socketpair } from './socketpair';
-import { validateAbortSignal, validateFd, validateInteger, validateOptions } from './validators';
+import { validateAbortSignal, validateFd, validateOptions } from './validators';
 
 const debug = debuglog('fdpass');
 
-export interface ChannelOptions {
-  /**
-   * Most received fds held for nobody (messages nobody has taken, a frame still arriving)
-   * before the channel stops reading and leaves the rest in the kernel, so a peer cannot fill
-   * your fd table. Exceeded by one message at most. Default 128.
-   */
-  maxBufferedFds?: number;
-  /**
-   * The same for memory: each buffered message or error costs its payload plus 256 bytes, and
-   * bytes of a frame still arriving count too. Reading pauses between messages, never inside
-   * a frame. Default: 4 MiB, or maxPayloadBytes if that is larger.
-   */
-  maxBufferedBytes?: number;
-  /**
-   * Largest payload accepted from the peer; a larger message is dropped (its fds closed)
-   * and reported as an error with code 'ERR_FDPASS_MESSAGE_TOO_LARGE'. Default 1 MiB.
-   * On seqpacket and dgram sockets it also sizes the receive buffer, up to 4 MiB.
-   */
-  maxPayloadBytes?: number;
-  /**
-   * Most fds accepted in one message from the peer; a message with more is dropped (its
-   * fds closed) and reported with code 'ERR_FDPASS_TOO_MANY_FDS'. Default 253, Linux's limit.
-   */
-  maxFdsPerMessage?: number;
-  /**
-   * Milliseconds a frame may stay incomplete on a stream while the channel reads, before the
-   * channel ends with 'ERR_FDPASS_FRAME_TIMEOUT' and closes the frame's fds: a peer cannot
-   * park fds in a frame it never finishes. 0 waits forever. Default 10000.
-   */
-  frameTimeout?: number;
-}
+export { channelOptions, type ChannelOptions };
 
 export interface SendOptions {
   /**
@@ -85,10 +57,6 @@ export interface ChannelEvents {
   close: [];
 }
 
-const DEFAULT_MAX_BUFFERED_FDS = 128;
-const DEFAULT_MAX_BUFFERED_BYTES = 4 * 1024 * 1024;
-const DEFAULT_MAX_PAYLOAD_BYTES = 1024 * 1024;
-const DEFAULT_FRAME_TIMEOUT_MS = 10_000;
 const EBADF = -os.errno.EBADF;
 const EEXIST = -os.errno.EEXIST;
 
@@ -132,6 +100,8 @@ export class Channel extends EventEmitter<ChannelEvents> {
 
   /** A connected pair of channels over a new socketpair. */
   static pair(type: SocketType = 'stream', options?: ChannelOptions): [Channel, Channel] {
+    // Windows has no socketpair with SCM_RIGHTS: its channels are lib/win/channel.ts's.
+    if (process.platform === 'win32') return WindowsChannel.pair(type, options) as unknown as [Channel, Channel];
     channelOptions(options);
     const [a, b] = socketpair(type);
     let first: Channel | undefined;
@@ -144,6 +114,26 @@ export class Channel extends EventEmitter<ChannelEvents> {
       closeFds([b]);
       throw error;
     }
+  }
+
+  /**
+   * Windows: offers a channel to another process (docs/windows-channel-protocol.md). Give
+   * `offer.address` to that process, which calls Channel.connectTo(address); `offer.accept()`
+   * resolves with this side's channel. Elsewhere: ERR_FEATURE_UNAVAILABLE_ON_PLATFORM (use
+   * spawnWithChannel, or listen and connect).
+   */
+  static offer(): ChannelOffer {
+    if (process.platform !== 'win32')
+      throw unavailableOnPlatform('Channel.offer() is for Windows: on Unix use spawnWithChannel(), or listen() and connect()');
+    return new ChannelOffer();
+  }
+
+  /** Windows: the other side of Channel.offer(). Elsewhere: ERR_FEATURE_UNAVAILABLE_ON_PLATFORM. */
+  static connectTo(address: string, options?: HandshakeOptions): Promise<Channel> {
+    if (process.platform !== 'win32') {
+      return Promise.reject(unavailableOnPlatform('Channel.connectTo() is for Windows: on Unix use connect()'));
+    }
+    return connectChannel(address, options) as unknown as Promise<Channel>;
   }
 
   /**
@@ -463,37 +453,9 @@ export class Channel extends EventEmitter<ChannelEvents> {
   }
 }
 
-/** A channel's options, checked, with their defaults. */
-export function channelOptions(options: ChannelOptions | undefined): {
-  maxBufferedFds: number;
-  maxBufferedBytes: number;
-  limits: ReceiveLimits;
-} {
-  const {
-    maxBufferedFds = DEFAULT_MAX_BUFFERED_FDS,
-    maxPayloadBytes = DEFAULT_MAX_PAYLOAD_BYTES,
-    maxFdsPerMessage = MAX_FDS_PER_FRAME,
-    frameTimeout = DEFAULT_FRAME_TIMEOUT_MS,
-    maxBufferedBytes = Math.max(
-      DEFAULT_MAX_BUFFERED_BYTES,
-      validateInteger(maxPayloadBytes, 'options.maxPayloadBytes', 0, MAX_PAYLOAD_BYTES),
-    ),
-  } = validateOptions(options, 'options');
-  return {
-    maxBufferedFds: validateInteger(maxBufferedFds, 'options.maxBufferedFds', 1, Number.MAX_SAFE_INTEGER),
-    maxBufferedBytes: validateInteger(maxBufferedBytes, 'options.maxBufferedBytes', 1, Number.MAX_SAFE_INTEGER),
-    limits: {
-      maxPayloadBytes,
-      maxFdsPerMessage: validateInteger(maxFdsPerMessage, 'options.maxFdsPerMessage', 0, MAX_FDS_PER_FRAME),
-      frameTimeout: validateInteger(frameTimeout, 'options.frameTimeout', 0, 0x7fff_ffff),
-    },
-  };
-}
-
 // What a channel's fd must be: a connected Unix socket of a type fdpass knows. Checked
 // before the poll handle touches it, so the caller keeps a refused fd as it was.
 const facts = new Int32Array(4);
-
 function checkChannelSocket(fd: number): SocketType {
   const err = binding.inspectSocket(fd, facts);
   if (err === -os.errno.ENOTSOCK)

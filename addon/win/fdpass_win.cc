@@ -14,6 +14,7 @@ Napi::Object Init(Napi::Env env, Napi::Object exports) {
   InitProcessInfo(env, exports);
   InitLoopbackSocket(env, exports);
   InitHandlePassing(env, exports);
+  InitChannelTransport(env, exports);
   return exports;
 }
 

@@ -6,11 +6,18 @@
 namespace fdpass::win {
 namespace {
 
-// processHandleCount() -> handles this process holds | -error
+// processHandleCount() -> handles this process holds | -error. Wine 8's GetProcessHandleCount
+// succeeds with 0 whatever is open: where it says 0, count the handle values below 2^16 that
+// GetHandleInformation accepts (a handle count all the same, on Windows too).
 Napi::Value JsProcessHandleCount(const Napi::CallbackInfo& info) {
   DWORD count = 0;
   if (!GetProcessHandleCount(GetCurrentProcess(), &count))
     return Napi::Number::New(info.Env(), UvError(GetLastError()));
+  if (count == 0) {
+    DWORD flags;
+    for (uintptr_t value = 4; value < (1u << 16); value += 4)
+      if (GetHandleInformation(reinterpret_cast<HANDLE>(value), &flags)) count++;
+  }
   return Napi::Number::New(info.Env(), count);
 }
 

@@ -8,5 +8,7 @@ namespace fdpass::win {
 void InitProcessInfo(Napi::Env env, Napi::Object exports);
 void InitLoopbackSocket(Napi::Env env, Napi::Object exports);
 void InitHandlePassing(Napi::Env env, Napi::Object exports);
+// The Windows Channel's transport, as exports.winChannel (channel_transport.cc).
+void InitChannelTransport(Napi::Env env, Napi::Object exports);
 
 }  // namespace fdpass::win

@@ -1,0 +1,587 @@
+// The Windows Channel's transport, thin: each call is one Windows operation and returns a
+// value or a negative libuv error code (uv_translate_sys_error), which lib/ turns into errors.
+// Policy (framing, queues, limits, the handshake's rules) lives in lib/win/. See
+// docs/windows-channel-protocol.md.
+
+// clang-format off
+#include <winsock2.h>
+#include <ws2tcpip.h>
+#include <windows.h>
+#include <iphlpapi.h>
+// clang-format on
+
+#include <cstdint>
+#include <cstdlib>
+#include <cstring>
+#include <mutex>
+#include <set>
+#include <vector>
+
+#include "win_io.h"
+#include "win_modules.h"
+
+// The few libuv calls a poll handle needs, as node.exe exports them. uv.h is not among
+// Node-API's headers: the handle is kept opaque, in room larger than libuv's uv_poll_t.
+extern "C" {
+struct uv_loop_s;
+struct uv_handle_s;
+struct uv_poll_s;
+typedef void (*uv_poll_cb)(uv_poll_s* handle, int status, int events);
+typedef void (*uv_close_cb)(uv_handle_s* handle);
+int uv_poll_init_socket(uv_loop_s* loop, uv_poll_s* handle, SOCKET socket);
+int uv_poll_start(uv_poll_s* handle, int events, uv_poll_cb cb);
+int uv_poll_stop(uv_poll_s* handle);
+void uv_close(uv_handle_s* handle, uv_close_cb cb);
+void uv_ref(uv_handle_s* handle);
+void uv_unref(uv_handle_s* handle);
+int uv_has_ref(const uv_handle_s* handle);
+}
+
+namespace fdpass::win {
+namespace {
+
+// libuv's fixed numbers (uv/errno.h on Windows) for the errors this file makes up itself.
+constexpr int UV_EBADF = -4083;
+constexpr int UV_EINVAL = -4071;
+constexpr int UV_EPERM = -4048;
+constexpr int UV_EMFILE = -4066;
+constexpr int UV_ENOMEM = -4057;
+constexpr int UV_ESRCH = -4040;
+constexpr int UV_ECONNREFUSED = -4078;
+constexpr int UV_READABLE = 1;
+constexpr int UV_WRITABLE = 2;
+
+// Handles the transport owns (channel sockets, listeners, process handles): a value pushed by
+// a peer that names one of them is refused, never adopted or closed.
+std::mutex owned_mutex;
+std::set<uintptr_t> owned_handles;
+
+void Own(uintptr_t value) {
+  std::lock_guard<std::mutex> lock(owned_mutex);
+  owned_handles.insert(value);
+}
+
+void Disown(uintptr_t value) {
+  std::lock_guard<std::mutex> lock(owned_mutex);
+  owned_handles.erase(value);
+}
+
+bool IsOwned(uintptr_t value) {
+  std::lock_guard<std::mutex> lock(owned_mutex);
+  return owned_handles.count(value) != 0;
+}
+
+int LastWsaError() { return UvError(static_cast<DWORD>(WSAGetLastError())); }
+int LastError() { return UvError(GetLastError()); }
+
+// Handle values are small (multiples of 4 well below 2^31): they travel to JS as numbers.
+uintptr_t ValueArg(const Napi::CallbackInfo& info, size_t i) {
+  return static_cast<uintptr_t>(info[i].As<Napi::Number>().Int64Value());
+}
+
+Napi::Number Num(Napi::Env env, int64_t value) {
+  return Napi::Number::New(env, static_cast<double>(value));
+}
+
+SOCKET NewTcpSocket() {
+  return WSASocketW(AF_INET, SOCK_STREAM, IPPROTO_TCP, nullptr, 0,
+                    WSA_FLAG_OVERLAPPED | WSA_FLAG_NO_HANDLE_INHERIT);
+}
+
+int SetNonBlocking(SOCKET s) {
+  u_long on = 1;
+  return ioctlsocket(s, FIONBIO, &on) == 0 ? 0 : LastWsaError();
+}
+
+// A listener on 127.0.0.1, port chosen by the system, that no other socket may share.
+int MakeListener(SOCKET* out, int* port) {
+  SOCKET s = NewTcpSocket();
+  if (s == INVALID_SOCKET) return LastWsaError();
+  BOOL exclusive = TRUE;
+  setsockopt(s, SOL_SOCKET, SO_EXCLUSIVEADDRUSE, reinterpret_cast<const char*>(&exclusive),
+             sizeof exclusive);
+  sockaddr_in addr{};
+  addr.sin_family = AF_INET;
+  addr.sin_addr.s_addr = htonl(INADDR_LOOPBACK);
+  int len = sizeof addr;
+  if (bind(s, reinterpret_cast<sockaddr*>(&addr), sizeof addr) != 0 || listen(s, 8) != 0 ||
+      getsockname(s, reinterpret_cast<sockaddr*>(&addr), &len) != 0) {
+    int err = LastWsaError();
+    closesocket(s);
+    return err;
+  }
+  *out = s;
+  *port = ntohs(addr.sin_port);
+  return 0;
+}
+
+int ConnectLoopback(int port, SOCKET* out) {
+  SOCKET s = NewTcpSocket();
+  if (s == INVALID_SOCKET) return LastWsaError();
+  sockaddr_in addr{};
+  addr.sin_family = AF_INET;
+  addr.sin_addr.s_addr = htonl(INADDR_LOOPBACK);
+  addr.sin_port = htons(static_cast<u_short>(port));
+  // Blocking: a loopback connect completes at once, or is refused at once.
+  if (connect(s, reinterpret_cast<sockaddr*>(&addr), sizeof addr) != 0) {
+    int err = LastWsaError();
+    closesocket(s);
+    return err;
+  }
+  BOOL on = TRUE;
+  setsockopt(s, IPPROTO_TCP, TCP_NODELAY, reinterpret_cast<const char*>(&on), sizeof on);
+  *out = s;
+  return 0;
+}
+
+bool SameAddress(const sockaddr_in& a, const sockaddr_in& b) {
+  return a.sin_addr.s_addr == b.sin_addr.s_addr && a.sin_port == b.sin_port;
+}
+
+// tcpPair(out: Float64Array(2)): two connected loopback sockets of this process, non-blocking.
+// The accepted end is the one whose peer is our own connecting socket: another process that
+// connects to the listener in the meantime is turned away (at most 16 of them).
+Napi::Value TcpPair(const Napi::CallbackInfo& info) {
+  Napi::Env env = info.Env();
+  auto out = info[0].As<Napi::Float64Array>();
+  SOCKET listener;
+  int port;
+  int err = MakeListener(&listener, &port);
+  if (err < 0) return Num(env, err);
+  SOCKET client = INVALID_SOCKET;
+  SOCKET server = INVALID_SOCKET;
+  err = ConnectLoopback(port, &client);
+  if (err == 0) {
+    sockaddr_in mine{};
+    int len = sizeof mine;
+    getsockname(client, reinterpret_cast<sockaddr*>(&mine), &len);
+    err = UV_ECONNREFUSED;
+    for (int tries = 0; tries < 16; tries++) {
+      sockaddr_in peer{};
+      len = sizeof peer;
+      SOCKET s = accept(listener, reinterpret_cast<sockaddr*>(&peer), &len);
+      if (s == INVALID_SOCKET) {
+        err = LastWsaError();
+        break;
+      }
+      if (SameAddress(peer, mine)) {
+        server = s;
+        err = 0;
+        break;
+      }
+      closesocket(s);
+    }
+  }
+  closesocket(listener);
+  if (err == 0) err = SetNonBlocking(client);
+  if (err == 0) err = SetNonBlocking(server);
+  if (err < 0) {
+    if (client != INVALID_SOCKET) closesocket(client);
+    if (server != INVALID_SOCKET) closesocket(server);
+    return Num(env, err);
+  }
+  BOOL on = TRUE;
+  setsockopt(server, IPPROTO_TCP, TCP_NODELAY, reinterpret_cast<const char*>(&on), sizeof on);
+  Own(client);
+  Own(server);
+  out[0] = static_cast<double>(client);
+  out[1] = static_cast<double>(server);
+  return Num(env, 0);
+}
+
+// listen(out: Float64Array(2)) -> 0 with out = [listener, port], non-blocking; or -err.
+Napi::Value Listen(const Napi::CallbackInfo& info) {
+  auto out = info[0].As<Napi::Float64Array>();
+  SOCKET s;
+  int port;
+  int err = MakeListener(&s, &port);
+  if (err == 0) err = SetNonBlocking(s);
+  if (err < 0) return Num(info.Env(), err);
+  Own(s);
+  out[0] = static_cast<double>(s);
+  out[1] = port;
+  return Num(info.Env(), 0);
+}
+
+// accept(listener) -> a connected non-blocking socket, or -err (UV_EAGAIN: none waiting).
+Napi::Value Accept(const Napi::CallbackInfo& info) {
+  SOCKET s = accept(static_cast<SOCKET>(ValueArg(info, 0)), nullptr, nullptr);
+  if (s == INVALID_SOCKET) return Num(info.Env(), LastWsaError());
+  int err = SetNonBlocking(s);
+  if (err < 0) {
+    closesocket(s);
+    return Num(info.Env(), err);
+  }
+  BOOL on = TRUE;
+  setsockopt(s, IPPROTO_TCP, TCP_NODELAY, reinterpret_cast<const char*>(&on), sizeof on);
+  Own(s);
+  return Num(info.Env(), static_cast<int64_t>(s));
+}
+
+// connect(port) -> a socket connected to 127.0.0.1:port, non-blocking, or -err.
+Napi::Value Connect(const Napi::CallbackInfo& info) {
+  SOCKET s;
+  int err = ConnectLoopback(info[0].As<Napi::Number>().Int32Value(), &s);
+  if (err == 0) err = SetNonBlocking(s);
+  if (err < 0) return Num(info.Env(), err);
+  Own(s);
+  return Num(info.Env(), static_cast<int64_t>(s));
+}
+
+Napi::Value CloseSocket(const Napi::CallbackInfo& info) {
+  uintptr_t s = ValueArg(info, 0);
+  if (!IsOwned(s)) return Num(info.Env(), UV_EBADF);
+  Disown(s);
+  return Num(info.Env(), closesocket(static_cast<SOCKET>(s)) == 0 ? 0 : LastWsaError());
+}
+
+// The system's IPv4 TCP table of `kind`, with each row's owning process id.
+DWORD ReadTcpTable(TCP_TABLE_CLASS kind, std::vector<char>* table) {
+  table->resize(16 * 1024);
+  DWORD rc = ERROR_INSUFFICIENT_BUFFER;
+  for (int tries = 0; tries < 4 && rc == ERROR_INSUFFICIENT_BUFFER; tries++) {
+    DWORD size = static_cast<DWORD>(table->size());
+    rc = GetExtendedTcpTable(table->data(), &size, FALSE, AF_INET, kind, 0);
+    if (rc == ERROR_INSUFFICIENT_BUFFER) table->resize(size + 4096);
+  }
+  return rc;
+}
+
+// peerPid(sock) -> the process id that owns the other end of a loopback connection, or -err:
+// from the system's TCP table, the row whose local end is our peer and whose remote end is us.
+// Wine reports no owner (0) for a connection the peer accepted: then the owner of the
+// listener we connected to, which is the process that accepted it.
+Napi::Value PeerPid(const Napi::CallbackInfo& info) {
+  Napi::Env env = info.Env();
+  SOCKET s = static_cast<SOCKET>(ValueArg(info, 0));
+  sockaddr_in local{}, peer{};
+  int len = sizeof local;
+  if (getsockname(s, reinterpret_cast<sockaddr*>(&local), &len) != 0)
+    return Num(env, LastWsaError());
+  len = sizeof peer;
+  if (getpeername(s, reinterpret_cast<sockaddr*>(&peer), &len) != 0)
+    return Num(env, LastWsaError());
+  std::vector<char> table;
+  DWORD rc = ReadTcpTable(TCP_TABLE_OWNER_PID_CONNECTIONS, &table);
+  if (rc != NO_ERROR) return Num(env, UvError(rc));
+  auto* rows = reinterpret_cast<MIB_TCPTABLE_OWNER_PID*>(table.data());
+  for (DWORD i = 0; i < rows->dwNumEntries; i++) {
+    const MIB_TCPROW_OWNER_PID& row = rows->table[i];
+    if (row.dwLocalAddr == peer.sin_addr.s_addr &&
+        static_cast<u_short>(row.dwLocalPort) == peer.sin_port &&
+        row.dwRemoteAddr == local.sin_addr.s_addr &&
+        static_cast<u_short>(row.dwRemotePort) == local.sin_port && row.dwOwningPid != 0)
+      return Num(env, row.dwOwningPid);
+  }
+  rc = ReadTcpTable(TCP_TABLE_OWNER_PID_LISTENER, &table);
+  if (rc != NO_ERROR) return Num(env, UvError(rc));
+  rows = reinterpret_cast<MIB_TCPTABLE_OWNER_PID*>(table.data());
+  for (DWORD i = 0; i < rows->dwNumEntries; i++) {
+    const MIB_TCPROW_OWNER_PID& row = rows->table[i];
+    if ((row.dwLocalAddr == peer.sin_addr.s_addr || row.dwLocalAddr == INADDR_ANY) &&
+        static_cast<u_short>(row.dwLocalPort) == peer.sin_port && row.dwOwningPid != 0)
+      return Num(env, row.dwOwningPid);
+  }
+  return Num(env, UV_ESRCH);
+}
+
+// send(sock, bytes, offset, length) -> bytes sent, or -err (UV_EAGAIN: the socket is full).
+Napi::Value Send(const Napi::CallbackInfo& info) {
+  SOCKET s = static_cast<SOCKET>(ValueArg(info, 0));
+  auto bytes = info[1].As<Napi::Uint8Array>();
+  size_t offset = info[2].As<Napi::Number>().Uint32Value();
+  int length = info[3].As<Napi::Number>().Int32Value();
+  if (offset + static_cast<size_t>(length) > bytes.ByteLength()) return Num(info.Env(), UV_EINVAL);
+  int n = send(s, reinterpret_cast<const char*>(bytes.Data() + offset), length, 0);
+  return Num(info.Env(), n == SOCKET_ERROR ? LastWsaError() : n);
+}
+
+// recv(sock, bytes, offset, length) -> bytes read, 0 at the peer's end, or -err (UV_EAGAIN).
+Napi::Value Recv(const Napi::CallbackInfo& info) {
+  SOCKET s = static_cast<SOCKET>(ValueArg(info, 0));
+  auto bytes = info[1].As<Napi::Uint8Array>();
+  size_t offset = info[2].As<Napi::Number>().Uint32Value();
+  int length = info[3].As<Napi::Number>().Int32Value();
+  if (offset + static_cast<size_t>(length) > bytes.ByteLength()) return Num(info.Env(), UV_EINVAL);
+  int n = recv(s, reinterpret_cast<char*>(bytes.Data() + offset), length, 0);
+  return Num(info.Env(), n == SOCKET_ERROR ? LastWsaError() : n);
+}
+
+// openProcess(pid) -> a handle allowed to duplicate handles into that process, or -err.
+Napi::Value OpenPeerProcess(const Napi::CallbackInfo& info) {
+  HANDLE h = OpenProcess(PROCESS_DUP_HANDLE, FALSE, info[0].As<Napi::Number>().Uint32Value());
+  if (h == nullptr) return Num(info.Env(), LastError());
+  Own(reinterpret_cast<uintptr_t>(h));
+  return Num(info.Env(), static_cast<int64_t>(reinterpret_cast<uintptr_t>(h)));
+}
+
+Napi::Value ClosePeerProcess(const Napi::CallbackInfo& info) {
+  uintptr_t h = ValueArg(info, 0);
+  if (!IsOwned(h)) return Num(info.Env(), UV_EBADF);
+  Disown(h);
+  return Num(info.Env(), CloseHandle(reinterpret_cast<HANDLE>(h)) ? 0 : LastError());
+}
+
+bool IsSocket(HANDLE h) {
+  int type;
+  int len = sizeof type;
+  return getsockopt(reinterpret_cast<SOCKET>(h), SOL_SOCKET, SO_TYPE,
+                    reinterpret_cast<char*>(&type), &len) == 0;
+}
+
+// pushFd(fd, process, pid, entry: Uint8Array(kEntryBytes)) -> the entry's kind, with its body
+// written at entry[4..]: KIND_HANDLE, the value of a duplicate made in the peer (8 bytes,
+// little-endian); KIND_SOCKET, the WSAPROTOCOL_INFOW for the peer. Or -err.
+constexpr int kKindHandle = 1;
+constexpr int kKindSocket = 2;
+constexpr size_t kEntryBytes = 4 + sizeof(WSAPROTOCOL_INFOW);
+
+Napi::Value PushFd(const Napi::CallbackInfo& info) {
+  Napi::Env env = info.Env();
+  int fd = info[0].As<Napi::Number>().Int32Value();
+  HANDLE process = reinterpret_cast<HANDLE>(ValueArg(info, 1));
+  DWORD pid = info[2].As<Napi::Number>().Uint32Value();
+  auto entry = info[3].As<Napi::Uint8Array>();
+  if (entry.ByteLength() < kEntryBytes) return Num(env, UV_EINVAL);
+  HANDLE h = reinterpret_cast<HANDLE>(uv_get_osfhandle(fd));
+  if (h == INVALID_HANDLE_VALUE || h == nullptr) return Num(env, UV_EBADF);
+  if (IsSocket(h)) {
+    if (WSADuplicateSocketW(reinterpret_cast<SOCKET>(h), pid,
+                            reinterpret_cast<WSAPROTOCOL_INFOW*>(entry.Data() + 4)) != 0)
+      return Num(env, LastWsaError());
+    return Num(env, kKindSocket);
+  }
+  HANDLE remote = nullptr;
+  if (!DuplicateHandle(GetCurrentProcess(), h, process, &remote, 0, FALSE, DUPLICATE_SAME_ACCESS))
+    return Num(env, LastError());
+  uint64_t value = reinterpret_cast<uintptr_t>(remote);
+  memcpy(entry.Data() + 4, &value, sizeof value);
+  return Num(env, kKindHandle);
+}
+
+// unpush(process, value): closes a duplicate we made in the peer that it never got (the
+// record carrying it was not sent whole). 0 or -err.
+Napi::Value Unpush(const Napi::CallbackInfo& info) {
+  HANDLE process = reinterpret_cast<HANDLE>(ValueArg(info, 0));
+  HANDLE remote = reinterpret_cast<HANDLE>(ValueArg(info, 1));
+  if (!DuplicateHandle(process, remote, nullptr, nullptr, 0, FALSE, DUPLICATE_CLOSE_SOURCE))
+    return Num(info.Env(), LastError());
+  return Num(info.Env(), 0);
+}
+
+// How far adopt and discard look for a Node fd whose handle a pushed value names.
+constexpr int kFdScanLimit = 2048;
+
+// 0 if value may be a handle the peer pushed into us; -err if it certainly is not: not a
+// handle value, no open handle, one the transport owns, or the handle behind one of our fds.
+int CheckPushedValue(uintptr_t value) {
+  if (value == 0 || value % 4 != 0 || value >= 0x80000000u) return UV_EINVAL;
+  HANDLE h = reinterpret_cast<HANDLE>(value);
+  DWORD flags;
+  if (!GetHandleInformation(h, &flags)) return UV_EBADF;
+  if (IsOwned(value)) return UV_EPERM;
+  for (int fd = 0; fd < kFdScanLimit; fd++) {
+    if (uv_get_osfhandle(fd) == h) return UV_EPERM;
+  }
+  return 0;
+}
+
+// adoptHandle(value) -> a Node fd (uv_open_osfhandle, in node.exe's C runtime) that owns the
+// pushed handle, or -err (the value is then left alone).
+Napi::Value AdoptHandle(const Napi::CallbackInfo& info) {
+  uintptr_t value = ValueArg(info, 0);
+  int err = CheckPushedValue(value);
+  if (err < 0) return Num(info.Env(), err);
+  int fd = uv_open_osfhandle(reinterpret_cast<HANDLE>(value));
+  return Num(info.Env(), fd < 0 ? UV_EMFILE : fd);
+}
+
+// discardHandle(value): closes a pushed handle nobody will take, after the same checks. 0 or -err.
+Napi::Value DiscardHandle(const Napi::CallbackInfo& info) {
+  uintptr_t value = ValueArg(info, 0);
+  int err = CheckPushedValue(value);
+  if (err < 0) return Num(info.Env(), err);
+  return Num(info.Env(), CloseHandle(reinterpret_cast<HANDLE>(value)) ? 0 : LastError());
+}
+
+// adoptSocket(entry) -> a Node fd owning a new socket made from the WSAPROTOCOL_INFOW at
+// entry[4..], or -err.
+Napi::Value AdoptSocket(const Napi::CallbackInfo& info) {
+  auto entry = info[0].As<Napi::Uint8Array>();
+  if (entry.ByteLength() < kEntryBytes) return Num(info.Env(), UV_EINVAL);
+  WSAPROTOCOL_INFOW protocol;
+  memcpy(&protocol, entry.Data() + 4, sizeof protocol);
+  SOCKET s = WSASocketW(FROM_PROTOCOL_INFO, FROM_PROTOCOL_INFO, FROM_PROTOCOL_INFO, &protocol, 0,
+                        WSA_FLAG_OVERLAPPED | WSA_FLAG_NO_HANDLE_INHERIT);
+  if (s == INVALID_SOCKET) return Num(info.Env(), LastWsaError());
+  int fd = uv_open_osfhandle(reinterpret_cast<HANDLE>(s));
+  if (fd < 0) {
+    closesocket(s);
+    return Num(info.Env(), UV_EMFILE);
+  }
+  return Num(info.Env(), fd);
+}
+
+// pipe(out: Int32Array(2)) -> 0 with out = [read fd, write fd] (an anonymous pipe, as Node fds), or
+// -err.
+Napi::Value Pipe(const Napi::CallbackInfo& info) {
+  auto out = info[0].As<Napi::Int32Array>();
+  HANDLE r, w;
+  if (!CreatePipe(&r, &w, nullptr, 0)) return Num(info.Env(), LastError());
+  out[0] = uv_open_osfhandle(r);
+  out[1] = uv_open_osfhandle(w);
+  return Num(info.Env(), 0);
+}
+
+// WinPollWrap: one uv_poll_t over one transport socket. open(sock) -> 0 or -err; the wrap
+// owns the socket from then on and closes it after the poll handle has closed.
+// The uv_poll_t comes first, so that libuv's pointer to it is a pointer to the whole.
+struct PollHandle {
+  alignas(16) unsigned char poll_room[1024];  // libuv's uv_poll_t is a few hundred bytes
+  class WinPollWrap* owner;
+  SOCKET sock;
+  uv_poll_s* poll() { return reinterpret_cast<uv_poll_s*>(poll_room); }
+  uv_handle_s* handle() { return reinterpret_cast<uv_handle_s*>(poll_room); }
+};
+
+class WinPollWrap : public Napi::ObjectWrap<WinPollWrap> {
+ public:
+  static Napi::Function Define(Napi::Env env) {
+    return DefineClass(
+        env, "WinPollWrap",
+        {InstanceMethod<&WinPollWrap::Open>("open"), InstanceMethod<&WinPollWrap::Start>("start"),
+         InstanceMethod<&WinPollWrap::RefHandle>("ref"),
+         InstanceMethod<&WinPollWrap::UnrefHandle>("unref"),
+         InstanceMethod<&WinPollWrap::HasRefHandle>("hasRef"),
+         InstanceMethod<&WinPollWrap::Close>("close")});
+  }
+
+  explicit WinPollWrap(const Napi::CallbackInfo& info)
+      : Napi::ObjectWrap<WinPollWrap>(info), async_context_(info.Env(), "fdpass:WinPollWrap") {
+    on_event_ = Napi::Persistent(info[0].As<Napi::Function>());
+  }
+
+ private:
+  Napi::Value Open(const Napi::CallbackInfo& info) {
+    Napi::Env env = info.Env();
+    if (handle_ != nullptr || closed_) return Num(env, UV_EINVAL);
+    uintptr_t sock = ValueArg(info, 0);
+    if (!IsOwned(sock)) return Num(env, UV_EBADF);
+    uv_loop_s* loop;
+    napi_get_uv_event_loop(env, &loop);
+    auto* handle = static_cast<PollHandle*>(calloc(1, sizeof(PollHandle)));
+    if (handle == nullptr) return Num(env, UV_ENOMEM);
+    int err = uv_poll_init_socket(loop, handle->poll(), static_cast<SOCKET>(sock));
+    if (err < 0) {
+      free(handle);
+      return Num(env, err);
+    }
+    handle->owner = this;
+    handle->sock = static_cast<SOCKET>(sock);
+    handle_ = handle;
+    Ref();  // nothing is collected while the handle is open or closing
+    return Num(env, 0);
+  }
+
+  Napi::Value Start(const Napi::CallbackInfo& info) {
+    Napi::Env env = info.Env();
+    if (handle_ == nullptr || closing_) return Num(env, UV_EBADF);
+    int events = (info[0].ToBoolean() ? UV_READABLE : 0) | (info[1].ToBoolean() ? UV_WRITABLE : 0);
+    if (events == 0) return Num(env, uv_poll_stop(handle_->poll()));
+    return Num(env, uv_poll_start(handle_->poll(), events, OnPoll));
+  }
+
+  Napi::Value RefHandle(const Napi::CallbackInfo& info) {
+    if (handle_ != nullptr && !closing_) uv_ref(handle_->handle());
+    return info.This();
+  }
+
+  Napi::Value UnrefHandle(const Napi::CallbackInfo& info) {
+    if (handle_ != nullptr && !closing_) uv_unref(handle_->handle());
+    return info.This();
+  }
+
+  Napi::Value HasRefHandle(const Napi::CallbackInfo& info) {
+    bool refd = handle_ != nullptr && !closing_ && uv_has_ref(handle_->handle());
+    return Napi::Boolean::New(info.Env(), refd);
+  }
+
+  // close(onClose) -> true if onClose will be called (once the socket is closed).
+  Napi::Value Close(const Napi::CallbackInfo& info) {
+    if (handle_ == nullptr || closing_) return Napi::Boolean::New(info.Env(), false);
+    closing_ = true;
+    on_close_ = Napi::Persistent(info[0].As<Napi::Function>());
+    uv_poll_stop(handle_->poll());
+    uv_close(handle_->handle(), OnUvClose);
+    return Napi::Boolean::New(info.Env(), true);
+  }
+
+  static void OnPoll(uv_poll_s* poll, int status, int events) {
+    auto* handle = reinterpret_cast<PollHandle*>(poll);
+    WinPollWrap* self = handle->owner;
+    if (self->closing_) return;
+    Napi::Env env = self->Env();
+    Napi::HandleScope scope(env);
+    self->on_event_.MakeCallback(
+        env.Global(),
+        {Num(env, status), Napi::Boolean::New(env, (events & UV_READABLE) != 0),
+         Napi::Boolean::New(env, (events & UV_WRITABLE) != 0)},
+        self->async_context_);
+  }
+
+  // Free only here: libuv is done with the handle. The socket closes after its poll handle.
+  static void OnUvClose(uv_handle_s* raw) {
+    auto* handle = reinterpret_cast<PollHandle*>(raw);
+    WinPollWrap* self = handle->owner;
+    Disown(handle->sock);
+    closesocket(handle->sock);
+    free(handle);
+    self->handle_ = nullptr;
+    self->closed_ = true;
+    Napi::Env env = self->Env();
+    Napi::HandleScope scope(env);
+    Napi::FunctionReference on_close = std::move(self->on_close_);
+    self->Unref();
+    on_close.MakeCallback(env.Global(), {}, self->async_context_);
+  }
+
+  PollHandle* handle_ = nullptr;
+  bool closing_ = false;
+  bool closed_ = false;
+  Napi::FunctionReference on_event_;
+  Napi::FunctionReference on_close_;
+  Napi::AsyncContext async_context_;
+};
+
+}  // namespace
+
+void InitChannelTransport(Napi::Env env, Napi::Object exports) {
+  Napi::Object win = Napi::Object::New(env);
+  auto fn = [&](const char* name, Napi::Value (*f)(const Napi::CallbackInfo&)) {
+    win.Set(name, Napi::Function::New(env, f, name));
+  };
+  fn("tcpPair", TcpPair);
+  fn("listen", Listen);
+  fn("accept", Accept);
+  fn("connect", Connect);
+  fn("closeSocket", CloseSocket);
+  fn("peerPid", PeerPid);
+  fn("send", Send);
+  fn("recv", Recv);
+  fn("openProcess", OpenPeerProcess);
+  fn("closeProcess", ClosePeerProcess);
+  fn("pushFd", PushFd);
+  fn("unpush", Unpush);
+  fn("adoptHandle", AdoptHandle);
+  fn("discardHandle", DiscardHandle);
+  fn("adoptSocket", AdoptSocket);
+  fn("pipe", Pipe);
+  win.Set("WinPollWrap", WinPollWrap::Define(env));
+  win.Set("KIND_HANDLE", Num(env, kKindHandle));
+  win.Set("KIND_SOCKET", Num(env, kKindSocket));
+  win.Set("ENTRY_BYTES", Num(env, static_cast<int64_t>(kEntryBytes)));
+  win.Set("HANDLE_ENTRY_BYTES", Num(env, 4 + 8));
+  exports.Set("winChannel", win);
+}
+
+}  // namespace fdpass::win

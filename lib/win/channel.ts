@@ -1,0 +1,624 @@
+// The Channel on Windows (docs/windows-channel-protocol.md): one connected loopback TCP socket
+// in the event loop, with the Unix Channel's API (send, recv, for await, events, close,
+// ref/unref). Windows has no SCM_RIGHTS, so the channel pushes: send() duplicates each fd's
+// handle straight into the peer, whose process id was verified when the channel was made, and
+// writes the values in the message's record; recv() adopts them as Node fds.
+//
+// send: caller -> push each handle into the peer -> record (records.ts) -> queue -> send()
+//       until the socket is full (EAGAIN), then again when WRITABLE
+// recv: READABLE -> recv() into a chunk -> RecordReader -> adopt the entries -> a waiting
+//       recv() / iterator / 'message' listener / inbox (bounded like the Unix one)
+import { getSystemErrorMap } from 'node:util';
+import EventEmitter from 'eventemitter3';
+import type { ChannelEvents, RecvOptions, SendOptions } from '../channel';
+import { channelOptions, type ChannelOptions } from '../channel-options';
+import { UV_EOF, abortError, closedError, errnoException, fdpassError, invalidArgType, outOfRange, unavailableOnPlatform } from '../errors';
+import { closeFds, closeHandedFd, toFd, type FdLike } from '../fd';
+import { MAX_FDS_PER_FRAME } from '../framing';
+import { ReceivedMessage, noFds } from '../message';
+import type { Message } from '../outgoing';
+import { validateAbortSignal, validateOptions } from '../validators';
+import { KIND_HANDLE, RecordReader, encodeRecord, type Entry, type RecordSink } from './records';
+import { windowsTransport, type WinPollWrap } from './transport';
+
+/** libuv's code for an error name, as Node on Windows numbers system errors. */
+export function uvCode(name: string): number {
+  for (const [code, [errName]] of getSystemErrorMap()) if (errName === name) return code;
+  throw new Error(`fdpass: no system error named ${name}`);
+}
+
+const EAGAIN = uvCode('EAGAIN');
+const ENDED_BY_PEER = new Set([UV_EOF, uvCode('ECONNRESET'), uvCode('ECONNABORTED')]);
+/** Bytes one recv() asks for; a wake-up makes at most READS_PER_WAKEUP of them, as libuv bounds its reads. */
+const CHUNK_BYTES = 64 * 1024;
+const READS_PER_WAKEUP = 16;
+const BUFFERED_ITEM_OVERHEAD_BYTES = 256;
+const chunk = new Uint8Array(CHUNK_BYTES);
+
+/** The key that makes a channel from a connected transport socket; not public API. */
+export const fromTransport = Symbol('fdpass.fromTransport');
+
+interface PendingSend {
+  readonly record: Buffer;
+  offset: number;
+  /** Each pushed handle value, and where its entry ends in the record. */
+  readonly pushed: readonly { value: number; end: number }[];
+  resolve(): void;
+  reject(error: Error): void;
+}
+
+interface Waiter {
+  resolve(message: ReceivedMessage): void;
+  reject(error: Error): void;
+  /** recv() takes per-message errors; an iterator does not (they go to 'error' listeners). */
+  readonly takesErrors: boolean;
+}
+
+type Delivery = ReceivedMessage | Error;
+
+function isMessage(value: unknown): value is Message {
+  return typeof value === 'object' && value !== null && !('fd' in value) && ('data' in value || 'fds' in value);
+}
+
+function costOf(item: Delivery): number {
+  return item instanceof ReceivedMessage ? item.data.length + BUFFERED_ITEM_OVERHEAD_BYTES : BUFFERED_ITEM_OVERHEAD_BYTES;
+}
+
+export class WindowsChannel extends EventEmitter<ChannelEvents> {
+  readonly #sock: number;
+  readonly #peerPid: number;
+  readonly #process: number;
+  readonly #poll: WinPollWrap;
+  readonly #reader: RecordReader;
+  readonly #maxBufferedFds: number;
+  readonly #maxBufferedBytes: number;
+  readonly #frameTimeout: number;
+
+  #state: 'open' | 'closing' | 'closed' = 'open';
+  #closed: Promise<void> | undefined;
+  readonly #sends: PendingSend[] = [];
+  #sendError: Error | undefined;
+  readonly #inbox: Delivery[] = [];
+  #inboxFds = 0;
+  #inboxBytes = 0;
+  readonly #waiters: Waiter[] = [];
+  #iterators = 0;
+  /** Why reading ended (code 'EOF' when the peer closed); undefined while it goes on. */
+  #readEnd: Error | undefined;
+  #frameTimer: NodeJS.Timeout | undefined;
+  #explicitRef: boolean | undefined;
+  #watching = '';
+
+  /** A connected pair of channels in this process, over loopback TCP. */
+  static pair(type: string = 'stream', options?: ChannelOptions): [WindowsChannel, WindowsChannel] {
+    if (type !== 'stream') throw unavailableOnPlatform(`a ${String(type)} channel is not available on Windows: its channels are streams`);
+    channelOptions(options);
+    const win = windowsTransport();
+    const ends = new Float64Array(2);
+    const err = win.tcpPair(ends);
+    if (err < 0) throw errnoException(err, 'connect', 'a loopback pair');
+    let first: WindowsChannel | undefined;
+    try {
+      first = new WindowsChannel(fromTransport, ends[0], process.pid, options);
+      return [first, new WindowsChannel(fromTransport, ends[1], process.pid, options)];
+    } catch (error) {
+      if (first) void first.close();
+      else win.closeSocket(ends[0]!);
+      win.closeSocket(ends[1]!);
+      throw error;
+    }
+  }
+
+  /**
+   * Windows gives Node no connected socket to build a channel on: a channel comes from
+   * WindowsChannel.pair(), or offerChannel() and connectChannel() between two processes.
+   * Called with an fd, it throws ERR_FEATURE_UNAVAILABLE_ON_PLATFORM.
+   */
+  constructor(key: unknown, sock?: number, peerPid?: number, options?: ChannelOptions) {
+    super();
+    if (key !== fromTransport || sock === undefined || peerPid === undefined) {
+      throw unavailableOnPlatform(
+        'new Channel(fd) is not available on Windows: make channels with Channel.pair(), or offerChannel() and connectChannel()',
+      );
+    }
+    const { maxBufferedFds, maxBufferedBytes, limits } = channelOptions(options);
+    const win = windowsTransport();
+    const process = win.openProcess(peerPid);
+    if (process < 0) throw errnoException(process, 'OpenProcess', `the peer, process ${peerPid}`);
+    this.#poll = new win.WinPollWrap((status, readable, writable) => this.#onPoll(status, readable, writable));
+    const err = this.#poll.open(sock);
+    if (err < 0) {
+      win.closeProcess(process);
+      throw errnoException(err, 'uv_poll_init_socket');
+    }
+    // From here the channel owns the socket: nothing below may throw.
+    this.#sock = sock;
+    this.#peerPid = peerPid;
+    this.#process = process;
+    this.#maxBufferedFds = maxBufferedFds;
+    this.#maxBufferedBytes = maxBufferedBytes;
+    this.#frameTimeout = limits.frameTimeout;
+    this.#reader = new RecordReader(limits, this.#sink);
+    this.#update();
+  }
+
+  /** The transport socket (a SOCKET value, not a Node fd); -1 once closed. */
+  get fd(): number {
+    return this.#state === 'closed' ? -1 : this.#sock;
+  }
+
+  get type(): 'stream' {
+    return 'stream';
+  }
+
+  get closed(): boolean {
+    return this.#state !== 'open';
+  }
+
+  get bufferedFds(): number {
+    return this.#inboxFds;
+  }
+
+  get bufferedBytes(): number {
+    return this.#inboxBytes;
+  }
+
+  /** The process at the other end, verified when the channel was made. Windows has no uid or gid. */
+  get peer(): { pid: number } {
+    return { pid: this.#peerPid };
+  }
+
+  /**
+   * Sends a bare fd, or a message `{ data, fds }`, after every send called before it. Each fd's
+   * handle is duplicated into the peer at the call; the sender keeps its own fd unless `close`
+   * is set. Resolves once the socket has the whole record.
+   */
+  send(value: FdLike | Message, options?: SendOptions): Promise<void> {
+    const close = validateOptions(options, 'options').close === true;
+    const { fds, handed, payload } = checkSend(value, close);
+    if (this.#state !== 'open' || this.#sendError !== undefined) {
+      if (handed) for (const fd of handed) closeHandedFd(fd);
+      return Promise.reject(closedError(this.#sendError));
+    }
+    const win = windowsTransport();
+    const entries: Uint8Array[] = [];
+    const pushed: { value: number; end: number }[] = [];
+    let end = 8;
+    for (const fd of fds) {
+      const entry = new Uint8Array(win.ENTRY_BYTES);
+      const kind = win.pushFd(fd, this.#process, this.#peerPid, entry);
+      if (kind < 0) {
+        for (const { value } of pushed) win.unpush(this.#process, value);
+        if (handed) for (const h of handed) closeHandedFd(h);
+        return Promise.reject(errnoException(kind, 'DuplicateHandle', `fd ${fd} into process ${this.#peerPid}`));
+      }
+      new DataView(entry.buffer).setUint32(0, kind, true);
+      const bytes = kind === KIND_HANDLE ? entry.subarray(0, win.HANDLE_ENTRY_BYTES) : entry;
+      end += bytes.length;
+      if (kind === KIND_HANDLE) pushed.push({ value: Number(new DataView(entry.buffer).getBigUint64(4, true)), end });
+      entries.push(bytes);
+    }
+    // The peer holds its own duplicates now: what the caller handed over can go.
+    if (handed) for (const h of handed) closeHandedFd(h);
+    return new Promise<void>((resolve, reject) => {
+      this.#sends.push({ record: encodeRecord(entries, payload), offset: 0, pushed, resolve, reject });
+      this.#flush();
+    });
+  }
+
+  /**
+   * The next message, or the next per-message error. Rejects with code 'EOF' once the peer
+   * has closed and nothing is left, 'ERR_FDPASS_CHANNEL_CLOSED' after close(), 'ABORT_ERR'
+   * when the signal aborts.
+   */
+  recv(options?: RecvOptions): Promise<ReceivedMessage> {
+    let signal: AbortSignal | undefined;
+    try {
+      signal = validateAbortSignal(validateOptions(options, 'options').signal, 'options.signal');
+    } catch (error) {
+      return Promise.reject(error);
+    }
+    if (signal?.aborted) return Promise.reject(abortError(signal));
+    const item = this.#takeFromInbox(true);
+    if (item !== undefined) return item instanceof Error ? Promise.reject(item) : Promise.resolve(item);
+    if (this.#readEnd !== undefined || this.#state !== 'open') return Promise.reject(this.#endError());
+    return new Promise<ReceivedMessage>((resolve, reject) => {
+      const onAbort = (): void => {
+        const at = this.#waiters.indexOf(waiter);
+        if (at >= 0) this.#waiters.splice(at, 1);
+        this.#update();
+        reject(abortError(signal!));
+      };
+      const waiter: Waiter = {
+        takesErrors: true,
+        resolve: (message) => {
+          signal?.removeEventListener('abort', onAbort);
+          resolve(message);
+        },
+        reject: (error) => {
+          signal?.removeEventListener('abort', onAbort);
+          reject(error);
+        },
+      };
+      signal?.addEventListener('abort', onAbort, { once: true });
+      this.#waiters.push(waiter);
+      this.#update();
+    });
+  }
+
+  /** Yields every message until the peer closes; an error that ends reading is thrown from it. */
+  async *[Symbol.asyncIterator](): AsyncIterableIterator<ReceivedMessage> {
+    this.#iterators++;
+    this.#update();
+    try {
+      for (;;) {
+        const item = this.#takeFromInbox(false);
+        if (item instanceof ReceivedMessage) {
+          yield item;
+          continue;
+        }
+        if (this.#readEnd !== undefined || this.#state !== 'open') {
+          const end = this.#endError();
+          if ((end as { code?: unknown }).code === 'EOF' || (end as { code?: unknown }).code === 'ERR_FDPASS_CHANNEL_CLOSED') return;
+          throw end;
+        }
+        const message = await new Promise<ReceivedMessage>((resolve, reject) => {
+          this.#waiters.push({ takesErrors: false, resolve, reject });
+          this.#update();
+        }).catch((error: Error) => {
+          const code = (error as { code?: unknown }).code;
+          if (code === 'EOF' || code === 'ERR_FDPASS_CHANNEL_CLOSED') return undefined;
+          throw error;
+        });
+        if (message === undefined) return;
+        yield message;
+      }
+    } finally {
+      this.#iterators--;
+      this.#update();
+    }
+  }
+
+  /**
+   * Closes the channel: pending calls reject with 'ERR_FDPASS_CHANNEL_CLOSED'; received fds
+   * nobody took are closed; handles the peer pushed that were not received yet (in the
+   * socket, or in a record still arriving) are closed; handles this side pushed in records it
+   * never sent whole are closed in the peer; then the socket is closed.
+   */
+  close(): Promise<void> {
+    if (this.#closed) return this.#closed;
+    this.#state = 'closing';
+    const error = closedError();
+    this.#clearFrameTimer();
+    const win = windowsTransport();
+    for (const pending of this.#sends.splice(0)) {
+      this.#unpushUnsent(pending);
+      pending.reject(error);
+    }
+    for (const waiter of this.#waiters.splice(0)) waiter.reject(error);
+    for (const item of this.#inbox.splice(0)) if (item instanceof ReceivedMessage) item.close();
+    this.#inboxFds = 0;
+    this.#inboxBytes = 0;
+    this.#drainPushedHandles();
+    this.#closed = new Promise<void>((resolve) => {
+      const finish = (): void => {
+        win.closeProcess(this.#process);
+        this.#state = 'closed';
+        this.emit('close');
+        resolve();
+      };
+      if (!this.#poll.close(finish)) finish();
+    });
+    return this.#closed;
+  }
+
+  ref(): this {
+    this.#explicitRef = true;
+    this.#update();
+    return this;
+  }
+
+  unref(): this {
+    this.#explicitRef = false;
+    this.#update();
+    return this;
+  }
+
+  hasRef(): boolean {
+    return this.#state === 'open' && this.#poll.hasRef();
+  }
+
+  override on<T extends keyof ChannelEvents>(event: T, fn: EventEmitter.EventListener<ChannelEvents, T>, context?: unknown): this {
+    super.on(event, fn, context);
+    return this.#listenersChanged();
+  }
+
+  override once<T extends keyof ChannelEvents>(event: T, fn: EventEmitter.EventListener<ChannelEvents, T>, context?: unknown): this {
+    super.once(event, fn, context);
+    return this.#listenersChanged();
+  }
+
+  override removeListener<T extends keyof ChannelEvents>(
+    event: T,
+    fn?: EventEmitter.EventListener<ChannelEvents, T>,
+    context?: unknown,
+    once?: boolean,
+  ): this {
+    super.removeListener(event, fn, context, once);
+    return this.#listenersChanged();
+  }
+
+  #listenersChanged(): this {
+    this.#update();
+    if (this.listenerCount('message') > 0) {
+      queueMicrotask(() => {
+        while (this.listenerCount('message') > 0) {
+          const item = this.#takeFromInbox(false);
+          if (!(item instanceof ReceivedMessage)) break;
+          this.#emitSafely('message', item);
+        }
+        this.#afterDelivery();
+      });
+    }
+    return this;
+  }
+
+  #emitSafely<T extends keyof ChannelEvents>(event: T, ...args: EventEmitter.EventArgs<ChannelEvents, T>): void {
+    try {
+      this.emit(event, ...args);
+    } catch (error) {
+      process.nextTick(() => {
+        throw error;
+      });
+    }
+  }
+
+  // --- receiving -------------------------------------------------------------------------
+
+  readonly #sink: RecordSink = {
+    record: (entries, payload) => {
+      this.#clearFrameTimer();
+      // While closing, records still in the socket are read only to close their handles.
+      if (this.#state !== 'open') return this.#discard(entries);
+      const fds = this.#adopt(entries);
+      if (fds instanceof Error) this.#deliver(fds);
+      else this.#deliver(new ReceivedMessage(fds.length === 0 ? noFds : fds, payload));
+    },
+    dropped: (error, entries, fatal) => {
+      this.#clearFrameTimer();
+      this.#discard(entries);
+      if (this.#state !== 'open') return;
+      if (fatal) this.#endReading(error);
+      else this.#deliver(error);
+    },
+  };
+
+  /** The record's entries as Node fds, in order; or, if one is refused, an error and none. */
+  #adopt(entries: readonly Entry[]): number[] | Error {
+    const win = windowsTransport();
+    const fds: number[] = [];
+    for (let i = 0; i < entries.length; i++) {
+      const entry = entries[i]!;
+      const fd = entry.kind === KIND_HANDLE ? win.adoptHandle(entry.value) : win.adoptSocket(entry.bytes);
+      if (fd < 0) {
+        closeFds(fds);
+        this.#discard(entries.slice(i + 1));
+        const what = entry.kind === KIND_HANDLE ? `handle value ${entry.value}` : 'socket';
+        return fdpassError(
+          'ERR_FDPASS_BAD_MESSAGE',
+          `fdpass: a message was dropped: its ${what} (entry ${i}) was refused (${errnoException(fd, 'adopt').code}); ` +
+            "the message's other handles were closed",
+        );
+      }
+      fds.push(fd);
+    }
+    return fds;
+  }
+
+  /** Closes pushed handles nobody will take. A value that names a handle of ours is left alone (see the protocol). */
+  #discard(entries: readonly Entry[]): void {
+    const win = windowsTransport();
+    for (const entry of entries) if (entry.kind === KIND_HANDLE) win.discardHandle(entry.value);
+  }
+
+  #deliver(item: Delivery): void {
+    const takesIt = this.#waiters.findIndex((w) => w.takesErrors || item instanceof ReceivedMessage);
+    if (this.#inbox.length === 0 && takesIt >= 0) {
+      const [waiter] = this.#waiters.splice(takesIt, 1);
+      if (item instanceof ReceivedMessage) waiter!.resolve(item);
+      else waiter!.reject(item);
+    } else if (item instanceof ReceivedMessage && this.#inbox.length === 0 && this.listenerCount('message') > 0) {
+      this.#emitSafely('message', item);
+    } else if (!(item instanceof ReceivedMessage) && this.listenerCount('error') > 0 && !this.#waiters.some((w) => w.takesErrors)) {
+      this.#emitSafely('error', item);
+    } else {
+      this.#inbox.push(item);
+      if (item instanceof ReceivedMessage) this.#inboxFds += item.fds.length;
+      this.#inboxBytes += costOf(item);
+    }
+  }
+
+  #takeFromInbox(takesErrors: boolean): Delivery | undefined {
+    const at = this.#inbox.findIndex((item) => takesErrors || item instanceof ReceivedMessage);
+    if (at < 0) return undefined;
+    // Errors an iterator skips go to 'error' listeners, in order.
+    for (let i = 0; i < at; i++) this.#emitSafely('error', this.#inbox[i] as Error);
+    const [item] = this.#inbox.splice(0, at + 1).slice(-1);
+    this.#inboxBytes = Math.max(0, this.#inboxBytes - costOf(item!));
+    if (item instanceof ReceivedMessage) this.#inboxFds -= item.fds.length;
+    queueMicrotask(() => this.#afterDelivery());
+    return item;
+  }
+
+  /** Once reading has ended and nothing is left to take, the channel closes itself. */
+  #afterDelivery(): void {
+    if (this.#readEnd !== undefined && this.#inbox.length === 0 && this.#state === 'open') void this.close();
+    else this.#update();
+  }
+
+  #onPoll(status: number, readable: boolean, writable: boolean): void {
+    if (this.#state !== 'open') return;
+    if (status < 0) {
+      this.#endReading(errnoException(status, 'uv_poll'));
+      this.#failSends(errnoException(status, 'uv_poll'));
+      return;
+    }
+    if (writable) this.#flush();
+    if (readable) this.#read();
+    this.#update();
+  }
+
+  #read(): void {
+    const win = windowsTransport();
+    for (let reads = 0; reads < READS_PER_WAKEUP && this.#wantsToRead(); reads++) {
+      const n = win.recv(this.#sock, chunk, 0, CHUNK_BYTES);
+      if (n === EAGAIN) break;
+      if (n <= 0) {
+        this.#endReading(n === 0 ? errnoException(UV_EOF, 'recv', 'the peer closed the channel') : errnoException(n, 'recv'));
+        return;
+      }
+      this.#reader.push(chunk, 0, n);
+      if (!this.#reader.atBoundary && this.#frameTimer === undefined && this.#frameTimeout > 0) {
+        this.#frameTimer = setTimeout(() => {
+          this.#frameTimer = undefined;
+          this.#discard(this.#reader.takePartialEntries());
+          this.#endReading(
+            fdpassError(
+              'ERR_FDPASS_FRAME_TIMEOUT',
+              `fdpass: a record stayed incomplete for ${this.#frameTimeout} ms; its handles were closed`,
+            ),
+          );
+        }, this.#frameTimeout);
+        this.#frameTimer.unref();
+      }
+    }
+  }
+
+  #wantsToRead(): boolean {
+    return (
+      this.#state === 'open' &&
+      this.#readEnd === undefined &&
+      this.#inboxFds < this.#maxBufferedFds &&
+      this.#inboxBytes < this.#maxBufferedBytes
+    );
+  }
+
+  #endReading(reason: Error): void {
+    if (this.#readEnd !== undefined) return;
+    this.#clearFrameTimer();
+    const truncated = !this.#reader.atBoundary;
+    this.#discard(this.#reader.takePartialEntries());
+    const byPeer = ENDED_BY_PEER.has((reason as { errno?: number }).errno ?? 0);
+    const end = byPeer ? errnoException(UV_EOF, 'recv', 'the peer closed the channel') : reason;
+    if (truncated && byPeer) {
+      this.#deliver(
+        fdpassError('ERR_FDPASS_TRUNCATED', 'fdpass: the peer closed the channel in the middle of a record; its handles were closed'),
+      );
+    }
+    this.#readEnd = end;
+    const stillWaiting = this.#waiters.splice(0);
+    if (byPeer) this.#emitSafely('end');
+    else if (this.listenerCount('error') > 0) this.#emitSafely('error', end);
+    for (const waiter of stillWaiting) waiter.reject(end);
+    this.#afterDelivery();
+  }
+
+  #endError(): Error {
+    return this.#state !== 'open' ? closedError() : (this.#readEnd ?? closedError());
+  }
+
+  #clearFrameTimer(): void {
+    if (this.#frameTimer !== undefined) clearTimeout(this.#frameTimer);
+    this.#frameTimer = undefined;
+  }
+
+  /**
+   * At close: whatever the socket holds now is records nobody will receive, whose handles
+   * were pushed into this process. Read it (without waiting) through the same reader, which
+   * discards while closing, and close the handles of a record left incomplete.
+   */
+  #drainPushedHandles(): void {
+    const win = windowsTransport();
+    if (this.#readEnd === undefined) {
+      for (let reads = 0; reads < 256; reads++) {
+        const n = win.recv(this.#sock, chunk, 0, CHUNK_BYTES);
+        if (n <= 0) break;
+        this.#reader.push(chunk, 0, n);
+      }
+    }
+    this.#discard(this.#reader.takePartialEntries());
+  }
+
+  // --- sending ---------------------------------------------------------------------------
+
+  #flush(): void {
+    const win = windowsTransport();
+    while (this.#sends.length > 0) {
+      const pending = this.#sends[0]!;
+      const n = win.send(this.#sock, pending.record, pending.offset, pending.record.length - pending.offset);
+      if (n === EAGAIN) break;
+      if (n < 0) {
+        this.#failSends(errnoException(n, 'send'));
+        return;
+      }
+      pending.offset += n;
+      if (pending.offset < pending.record.length) continue;
+      this.#sends.shift();
+      pending.resolve();
+    }
+    this.#update();
+  }
+
+  #failSends(error: Error): void {
+    this.#sendError ??= error;
+    for (const pending of this.#sends.splice(0)) {
+      this.#unpushUnsent(pending);
+      pending.reject(error);
+    }
+    this.#update();
+  }
+
+  /** The peer never read the handle entries this side did not send whole: close them there. */
+  #unpushUnsent(pending: PendingSend): void {
+    const win = windowsTransport();
+    for (const { value, end } of pending.pushed) if (end > pending.offset) win.unpush(this.#process, value);
+  }
+
+  // --- the poll, and what keeps the process alive -----------------------------------------
+
+  #update(): void {
+    if (this.#state !== 'open') return;
+    const readable = this.#wantsToRead();
+    const writable = this.#sends.length > 0 && this.#sendError === undefined;
+    const watching = `${readable}${writable}`;
+    if (watching !== this.#watching) {
+      this.#watching = watching;
+      const err = this.#poll.start(readable, writable);
+      if (err < 0) {
+        this.#endReading(errnoException(err, 'uv_poll_start'));
+        return;
+      }
+    }
+    const someoneWaits = this.#waiters.length > 0 || this.#iterators > 0 || this.listenerCount('message') > 0 || writable;
+    if (this.#explicitRef ?? someoneWaits) this.#poll.ref();
+    else this.#poll.unref();
+  }
+}
+
+/** What send() takes, checked: the fds, what to close once pushed, the payload. */
+function checkSend(value: unknown, close: boolean): { fds: number[]; handed: FdLike[] | undefined; payload: Uint8Array } {
+  if (!isMessage(value)) {
+    const fd = toFd(value, 'value');
+    return { fds: [fd], handed: close ? [value as FdLike] : undefined, payload: new Uint8Array(0) };
+  }
+  const { data, fds: given = [] } = value;
+  let payload: Uint8Array;
+  if (data === undefined) payload = new Uint8Array(0);
+  else if (typeof data === 'string') payload = Buffer.from(data, 'utf8');
+  else if (data instanceof Uint8Array) payload = data;
+  else throw invalidArgType('message.data', 'a string, Buffer or Uint8Array', data);
+  if (!Array.isArray(given)) throw invalidArgType('message.fds', 'an array of fds', given);
+  if (given.length > MAX_FDS_PER_FRAME) throw outOfRange('message.fds.length', `at most ${MAX_FDS_PER_FRAME}`, given.length);
+  const fds = given.map((fd, i) => toFd(fd, `message.fds[${i}]`));
+  return { fds, handed: close ? [...(given as FdLike[])] : undefined, payload };
+}

@@ -1,0 +1,63 @@
+// The Windows Channel's native transport (addon/win/channel_win.cc), as the Windows build
+// registers it on the addon: loopback TCP sockets, the peer's process id, handles pushed into
+// the peer and adopted as Node fds. Each call returns a value or a negative libuv error code.
+import { windowsBinding } from '../binding';
+
+export interface WinPollWrap {
+  /** Watches sock, which the wrap owns from here on: 0 or -err. */
+  open(sock: number): number;
+  /** 0 or -err; both false stops polling. */
+  start(readable: boolean, writable: boolean): number;
+  ref(): this;
+  unref(): this;
+  hasRef(): boolean;
+  /** true when onClose will be called, after the socket is closed. */
+  close(onClose: () => void): boolean;
+}
+
+export interface WinChannelTransport {
+  /** Two connected loopback sockets of this process: out = [a, b]; 0 or -err. */
+  tcpPair(out: Float64Array): number;
+  /** A listener on 127.0.0.1: out = [listener, port]; 0 or -err. */
+  listen(out: Float64Array): number;
+  /** A connection waiting on the listener, or -err (UV_EAGAIN: none yet). */
+  accept(listener: number): number;
+  /** A socket connected to 127.0.0.1:port, or -err. */
+  connect(port: number): number;
+  closeSocket(sock: number): number;
+  /** The process id at the other end of a loopback connection, from the system's TCP table; or -err. */
+  peerPid(sock: number): number;
+  send(sock: number, bytes: Uint8Array, offset: number, length: number): number;
+  recv(sock: number, bytes: Uint8Array, offset: number, length: number): number;
+  /** A handle that may duplicate handles into process pid, or -err. */
+  openProcess(pid: number): number;
+  closeProcess(process: number): number;
+  /** Writes fd's entry body at entry[4..] for the peer: KIND_HANDLE or KIND_SOCKET, or -err. */
+  pushFd(fd: number, process: number, pid: number, entry: Uint8Array): number;
+  /** Closes a duplicate made in the peer that the peer never got: 0 or -err. */
+  unpush(process: number, value: number): number;
+  /** A Node fd owning a pushed handle value, or -err (the value is left alone). */
+  adoptHandle(value: number): number;
+  /** Closes a pushed handle value nobody takes: 0 or -err (refused: EPERM, EBADF, EINVAL). */
+  discardHandle(value: number): number;
+  /** A Node fd owning a new socket made from a socket entry, or -err. */
+  adoptSocket(entry: Uint8Array): number;
+  /** An anonymous pipe as Node fds (Node makes none on Windows; for tests): out = [read, write]; 0 or -err. */
+  pipe(out: Int32Array): number;
+  WinPollWrap: new (onEvent: (status: number, readable: boolean, writable: boolean) => void) => WinPollWrap;
+  KIND_HANDLE: number;
+  KIND_SOCKET: number;
+  /** The largest entry: a kind (4 bytes) and a WSAPROTOCOL_INFOW. */
+  ENTRY_BYTES: number;
+  /** A handle entry: a kind (4 bytes) and the value (8 bytes). */
+  HANDLE_ENTRY_BYTES: number;
+}
+
+/** The transport, on Windows; undefined elsewhere. */
+export const win = process.platform === 'win32' ? (windowsBinding as unknown as { winChannel: WinChannelTransport }).winChannel : undefined;
+
+/** The transport, or a clear error where there is none (not Windows). */
+export function windowsTransport(): WinChannelTransport {
+  if (win === undefined) throw new Error('fdpass: the Windows channel transport exists only on Windows');
+  return win;
+}
