@@ -8,10 +8,11 @@
 //       (receiver.ts): decode, then a waiting recv() / iterator / 'message' listener / inbox
 import { constants as os } from 'node:os';
 import { debuglog } from 'node:util';
-import EventEmitter from 'eventemitter3';
 import { binding, constants, type PollWrap } from './binding';
 import { UV_EOF, abortError, closedError, errnoException, invalidArgValue, unavailableOnPlatform, type SystemError } from './errors';
 import { closeFds, type FdLike } from './fd';
+import { emitSafely } from './emit-safely';
+import { ListenerWatchingEmitter } from './listener-watch';
 import type { ReceivedMessage } from './message';
 import { toOutgoing, closeHanded, type Message } from './outgoing';
 import { readPeerCredentials, type PeerCredentials } from './peer';
@@ -77,7 +78,7 @@ function adoptionOf(options: AdoptionOptions | undefined): AdoptionOptions[typeo
   return options?.[adoption];
 }
 
-export class Channel extends EventEmitter<ChannelEvents> {
+export class Channel extends ListenerWatchingEmitter<ChannelEvents> {
   readonly #fd: number;
   readonly #type: SocketType;
   readonly #poll: PollWrap;
@@ -164,10 +165,10 @@ export class Channel extends EventEmitter<ChannelEvents> {
     this.#ownBudget = new ReceiveBudget(maxBufferedFds, maxBufferedBytes);
     this.#receiver = new Receiver(this.#poll, fd, type, limits, buffers, adopted?.budget ?? this.#ownBudget, adopted !== undefined, {
       listenerCount: (event) => this.listenerCount(event),
-      emitMessage: (message) => this.#emitSafely('message', message),
-      emitError: (error) => this.#emitSafely('error', error),
+      emitMessage: (message) => emitSafely(this, 'message', message),
+      emitError: (error) => emitSafely(this, 'error', error),
       readingEnded: (reason) => {
-        if ((reason as SystemError).errno === UV_EOF) this.#emitSafely('end');
+        if ((reason as SystemError).errno === UV_EOF) emitSafely(this, 'end');
       },
       drained: () => void this.close(),
       changed: () => this.#update(),
@@ -280,7 +281,7 @@ export class Channel extends EventEmitter<ChannelEvents> {
       this.#poll.close(() => {
         this.#state = 'closed';
         if (debug.enabled) debug('fd %d: channel closed', this.#fd);
-        this.#emitSafely('close');
+        emitSafely(this, 'close');
         resolve();
       });
     });
@@ -312,65 +313,10 @@ export class Channel extends EventEmitter<ChannelEvents> {
     this.#receiver.useBudget(this.#ownBudget);
   }
 
-  // eventemitter3 has no 'newListener': a 'message' listener changes who receives and what
-  // keeps the process alive, so every way of adding or removing one is seen here.
-  override on<T extends keyof ChannelEvents>(event: T, fn: EventEmitter.EventListener<ChannelEvents, T>, context?: unknown): this {
-    super.on(event, fn, context);
-    return this.#listenersChanged();
-  }
-
-  override addListener<T extends keyof ChannelEvents>(event: T, fn: EventEmitter.EventListener<ChannelEvents, T>, context?: unknown): this {
-    return this.on(event, fn, context);
-  }
-
-  override once<T extends keyof ChannelEvents>(event: T, fn: EventEmitter.EventListener<ChannelEvents, T>, context?: unknown): this {
-    super.once(event, fn, context);
-    return this.#listenersChanged();
-  }
-
-  override removeListener<T extends keyof ChannelEvents>(
-    event: T,
-    fn?: EventEmitter.EventListener<ChannelEvents, T>,
-    context?: unknown,
-    once?: boolean,
-  ): this {
-    super.removeListener(event, fn, context, once);
-    return this.#listenersChanged();
-  }
-
-  override off<T extends keyof ChannelEvents>(
-    event: T,
-    fn?: EventEmitter.EventListener<ChannelEvents, T>,
-    context?: unknown,
-    once?: boolean,
-  ): this {
-    return this.removeListener(event, fn, context, once);
-  }
-
-  override removeAllListeners(event?: keyof ChannelEvents): this {
-    super.removeAllListeners(event);
-    return this.#listenersChanged();
-  }
-
-  #listenersChanged(): this {
+  protected override listenersChanged(): void {
     this.#update();
     // Messages buffered while nobody listened go to a new listener, after the caller's code.
     if (this.listenerCount('message') > 0) queueMicrotask(() => this.#receiver.drainToListeners());
-    return this;
-  }
-
-  /**
-   * A listener that throws must not stop the channel mid-batch (the rest of the batch would
-   * wait for nobody): the error is rethrown on its own tick, as an uncaught exception.
-   */
-  #emitSafely<T extends keyof ChannelEvents>(event: T, ...args: EventEmitter.EventArgs<ChannelEvents, T>): void {
-    try {
-      this.emit(event, ...args);
-    } catch (error) {
-      process.nextTick(() => {
-        throw error;
-      });
-    }
   }
 
   #onPoll(status: number, count: number, writable: boolean): void {

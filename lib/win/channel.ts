@@ -9,11 +9,12 @@
 // recv: READABLE -> recv() into a chunk -> RecordReader -> adopt the entries -> a waiting
 //       recv() / iterator / 'message' listener / inbox (bounded like the Unix one)
 import { getSystemErrorMap } from 'node:util';
-import EventEmitter from 'eventemitter3';
 import type { ChannelEvents, RecvOptions, SendOptions } from '../channel';
 import { channelOptions, type ChannelOptions } from '../channel-options';
 import { UV_EOF, abortError, closedError, errnoException, fdpassError, invalidArgType, outOfRange, unavailableOnPlatform } from '../errors';
 import { closeFds, closeHandedFd, toFd, type FdLike } from '../fd';
+import { emitSafely } from '../emit-safely';
+import { ListenerWatchingEmitter } from '../listener-watch';
 import { MAX_FDS_PER_FRAME } from '../framing';
 import { ReceivedMessage, noFds } from '../message';
 import type { Message } from '../outgoing';
@@ -64,7 +65,7 @@ function costOf(item: Delivery): number {
   return item instanceof ReceivedMessage ? item.data.length + BUFFERED_ITEM_OVERHEAD_BYTES : BUFFERED_ITEM_OVERHEAD_BYTES;
 }
 
-export class WindowsChannel extends EventEmitter<ChannelEvents> {
+export class WindowsChannel extends ListenerWatchingEmitter<ChannelEvents> {
   readonly #sock: number;
   readonly #peerPid: number;
   readonly #process: number;
@@ -328,47 +329,16 @@ export class WindowsChannel extends EventEmitter<ChannelEvents> {
     return this.#state === 'open' && this.#poll.hasRef();
   }
 
-  override on<T extends keyof ChannelEvents>(event: T, fn: EventEmitter.EventListener<ChannelEvents, T>, context?: unknown): this {
-    super.on(event, fn, context);
-    return this.#listenersChanged();
-  }
-
-  override once<T extends keyof ChannelEvents>(event: T, fn: EventEmitter.EventListener<ChannelEvents, T>, context?: unknown): this {
-    super.once(event, fn, context);
-    return this.#listenersChanged();
-  }
-
-  override removeListener<T extends keyof ChannelEvents>(
-    event: T,
-    fn?: EventEmitter.EventListener<ChannelEvents, T>,
-    context?: unknown,
-    once?: boolean,
-  ): this {
-    super.removeListener(event, fn, context, once);
-    return this.#listenersChanged();
-  }
-
-  #listenersChanged(): this {
+  protected override listenersChanged(): void {
     this.#update();
     if (this.listenerCount('message') > 0) {
       queueMicrotask(() => {
         while (this.listenerCount('message') > 0) {
           const item = this.#takeFromInbox(false);
           if (!(item instanceof ReceivedMessage)) break;
-          this.#emitSafely('message', item);
+          emitSafely(this, 'message', item);
         }
         this.#afterDelivery();
-      });
-    }
-    return this;
-  }
-
-  #emitSafely<T extends keyof ChannelEvents>(event: T, ...args: EventEmitter.EventArgs<ChannelEvents, T>): void {
-    try {
-      this.emit(event, ...args);
-    } catch (error) {
-      process.nextTick(() => {
-        throw error;
       });
     }
   }
@@ -428,9 +398,9 @@ export class WindowsChannel extends EventEmitter<ChannelEvents> {
       if (item instanceof ReceivedMessage) waiter!.resolve(item);
       else waiter!.reject(item);
     } else if (item instanceof ReceivedMessage && this.#inbox.length === 0 && this.listenerCount('message') > 0) {
-      this.#emitSafely('message', item);
+      emitSafely(this, 'message', item);
     } else if (!(item instanceof ReceivedMessage) && this.listenerCount('error') > 0 && !this.#waiters.some((w) => w.takesErrors)) {
-      this.#emitSafely('error', item);
+      emitSafely(this, 'error', item);
     } else {
       this.#inbox.push(item);
       if (item instanceof ReceivedMessage) this.#inboxFds += item.fds.length;
@@ -442,7 +412,7 @@ export class WindowsChannel extends EventEmitter<ChannelEvents> {
     const at = this.#inbox.findIndex((item) => takesErrors || item instanceof ReceivedMessage);
     if (at < 0) return undefined;
     // Errors an iterator skips go to 'error' listeners, in order.
-    for (let i = 0; i < at; i++) this.#emitSafely('error', this.#inbox[i] as Error);
+    for (let i = 0; i < at; i++) emitSafely(this, 'error', this.#inbox[i] as Error);
     const [item] = this.#inbox.splice(0, at + 1).slice(-1);
     this.#inboxBytes = Math.max(0, this.#inboxBytes - costOf(item!));
     if (item instanceof ReceivedMessage) this.#inboxFds -= item.fds.length;
@@ -517,8 +487,8 @@ export class WindowsChannel extends EventEmitter<ChannelEvents> {
     }
     this.#readEnd = end;
     const stillWaiting = this.#waiters.splice(0);
-    if (byPeer) this.#emitSafely('end');
-    else if (this.listenerCount('error') > 0) this.#emitSafely('error', end);
+    if (byPeer) emitSafely(this, 'end');
+    else if (this.listenerCount('error') > 0) emitSafely(this, 'error', end);
     for (const waiter of stillWaiting) waiter.reject(end);
     this.#afterDelivery();
   }
