@@ -288,22 +288,20 @@ Napi::Value PeerPid(const Napi::CallbackInfo& info) {
 // send(sock, bytes, offset, length) -> bytes sent, or -err (UV_EAGAIN: the socket is full).
 Napi::Value Send(const Napi::CallbackInfo& info) {
   SOCKET s = static_cast<SOCKET>(ValueArg(info, 0));
-  auto bytes = info[1].As<Napi::Uint8Array>();
-  size_t offset = info[2].As<Napi::Number>().Uint32Value();
   int length = info[3].As<Napi::Number>().Int32Value();
-  if (offset + static_cast<size_t>(length) > bytes.ByteLength()) return Num(info.Env(), UV_EINVAL);
-  int n = send(s, reinterpret_cast<const char*>(bytes.Data() + offset), length, 0);
+  char* at = ArgRange(info, 1, info[2].As<Napi::Number>().Int64Value(), length);
+  if (at == nullptr) return Num(info.Env(), UV_EINVAL);
+  int n = send(s, at, length, 0);
   return Num(info.Env(), n == SOCKET_ERROR ? LastWsaError() : n);
 }
 
 // recv(sock, bytes, offset, length) -> bytes read, 0 at the peer's end, or -err (UV_EAGAIN).
 Napi::Value Recv(const Napi::CallbackInfo& info) {
   SOCKET s = static_cast<SOCKET>(ValueArg(info, 0));
-  auto bytes = info[1].As<Napi::Uint8Array>();
-  size_t offset = info[2].As<Napi::Number>().Uint32Value();
   int length = info[3].As<Napi::Number>().Int32Value();
-  if (offset + static_cast<size_t>(length) > bytes.ByteLength()) return Num(info.Env(), UV_EINVAL);
-  int n = recv(s, reinterpret_cast<char*>(bytes.Data() + offset), length, 0);
+  char* at = ArgRange(info, 1, info[2].As<Napi::Number>().Int64Value(), length);
+  if (at == nullptr) return Num(info.Env(), UV_EINVAL);
+  int n = recv(s, at, length, 0);
   return Num(info.Env(), n == SOCKET_ERROR ? LastWsaError() : n);
 }
 
@@ -411,6 +409,8 @@ Napi::Value AdoptSocket(const Napi::CallbackInfo& info) {
   if (entry.ByteLength() < kEntryBytes) return Num(info.Env(), UV_EINVAL);
   WSAPROTOCOL_INFOW protocol;
   memcpy(&protocol, entry.Data() + 4, sizeof protocol);
+  // The peer wrote this structure: its name must end inside it.
+  protocol.szProtocol[WSAPROTOCOL_LEN] = L'\0';
   SOCKET s = WSASocketW(FROM_PROTOCOL_INFO, FROM_PROTOCOL_INFO, FROM_PROTOCOL_INFO, &protocol, 0,
                         WSA_FLAG_OVERLAPPED | WSA_FLAG_NO_HANDLE_INHERIT);
   if (s == INVALID_SOCKET) return Num(info.Env(), LastWsaError());

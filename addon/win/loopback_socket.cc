@@ -180,9 +180,10 @@ Napi::Value JsSetNonBlocking(const Napi::CallbackInfo& info) {
 // recv(fd, buffer, offset, length) -> bytes | 0 at end of stream | -error (EAGAIN: nothing yet)
 Napi::Value JsRecv(const Napi::CallbackInfo& info) {
   auto s = reinterpret_cast<SOCKET>(HandleOfFd(ArgInt(info, 0)));
-  auto buffer = info[1].As<Napi::Uint8Array>();
-  int received =
-      recv(s, reinterpret_cast<char*>(buffer.Data()) + ArgInt(info, 2), ArgInt(info, 3), 0);
+  int length = ArgInt(info, 3);
+  char* into = ArgRange(info, 1, ArgInt(info, 2), length);
+  if (into == nullptr) return Napi::Number::New(info.Env(), UvError(WSAEINVAL));
+  int received = recv(s, into, length, 0);
   return Napi::Number::New(info.Env(), received >= 0 ? received : LastSocketError());
 }
 

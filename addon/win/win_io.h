@@ -25,4 +25,14 @@ inline int32_t ArgInt(const Napi::CallbackInfo& info, size_t i) {
   return info[i].As<Napi::Number>().Int32Value();
 }
 
+// The bytes [offset, offset + length) of a Uint8Array argument, or nullptr when that range is
+// not inside it (a negative or oversized offset or length from a careless caller).
+inline char* ArgRange(const Napi::CallbackInfo& info, size_t buffer, int64_t offset,
+                      int64_t length) {
+  auto bytes = info[buffer].As<Napi::Uint8Array>();
+  if (offset < 0 || length < 0 || offset + length > static_cast<int64_t>(bytes.ByteLength()))
+    return nullptr;
+  return reinterpret_cast<char*>(bytes.Data()) + offset;
+}
+
 }  // namespace fdpass::win

@@ -166,6 +166,28 @@ test('bad arguments are TypeErrors and RangeErrors at the call; a closed fd is E
   await b.close();
 });
 
+test("the transport's send and recv refuse a range outside the buffer with EINVAL, touching no memory past it", () => {
+  const ends = new Float64Array(2);
+  assert.equal(win.tcpPair(ends), 0);
+  const EINVAL = -4071;
+  const bytes = new Uint8Array(16);
+  for (const [offset, length] of [
+    [0, 17],
+    [8, 9],
+    [17, 0],
+    [0, -1],
+    [1, -1],
+    [-1, 4],
+    [0x7fffffff, 0x7fffffff],
+  ]) {
+    assert.equal(win.send(ends[0], bytes, offset, length), EINVAL, `send ${offset}, ${length}`);
+    assert.equal(win.recv(ends[1], bytes, offset, length), EINVAL, `recv ${offset}, ${length}`);
+  }
+  assert.equal(win.send(ends[0], bytes, 8, 8), 8);
+  win.closeSocket(ends[0]);
+  win.closeSocket(ends[1]);
+});
+
 test('hostile peer: a value naming one of our own handles is refused, never adopted or closed; the message is dropped', async () => {
   const peer = rawPeer();
   const mine = openSync(file, 'r');
