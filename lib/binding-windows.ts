@@ -23,7 +23,7 @@ export interface WindowsBinding {
   setNonBlocking(fd: number, nonBlocking: boolean): number;
   /** recv(2) into buffer[offset, offset + length): bytes, 0 at end of stream, or -error (EAGAIN). */
   recv(fd: number, buffer: Uint8Array, offset: number, length: number): number;
-  /** send(2) of all of buffer (waits for room once the first bytes went): bytes, or -error (EAGAIN if none went). */
+  /** send(2) of all of buffer (waits for room once the first bytes went, 5 s at most): bytes, or -error (EAGAIN if none went, ETIMEDOUT if the peer stopped reading). */
   sendAll(fd: number, buffer: Uint8Array): number;
   /** A private, non-inheritable copy of fd's handle, in this process: its value, or -error. */
   duplicateOwnHandle(fd: number): bigint | number;

@@ -187,8 +187,11 @@ Napi::Value JsRecv(const Napi::CallbackInfo& info) {
   return Napi::Number::New(info.Env(), received >= 0 ? received : LastSocketError());
 }
 
+constexpr long kSendAllWaitSeconds = 5;
+
 // sendAll(fd, buffer) -> bytes sent (all of them) | -error. EAGAIN only when nothing went:
-// after the first bytes it waits for room, so a record never goes in part.
+// after the first bytes it waits for room (at most kSendAllWaitSeconds each time), so a record
+// goes in part only to a peer that stopped reading.
 Napi::Value JsSendAll(const Napi::CallbackInfo& info) {
   auto s = reinterpret_cast<SOCKET>(HandleOfFd(ArgInt(info, 0)));
   auto buffer = info[1].As<Napi::Uint8Array>();
@@ -203,10 +206,15 @@ Napi::Value JsSendAll(const Napi::CallbackInfo& info) {
     }
     if (WSAGetLastError() != WSAEWOULDBLOCK || sent == 0)
       return Napi::Number::New(info.Env(), LastSocketError());
+    // A peer that stops reading must not hold the event loop: after kSendAllWaitSeconds
+    // without room the record stays cut (the peer sees a short record) and this says ETIMEDOUT.
     fd_set writable;
     FD_ZERO(&writable);
     FD_SET(s, &writable);
-    select(0, nullptr, &writable, nullptr, nullptr);
+    timeval wait = {kSendAllWaitSeconds, 0};
+    int ready = select(0, nullptr, &writable, nullptr, &wait);
+    if (ready == 0) return Napi::Number::New(info.Env(), UvError(WSAETIMEDOUT));
+    if (ready == SOCKET_ERROR) return Napi::Number::New(info.Env(), LastSocketError());
   }
   return Napi::Number::New(info.Env(), sent);
 }
