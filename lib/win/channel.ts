@@ -305,7 +305,7 @@ export class WindowsChannel extends ListenerWatchingEmitter<ChannelEvents> {
       const finish = (): void => {
         win.closeProcess(this.#process);
         this.#state = 'closed';
-        this.emit('close');
+        emitSafely(this, 'close');
         resolve();
       };
       if (!this.#poll.close(finish)) finish();
