@@ -1,7 +1,11 @@
 // npm run bench:http: HTTP requests per second through a master and 2 workers, fdpass's
-// WorkerPool against Node's cluster (round-robin, its default, and SCHED_NONE), under
-// autocannon in a process of its own: a new TCP connection per request (`Connection: close`),
-// then keep-alive. All three servers run side by side, idle but for the one under load. Each
+// WorkerPool against Node's cluster (round-robin, its default, and SCHED_NONE), under a load
+// generator in a process of its own: a new TCP connection per request (`Connection: close`),
+// then keep-alive. The load generator is bench/http-client.c by default, compiled in this run
+// (one thread over epoll: about 60 µs of CPU per request with a new connection each, against
+// autocannon's 330 on the same 2 vCPUs, so that the servers get most of the machine), or
+// autocannon with `--client autocannon` (bench/http-load.ts). Every contender meets the same
+// one. All three servers run side by side, idle but for the one under load. Each
 // round loads each of them in turn for a few seconds, in alternating order (the pool first in
 // even rounds, last in odd ones), so that on a shared machine the contenders of a round see
 // the same noise; the ratio pool / cluster is taken within each round, and the report gives
@@ -10,7 +14,8 @@
 // that the machine's other work disturbs less, and the CPU time the load generator used per
 // request (it shares the machine: the more it takes, the closer to 1 every ratio comes).
 //   npm run bench:http -- [--rounds 9] [--seconds 3] [--connections 50] [--workers 2]
-import { spawn, type ChildProcess } from 'node:child_process';
+//                         [--client c|autocannon]
+import { execFileSync, spawn, type ChildProcess } from 'node:child_process';
 import { mkdirSync, writeFileSync } from 'node:fs';
 import path from 'node:path';
 import { createInterface } from 'node:readline';
@@ -51,6 +56,10 @@ const rounds = option('rounds', 9);
 const seconds = option('seconds', 3);
 const connections = option('connections', 50);
 const workers = option('workers', 2);
+const clientAt = process.argv.indexOf('--client');
+const client = clientAt === -1 ? 'c' : process.argv[clientAt + 1];
+if (client !== 'c' && client !== 'autocannon') throw new Error(`--client must be c or autocannon, not ${client}`);
+const out = path.join(here, 'out');
 
 /** A contender's master (and its workers), listening: its port. */
 async function startServer(contender: Contender): Promise<Contending> {
@@ -71,7 +80,10 @@ async function measure(load: ReturnType<typeof startLoad>, contending: Contendin
 
 /** The load generator: one process for every run, a run per line written to it. */
 function startLoad(): { run(port: string, mode: Mode, seconds: number): Promise<LoadResult>; stop(): Promise<void> } {
-  const load = spawn(process.execPath, ['--import', 'tsx', path.join(here, 'http-load.ts')], { stdio: ['pipe', 'pipe', 'inherit'] });
+  const load =
+    client === 'c'
+      ? spawn(path.join(out, 'http-client'), [], { stdio: ['pipe', 'pipe', 'inherit'] })
+      : spawn(process.execPath, ['--import', 'tsx', path.join(here, 'http-load.ts')], { stdio: ['pipe', 'pipe', 'inherit'] });
   const lines = createInterface({ input: load.stdout })[Symbol.asyncIterator]();
   return {
     async run(port, mode, duration) {
@@ -96,11 +108,15 @@ function median(values: number[]): number {
 const fixed = (value: number, digits = 2): string => value.toFixed(digits);
 
 async function main(): Promise<void> {
-  console.log(`${rounds} rounds of ${seconds} s per contender, ${connections} connections, ${workers} workers`);
+  mkdirSync(out, { recursive: true });
+  if (client === 'c')
+    execFileSync('cc', ['-O2', '-Wall', '-o', path.join(out, 'http-client'), path.join(here, 'http-client.c')], { stdio: 'inherit' });
+  const generator = client === 'c' ? 'bench/http-client.c' : 'autocannon';
+  console.log(`${rounds} rounds of ${seconds} s per contender, ${connections} connections, ${workers} workers, load from ${generator}`);
   const servers = {} as Record<Contender, Contending>;
   for (const contender of CONTENDERS) servers[contender] = await startServer(contender);
   const load = startLoad();
-  const report: Record<string, unknown> = { rounds, seconds, connections, workers };
+  const report: Record<string, unknown> = { rounds, seconds, connections, workers, client: generator };
   try {
     for (const mode of MODES) {
       console.log(`\n${mode === 'close' ? 'new connection per request (Connection: close)' : 'keep-alive'}`);
@@ -154,8 +170,6 @@ async function main(): Promise<void> {
       await exited(server);
     }
   }
-  const out = path.join(here, 'out');
-  mkdirSync(out, { recursive: true });
   writeFileSync(path.join(out, 'http.json'), `${JSON.stringify(report, null, 2)}\n`);
 }
 

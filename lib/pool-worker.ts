@@ -276,11 +276,26 @@ export function serveFromPool(server: Server): PoolMember {
   if (!(server instanceof Server)) throw invalidArgType('server', 'a net.Server (an http.Server, say)', server);
   // Public properties of every net.Server (set from its options), not in @types/node; pauseOnCreate
   // is what net.Server itself passes to the sockets it accepts when pauseOnConnect is set.
-  const { allowHalfOpen = false, pauseOnConnect = false } = server as Server & { allowHalfOpen?: boolean; pauseOnConnect?: boolean };
+  const {
+    allowHalfOpen = false,
+    pauseOnConnect = false,
+    noDelay = false,
+    keepAlive = false,
+    keepAliveInitialDelay = 0,
+  } = server as Server & {
+    allowHalfOpen?: boolean;
+    pauseOnConnect?: boolean;
+    noDelay?: boolean;
+    keepAlive?: boolean;
+    keepAliveInitialDelay?: number;
+  };
   const options = { allowHalfOpen, pauseOnCreate: pauseOnConnect } as PoolSocketOptions;
   const sockets = new Set<Socket>();
   const member = joinPool((connection) => {
     const socket = connection.toSocket(options);
+    // What net.Server does to each connection it accepts (an http.Server sets noDelay by default).
+    if (noDelay) socket.setNoDelay(true);
+    if (keepAlive) socket.setKeepAlive(true, keepAliveInitialDelay);
     sockets.add(socket);
     socket.once('close', () => sockets.delete(socket));
     server.emit('connection', socket);

@@ -314,6 +314,25 @@ describe('WorkerPool', () => {
     await pool.close();
   });
 
+  it("serveFromPool: each connection gets the server's socket options, as net.Server gives those it accepts (TCP_NODELAY, keepalive)", async () => {
+    const pool = new WorkerPool(httpWorker, { workers: 1, args: ['keep-alive'] });
+    const { port } = (await pool.listen({ port: 0, host: '127.0.0.1' }))!;
+    const agent = new http.Agent({ keepAlive: true, maxSockets: 1 });
+    const response = await get(port, agent);
+    // An http.Server sets noDelay unless told otherwise.
+    expect(response.headers['x-no-delay']).toBe('true');
+    // The kernel's view of the worker's end, idle between requests: its timer is keepalive's (2).
+    const [socket] = Object.values(agent.sockets).flat().concat(Object.values(agent.freeSockets).flat());
+    const hex = (n: number): string => n.toString(16).toUpperCase().padStart(4, '0');
+    const entry = readFileSync('/proc/net/tcp', 'utf8')
+      .split('\n')
+      .map((line) => line.trim().split(/\s+/))
+      .find((fields) => fields[1]?.endsWith(`:${hex(port)}`) && fields[2]?.endsWith(`:${hex(socket!.localPort!)}`));
+    expect(entry?.[5]?.split(':')[0]).toBe('02');
+    agent.destroy();
+    await pool.close();
+  });
+
   it('listen({ fd }): serves on a listening socket handed over by another process, and owns it', async () => {
     // A Python process binds and listens, and passes the socket as systemd or an old server would.
     const [mine, theirs] = Channel.pair();
