@@ -28,8 +28,12 @@ export interface WindowsBinding {
   /** A private, non-inheritable copy of fd's handle, in this process: its value, or -error. */
   duplicateOwnHandle(fd: number): bigint | number;
   closeHandle(handle: bigint): number;
-  /** The process at the other end of a connected socket; 0 when the system names none (Wine); or -error. */
-  peerProcessId(fd: number): number;
+  /**
+   * The process at the other end of a connected socket; 0 when the system names none (Wine);
+   * or -error with stage[0] the call that refused: 0 getsockname, 1 WSAIoctl, 2 getpeername
+   * (EAFNOSUPPORT: neither AF_UNIX nor loopback), 3 GetExtendedTcpTable (ENOTCONN: no row).
+   */
+  peerProcessId(fd: number, stage: Int32Array): number;
   /**
    * Takes handle out of process pid (DUPLICATE_CLOSE_SOURCE) as a node.exe fd, or -error with
    * stage[0] the call that failed: 0 OpenProcess, 1 DuplicateHandle, 2 uv_open_osfhandle.

@@ -14,6 +14,7 @@ const UV_ENOMEM = -4057;
 // sockets come and go: a row that is not found is looked for again, a few times.
 const PEER_LOOKUPS = 5;
 const PULL_STAGES = ['OpenProcess', 'DuplicateHandle', 'uv_open_osfhandle'] as const;
+const PEER_STAGES = ['getsockname', 'WSAIoctl', 'getpeername', 'GetExtendedTcpTable'] as const;
 
 // Wine's TCP table names the process behind a connecting socket but not behind an accepted
 // one (pid 0), and Wine has no AF_UNIX: there, and only there, a peer the table names no
@@ -75,9 +76,16 @@ export function recvHandle(socketFd: number): number | Failure {
 // The record's process must be the socket's peer: otherwise a peer could make us take (and
 // close, DUPLICATE_CLOSE_SOURCE) a handle of any process we may open.
 function checkPeer(socketFd: number, pid: number): Failure | null {
-  let peer = windowsBinding.peerProcessId(socketFd);
-  for (let i = 1; i < PEER_LOOKUPS && (peer === UV_ENOTCONN || peer === UV_ENOMEM); i++) peer = windowsBinding.peerProcessId(socketFd);
-  if (peer < 0) return errnoException(peer, 'recv', 'cannot tell which process is at the other end (AF_UNIX or loopback TCP only)');
+  const stage = new Int32Array(1);
+  let peer = windowsBinding.peerProcessId(socketFd, stage);
+  for (let i = 1; i < PEER_LOOKUPS && (peer === UV_ENOTCONN || peer === UV_ENOMEM); i++) peer = windowsBinding.peerProcessId(socketFd, stage);
+  if (peer < 0) {
+    return errnoException(
+      peer,
+      PEER_STAGES[stage[0]!] ?? 'getpeername',
+      `cannot tell which process is at the other end (AF_UNIX or loopback TCP only); the record's process ${pid} was not opened`,
+    );
+  }
   if (peer === 0 && !underWine) {
     return fdpassError(
       'ERR_FDPASS_PEER_UNVERIFIED',

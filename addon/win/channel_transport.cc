@@ -327,9 +327,11 @@ bool IsSocket(HANDLE h) {
                     reinterpret_cast<char*>(&type), &len) == 0;
 }
 
-// pushFd(fd, process, pid, entry: Uint8Array(kEntryBytes)) -> the entry's kind, with its body
-// written at entry[4..]: KIND_HANDLE, the value of a duplicate made in the peer (8 bytes,
-// little-endian); KIND_SOCKET, the WSAPROTOCOL_INFOW for the peer. Or -err.
+// pushFd(fd, process, pid, entry: Uint8Array(kEntryBytes), stage: Int32Array(1)) -> the
+// entry's kind, with its body written at entry[4..]: KIND_HANDLE, the value of a duplicate
+// made in the peer (8 bytes, little-endian); KIND_SOCKET, the WSAPROTOCOL_INFOW for the peer.
+// Or -err, with stage[0] the call that refused: 0 DuplicateHandle (EBADF for an fd with no
+// handle, as DuplicateHandle says of an invalid one), 1 WSADuplicateSocketW.
 constexpr int kKindHandle = 1;
 constexpr int kKindSocket = 2;
 constexpr size_t kEntryBytes = 4 + sizeof(WSAPROTOCOL_INFOW);
@@ -340,10 +342,13 @@ Napi::Value PushFd(const Napi::CallbackInfo& info) {
   HANDLE process = reinterpret_cast<HANDLE>(ValueArg(info, 1));
   DWORD pid = info[2].As<Napi::Number>().Uint32Value();
   auto entry = info[3].As<Napi::Uint8Array>();
+  auto stage = info[4].As<Napi::Int32Array>();
+  stage[0] = 0;
   if (entry.ByteLength() < kEntryBytes) return Num(env, UV_EINVAL);
   HANDLE h = reinterpret_cast<HANDLE>(uv_get_osfhandle(fd));
   if (h == INVALID_HANDLE_VALUE || h == nullptr) return Num(env, UV_EBADF);
   if (IsSocket(h)) {
+    stage[0] = 1;
     if (WSADuplicateSocketW(reinterpret_cast<SOCKET>(h), pid,
                             reinterpret_cast<WSAPROTOCOL_INFOW*>(entry.Data() + 4)) != 0)
       return Num(env, LastWsaError());

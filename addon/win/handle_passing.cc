@@ -88,17 +88,22 @@ bool Matches6(const MIB_TCP6ROW_OWNER_PID& row, const sockaddr_in6& peer,
          static_cast<u_short>(row.dwRemotePort) == self.sin6_port;
 }
 
-// peerProcessId(fd) -> the pid at the other end of a connected socket | 0 when the system
-// names none (Wine's TCP table) | -error: EAFNOSUPPORT for a socket that is neither AF_UNIX
-// nor loopback TCP (no way to know who is there), ENOTCONN when nothing is connected.
+// peerProcessId(fd, stage: Int32Array(1)) -> the pid at the other end of a connected socket
+// | 0 when the system names none (Wine's TCP table) | -error, with stage[0] the call that
+// refused: 0 getsockname, 1 WSAIoctl (SIO_AF_UNIX_GETPEERPID), 2 getpeername (or its address
+// is neither AF_UNIX nor loopback: EAFNOSUPPORT, no way to know who is there), 3
+// GetExtendedTcpTable (or no row for the connection: ENOTCONN).
 Napi::Value JsPeerProcessId(const Napi::CallbackInfo& info) {
   Napi::Env env = info.Env();
   auto s = reinterpret_cast<SOCKET>(HandleOfFd(ArgInt(info, 0)));
+  auto stage = info[1].As<Napi::Int32Array>();
+  stage[0] = 0;
   sockaddr_storage self{}, peer{};
   int self_length = sizeof self, peer_length = sizeof peer;
   if (getsockname(s, reinterpret_cast<sockaddr*>(&self), &self_length) != 0)
     return Napi::Number::New(env, UvError(WSAGetLastError()));
   if (self.ss_family == AF_UNIX) {
+    stage[0] = 1;
     ULONG pid = 0;
     DWORD returned = 0;
     if (WSAIoctl(s, SIO_AF_UNIX_GETPEERPID, nullptr, 0, &pid, sizeof pid, &returned, nullptr,
@@ -106,12 +111,14 @@ Napi::Value JsPeerProcessId(const Napi::CallbackInfo& info) {
       return Napi::Number::New(env, UvError(WSAGetLastError()));
     return Napi::Number::New(env, static_cast<double>(pid));
   }
+  stage[0] = 2;
   if (getpeername(s, reinterpret_cast<sockaddr*>(&peer), &peer_length) != 0)
     return Napi::Number::New(env, UvError(WSAGetLastError()));
   if (peer.ss_family == AF_INET) {
     auto& peer4 = reinterpret_cast<const sockaddr_in&>(peer);
     if ((ntohl(peer4.sin_addr.s_addr) >> 24) != 127)
       return Napi::Number::New(env, UvError(WSAEAFNOSUPPORT));
+    stage[0] = 3;
     return Napi::Number::New(
         env, TcpOwner<MIB_TCPTABLE_OWNER_PID, MIB_TCPROW_OWNER_PID>(
                  AF_INET, peer4, reinterpret_cast<const sockaddr_in&>(self), Matches4));
@@ -120,6 +127,7 @@ Napi::Value JsPeerProcessId(const Napi::CallbackInfo& info) {
     auto& peer6 = reinterpret_cast<const sockaddr_in6&>(peer);
     if (!IN6_IS_ADDR_LOOPBACK(&peer6.sin6_addr))
       return Napi::Number::New(env, UvError(WSAEAFNOSUPPORT));
+    stage[0] = 3;
     return Napi::Number::New(
         env, TcpOwner<MIB_TCP6TABLE_OWNER_PID, MIB_TCP6ROW_OWNER_PID>(
                  AF_INET6, peer6, reinterpret_cast<const sockaddr_in6&>(self), Matches6));

@@ -20,7 +20,7 @@ import { ReceivedMessage, noFds } from '../message';
 import type { Message } from '../outgoing';
 import { validateAbortSignal, validateOptions } from '../validators';
 import { KIND_HANDLE, RecordReader, encodeRecord, type Entry, type RecordSink } from './records';
-import { windowsTransport, type WinPollWrap } from './transport';
+import { PUSH_STAGES, windowsTransport, type WinPollWrap } from './transport';
 
 /** libuv's code for an error name, as Node on Windows numbers system errors. */
 export function uvCode(name: string): number {
@@ -185,13 +185,14 @@ export class WindowsChannel extends ListenerWatchingEmitter<ChannelEvents> {
     const entries: Uint8Array[] = [];
     const pushed: { value: number; end: number }[] = [];
     let end = 8;
+    const stage = new Int32Array(1);
     for (const fd of fds) {
       const entry = new Uint8Array(win.ENTRY_BYTES);
-      const kind = win.pushFd(fd, this.#process, this.#peerPid, entry);
+      const kind = win.pushFd(fd, this.#process, this.#peerPid, entry, stage);
       if (kind < 0) {
         for (const { value } of pushed) win.unpush(this.#process, value);
         if (handed) for (const h of handed) closeHandedFd(h);
-        return Promise.reject(errnoException(kind, 'DuplicateHandle', `fd ${fd} into process ${this.#peerPid}`));
+        return Promise.reject(errnoException(kind, PUSH_STAGES[stage[0]!] ?? 'DuplicateHandle', `fd ${fd} into process ${this.#peerPid}`));
       }
       new DataView(entry.buffer).setUint32(0, kind, true);
       const bytes = kind === KIND_HANDLE ? entry.subarray(0, win.HANDLE_ENTRY_BYTES) : entry;

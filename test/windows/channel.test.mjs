@@ -24,7 +24,7 @@ function rawPeer(options) {
     /** Pushes fd's handle into this process (as a peer would): the entry's bytes. */
     entryFor(fd) {
       const entry = new Uint8Array(win.ENTRY_BYTES);
-      const kind = win.pushFd(fd, process_, process.pid, entry);
+      const kind = win.pushFd(fd, process_, process.pid, entry, new Int32Array(1));
       assert.ok(kind > 0, `pushFd: ${kind}`);
       new DataView(entry.buffer).setUint32(0, kind, true);
       return kind === win.KIND_HANDLE ? entry.subarray(0, win.HANDLE_ENTRY_BYTES) : entry;
