@@ -78,7 +78,8 @@ export function recvHandle(socketFd: number): number | Failure {
 function checkPeer(socketFd: number, pid: number): Failure | null {
   const stage = new Int32Array(1);
   let peer = windowsBinding.peerProcessId(socketFd, stage);
-  for (let i = 1; i < PEER_LOOKUPS && (peer === UV_ENOTCONN || peer === UV_ENOMEM); i++) peer = windowsBinding.peerProcessId(socketFd, stage);
+  for (let i = 1; i < PEER_LOOKUPS && (peer === UV_ENOTCONN || peer === UV_ENOMEM); i++)
+    peer = windowsBinding.peerProcessId(socketFd, stage);
   if (peer < 0) {
     return errnoException(
       peer,

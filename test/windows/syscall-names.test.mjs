@@ -82,7 +82,7 @@ test(
   'Channel: a socket pushed into a peer that has exited is refused by WSADuplicateSocketW',
   {
     todo: expectedToFailUnderWine(
-      "its WSADuplicateSocketW never refuses a socket: it does not open the target process (it tries to copy the handle into it and ignores the outcome)",
+      'its WSADuplicateSocketW never refuses a socket: it does not open the target process (it tries to copy the handle into it and ignores the outcome)',
     ),
   },
   async () => {
