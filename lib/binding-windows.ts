@@ -34,11 +34,13 @@ export interface WindowsBinding {
    * (EAFNOSUPPORT: neither AF_UNIX nor loopback), 3 GetExtendedTcpTable (ENOTCONN: no row).
    */
   peerProcessId(fd: number, stage: Int32Array): number;
+  /** A handle to process pid that may take handles out of it (PROCESS_DUP_HANDLE), or -error. */
+  openProcess(pid: number): bigint | number;
   /**
-   * Takes handle out of process pid (DUPLICATE_CLOSE_SOURCE) as a node.exe fd, or -error with
-   * stage[0] the call that failed: 0 OpenProcess, 1 DuplicateHandle, 2 uv_open_osfhandle.
+   * Takes handle out of process (DUPLICATE_CLOSE_SOURCE) as a node.exe fd, or -error with
+   * stage[0] the call that failed: 1 DuplicateHandle, 2 uv_open_osfhandle. The caller closes process.
    */
-  pullHandle(pid: number, handle: bigint, stage: Int32Array): number;
+  pullHandle(process: bigint, handle: bigint, stage: Int32Array): number;
 }
 
 // The POSIX calls that have a Windows meaning without SCM_RIGHTS: closing an fd (node.exe's

@@ -44,8 +44,11 @@ export function sendHandle(socketFd: number, fd: number): Failure | null {
   return null;
 }
 
-/** Receives one handle from socketFd as a new fd, or why not. */
-export function recvHandle(socketFd: number): number | Failure {
+/**
+ * Receives one handle from socketFd as a new fd, or why not. afterOpen is for tests only: it
+ * runs between opening the sender and checking its pid again.
+ */
+export function recvHandle(socketFd: number, afterOpen?: () => void): number | Failure {
   const record = partialRecords.get(socketFd) ?? new Uint8Array(RECORD_BYTES + 1);
   partialRecords.delete(socketFd);
   // record[RECORD_BYTES] counts the bytes that came so far.
@@ -68,9 +71,21 @@ export function recvHandle(socketFd: number): number | Failure {
   const handle = view.getBigUint64(4, true);
   const refused = checkPeer(socketFd, pid);
   if (refused) return refused;
-  const stage = new Int32Array(1);
-  const fd = windowsBinding.pullHandle(pid, handle, stage);
-  return fd >= 0 ? fd : errnoException(fd, PULL_STAGES[stage[0]!] ?? 'DuplicateHandle');
+  // The pid was the peer's when the table was read; the process may have exited since and
+  // its pid gone to another. Once we hold the process open its pid cannot be reused, so the
+  // peer is checked again while we hold it, and only then is the handle pulled.
+  const sender = windowsBinding.openProcess(pid);
+  if (typeof sender === 'number') return errnoException(sender, 'OpenProcess');
+  try {
+    afterOpen?.();
+    const changed = checkPeer(socketFd, pid);
+    if (changed) return changed;
+    const stage = new Int32Array(1);
+    const fd = windowsBinding.pullHandle(sender, handle, stage);
+    return fd >= 0 ? fd : errnoException(fd, PULL_STAGES[stage[0]!] ?? 'DuplicateHandle');
+  } finally {
+    windowsBinding.closeHandle(sender);
+  }
 }
 
 // The record's process must be the socket's peer: otherwise a peer could make us take (and

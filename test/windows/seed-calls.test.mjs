@@ -3,8 +3,11 @@ import assert from 'node:assert/strict';
 import { closeSync, mkdtempSync, openSync, readSync, writeFileSync } from 'node:fs';
 import { tmpdir } from 'node:os';
 import path from 'node:path';
+import { createRequire } from 'node:module';
 import { test } from 'node:test';
-import { expectNoHandleLeak, expectedToFailUnderWine, fdpass, windowsBinding } from './helpers.mjs';
+import { expectNoHandleLeak, expectedToFailUnderWine, fdpass, root, windowsBinding } from './helpers.mjs';
+
+const require = createRequire(import.meta.url);
 
 const dir = mkdtempSync(path.join(tmpdir(), 'fdpass-seed-'));
 
@@ -152,3 +155,40 @@ test(
     }
   },
 );
+
+test('recv checks the peer again once it holds the sender open: a peer gone in between (its pid free for reuse) makes it take nothing', async () => {
+  const { recvHandle } = require(path.join(root, 'dist', 'send-recv-fd-windows.js'));
+  const file = path.join(dir, 'recheck.txt');
+  writeFileSync(file, 'x');
+  await expectNoHandleLeak(async () => {
+    const [a, b] = fdpass.socketpair();
+    const fd = openSync(file, 'r');
+    const copy = windowsBinding.duplicateOwnHandle(fd);
+    closeSync(fd);
+    assert.equal(typeof copy, 'bigint', `duplicateOwnHandle: ${copy}`);
+    const record = new Uint8Array(12);
+    new DataView(record.buffer).setUint32(0, process.pid, true);
+    new DataView(record.buffer).setBigUint64(4, copy, true);
+    assert.equal(windowsBinding.sendAll(b, Uint8Array.of(1)), 1); // unread by a: a's close resets
+    assert.equal(windowsBinding.sendAll(a, record), 12);
+    await sleep(50);
+    let opened = false;
+    // The race, made certain: between the sender's OpenProcess and the pull, the connection
+    // goes (as when the sender exits and another process takes its pid).
+    const result = recvHandle(b, () => {
+      opened = true;
+      closeSync(a);
+      const deadline = Date.now() + 200;
+      while (Date.now() < deadline); // the reset reaches b
+    });
+    try {
+      assert.ok(opened, 'recv never opened the sender');
+      assert.ok(typeof result !== 'number', `took fd ${result} from a sender no longer at the other end`);
+      assert.equal(result.syscall, 'getpeername', String(result));
+    } finally {
+      if (typeof result === 'number') closeSync(result);
+      else assert.equal(windowsBinding.closeHandle(copy), 0); // never pulled: still ours
+      closeSync(b);
+    }
+  });
+});
