@@ -127,7 +127,9 @@ export class WindowsChannel extends ListenerWatchingEmitter<ChannelEvents> {
     const process = win.openProcess(peerPid);
     if (process < 0) throw errnoException(process, 'OpenProcess', `the peer, process ${peerPid}`);
     this.#poll = new win.WinPollWrap((status, readable, writable) => this.#onPoll(status, readable, writable));
-    const err = this.#poll.open(sock);
+    // The poll handle owns the socket and the process handle from here on, and closes them
+    // even if no JS runs again (a worker that ends with the channel open).
+    const err = this.#poll.open(sock, process);
     if (err < 0) {
       win.closeProcess(process);
       throw errnoException(err, 'uv_poll_init_socket');
@@ -292,7 +294,6 @@ export class WindowsChannel extends ListenerWatchingEmitter<ChannelEvents> {
     this.#state = 'closing';
     const error = closedError();
     this.#clearFrameTimer();
-    const win = windowsTransport();
     for (const pending of this.#sends.splice(0)) {
       this.#unpushUnsent(pending);
       pending.reject(error);
@@ -304,7 +305,6 @@ export class WindowsChannel extends ListenerWatchingEmitter<ChannelEvents> {
     this.#drainPushedHandles();
     this.#closed = new Promise<void>((resolve) => {
       const finish = (): void => {
-        win.closeProcess(this.#process);
         this.#state = 'closed';
         emitSafely(this, 'close');
         resolve();

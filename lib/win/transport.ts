@@ -4,8 +4,11 @@
 import { windowsBinding } from '../binding';
 
 export interface WinPollWrap {
-  /** Watches sock, which the wrap owns from here on: 0 or -err. */
-  open(sock: number): number;
+  /**
+   * Watches sock: 0 or -err. The wrap owns sock (and process, a peer's process handle, if
+   * given) from here on, and closes them after the poll, or at the environment's teardown.
+   */
+  open(sock: number, process?: number): number;
   /** 0 or -err; both false stops polling. */
   start(readable: boolean, writable: boolean): number;
   ref(): this;
