@@ -89,6 +89,7 @@ export class WindowsChannel extends ListenerWatchingEmitter<ChannelEvents> {
   #frameTimer: NodeJS.Timeout | undefined;
   #explicitRef: boolean | undefined;
   #watching = '';
+  #unobservedErrors = 0;
 
   /** A connected pair of channels in this process, over loopback TCP. */
   static pair(type: string = 'stream', options?: ChannelOptions): [WindowsChannel, WindowsChannel] {
@@ -111,9 +112,9 @@ export class WindowsChannel extends ListenerWatchingEmitter<ChannelEvents> {
   }
 
   /**
-   * Windows gives Node no connected socket to build a channel on: a channel comes from
-   * WindowsChannel.pair(), or offerChannel() and connectChannel() between two processes.
-   * Called with an fd, it throws ERR_FEATURE_UNAVAILABLE_ON_PLATFORM.
+   * Not public: a channel comes from Channel.pair(), or Channel.offer() and
+   * Channel.connectTo() between two processes (new Channel(fd) throws on Windows, see
+   * lib/channel.ts). Instances are `instanceof Channel` (lib/channel.ts links the prototypes).
    */
   constructor(key: unknown, sock?: number, peerPid?: number, options?: ChannelOptions) {
     super();
@@ -164,6 +165,14 @@ export class WindowsChannel extends ListenerWatchingEmitter<ChannelEvents> {
 
   get bufferedBytes(): number {
     return this.#inboxBytes;
+  }
+
+  /**
+   * Errors nobody was told about: per-message errors still waiting in the channel for a
+   * recv() when it closed (until then they wait for one, so none is lost unheard).
+   */
+  get unobservedErrors(): number {
+    return this.#unobservedErrors;
   }
 
   /** The process at the other end, verified when the channel was made. Windows has no uid or gid. */
@@ -299,7 +308,10 @@ export class WindowsChannel extends ListenerWatchingEmitter<ChannelEvents> {
       pending.reject(error);
     }
     for (const waiter of this.#waiters.splice(0)) waiter.reject(error);
-    for (const item of this.#inbox.splice(0)) if (item instanceof ReceivedMessage) item.close();
+    for (const item of this.#inbox.splice(0)) {
+      if (item instanceof ReceivedMessage) item.close();
+      else this.#unobservedErrors++;
+    }
     this.#inboxFds = 0;
     this.#inboxBytes = 0;
     this.#drainPushedHandles();

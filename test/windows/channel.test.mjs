@@ -166,6 +166,25 @@ test('bad arguments are TypeErrors and RangeErrors at the call; a closed fd is E
   await b.close();
 });
 
+test('one Channel class: the channels Windows makes are instanceof Channel, with all its members; new Channel(fd) says why not and what to use', async () => {
+  const [a, b] = Channel.pair();
+  assert.ok(a instanceof Channel && b instanceof Channel, 'Channel.pair() on Windows gave channels that are not instanceof Channel');
+  assert.equal(a.unobservedErrors, 0);
+  assert.equal(typeof a.peer.pid, 'number');
+  const [c, d] = fdpass.socketpair();
+  try {
+    assert.throws(() => new Channel(c), {
+      code: 'ERR_FEATURE_UNAVAILABLE_ON_PLATFORM',
+      message: /new Channel\(fd\) is not available on Windows.*Channel\.pair\(\).*Channel\.offer\(\)/s,
+    });
+  } finally {
+    closeSync(c); // still the caller's: the constructor took nothing
+    closeSync(d);
+  }
+  await a.close();
+  await b.close();
+});
+
 test("the transport's send and recv refuse a range outside the buffer with EINVAL, touching no memory past it", () => {
   const ends = new Float64Array(2);
   assert.equal(win.tcpPair(ends), 0);
