@@ -25,6 +25,8 @@ export interface WindowsBinding {
   recv(fd: number, buffer: Uint8Array, offset: number, length: number): number;
   /** send(2) of all of buffer (waits for room once the first bytes went, 5 s at most): bytes, or -error (EAGAIN if none went, ETIMEDOUT if the peer stopped reading). */
   sendAll(fd: number, buffer: Uint8Array): number;
+  /** A socket's handle value and both its addresses, as text, or -error: tells it from a later socket with the same fd number. */
+  socketIdentity(fd: number): string | number;
   /** A private, non-inheritable copy of fd's handle, in this process: its value, or -error. */
   duplicateOwnHandle(fd: number): bigint | number;
   closeHandle(handle: bigint): number;

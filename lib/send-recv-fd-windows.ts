@@ -22,9 +22,19 @@ const PEER_STAGES = ['getsockname', 'WSAIoctl', 'getpeername', 'GetExtendedTcpTa
 const underWine = process.platform === 'win32' && windowsBinding.wineVersion() !== null;
 
 // Records begun on a non-blocking socket: the bytes that came, kept per socket fd until the
-// rest arrives; dropped at the end of the stream and at any error. (A socket closed with part
-// of a record pending leaves it here, under a number Node may reuse.)
-const partialRecords = new Map<number, Uint8Array>();
+// rest arrives; dropped at the end of the stream and at any error. A socket closed with part
+// of a record pending leaves it here, under a number Node may give the next socket: so each
+// is kept with the socket's identity (its handle and addresses), and is not the part of a
+// record of a socket with another identity (it is dropped then).
+const partialRecords = new Map<number, { identity: string | number; record: Uint8Array }>();
+
+function takePartialRecord(socketFd: number): Uint8Array | undefined {
+  const partial = partialRecords.get(socketFd);
+  if (partial === undefined) return undefined;
+  partialRecords.delete(socketFd);
+  const identity = windowsBinding.socketIdentity(socketFd);
+  return typeof identity === 'string' && identity === partial.identity ? partial.record : undefined;
+}
 
 type Failure = SystemError | FdpassError;
 
@@ -49,8 +59,7 @@ export function sendHandle(socketFd: number, fd: number): Failure | null {
  * runs between opening the sender and checking its pid again.
  */
 export function recvHandle(socketFd: number, afterOpen?: () => void): number | Failure {
-  const record = partialRecords.get(socketFd) ?? new Uint8Array(RECORD_BYTES + 1);
-  partialRecords.delete(socketFd);
+  const record = takePartialRecord(socketFd) ?? new Uint8Array(RECORD_BYTES + 1);
   // record[RECORD_BYTES] counts the bytes that came so far.
   while (record[RECORD_BYTES]! < RECORD_BYTES) {
     const filled = record[RECORD_BYTES]!;
@@ -62,7 +71,7 @@ export function recvHandle(socketFd: number, afterOpen?: () => void): number | F
         ? errnoException(UV_EOF, 'recv', 'the peer closed the socket')
         : fdpassError('ERR_FDPASS_BAD_MESSAGE', `recv: the peer closed the socket after ${filled} of a record's ${RECORD_BYTES} bytes`);
     } else {
-      if (got === UV_EAGAIN && filled > 0) partialRecords.set(socketFd, record);
+      if (got === UV_EAGAIN && filled > 0) partialRecords.set(socketFd, { identity: windowsBinding.socketIdentity(socketFd), record });
       return errnoException(got, 'recv');
     }
   }

@@ -192,3 +192,36 @@ test('recv checks the peer again once it holds the sender open: a peer gone in b
     }
   });
 });
+
+test("part of a record left on a socket that was closed is not taken for the next socket to get that fd's number", async () => {
+  const file = path.join(dir, 'reused.txt');
+  writeFileSync(file, 'the new socket');
+  await expectNoHandleLeak(async () => {
+    const [a, b] = fdpass.socketpair(); // non-blocking
+    const fd = openSync(file, 'r');
+    const stale = recordFor(fd);
+    assert.equal(windowsBinding.sendAll(a, stale.subarray(0, 5)), 5);
+    await sleep(30);
+    assert.equal(fdpass.recv(b), -1);
+    assert.equal(fdpass.lastError().code, 'EAGAIN');
+    // The stale record's copy is never taken: close it here, then both ends.
+    windowsBinding.closeHandle(new DataView(stale.buffer).getBigUint64(4, true));
+    closeSync(a);
+    closeSync(b);
+    const [c, d] = fdpass.socketpair();
+    try {
+      assert.ok([c, d].includes(b), `no new socket took fd ${b} (got ${c}, ${d}): nothing to show`);
+      const [sender, receiver] = d === b ? [c, d] : [d, c];
+      fdpass.setBlocking(receiver, true);
+      assert.equal(windowsBinding.sendAll(sender, recordFor(fd)), 12);
+      const received = fdpass.recv(receiver);
+      assert.ok(received >= 0, `the new socket's record was mixed with the old one's bytes: ${fdpass.lastError()}`);
+      assert.equal(readAll(received), 'the new socket');
+      closeSync(received);
+    } finally {
+      closeSync(fd);
+      closeSync(c);
+      closeSync(d);
+    }
+  });
+});
