@@ -2,12 +2,13 @@
 // peer lookup, and the Channel's push of a file (DuplicateHandle) and of a socket
 // (WSADuplicateSocketW), were once all named after another call.
 import assert from 'node:assert/strict';
+import { spawn } from 'node:child_process';
 import { once } from 'node:events';
 import { closeSync, openSync } from 'node:fs';
 import path from 'node:path';
 import { createRequire } from 'node:module';
 import { test } from 'node:test';
-import { expectNoHandleLeak, expectedToFailUnderWine, fdpass, root, runProcess, windowsBinding } from './helpers.mjs';
+import { expectNoHandleLeak, expectedToFailUnderWine, fdpass, root, windowsBinding } from './helpers.mjs';
 import { file, win } from './channel-helpers.mjs';
 
 const require = createRequire(import.meta.url);
@@ -45,13 +46,16 @@ test('seed recv: a record on a connection reset since it came is refused by getp
 
 /** A channel whose peer is a node.exe that has exited since: pushes into it are refused. */
 async function channelToExitedPeer() {
-  const { child, done } = runProcess(process.execPath, ['-e', 'setInterval(() => {}, 1000)']);
+  // No pipes: its exit is all we wait for (one run hung for 120 s waiting for a killed
+  // child's pipes to close, under load).
+  const child = spawn(process.execPath, ['-e', 'setInterval(() => {}, 1000)'], { stdio: 'ignore', windowsHide: true });
   await once(child, 'spawn');
   const ends = new Float64Array(2);
   assert.equal(win.tcpPair(ends), 0);
   const channel = new WindowsChannel(fromTransport, ends[0], child.pid);
+  const exited = once(child, 'exit');
   child.kill();
-  await done;
+  await exited;
   return {
     channel,
     async close() {
@@ -61,7 +65,7 @@ async function channelToExitedPeer() {
   };
 }
 
-test('Channel: a file pushed into a peer that has exited is refused by DuplicateHandle; no handle leaks', async () => {
+test('Channel: a file pushed into a peer that has exited is refused by DuplicateHandle; no handle leaks', { timeout: 30_000 }, async () => {
   await expectNoHandleLeak(async () => {
     const peer = await channelToExitedPeer();
     const fd = openSync(file, 'r');
@@ -81,6 +85,7 @@ test('Channel: a file pushed into a peer that has exited is refused by Duplicate
 test(
   'Channel: a socket pushed into a peer that has exited is refused by WSADuplicateSocketW',
   {
+    timeout: 30_000,
     todo: expectedToFailUnderWine(
       'its WSADuplicateSocketW never refuses a socket: it does not open the target process (it tries to copy the handle into it and ignores the outcome)',
     ),
