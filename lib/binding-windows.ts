@@ -25,16 +25,24 @@ export interface WindowsBinding {
   recv(fd: number, buffer: Uint8Array, offset: number, length: number): number;
   /** send(2) of all of buffer (waits for room once the first bytes went, 5 s at most): bytes, or -error (EAGAIN if none went, ETIMEDOUT if the peer stopped reading). */
   sendAll(fd: number, buffer: Uint8Array): number;
+  /** A socket's handle value and both its addresses, as text, or -error: tells it from a later socket with the same fd number. */
+  socketIdentity(fd: number): string | number;
   /** A private, non-inheritable copy of fd's handle, in this process: its value, or -error. */
   duplicateOwnHandle(fd: number): bigint | number;
   closeHandle(handle: bigint): number;
-  /** The process at the other end of a connected socket; 0 when the system names none (Wine); or -error. */
-  peerProcessId(fd: number): number;
   /**
-   * Takes handle out of process pid (DUPLICATE_CLOSE_SOURCE) as a node.exe fd, or -error with
-   * stage[0] the call that failed: 0 OpenProcess, 1 DuplicateHandle, 2 uv_open_osfhandle.
+   * The process at the other end of a connected socket; 0 when the system names none (Wine);
+   * or -error with stage[0] the call that refused: 0 getsockname, 1 WSAIoctl, 2 getpeername
+   * (EAFNOSUPPORT: neither AF_UNIX nor loopback), 3 GetExtendedTcpTable (ENOTCONN: no row).
    */
-  pullHandle(pid: number, handle: bigint, stage: Int32Array): number;
+  peerProcessId(fd: number, stage: Int32Array): number;
+  /** A handle to process pid that may take handles out of it (PROCESS_DUP_HANDLE), or -error. */
+  openProcess(pid: number): bigint | number;
+  /**
+   * Takes handle out of process (DUPLICATE_CLOSE_SOURCE) as a node.exe fd, or -error with
+   * stage[0] the call that failed: 1 DuplicateHandle, 2 uv_open_osfhandle. The caller closes process.
+   */
+  pullHandle(process: bigint, handle: bigint, stage: Int32Array): number;
 }
 
 // The POSIX calls that have a Windows meaning without SCM_RIGHTS: closing an fd (node.exe's

@@ -142,10 +142,22 @@ export class Channel extends ListenerWatchingEmitter<ChannelEvents> {
    * makes it non-blocking and closes it on close(). If the constructor throws, the fd is
    * still the caller's. A TCP socket, a listening socket, an unconnected one, an fd that
    * another Channel owns or that Node already watches are refused, with a message that says so.
+   *
+   * Windows: throws ERR_FEATURE_UNAVAILABLE_ON_PLATFORM. A channel there pushes handles into
+   * its peer's process, so it must know that process for certain; a bare socket carries no
+   * secret to check a claimed process id against where the system's TCP table names no owner
+   * (Wine, for an accepted connection). Channel.pair() and Channel.offer()/connectTo() do.
    */
   constructor(fd: number, options?: ChannelOptions) {
     super();
     validateFd(fd, 'fd');
+    if (process.platform === 'win32') {
+      throw unavailableOnPlatform(
+        'new Channel(fd) is not available on Windows: a Windows channel pushes handles into its peer and must verify which ' +
+          'process that is, which a bare socket cannot prove; use Channel.pair(), or Channel.offer() and Channel.connectTo() ' +
+          'between two processes (README "Windows")',
+      );
+    }
     const { maxBufferedFds, maxBufferedBytes, limits } = channelOptions(options);
     const type = checkChannelSocket(fd);
     const buffers = receiveBuffersFor(type, limits);
@@ -398,6 +410,11 @@ export class Channel extends ListenerWatchingEmitter<ChannelEvents> {
     return closedError(this.#receiver.endError);
   }
 }
+
+// One public Channel class: on Windows a channel is a WindowsChannel (lib/win/channel.ts),
+// which defines every public member of Channel over its own transport. Linking its prototype
+// to Channel's makes `channel instanceof Channel` true there too (and EventEmitter's, as now).
+Object.setPrototypeOf(WindowsChannel.prototype, Channel.prototype);
 
 // What a channel's fd must be: a connected Unix socket of a type fdpass knows. Checked
 // before the poll handle touches it, so the caller keeps a refused fd as it was.

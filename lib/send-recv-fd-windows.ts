@@ -14,6 +14,7 @@ const UV_ENOMEM = -4057;
 // sockets come and go: a row that is not found is looked for again, a few times.
 const PEER_LOOKUPS = 5;
 const PULL_STAGES = ['OpenProcess', 'DuplicateHandle', 'uv_open_osfhandle'] as const;
+const PEER_STAGES = ['getsockname', 'WSAIoctl', 'getpeername', 'GetExtendedTcpTable'] as const;
 
 // Wine's TCP table names the process behind a connecting socket but not behind an accepted
 // one (pid 0), and Wine has no AF_UNIX: there, and only there, a peer the table names no
@@ -21,9 +22,19 @@ const PULL_STAGES = ['OpenProcess', 'DuplicateHandle', 'uv_open_osfhandle'] as c
 const underWine = process.platform === 'win32' && windowsBinding.wineVersion() !== null;
 
 // Records begun on a non-blocking socket: the bytes that came, kept per socket fd until the
-// rest arrives; dropped at the end of the stream and at any error. (A socket closed with part
-// of a record pending leaves it here, under a number Node may reuse.)
-const partialRecords = new Map<number, Uint8Array>();
+// rest arrives; dropped at the end of the stream and at any error. A socket closed with part
+// of a record pending leaves it here, under a number Node may give the next socket: so each
+// is kept with the socket's identity (its handle and addresses), and is not the part of a
+// record of a socket with another identity (it is dropped then).
+const partialRecords = new Map<number, { identity: string | number; record: Uint8Array }>();
+
+function takePartialRecord(socketFd: number): Uint8Array | undefined {
+  const partial = partialRecords.get(socketFd);
+  if (partial === undefined) return undefined;
+  partialRecords.delete(socketFd);
+  const identity = windowsBinding.socketIdentity(socketFd);
+  return typeof identity === 'string' && identity === partial.identity ? partial.record : undefined;
+}
 
 type Failure = SystemError | FdpassError;
 
@@ -43,10 +54,12 @@ export function sendHandle(socketFd: number, fd: number): Failure | null {
   return null;
 }
 
-/** Receives one handle from socketFd as a new fd, or why not. */
-export function recvHandle(socketFd: number): number | Failure {
-  const record = partialRecords.get(socketFd) ?? new Uint8Array(RECORD_BYTES + 1);
-  partialRecords.delete(socketFd);
+/**
+ * Receives one handle from socketFd as a new fd, or why not. afterOpen is for tests only: it
+ * runs between opening the sender and checking its pid again.
+ */
+export function recvHandle(socketFd: number, afterOpen?: () => void): number | Failure {
+  const record = takePartialRecord(socketFd) ?? new Uint8Array(RECORD_BYTES + 1);
   // record[RECORD_BYTES] counts the bytes that came so far.
   while (record[RECORD_BYTES]! < RECORD_BYTES) {
     const filled = record[RECORD_BYTES]!;
@@ -58,7 +71,7 @@ export function recvHandle(socketFd: number): number | Failure {
         ? errnoException(UV_EOF, 'recv', 'the peer closed the socket')
         : fdpassError('ERR_FDPASS_BAD_MESSAGE', `recv: the peer closed the socket after ${filled} of a record's ${RECORD_BYTES} bytes`);
     } else {
-      if (got === UV_EAGAIN && filled > 0) partialRecords.set(socketFd, record);
+      if (got === UV_EAGAIN && filled > 0) partialRecords.set(socketFd, { identity: windowsBinding.socketIdentity(socketFd), record });
       return errnoException(got, 'recv');
     }
   }
@@ -67,17 +80,37 @@ export function recvHandle(socketFd: number): number | Failure {
   const handle = view.getBigUint64(4, true);
   const refused = checkPeer(socketFd, pid);
   if (refused) return refused;
-  const stage = new Int32Array(1);
-  const fd = windowsBinding.pullHandle(pid, handle, stage);
-  return fd >= 0 ? fd : errnoException(fd, PULL_STAGES[stage[0]!] ?? 'DuplicateHandle');
+  // The pid was the peer's when the table was read; the process may have exited since and
+  // its pid gone to another. Once we hold the process open its pid cannot be reused, so the
+  // peer is checked again while we hold it, and only then is the handle pulled.
+  const sender = windowsBinding.openProcess(pid);
+  if (typeof sender === 'number') return errnoException(sender, 'OpenProcess');
+  try {
+    afterOpen?.();
+    const changed = checkPeer(socketFd, pid);
+    if (changed) return changed;
+    const stage = new Int32Array(1);
+    const fd = windowsBinding.pullHandle(sender, handle, stage);
+    return fd >= 0 ? fd : errnoException(fd, PULL_STAGES[stage[0]!] ?? 'DuplicateHandle');
+  } finally {
+    windowsBinding.closeHandle(sender);
+  }
 }
 
 // The record's process must be the socket's peer: otherwise a peer could make us take (and
 // close, DUPLICATE_CLOSE_SOURCE) a handle of any process we may open.
 function checkPeer(socketFd: number, pid: number): Failure | null {
-  let peer = windowsBinding.peerProcessId(socketFd);
-  for (let i = 1; i < PEER_LOOKUPS && (peer === UV_ENOTCONN || peer === UV_ENOMEM); i++) peer = windowsBinding.peerProcessId(socketFd);
-  if (peer < 0) return errnoException(peer, 'recv', 'cannot tell which process is at the other end (AF_UNIX or loopback TCP only)');
+  const stage = new Int32Array(1);
+  let peer = windowsBinding.peerProcessId(socketFd, stage);
+  for (let i = 1; i < PEER_LOOKUPS && (peer === UV_ENOTCONN || peer === UV_ENOMEM); i++)
+    peer = windowsBinding.peerProcessId(socketFd, stage);
+  if (peer < 0) {
+    return errnoException(
+      peer,
+      PEER_STAGES[stage[0]!] ?? 'getpeername',
+      `cannot tell which process is at the other end (AF_UNIX or loopback TCP only); the record's process ${pid} was not opened`,
+    );
+  }
   if (peer === 0 && !underWine) {
     return fdpassError(
       'ERR_FDPASS_PEER_UNVERIFIED',

@@ -327,9 +327,11 @@ bool IsSocket(HANDLE h) {
                     reinterpret_cast<char*>(&type), &len) == 0;
 }
 
-// pushFd(fd, process, pid, entry: Uint8Array(kEntryBytes)) -> the entry's kind, with its body
-// written at entry[4..]: KIND_HANDLE, the value of a duplicate made in the peer (8 bytes,
-// little-endian); KIND_SOCKET, the WSAPROTOCOL_INFOW for the peer. Or -err.
+// pushFd(fd, process, pid, entry: Uint8Array(kEntryBytes), stage: Int32Array(1)) -> the
+// entry's kind, with its body written at entry[4..]: KIND_HANDLE, the value of a duplicate
+// made in the peer (8 bytes, little-endian); KIND_SOCKET, the WSAPROTOCOL_INFOW for the peer.
+// Or -err, with stage[0] the call that refused: 0 DuplicateHandle (EBADF for an fd with no
+// handle, as DuplicateHandle says of an invalid one), 1 WSADuplicateSocketW.
 constexpr int kKindHandle = 1;
 constexpr int kKindSocket = 2;
 constexpr size_t kEntryBytes = 4 + sizeof(WSAPROTOCOL_INFOW);
@@ -340,10 +342,13 @@ Napi::Value PushFd(const Napi::CallbackInfo& info) {
   HANDLE process = reinterpret_cast<HANDLE>(ValueArg(info, 1));
   DWORD pid = info[2].As<Napi::Number>().Uint32Value();
   auto entry = info[3].As<Napi::Uint8Array>();
+  auto stage = info[4].As<Napi::Int32Array>();
+  stage[0] = 0;
   if (entry.ByteLength() < kEntryBytes) return Num(env, UV_EINVAL);
   HANDLE h = reinterpret_cast<HANDLE>(uv_get_osfhandle(fd));
   if (h == INVALID_HANDLE_VALUE || h == nullptr) return Num(env, UV_EBADF);
   if (IsSocket(h)) {
+    stage[0] = 1;
     if (WSADuplicateSocketW(reinterpret_cast<SOCKET>(h), pid,
                             reinterpret_cast<WSAPROTOCOL_INFOW*>(entry.Data() + 4)) != 0)
       return Num(env, LastWsaError());
@@ -433,16 +438,33 @@ Napi::Value Pipe(const Napi::CallbackInfo& info) {
   return Num(info.Env(), 0);
 }
 
-// WinPollWrap: one uv_poll_t over one transport socket. open(sock) -> 0 or -err; the wrap
-// owns the socket from then on and closes it after the poll handle has closed.
+// WinPollWrap: one uv_poll_t over one transport socket. open(sock, process?) -> 0 or -err;
+// the wrap owns the socket (and the peer's process handle, if given) from then on and closes
+// them after the poll handle has closed: at close(), or, when the environment (the main
+// thread or a worker) goes away with the channel open, from a Node-API cleanup hook without
+// JS. Without the hook Node aborts when it closes a worker's loop with the poll still in it.
 // The uv_poll_t comes first, so that libuv's pointer to it is a pointer to the whole.
 struct PollHandle {
   alignas(16) unsigned char poll_room[1024];  // libuv's uv_poll_t is a few hundred bytes
-  class WinPollWrap* owner;
+  class WinPollWrap* owner;                   // null once detached: then nothing calls JS
   SOCKET sock;
+  uintptr_t process;  // 0: none
+  bool closing;
+  napi_async_cleanup_hook_handle cleanup_hook;
   uv_poll_s* poll() { return reinterpret_cast<uv_poll_s*>(poll_room); }
   uv_handle_s* handle() { return reinterpret_cast<uv_handle_s*>(poll_room); }
 };
+
+void OnUvClose(uv_handle_s* raw);
+
+void BeginClose(PollHandle* handle) {
+  if (handle->closing) return;
+  handle->closing = true;
+  uv_poll_stop(handle->poll());
+  uv_close(handle->handle(), OnUvClose);
+}
+
+void OnEnvironmentCleanup(napi_async_cleanup_hook_handle, void* arg);
 
 class WinPollWrap : public Napi::ObjectWrap<WinPollWrap> {
  public:
@@ -461,12 +483,50 @@ class WinPollWrap : public Napi::ObjectWrap<WinPollWrap> {
     on_event_ = Napi::Persistent(info[0].As<Napi::Function>());
   }
 
+  // At environment teardown the JS object may be finalized before the cleanup hook runs:
+  // detach, and let the close callback free the handle.
+  ~WinPollWrap() override {
+    if (handle_ != nullptr) {
+      PollHandle* handle = handle_;
+      Detach();
+      BeginClose(handle);
+    }
+  }
+
+  // No JS will run again for this wrap: the handle closes on its own.
+  void Detach() {
+    if (handle_ != nullptr) handle_->owner = nullptr;
+    handle_ = nullptr;
+    closed_ = true;
+  }
+
+  void OnClosed() {
+    handle_ = nullptr;
+    closed_ = true;
+    Napi::Env env = Env();
+    Napi::HandleScope scope(env);
+    Napi::FunctionReference on_close = std::move(on_close_);
+    on_event_.Reset();
+    Unref();
+    if (!on_close.IsEmpty()) on_close.MakeCallback(env.Global(), {}, async_context_);
+  }
+
+  void OnEvent(int status, int events) {
+    Napi::Env env = Env();
+    Napi::HandleScope scope(env);
+    on_event_.MakeCallback(env.Global(),
+                           {Num(env, status), Napi::Boolean::New(env, (events & UV_READABLE) != 0),
+                            Napi::Boolean::New(env, (events & UV_WRITABLE) != 0)},
+                           async_context_);
+  }
+
  private:
   Napi::Value Open(const Napi::CallbackInfo& info) {
     Napi::Env env = info.Env();
     if (handle_ != nullptr || closed_) return Num(env, UV_EINVAL);
     uintptr_t sock = ValueArg(info, 0);
-    if (!IsOwned(sock)) return Num(env, UV_EBADF);
+    uintptr_t process = info.Length() > 1 && info[1].IsNumber() ? ValueArg(info, 1) : 0;
+    if (!IsOwned(sock) || (process != 0 && !IsOwned(process))) return Num(env, UV_EBADF);
     uv_loop_s* loop;
     napi_get_uv_event_loop(env, &loop);
     auto* handle = static_cast<PollHandle*>(calloc(1, sizeof(PollHandle)));
@@ -476,8 +536,17 @@ class WinPollWrap : public Napi::ObjectWrap<WinPollWrap> {
       free(handle);
       return Num(env, err);
     }
-    handle->owner = this;
     handle->sock = static_cast<SOCKET>(sock);
+    if (napi_add_async_cleanup_hook(env, OnEnvironmentCleanup, handle, &handle->cleanup_hook) !=
+        napi_ok) {
+      // The caller still owns the socket and the process when open fails.
+      handle->cleanup_hook = nullptr;
+      handle->sock = INVALID_SOCKET;
+      BeginClose(handle);
+      return Num(env, UV_ENOMEM);
+    }
+    handle->owner = this;
+    handle->process = process;
     handle_ = handle;
     Ref();  // nothing is collected while the handle is open or closing
     return Num(env, 0);
@@ -485,73 +554,72 @@ class WinPollWrap : public Napi::ObjectWrap<WinPollWrap> {
 
   Napi::Value Start(const Napi::CallbackInfo& info) {
     Napi::Env env = info.Env();
-    if (handle_ == nullptr || closing_) return Num(env, UV_EBADF);
+    if (handle_ == nullptr || handle_->closing) return Num(env, UV_EBADF);
     int events = (info[0].ToBoolean() ? UV_READABLE : 0) | (info[1].ToBoolean() ? UV_WRITABLE : 0);
     if (events == 0) return Num(env, uv_poll_stop(handle_->poll()));
     return Num(env, uv_poll_start(handle_->poll(), events, OnPoll));
   }
 
   Napi::Value RefHandle(const Napi::CallbackInfo& info) {
-    if (handle_ != nullptr && !closing_) uv_ref(handle_->handle());
+    if (handle_ != nullptr && !handle_->closing) uv_ref(handle_->handle());
     return info.This();
   }
 
   Napi::Value UnrefHandle(const Napi::CallbackInfo& info) {
-    if (handle_ != nullptr && !closing_) uv_unref(handle_->handle());
+    if (handle_ != nullptr && !handle_->closing) uv_unref(handle_->handle());
     return info.This();
   }
 
   Napi::Value HasRefHandle(const Napi::CallbackInfo& info) {
-    bool refd = handle_ != nullptr && !closing_ && uv_has_ref(handle_->handle());
+    bool refd = handle_ != nullptr && !handle_->closing && uv_has_ref(handle_->handle());
     return Napi::Boolean::New(info.Env(), refd);
   }
 
   // close(onClose) -> true if onClose will be called (once the socket is closed).
   Napi::Value Close(const Napi::CallbackInfo& info) {
-    if (handle_ == nullptr || closing_) return Napi::Boolean::New(info.Env(), false);
-    closing_ = true;
+    if (handle_ == nullptr || handle_->closing) return Napi::Boolean::New(info.Env(), false);
     on_close_ = Napi::Persistent(info[0].As<Napi::Function>());
-    uv_poll_stop(handle_->poll());
-    uv_close(handle_->handle(), OnUvClose);
+    BeginClose(handle_);
     return Napi::Boolean::New(info.Env(), true);
   }
 
   static void OnPoll(uv_poll_s* poll, int status, int events) {
     auto* handle = reinterpret_cast<PollHandle*>(poll);
-    WinPollWrap* self = handle->owner;
-    if (self->closing_) return;
-    Napi::Env env = self->Env();
-    Napi::HandleScope scope(env);
-    self->on_event_.MakeCallback(
-        env.Global(),
-        {Num(env, status), Napi::Boolean::New(env, (events & UV_READABLE) != 0),
-         Napi::Boolean::New(env, (events & UV_WRITABLE) != 0)},
-        self->async_context_);
-  }
-
-  // Free only here: libuv is done with the handle. The socket closes after its poll handle.
-  static void OnUvClose(uv_handle_s* raw) {
-    auto* handle = reinterpret_cast<PollHandle*>(raw);
-    WinPollWrap* self = handle->owner;
-    Disown(handle->sock);
-    closesocket(handle->sock);
-    free(handle);
-    self->handle_ = nullptr;
-    self->closed_ = true;
-    Napi::Env env = self->Env();
-    Napi::HandleScope scope(env);
-    Napi::FunctionReference on_close = std::move(self->on_close_);
-    self->Unref();
-    on_close.MakeCallback(env.Global(), {}, self->async_context_);
+    if (handle->closing || handle->owner == nullptr) return;
+    handle->owner->OnEvent(status, events);
   }
 
   PollHandle* handle_ = nullptr;
-  bool closing_ = false;
   bool closed_ = false;
   Napi::FunctionReference on_event_;
   Napi::FunctionReference on_close_;
   Napi::AsyncContext async_context_;
 };
+
+// Free only here: libuv is done with the handle. The socket and the process handle close
+// after the poll handle.
+void OnUvClose(uv_handle_s* raw) {
+  auto* handle = reinterpret_cast<PollHandle*>(raw);
+  if (handle->sock != INVALID_SOCKET) {
+    Disown(handle->sock);
+    closesocket(handle->sock);
+  }
+  if (handle->process != 0) {
+    Disown(handle->process);
+    CloseHandle(reinterpret_cast<HANDLE>(handle->process));
+  }
+  if (handle->cleanup_hook != nullptr) napi_remove_async_cleanup_hook(handle->cleanup_hook);
+  WinPollWrap* owner = handle->owner;
+  free(handle);
+  if (owner != nullptr) owner->OnClosed();
+}
+
+// The environment is going away with the handle open: close it without JS.
+void OnEnvironmentCleanup(napi_async_cleanup_hook_handle, void* arg) {
+  auto* handle = static_cast<PollHandle*>(arg);
+  if (handle->owner != nullptr) handle->owner->Detach();
+  BeginClose(handle);  // a no-op if already closing; OnUvClose removes this hook
+}
 
 }  // namespace
 

@@ -2,8 +2,9 @@
 // the protocol (the 12-byte record, partial reads, the peer check before any pull).
 //   sender:   a private, non-inheritable copy of the handle (duplicateOwnHandle), whose value
 //             and our pid go to the peer; the copy is closed if the record could not go.
-//   receiver: the socket's peer process (peerProcessId), then the pull from the claimed
-//             process with DUPLICATE_CLOSE_SOURCE (pullHandle), which removes the copy there.
+//   receiver: the socket's peer process (peerProcessId), the claimed process opened
+//             (openProcess), the peer checked again, then the pull with
+//             DUPLICATE_CLOSE_SOURCE (pullHandle), which removes the copy there.
 // Handle values cross into JS as BigInts (a HANDLE is 64 bits wide).
 #include <iphlpapi.h>
 #include <ws2tcpip.h>
@@ -88,17 +89,22 @@ bool Matches6(const MIB_TCP6ROW_OWNER_PID& row, const sockaddr_in6& peer,
          static_cast<u_short>(row.dwRemotePort) == self.sin6_port;
 }
 
-// peerProcessId(fd) -> the pid at the other end of a connected socket | 0 when the system
-// names none (Wine's TCP table) | -error: EAFNOSUPPORT for a socket that is neither AF_UNIX
-// nor loopback TCP (no way to know who is there), ENOTCONN when nothing is connected.
+// peerProcessId(fd, stage: Int32Array(1)) -> the pid at the other end of a connected socket
+// | 0 when the system names none (Wine's TCP table) | -error, with stage[0] the call that
+// refused: 0 getsockname, 1 WSAIoctl (SIO_AF_UNIX_GETPEERPID), 2 getpeername (or its address
+// is neither AF_UNIX nor loopback: EAFNOSUPPORT, no way to know who is there), 3
+// GetExtendedTcpTable (or no row for the connection: ENOTCONN).
 Napi::Value JsPeerProcessId(const Napi::CallbackInfo& info) {
   Napi::Env env = info.Env();
   auto s = reinterpret_cast<SOCKET>(HandleOfFd(ArgInt(info, 0)));
+  auto stage = info[1].As<Napi::Int32Array>();
+  stage[0] = 0;
   sockaddr_storage self{}, peer{};
   int self_length = sizeof self, peer_length = sizeof peer;
   if (getsockname(s, reinterpret_cast<sockaddr*>(&self), &self_length) != 0)
     return Napi::Number::New(env, UvError(WSAGetLastError()));
   if (self.ss_family == AF_UNIX) {
+    stage[0] = 1;
     ULONG pid = 0;
     DWORD returned = 0;
     if (WSAIoctl(s, SIO_AF_UNIX_GETPEERPID, nullptr, 0, &pid, sizeof pid, &returned, nullptr,
@@ -106,12 +112,14 @@ Napi::Value JsPeerProcessId(const Napi::CallbackInfo& info) {
       return Napi::Number::New(env, UvError(WSAGetLastError()));
     return Napi::Number::New(env, static_cast<double>(pid));
   }
+  stage[0] = 2;
   if (getpeername(s, reinterpret_cast<sockaddr*>(&peer), &peer_length) != 0)
     return Napi::Number::New(env, UvError(WSAGetLastError()));
   if (peer.ss_family == AF_INET) {
     auto& peer4 = reinterpret_cast<const sockaddr_in&>(peer);
     if ((ntohl(peer4.sin_addr.s_addr) >> 24) != 127)
       return Napi::Number::New(env, UvError(WSAEAFNOSUPPORT));
+    stage[0] = 3;
     return Napi::Number::New(
         env, TcpOwner<MIB_TCPTABLE_OWNER_PID, MIB_TCPROW_OWNER_PID>(
                  AF_INET, peer4, reinterpret_cast<const sockaddr_in&>(self), Matches4));
@@ -120,6 +128,7 @@ Napi::Value JsPeerProcessId(const Napi::CallbackInfo& info) {
     auto& peer6 = reinterpret_cast<const sockaddr_in6&>(peer);
     if (!IN6_IS_ADDR_LOOPBACK(&peer6.sin6_addr))
       return Napi::Number::New(env, UvError(WSAEAFNOSUPPORT));
+    stage[0] = 3;
     return Napi::Number::New(
         env, TcpOwner<MIB_TCP6TABLE_OWNER_PID, MIB_TCP6ROW_OWNER_PID>(
                  AF_INET6, peer6, reinterpret_cast<const sockaddr_in6&>(self), Matches6));
@@ -127,24 +136,28 @@ Napi::Value JsPeerProcessId(const Napi::CallbackInfo& info) {
   return Napi::Number::New(env, UvError(WSAEAFNOSUPPORT));
 }
 
-// pullHandle(pid, value, stage: Int32Array(1)) -> a node.exe fd for the handle | -error,
-// with stage[0] the call that failed: 0 OpenProcess, 1 DuplicateHandle, 2 uv_open_osfhandle.
-// Only after lib/ has checked that pid is the socket's peer.
+// openProcess(pid) -> a handle to process pid with PROCESS_DUP_HANDLE (BigInt) | -error.
+// Held while lib/ checks again that pid is still the socket's peer: a process we hold a
+// handle to keeps its pid, so the pull cannot reach a process that took the pid over.
+Napi::Value JsOpenProcess(const Napi::CallbackInfo& info) {
+  HANDLE process = OpenProcess(PROCESS_DUP_HANDLE, FALSE, info[0].As<Napi::Number>().Uint32Value());
+  if (!process) return Napi::Number::New(info.Env(), UvError(GetLastError()));
+  return HandleValue(info.Env(), process);
+}
+
+// pullHandle(process, value, stage: Int32Array(1)) -> a node.exe fd for the handle | -error,
+// with stage[0] the call that failed: 1 DuplicateHandle, 2 uv_open_osfhandle. process is
+// openProcess's; the caller closes it.
 Napi::Value JsPullHandle(const Napi::CallbackInfo& info) {
   Napi::Env env = info.Env();
-  DWORD pid = info[0].As<Napi::Number>().Uint32Value();
+  HANDLE source = ArgHandle(info, 0);
   HANDLE remote = ArgHandle(info, 1);
   auto stage = info[2].As<Napi::Int32Array>();
-  stage[0] = 0;
-  HANDLE source = OpenProcess(PROCESS_DUP_HANDLE, FALSE, pid);
-  if (!source) return Napi::Number::New(env, UvError(GetLastError()));
   stage[0] = 1;
   HANDLE mine = nullptr;
-  BOOL pulled = DuplicateHandle(source, remote, GetCurrentProcess(), &mine, 0, FALSE,
-                                DUPLICATE_SAME_ACCESS | DUPLICATE_CLOSE_SOURCE);
-  DWORD error = GetLastError();
-  CloseHandle(source);
-  if (!pulled) return Napi::Number::New(env, UvError(error));
+  if (!DuplicateHandle(source, remote, GetCurrentProcess(), &mine, 0, FALSE,
+                       DUPLICATE_SAME_ACCESS | DUPLICATE_CLOSE_SOURCE))
+    return Napi::Number::New(env, UvError(GetLastError()));
   stage[0] = 2;
   int fd = uv_open_osfhandle(mine);
   if (fd < 0) {
@@ -160,6 +173,7 @@ void InitHandlePassing(Napi::Env env, Napi::Object exports) {
   exports["duplicateOwnHandle"] = Napi::Function::New(env, JsDuplicateOwnHandle);
   exports["closeHandle"] = Napi::Function::New(env, JsCloseHandle);
   exports["peerProcessId"] = Napi::Function::New(env, JsPeerProcessId);
+  exports["openProcess"] = Napi::Function::New(env, JsOpenProcess);
   exports["pullHandle"] = Napi::Function::New(env, JsPullHandle);
 }
 

@@ -4,6 +4,8 @@
 // node.exe fd (uv_open_osfhandle); every function returns a value >= 0 or a libuv error.
 #include <ws2tcpip.h>
 
+#include <string>
+
 #include "win_io.h"
 #include "win_modules.h"
 
@@ -219,6 +221,31 @@ Napi::Value JsSendAll(const Napi::CallbackInfo& info) {
   return Napi::Number::New(info.Env(), sent);
 }
 
+// socketIdentity(fd) -> the socket's handle value and both its addresses, as text | -error:
+// what tells a socket from a later one that got the same fd number (and maybe the same
+// handle value) after it was closed.
+Napi::Value JsSocketIdentity(const Napi::CallbackInfo& info) {
+  auto s = reinterpret_cast<SOCKET>(HandleOfFd(ArgInt(info, 0)));
+  sockaddr_storage self{}, peer{};
+  int self_length = sizeof self, peer_length = sizeof peer;
+  if (getsockname(s, reinterpret_cast<sockaddr*>(&self), &self_length) != 0 ||
+      getpeername(s, reinterpret_cast<sockaddr*>(&peer), &peer_length) != 0)
+    return Napi::Number::New(info.Env(), LastSocketError());
+  std::string identity = std::to_string(static_cast<uint64_t>(s));
+  const auto append = [&identity](const sockaddr_storage& address, int length) {
+    static const char kHex[] = "0123456789abcdef";
+    identity += ' ';
+    const auto* bytes = reinterpret_cast<const unsigned char*>(&address);
+    for (int i = 0; i < length; i++) {
+      identity += kHex[bytes[i] >> 4];
+      identity += kHex[bytes[i] & 15];
+    }
+  };
+  append(self, self_length);
+  append(peer, peer_length);
+  return Napi::String::New(info.Env(), identity);
+}
+
 }  // namespace
 
 void InitLoopbackSocket(Napi::Env env, Napi::Object exports) {
@@ -230,6 +257,7 @@ void InitLoopbackSocket(Napi::Env env, Napi::Object exports) {
   exports["setNonBlocking"] = Napi::Function::New(env, JsSetNonBlocking);
   exports["recv"] = Napi::Function::New(env, JsRecv);
   exports["sendAll"] = Napi::Function::New(env, JsSendAll);
+  exports["socketIdentity"] = Napi::Function::New(env, JsSocketIdentity);
 }
 
 }  // namespace fdpass::win

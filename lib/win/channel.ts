@@ -20,7 +20,7 @@ import { ReceivedMessage, noFds } from '../message';
 import type { Message } from '../outgoing';
 import { validateAbortSignal, validateOptions } from '../validators';
 import { KIND_HANDLE, RecordReader, encodeRecord, type Entry, type RecordSink } from './records';
-import { windowsTransport, type WinPollWrap } from './transport';
+import { PUSH_STAGES, windowsTransport, type WinPollWrap } from './transport';
 
 /** libuv's code for an error name, as Node on Windows numbers system errors. */
 export function uvCode(name: string): number {
@@ -89,6 +89,7 @@ export class WindowsChannel extends ListenerWatchingEmitter<ChannelEvents> {
   #frameTimer: NodeJS.Timeout | undefined;
   #explicitRef: boolean | undefined;
   #watching = '';
+  #unobservedErrors = 0;
 
   /** A connected pair of channels in this process, over loopback TCP. */
   static pair(type: string = 'stream', options?: ChannelOptions): [WindowsChannel, WindowsChannel] {
@@ -111,9 +112,9 @@ export class WindowsChannel extends ListenerWatchingEmitter<ChannelEvents> {
   }
 
   /**
-   * Windows gives Node no connected socket to build a channel on: a channel comes from
-   * WindowsChannel.pair(), or offerChannel() and connectChannel() between two processes.
-   * Called with an fd, it throws ERR_FEATURE_UNAVAILABLE_ON_PLATFORM.
+   * Not public: a channel comes from Channel.pair(), or Channel.offer() and
+   * Channel.connectTo() between two processes (new Channel(fd) throws on Windows, see
+   * lib/channel.ts). Instances are `instanceof Channel` (lib/channel.ts links the prototypes).
    */
   constructor(key: unknown, sock?: number, peerPid?: number, options?: ChannelOptions) {
     super();
@@ -127,7 +128,9 @@ export class WindowsChannel extends ListenerWatchingEmitter<ChannelEvents> {
     const process = win.openProcess(peerPid);
     if (process < 0) throw errnoException(process, 'OpenProcess', `the peer, process ${peerPid}`);
     this.#poll = new win.WinPollWrap((status, readable, writable) => this.#onPoll(status, readable, writable));
-    const err = this.#poll.open(sock);
+    // The poll handle owns the socket and the process handle from here on, and closes them
+    // even if no JS runs again (a worker that ends with the channel open).
+    const err = this.#poll.open(sock, process);
     if (err < 0) {
       win.closeProcess(process);
       throw errnoException(err, 'uv_poll_init_socket');
@@ -164,6 +167,14 @@ export class WindowsChannel extends ListenerWatchingEmitter<ChannelEvents> {
     return this.#inboxBytes;
   }
 
+  /**
+   * Errors nobody was told about: per-message errors still waiting in the channel for a
+   * recv() when it closed (until then they wait for one, so none is lost unheard).
+   */
+  get unobservedErrors(): number {
+    return this.#unobservedErrors;
+  }
+
   /** The process at the other end, verified when the channel was made. Windows has no uid or gid. */
   get peer(): { pid: number } {
     return { pid: this.#peerPid };
@@ -185,13 +196,14 @@ export class WindowsChannel extends ListenerWatchingEmitter<ChannelEvents> {
     const entries: Uint8Array[] = [];
     const pushed: { value: number; end: number }[] = [];
     let end = 8;
+    const stage = new Int32Array(1);
     for (const fd of fds) {
       const entry = new Uint8Array(win.ENTRY_BYTES);
-      const kind = win.pushFd(fd, this.#process, this.#peerPid, entry);
+      const kind = win.pushFd(fd, this.#process, this.#peerPid, entry, stage);
       if (kind < 0) {
         for (const { value } of pushed) win.unpush(this.#process, value);
         if (handed) for (const h of handed) closeHandedFd(h);
-        return Promise.reject(errnoException(kind, 'DuplicateHandle', `fd ${fd} into process ${this.#peerPid}`));
+        return Promise.reject(errnoException(kind, PUSH_STAGES[stage[0]!] ?? 'DuplicateHandle', `fd ${fd} into process ${this.#peerPid}`));
       }
       new DataView(entry.buffer).setUint32(0, kind, true);
       const bytes = kind === KIND_HANDLE ? entry.subarray(0, win.HANDLE_ENTRY_BYTES) : entry;
@@ -291,19 +303,20 @@ export class WindowsChannel extends ListenerWatchingEmitter<ChannelEvents> {
     this.#state = 'closing';
     const error = closedError();
     this.#clearFrameTimer();
-    const win = windowsTransport();
     for (const pending of this.#sends.splice(0)) {
       this.#unpushUnsent(pending);
       pending.reject(error);
     }
     for (const waiter of this.#waiters.splice(0)) waiter.reject(error);
-    for (const item of this.#inbox.splice(0)) if (item instanceof ReceivedMessage) item.close();
+    for (const item of this.#inbox.splice(0)) {
+      if (item instanceof ReceivedMessage) item.close();
+      else this.#unobservedErrors++;
+    }
     this.#inboxFds = 0;
     this.#inboxBytes = 0;
     this.#drainPushedHandles();
     this.#closed = new Promise<void>((resolve) => {
       const finish = (): void => {
-        win.closeProcess(this.#process);
         this.#state = 'closed';
         emitSafely(this, 'close');
         resolve();

@@ -61,12 +61,14 @@ const ENOMEM = uvCode('ENOMEM');
 
 /**
  * The process at the other end of sock, from the TCP table: its pid, or -err. lookups: how
- * many tries (the connector makes one: under Wine its answer is always ESRCH, see below).
+ * many tries at least (the connector makes one: under Wine its answer is always ESRCH, see
+ * below); more while `until` (a Date.now() deadline) has not passed: on a loaded machine one
+ * read of Wine's table can take a good part of a second.
  */
-async function peerPidOf(sock: number, lookups = PEER_LOOKUPS): Promise<number> {
+async function peerPidOf(sock: number, lookups = PEER_LOOKUPS, until = 0): Promise<number> {
   const win = windowsTransport();
   let pid = win.peerPid(sock);
-  for (let i = 1; i < lookups && (pid === ESRCH || pid === ENOMEM); i++) {
+  for (let i = 1; (i < lookups || Date.now() < until) && (pid === ESRCH || pid === ENOMEM); i++) {
     await new Promise((resolve) => setTimeout(resolve, PEER_LOOKUP_PAUSE_MS));
     pid = win.peerPid(sock);
   }
@@ -189,7 +191,9 @@ export class ChannelOffer {
             if (done) return;
             const claimed = checkHello(hello, this.#token);
             if (typeof claimed === 'string') return turnAway(sock, claimed);
-            const actual = await peerPidOf(sock);
+            // The connector waits twice handshakeTimeout for our reply: one for its hello
+            // to come, one for this lookup.
+            const actual = await peerPidOf(sock, PEER_LOOKUPS, Date.now() + timeout);
             if (done) return;
             if (actual !== claimed) return turnAway(sock, `claimed process ${claimed}, but the connection is process ${actual}'s`);
             if (expectPid !== undefined && actual !== expectPid) return turnAway(sock, `process ${actual}, not the expected ${expectPid}`);
@@ -258,7 +262,10 @@ export async function connectChannel(address: string, options?: HandshakeOptions
     if (offerer < 0 && !(offerer === ESRCH && underWine))
       throw errnoException(offerer, 'GetExtendedTcpTable', `no process owns 127.0.0.1:${port}`);
     sendHello(sock, encodeHello(process.pid, token));
-    const reply = await readHello(sock, timeout);
+    // The offer has handshakeTimeout to read our hello and as long again to look us up in
+    // the TCP table: waiting only handshakeTimeout here timed out now and then under load
+    // while the offer was still looking (a child's 'no hello within 5000 ms', nobody turned away).
+    const reply = await readHello(sock, 2 * timeout);
     const claimed = checkHello(reply, token);
     if (typeof claimed === 'string') throw fdpassError('ERR_FDPASS_HANDOVER_FAILED', `fdpass: the offer answered with ${claimed}`);
     // Wine's TCP table names no owner for a listener or an accepted connection: there the

@@ -4,8 +4,11 @@
 import { windowsBinding } from '../binding';
 
 export interface WinPollWrap {
-  /** Watches sock, which the wrap owns from here on: 0 or -err. */
-  open(sock: number): number;
+  /**
+   * Watches sock: 0 or -err. The wrap owns sock (and process, a peer's process handle, if
+   * given) from here on, and closes them after the poll, or at the environment's teardown.
+   */
+  open(sock: number, process?: number): number;
   /** 0 or -err; both false stops polling. */
   start(readable: boolean, writable: boolean): number;
   ref(): this;
@@ -32,8 +35,11 @@ export interface WinChannelTransport {
   /** A handle that may duplicate handles into process pid, or -err. */
   openProcess(pid: number): number;
   closeProcess(process: number): number;
-  /** Writes fd's entry body at entry[4..] for the peer: KIND_HANDLE or KIND_SOCKET, or -err. */
-  pushFd(fd: number, process: number, pid: number, entry: Uint8Array): number;
+  /**
+   * Writes fd's entry body at entry[4..] for the peer: KIND_HANDLE or KIND_SOCKET, or -err
+   * with stage[0] the call that refused (PUSH_STAGES).
+   */
+  pushFd(fd: number, process: number, pid: number, entry: Uint8Array, stage: Int32Array): number;
   /** Closes a duplicate made in the peer that the peer never got: 0 or -err. */
   unpush(process: number, value: number): number;
   /** A Node fd owning a pushed handle value, or -err (the value is left alone). */
@@ -52,6 +58,9 @@ export interface WinChannelTransport {
   /** A handle entry: a kind (4 bytes) and the value (8 bytes). */
   HANDLE_ENTRY_BYTES: number;
 }
+
+/** The calls pushFd's stage names. */
+export const PUSH_STAGES = ['DuplicateHandle', 'WSADuplicateSocketW'] as const;
 
 /** The transport, on Windows; undefined elsewhere. */
 export const win = process.platform === 'win32' ? (windowsBinding as unknown as { winChannel: WinChannelTransport }).winChannel : undefined;

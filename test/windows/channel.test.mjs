@@ -24,7 +24,7 @@ function rawPeer(options) {
     /** Pushes fd's handle into this process (as a peer would): the entry's bytes. */
     entryFor(fd) {
       const entry = new Uint8Array(win.ENTRY_BYTES);
-      const kind = win.pushFd(fd, process_, process.pid, entry);
+      const kind = win.pushFd(fd, process_, process.pid, entry, new Int32Array(1));
       assert.ok(kind > 0, `pushFd: ${kind}`);
       new DataView(entry.buffer).setUint32(0, kind, true);
       return kind === win.KIND_HANDLE ? entry.subarray(0, win.HANDLE_ENTRY_BYTES) : entry;
@@ -163,6 +163,25 @@ test('bad arguments are TypeErrors and RangeErrors at the call; a closed fd is E
   await assert.rejects(Channel.connectTo('fdpass-win:127.0.0.1:1:zz'), { code: 'ERR_INVALID_ARG_VALUE' });
   await a.close();
   await assert.rejects(a.send({ data: 'late' }), { code: 'ERR_FDPASS_CHANNEL_CLOSED' });
+  await b.close();
+});
+
+test('one Channel class: the channels Windows makes are instanceof Channel, with all its members; new Channel(fd) says why not and what to use', async () => {
+  const [a, b] = Channel.pair();
+  assert.ok(a instanceof Channel && b instanceof Channel, 'Channel.pair() on Windows gave channels that are not instanceof Channel');
+  assert.equal(a.unobservedErrors, 0);
+  assert.equal(typeof a.peer.pid, 'number');
+  const [c, d] = fdpass.socketpair();
+  try {
+    assert.throws(() => new Channel(c), {
+      code: 'ERR_FEATURE_UNAVAILABLE_ON_PLATFORM',
+      message: /new Channel\(fd\) is not available on Windows.*Channel\.pair\(\).*Channel\.offer\(\)/s,
+    });
+  } finally {
+    closeSync(c); // still the caller's: the constructor took nothing
+    closeSync(d);
+  }
+  await a.close();
   await b.close();
 });
 

@@ -3,8 +3,11 @@ import assert from 'node:assert/strict';
 import { closeSync, mkdtempSync, openSync, readSync, writeFileSync } from 'node:fs';
 import { tmpdir } from 'node:os';
 import path from 'node:path';
+import { createRequire } from 'node:module';
 import { test } from 'node:test';
-import { expectNoHandleLeak, expectedToFailUnderWine, fdpass, windowsBinding } from './helpers.mjs';
+import { expectNoHandleLeak, expectedToFailUnderWine, fdpass, root, windowsBinding } from './helpers.mjs';
+
+const require = createRequire(import.meta.url);
 
 const dir = mkdtempSync(path.join(tmpdir(), 'fdpass-seed-'));
 
@@ -152,3 +155,73 @@ test(
     }
   },
 );
+
+test('recv checks the peer again once it holds the sender open: a peer gone in between (its pid free for reuse) makes it take nothing', async () => {
+  const { recvHandle } = require(path.join(root, 'dist', 'send-recv-fd-windows.js'));
+  const file = path.join(dir, 'recheck.txt');
+  writeFileSync(file, 'x');
+  await expectNoHandleLeak(async () => {
+    const [a, b] = fdpass.socketpair();
+    const fd = openSync(file, 'r');
+    const copy = windowsBinding.duplicateOwnHandle(fd);
+    closeSync(fd);
+    assert.equal(typeof copy, 'bigint', `duplicateOwnHandle: ${copy}`);
+    const record = new Uint8Array(12);
+    new DataView(record.buffer).setUint32(0, process.pid, true);
+    new DataView(record.buffer).setBigUint64(4, copy, true);
+    assert.equal(windowsBinding.sendAll(b, Uint8Array.of(1)), 1); // unread by a: a's close resets
+    assert.equal(windowsBinding.sendAll(a, record), 12);
+    await sleep(50);
+    let opened = false;
+    // The race, made certain: between the sender's OpenProcess and the pull, the connection
+    // goes (as when the sender exits and another process takes its pid).
+    const result = recvHandle(b, () => {
+      opened = true;
+      closeSync(a);
+      const deadline = Date.now() + 200;
+      while (Date.now() < deadline); // the reset reaches b
+    });
+    try {
+      assert.ok(opened, 'recv never opened the sender');
+      assert.ok(typeof result !== 'number', `took fd ${result} from a sender no longer at the other end`);
+      assert.equal(result.syscall, 'getpeername', String(result));
+    } finally {
+      if (typeof result === 'number') closeSync(result);
+      else assert.equal(windowsBinding.closeHandle(copy), 0); // never pulled: still ours
+      closeSync(b);
+    }
+  });
+});
+
+test("part of a record left on a socket that was closed is not taken for the next socket to get that fd's number", async () => {
+  const file = path.join(dir, 'reused.txt');
+  writeFileSync(file, 'the new socket');
+  await expectNoHandleLeak(async () => {
+    const [a, b] = fdpass.socketpair(); // non-blocking
+    const fd = openSync(file, 'r');
+    const stale = recordFor(fd);
+    assert.equal(windowsBinding.sendAll(a, stale.subarray(0, 5)), 5);
+    await sleep(30);
+    assert.equal(fdpass.recv(b), -1);
+    assert.equal(fdpass.lastError().code, 'EAGAIN');
+    // The stale record's copy is never taken: close it here, then both ends.
+    windowsBinding.closeHandle(new DataView(stale.buffer).getBigUint64(4, true));
+    closeSync(a);
+    closeSync(b);
+    const [c, d] = fdpass.socketpair();
+    try {
+      assert.ok([c, d].includes(b), `no new socket took fd ${b} (got ${c}, ${d}): nothing to show`);
+      const [sender, receiver] = d === b ? [c, d] : [d, c];
+      fdpass.setBlocking(receiver, true);
+      assert.equal(windowsBinding.sendAll(sender, recordFor(fd)), 12);
+      const received = fdpass.recv(receiver);
+      assert.ok(received >= 0, `the new socket's record was mixed with the old one's bytes: ${fdpass.lastError()}`);
+      assert.equal(readAll(received), 'the new socket');
+      closeSync(received);
+    } finally {
+      closeSync(fd);
+      closeSync(c);
+      closeSync(d);
+    }
+  });
+});
