@@ -38,6 +38,7 @@ export default tseslint.config(
         URL: 'readonly',
         require: 'readonly',
         __dirname: 'readonly',
+        __filename: 'readonly',
         module: 'readonly',
         AbortSignal: 'readonly',
         queueMicrotask: 'readonly',
