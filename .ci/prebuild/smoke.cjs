@@ -66,7 +66,7 @@ async function parent() {
 
   // A Channel (libuv's poll handle) to a child process and back.
   const prefix = (process.env.FDPASS_SMOKE_CHILD_PREFIX ?? '').split(' ').filter(Boolean);
-  const command = [...prefix, process.execPath, __filename, '--child', packageDir];
+  const command = [...prefix, process.execPath, process.argv[1], '--child', packageDir];
   const { child: process_, channel } = fdpass.spawnWithChannel(command[0], command.slice(1), { stdio: 'inherit' });
   const exited = new Promise((resolve, reject) => {
     process_.on('error', reject);
