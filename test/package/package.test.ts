@@ -154,6 +154,26 @@ describe.each([
   });
 });
 
+describe('what the README points to', () => {
+  const project = emptyProject('readme-links');
+
+  beforeAll(() => {
+    const ran = npmInstall(project, [tarball], ['--ignore-scripts'], cleanEnv());
+    expect(ran.code, tail(ran)).toBe(0);
+  }, 300_000);
+
+  it('every file the installed README links to or names under docs/ and examples/ is in the package', () => {
+    const installed = path.join(project, 'node_modules', 'fdpass');
+    const readme = readFileSync(path.join(installed, 'README.md'), 'utf8');
+    const links = [...readme.matchAll(/\]\(([^)#:]+)(?:#[^)]*)?\)/g)].map((match) => match[1]!);
+    const named = [...readme.matchAll(/\b(?:docs|examples)\/[\w./-]*\w/g)].map((match) => match[0]);
+    // docs/api/ is built by `npm run docs` in a checkout, not shipped.
+    const files = [...new Set([...links, ...named])].filter((file) => !file.startsWith('docs/api/')).sort();
+    expect(files.length).toBeGreaterThan(10);
+    expect(files.filter((file) => !existsSync(path.join(installed, file)))).toEqual([]);
+  });
+});
+
 describe('a TypeScript user (strict nodenext, no "types" listed, @types/node installed)', () => {
   const project = emptyProject('typescript-user');
   const devDependencies = (JSON.parse(readFileSync(path.join(root, 'package.json'), 'utf8')) as { devDependencies: Record<string, string> })
