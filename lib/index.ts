@@ -8,6 +8,7 @@ export { socketpair, setBlocking } from './socketpair';
 export { closeFd } from './fd';
 export type { SocketType } from './socket-type';
 export { Channel, type ChannelOptions, type ChannelEvents, type SendOptions, type RecvOptions } from './channel';
+export type { ChannelOffer, HandshakeOptions, AcceptOptions, RejectedPeer } from './win/handshake';
 export { ReceivedMessage } from './message';
 export { listen, Server, type ListenOptions, type ServerCloseOptions, type ServerEvents } from './server';
 export type { ServerSocketType, SocketPathOptions } from './socket-address';
