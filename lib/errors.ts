@@ -49,7 +49,8 @@ export type FdpassErrorCode =
   | 'ERR_FDPASS_POOL_CLOSED'
   | 'ERR_FDPASS_WORKER_EXITED'
   | 'ERR_FDPASS_PEER_MISMATCH'
-  | 'ERR_FDPASS_PEER_UNVERIFIED';
+  | 'ERR_FDPASS_PEER_UNVERIFIED'
+  | 'ERR_FDPASS_ADDON_NOT_LOADED';
 
 export interface FdpassError extends Error {
   code: FdpassErrorCode;
