@@ -78,7 +78,13 @@ export type FdpassErrorCode =
   /** Windows: a record naming a process that is not the socket's peer. */
   | 'ERR_FDPASS_PEER_MISMATCH'
   /** Windows: a peer the system cannot name. */
-  | 'ERR_FDPASS_PEER_UNVERIFIED';
+  | 'ERR_FDPASS_PEER_UNVERIFIED'
+  /**
+   * Thrown by require() or import of fdpass when its native addon cannot load (no prebuild for
+   * the system and none built, or one the system cannot run): the message says which and what
+   * to do; `cause` is node-gyp-build's or dlopen's error.
+   */
+  | 'ERR_FDPASS_ADDON_NOT_LOADED';
 
 /**
  * An error of fdpass's own: its `code` says which (see {@link FdpassErrorCode}); `cause` what led to it, where something did.
