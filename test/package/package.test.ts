@@ -84,6 +84,13 @@ beforeAll(() => {
   tarball = path.join(work, info!.filename);
 }, 300_000);
 
+it('the PATH without a compiler has node and npm, and nothing that could build the addon', () => {
+  const env = cleanEnv({ PATH: noCompilerPath });
+  const found = (tool: string): boolean => run('sh', ['-c', `command -v ${tool}`], { env }).code === 0;
+  expect(['node', 'npm'].filter(found)).toEqual(['node', 'npm']);
+  expect(['cc', 'gcc', 'g++', 'c++', 'clang', 'make', 'python3', 'python'].filter(found)).toEqual([]);
+});
+
 /** An empty project that depends on nothing yet. */
 function emptyProject(name: string): string {
   const dir = path.join(work, name);
