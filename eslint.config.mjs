@@ -4,7 +4,7 @@ import js from '@eslint/js';
 import tseslint from 'typescript-eslint';
 
 export default tseslint.config(
-  { ignores: ['dist/', 'build/', 'node_modules/', 'bench/out/', 'prebuilds/'] },
+  { ignores: ['dist/', 'build/', 'node_modules/', 'bench/out/', 'prebuilds/', 'docs/api/'] },
   js.configs.recommended,
   {
     files: ['**/*.ts', '**/*.mts'],
@@ -38,6 +38,7 @@ export default tseslint.config(
         URL: 'readonly',
         require: 'readonly',
         __dirname: 'readonly',
+        __filename: 'readonly',
         module: 'readonly',
         AbortSignal: 'readonly',
         queueMicrotask: 'readonly',

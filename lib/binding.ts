@@ -33,8 +33,8 @@
 // fit if each carried the most fds (and, on packet sockets, bytes) a message can. The room is
 // recounted after each message, so a wake-up exceeds the budget by one message at most.
 import path from 'node:path';
-import load from 'node-gyp-build';
 import { posixCallsUnavailable, type WindowsBinding } from './binding-windows';
+import { loadAddon } from './load-addon';
 
 export interface PollWrap {
   /**
@@ -214,7 +214,7 @@ export interface Binding {
 // Both lib/ (under tsx or vitest) and dist/ sit one level below the package root. On
 // Windows node-gyp-build loads addon/win/ (see binding-windows.ts), and the POSIX calls throw
 // when made.
-const addon = load(path.join(__dirname, '..'));
+const addon = loadAddon(path.join(__dirname, '..'));
 export const binding = process.platform === 'win32' ? posixCallsUnavailable<Binding>() : (addon as Binding);
 export const constants = binding.constants;
 /** The Windows addon; on other systems, nothing of it exists. */

@@ -4,6 +4,7 @@ import { MAX_FDS_PER_FRAME, MAX_PAYLOAD_BYTES } from './framing';
 import type { ReceiveLimits } from './receiver';
 import { validateInteger, validateOptions } from './validators';
 
+/** A channel's limits: what a peer may make it hold (the peer is not trusted), and how long a frame may take. */
 export interface ChannelOptions {
   /**
    * Most received fds held for nobody (messages nobody has taken, a frame still arriving)

@@ -30,6 +30,7 @@ const debug = debuglog('fdpass');
 
 export { channelOptions, type ChannelOptions };
 
+/** Options of `Channel#send()`. */
 export interface SendOptions {
   /**
    * Close the fd once the kernel has it. Ownership passes to fdpass at the call: the fd is
@@ -40,10 +41,15 @@ export interface SendOptions {
   close?: boolean;
 }
 
+/** Options of `Channel#recv()`. */
 export interface RecvOptions {
+  /**
+   * Stops waiting: the call rejects with an AbortError (`code: 'ABORT_ERR'`, `cause`: the signal's reason), and a message that arrives later waits for the next receiver.
+   */
   signal?: AbortSignal;
 }
 
+/** The events a Channel emits, each with its listener's arguments. */
 export interface ChannelEvents {
   /** A message nobody was awaiting. The listener owns its fds. */
   message: [message: ReceivedMessage];
@@ -78,6 +84,26 @@ function adoptionOf(options: AdoptionOptions | undefined): AdoptionOptions[typeo
   return options?.[adoption];
 }
 
+/**
+ * One end of a Unix domain socket that carries fds and data both ways, integrated with the
+ * event loop: `send()` and `recv()` return promises that wait while the socket is full or empty
+ * and keep their order; `for await` yields what arrives until the peer closes; and it is an
+ * EventEmitter (eventemitter3) of {@link ChannelEvents}. A channel owns its socket's fd and
+ * closes it in `close()`. An idle channel does not keep the process alive.
+ *
+ * Make one with `Channel.pair()`, `new Channel(fd)` over a connected Unix socket,
+ * {@link connect}, a {@link Server}, or {@link spawnWithChannel} and its kin.
+ *
+ * @example
+ * import { Channel } from 'fdpass';
+ *
+ * const [a, b] = Channel.pair();
+ * await a.send(fileHandle);                  // a number, a FileHandle, a net.Socket, net.Server or dgram.Socket
+ * await a.send({ data: 'hello', fds: [socket, logFile] }); // a payload and fds, arriving together
+ * const { fd } = await b.recv();             // the receiver owns fd (close-on-exec)
+ * for await (const message of b) serve(message.fd);         // until the peer closes
+ * await Promise.all([a.close(), b.close()]);
+ */
 export class Channel extends ListenerWatchingEmitter<ChannelEvents> {
   readonly #fd: number;
   readonly #type: SocketType;
@@ -195,10 +221,12 @@ export class Channel extends ListenerWatchingEmitter<ChannelEvents> {
     return this.#state === 'closed' ? -1 : this.#fd;
   }
 
+  /** The socket's type: 'stream', 'seqpacket' or 'dgram'. */
   get type(): SocketType {
     return this.#type;
   }
 
+  /** true from the moment the channel starts closing (a `close()` call, or an error that ended it). */
   get closed(): boolean {
     return this.#state !== 'open';
   }

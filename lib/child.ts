@@ -31,12 +31,15 @@ interface WorkerChannelEnd {
   claim: Int32Array;
 }
 
+/** Options of {@link spawnWithChannel}: child_process.spawn's, and the channel's. */
 export interface SpawnWithChannelOptions extends SpawnOptions {
   /** Options for the parent's end (budgets, limits). */
   channel?: ChannelOptions;
 }
 
+/** What {@link spawnWithChannel} and {@link forkWithChannel} return. */
 export interface ChildWithChannel {
+  /** The child process, as child_process.spawn returns it. */
   child: ChildProcess;
   /** The parent's end; the child's is the fd named by FDPASS_CHANNEL_FD in its environment. */
   channel: Channel;
@@ -84,6 +87,7 @@ export function spawnWithChannel(command: string, args: readonly string[] = [], 
   }
 }
 
+/** Options of {@link forkWithChannel}: {@link SpawnWithChannelOptions}, and Node's own options for the child. */
 export interface ForkWithChannelOptions extends SpawnWithChannelOptions {
   /**
    * Node's own options for the child, as with fork. Default: this process's execArgv. A child
@@ -97,6 +101,13 @@ export interface ForkWithChannelOptions extends SpawnWithChannelOptions {
  * Starts `modulePath` in a new Node.js process, with this process's execArgv unless options
  * give others (so a parent run under tsx starts a TypeScript child the same way), and a
  * Channel to it: the child calls `parentChannel()`. Node's own IPC pipe is not opened.
+ * @example
+ * // Root: opens what the worker may not, and hands it down.
+ * const { channel } = forkWithChannel('/opt/myapp/worker.js', [], { uid: 65534, gid: 65534, execArgv: [] });
+ * await channel.send({ fds: [listener, secret] }, { close: true });
+ *
+ * // The worker, as uid 65534:
+ * const [listenerFd, secretFd] = (await parentChannel().recv()).fds;
  */
 export function forkWithChannel(modulePath: string, args: readonly string[] = [], options: ForkWithChannelOptions = {}): ChildWithChannel {
   validateString(modulePath, 'modulePath');
@@ -106,12 +117,15 @@ export function forkWithChannel(modulePath: string, args: readonly string[] = []
   return spawnWithChannel(process.execPath, [...nodeOptions, modulePath, ...args], spawnOptions);
 }
 
+/** What {@link spawnWorker} returns. */
 export interface WorkerWithChannel {
+  /** The worker thread, as `new Worker()` makes it. */
   worker: Worker;
   /** The parent's end; the worker opens its own with `parentChannel()`. */
   channel: Channel;
 }
 
+/** Options of {@link spawnWorker}: worker_threads.Worker's, and the channel's. */
 export interface SpawnWorkerOptions extends WorkerOptions {
   /** Options for the parent's end (budgets, limits). */
   channel?: ChannelOptions;

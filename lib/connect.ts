@@ -9,6 +9,7 @@ import { describeAddress, socketPathOptions, type SocketPathOptions } from './so
 import { validateAbortSignal } from './validators';
 
 export interface ConnectOptions extends SocketPathOptions, ChannelOptions {
+  /** Gives up connecting (while the server's backlog is full): rejects with an AbortError. */
   signal?: AbortSignal;
 }
 
@@ -22,6 +23,12 @@ const MAX_RETRY_PAUSE_MS = 50;
  * A channel connected to the server at path. Rejects with ENOENT when nothing is there,
  * ECONNREFUSED when a socket file is there but no server, EPROTOTYPE for a server of
  * another socket type.
+ * @example
+ * import { connect } from 'fdpass';
+ *
+ * const channel = await connect('/run/myapp/fds.sock');
+ * await channel.send({ data: 'give me the log file' });
+ * const { fd } = await channel.recv();
  */
 export async function connect(pathOrOptions: string | ConnectOptions): Promise<Channel> {
   const { options, address, typeNumber } = socketPathOptions(pathOrOptions, 'connect');

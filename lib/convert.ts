@@ -17,6 +17,7 @@ import { validateFd, validateInteger, validateOptions } from './validators';
 /** An fd to convert: a number you own, or a received message (its fd at `options.index`). */
 export type FdSource = number | ReceivedMessage;
 
+/** What every conversion takes: which fd of a message. */
 export interface ConvertOptions {
   /** Which of a message's fds (default 0, its first). Only with a ReceivedMessage. */
   index?: number;
@@ -26,8 +27,10 @@ export interface ConvertOptions {
 type ReadStreamOptions = Exclude<Parameters<typeof createReadStream>[1], string | undefined>;
 type WriteStreamOptions = Exclude<Parameters<typeof createWriteStream>[1], string | undefined>;
 
+/** Options of {@link toSocket}: net.Socket's (but fd, readable and writable), and which fd. */
 export interface ToSocketOptions extends ConvertOptions, Omit<net.SocketConstructorOpts, 'fd' | 'readable' | 'writable'> {}
 
+/** Options of {@link toServer}: net.Server's, or a server of yours, and which fd. */
 export interface ToServerOptions<S extends net.Server = net.Server> extends ConvertOptions, net.ServerOpts {
   /**
    * The server to listen with, not yet listening (an http.Server, say): by default a new
@@ -38,11 +41,14 @@ export interface ToServerOptions<S extends net.Server = net.Server> extends Conv
   backlog?: number;
 }
 
+/** Options of {@link toUdpSocket}: dgram.createSocket's (but type and reuseAddr), and which fd. */
 export interface ToUdpSocketOptions extends ConvertOptions, Omit<dgram.SocketOptions, 'type' | 'reuseAddr'> {}
 
+/** Options of {@link toReadStream}: fs.createReadStream's that apply to an open fd, and which fd. */
 export interface ToReadStreamOptions
   extends ConvertOptions, Pick<ReadStreamOptions, 'encoding' | 'start' | 'end' | 'highWaterMark' | 'signal'> {}
 
+/** Options of {@link toWriteStream}: fs.createWriteStream's that apply to an open fd, and which fd. */
 export interface ToWriteStreamOptions
   extends ConvertOptions, Pick<WriteStreamOptions, 'encoding' | 'start' | 'highWaterMark' | 'signal' | 'flush'> {}
 

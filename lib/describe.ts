@@ -5,7 +5,9 @@ import { binding, constants } from './binding';
 import { errnoException } from './errors';
 import { toFd, type FdLike } from './fd';
 
+/** An IP socket's family, as Node names it. */
 export type IpFamily = 'IPv4' | 'IPv6';
+/** A socket's family: an IP family, or 'unix'. */
 export type SocketFamily = IpFamily | 'unix';
 
 /** How the fd was opened: flags of the open file description, shared by every copy of the fd. */
@@ -24,6 +26,7 @@ export interface OpenFileFlags {
 export interface IpSocketDescription extends OpenFileFlags {
   /** 'tcp': a TCP connection (or one that has ended); 'tcp-listener': listening; 'udp'. */
   readonly kind: 'tcp' | 'tcp-listener' | 'udp';
+  /** 'IPv4' or 'IPv6'. */
   readonly family: IpFamily;
 }
 
@@ -33,18 +36,23 @@ export interface UnixSocketDescription extends OpenFileFlags {
    * stream socket; 'unix-dgram' and 'unix-seqpacket': sockets a Channel can carry fds over.
    */
   readonly kind: 'unix' | 'unix-listener' | 'unix-dgram' | 'unix-seqpacket';
+  /** Always 'unix'. */
   readonly family: 'unix';
 }
 
 /** Any other socket: another protocol (SCTP, ICMP...), family (netlink...) or type (raw). */
 export interface OtherSocketDescription extends OpenFileFlags {
+  /** Always 'socket': see `domain`, `type` and `protocol`. */
   readonly kind: 'socket';
   /** undefined for a family other than these three. */
   readonly family: SocketFamily | undefined;
   /** The raw numbers: AF_*, SOCK_*, IPPROTO_* (-1 where the system does not say). */
   readonly domain: number;
+  /** SOCK_STREAM, SOCK_DGRAM, SOCK_RAW... */
   readonly type: number;
+  /** The protocol number (IPPROTO_*), or -1 where the system does not say. */
   readonly protocol: number;
+  /** Whether the socket listens (SO_ACCEPTCONN). */
   readonly listening: boolean;
 }
 
@@ -59,6 +67,7 @@ export interface NonSocketDescription extends OpenFileFlags {
 /** What describe() finds; `kind` narrows it. */
 export type FdDescription = IpSocketDescription | UnixSocketDescription | OtherSocketDescription | NonSocketDescription;
 
+/** What an fd is, in one word: {@link FdDescription}'s `kind`. */
 export type FdKind = FdDescription['kind'];
 
 const { S_IFMT, S_IFREG, S_IFDIR, S_IFIFO, S_IFCHR, S_IFBLK, S_IFSOCK, O_WRONLY, O_RDWR, O_NONBLOCK } = fsConstants;

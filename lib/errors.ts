@@ -2,10 +2,16 @@
 // system errors `errno` and `syscall`.
 import { getSystemErrorMap } from 'node:util';
 
+/**
+ * What the kernel refused, shaped like Node's own system errors: `sendmsg EPIPE (Broken
+ * pipe)`, with `code`, `errno` and `syscall`.
+ */
 export interface SystemError extends Error {
+  /** The errno's name: 'EPIPE', 'EBADF', 'EMFILE'... */
   code: string;
   /** Negative, as in Node's own system errors (-9 for EBADF on Linux). */
   errno: number;
+  /** The call that failed: 'sendmsg', 'connect', 'bind'... */
   syscall: string;
 }
 
@@ -31,27 +37,60 @@ export function errnoException(err: number, syscall: string, detail?: string): S
   return error;
 }
 
+/**
+ * fdpass's own error codes. Wrong arguments are Node's TypeError (`ERR_INVALID_ARG_TYPE`) or
+ * RangeError (`ERR_OUT_OF_RANGE`); what the kernel refuses is a {@link SystemError}; a call the
+ * platform cannot do is Node's `ERR_FEATURE_UNAVAILABLE_ON_PLATFORM`.
+ */
 export type FdpassErrorCode =
+  /** A call on a closed channel, or one pending when it closed; `cause` is the error that ended it, if one did. */
   | 'ERR_FDPASS_CHANNEL_CLOSED'
+  /** Bytes or fds from the peer that are no message (a bad frame, a pool message that breaks the protocol): dropped, their fds closed. */
   | 'ERR_FDPASS_BAD_MESSAGE'
+  /** A message over the receiver's maxPayloadBytes: dropped, its fds closed. */
   | 'ERR_FDPASS_MESSAGE_TOO_LARGE'
+  /** A message with more fds than the receiver's maxFdsPerMessage: dropped, its fds closed. */
   | 'ERR_FDPASS_TOO_MANY_FDS'
+  /** The kernel cut a message's fds (MSG_CTRUNC: the receiver at its fd limit, say); those that arrived are closed. */
   | 'ERR_FDPASS_TRUNCATED'
+  /** A frame left incomplete longer than frameTimeout: the channel ends, the frame's fds closed. */
   | 'ERR_FDPASS_FRAME_TIMEOUT'
+  /** A channel's own socket given to closeFd(), a conversion, or a send that would close it: close the channel instead. */
   | 'ERR_FDPASS_FD_OWNED_BY_CHANNEL'
+  /** parentChannel() a second time, in a process started without a channel, or with a malformed FDPASS_CHANNEL_FD. */
   | 'ERR_FDPASS_NO_PARENT_CHANNEL'
+  /** A malformed LISTEN_* or NOTIFY_SOCKET variable. */
   | 'ERR_FDPASS_INVALID_ENVIRONMENT'
+  /** A listener handover (or a Windows channel's handshake) that failed: the other side left or spoke out of turn. */
   | 'ERR_FDPASS_HANDOVER_FAILED'
+  /** A listener handover (or a Windows channel's handshake) that took too long. */
   | 'ERR_FDPASS_HANDOVER_TIMEOUT'
+  /** A handover already under way, or an offer already accepted or closed. */
   | 'ERR_FDPASS_HANDOVER_BUSY'
+  /** A conversion of an fd of another kind (toServer() of a file, say). */
   | 'ERR_FDPASS_WRONG_FD_KIND'
+  /** Sending a net.Socket whose bytes Node has read or may read: they would be lost to the receiver. */
   | 'ERR_FDPASS_SOCKET_IN_USE'
+  /** listen() on a closed worker pool. */
   | 'ERR_FDPASS_POOL_CLOSED'
+  /** A pool's worker exited before it joined. */
   | 'ERR_FDPASS_WORKER_EXITED'
+  /** Windows: a record naming a process that is not the socket's peer. */
   | 'ERR_FDPASS_PEER_MISMATCH'
-  | 'ERR_FDPASS_PEER_UNVERIFIED';
+  /** Windows: a peer the system cannot name. */
+  | 'ERR_FDPASS_PEER_UNVERIFIED'
+  /**
+   * Thrown by require() or import of fdpass when its native addon cannot load (no prebuild for
+   * the system and none built, or one the system cannot run): the message says which and what
+   * to do; `cause` is node-gyp-build's or dlopen's error.
+   */
+  | 'ERR_FDPASS_ADDON_NOT_LOADED';
 
+/**
+ * An error of fdpass's own: its `code` says which (see {@link FdpassErrorCode}); `cause` what led to it, where something did.
+ */
 export interface FdpassError extends Error {
+  /** Which error it is. */
   code: FdpassErrorCode;
 }
 

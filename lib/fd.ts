@@ -10,7 +10,15 @@ import { validateFd } from './validators';
  * Anything that has an fd: a number, a FileHandle, a net.Socket / net.Server with an open
  * handle, or a bound dgram.Socket.
  */
-export type FdLike = number | { readonly fd: number } | Socket | Server | DgramSocket;
+export type FdLike =
+  | number
+  | {
+      /** Anything with an fd, such as an fs.promises.FileHandle. */
+      readonly fd: number;
+    }
+  | Socket
+  | Server
+  | DgramSocket;
 
 /** The fd behind an FdLike, validated. */
 export function toFd(value: unknown, name: string): number {

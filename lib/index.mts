@@ -1,4 +1,8 @@
 // ESM entry: the CommonJS build's exports, so both module systems share one Channel class.
+// The declarations use Node's types (Buffer, net.Socket...): this line, kept in the emitted
+// .d.ts, loads them for a user whose tsconfig does not list "types" (from TypeScript 6 on, no
+// @types package is loaded unless listed or referenced). @types/node is an optional peer.
+/// <reference types="node" preserve="true" />
 export { send, recv, closeFd, lastError, socketpair, setBlocking, Channel, ReceivedMessage, listen, connect, Server } from './index.js';
 export { spawnWithChannel, forkWithChannel, spawnWorker, parentChannel, CHANNEL_FD_VARIABLE } from './index.js';
 export { offerListeners, takeOverListeners, ListenerOffer, ListenerTakeover } from './index.js';
@@ -17,6 +21,10 @@ export type {
   ChannelEvents,
   SendOptions,
   RecvOptions,
+  ChannelOffer,
+  HandshakeOptions,
+  AcceptOptions,
+  RejectedPeer,
   FdLike,
   Message,
   SystemError,

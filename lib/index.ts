@@ -1,9 +1,14 @@
 // fdpass: pass open file descriptors between processes over Unix domain sockets.
+// The declarations use Node's types (Buffer, net.Socket...): this line, kept in the emitted
+// .d.ts, loads them for a user whose tsconfig does not list "types" (from TypeScript 6 on, no
+// @types package is loaded unless listed or referenced). @types/node is an optional peer.
+/// <reference types="node" preserve="true" />
 export { send, recv, lastError } from './send-recv-fd';
 export { socketpair, setBlocking } from './socketpair';
 export { closeFd } from './fd';
 export type { SocketType } from './socket-type';
 export { Channel, type ChannelOptions, type ChannelEvents, type SendOptions, type RecvOptions } from './channel';
+export type { ChannelOffer, HandshakeOptions, AcceptOptions, RejectedPeer } from './win/handshake';
 export { ReceivedMessage } from './message';
 export { listen, Server, type ListenOptions, type ServerCloseOptions, type ServerEvents } from './server';
 export type { ServerSocketType, SocketPathOptions } from './socket-address';

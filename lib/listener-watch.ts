@@ -13,6 +13,7 @@ export abstract class ListenerWatchingEmitter<Events extends EventEmitter.ValidE
     return this;
   }
 
+  /** The same as `on()`. */
   override addListener<T extends EventEmitter.EventNames<Events>>(
     event: T,
     fn: EventEmitter.EventListener<Events, T>,
@@ -38,6 +39,7 @@ export abstract class ListenerWatchingEmitter<Events extends EventEmitter.ValidE
     return this;
   }
 
+  /** The same as `removeListener()`. */
   override off<T extends EventEmitter.EventNames<Events>>(
     event: T,
     fn?: EventEmitter.EventListener<Events, T>,

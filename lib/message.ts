@@ -9,6 +9,11 @@ export const noFds: readonly number[] = Object.freeze([]);
 /** What fds reads where an fd was taken out of the message. */
 const TAKEN = -1;
 
+/**
+ * What a Channel delivers: the data and the fds that travelled together in one message.
+ * The receiver owns the fds: use them, `take()` them, or `close()` the message, which closes
+ * those not taken.
+ */
 export class ReceivedMessage {
   /**
    * The bytes sent with the fds (empty for a bare fd, as IO::FDPass sends). Up to 16 KiB, it

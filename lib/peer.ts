@@ -6,7 +6,9 @@ import { errnoException } from './errors';
 export interface PeerCredentials {
   /** The peer's process id; -1 where the system does not report it (some BSDs). */
   readonly pid: number;
+  /** The peer's user id. */
   readonly uid: number;
+  /** The peer's group id. */
   readonly gid: number;
 }
 

@@ -36,6 +36,7 @@ import {
 /** What a net.Socket made from a pool connection may be given (its fd and its ends are the pool's to set). */
 export type PoolSocketOptions = Omit<SocketConstructorOpts, 'fd' | 'readable' | 'writable'>;
 
+/** The events a PoolMember emits, each with its listener's arguments. */
 export interface PoolMemberEvents {
   /**
    * No more connections come: the master closed this worker's channel (the pool is closing,

@@ -40,17 +40,29 @@ import { checkListeningSocket, listenTcp, type InetAddress, type TcpListenOption
 import { validateFunction, validateInteger, validateOneOf, validateOptions, validateString } from './validators';
 
 /** A Node.js module to fork, or any program (its end of the channel is named by FDPASS_CHANNEL_FD). */
-export type WorkerScript = string | { command: string; args?: readonly string[] };
+export type WorkerScript =
+  | string
+  | {
+      /** The program to run. */
+      command: string;
+      /** Its arguments, before the pool's `args`. */
+      args?: readonly string[];
+    };
 
+/** How a WorkerPool picks the worker for a connection (see {@link WorkerPoolOptions.strategy}). */
 export type PoolStrategy = 'round-robin' | 'least-busy';
 
 /** What the `data` option is told about a connection (TCP listeners only). */
 export interface PoolConnectionInfo {
+  /** The client's IP address. */
   remoteAddress: string | undefined;
+  /** The client's port. */
   remotePort: number | undefined;
+  /** 'IPv4' or 'IPv6'. */
   remoteFamily: 'IPv4' | 'IPv6' | undefined;
 }
 
+/** Options of `new WorkerPool()`. */
 export interface WorkerPoolOptions {
   /** Worker processes. Default: os.availableParallelism(). */
   workers?: number;
@@ -90,6 +102,7 @@ export interface PoolListenOptions extends TcpListenOptions {
   fd?: number;
 }
 
+/** Options of `WorkerPool#close()`. */
 export interface PoolCloseOptions {
   /**
    * Milliseconds the workers have to finish their connections and exit once told to drain;
@@ -102,6 +115,7 @@ export interface PoolCloseOptions {
 export interface PoolWorker {
   /** Its slot, 0 to workers - 1, kept by its replacements (FDPASS_POOL_WORKER_ID). */
   id: number;
+  /** Its process id; undefined until it has started. */
   pid: number | undefined;
   /** It has joined and takes connections. */
   online: boolean;
@@ -109,10 +123,15 @@ export interface PoolWorker {
   connections: number;
 }
 
+/** What the 'exit' event tells of a worker that is gone. */
 export interface WorkerExit {
+  /** Its slot, which its replacement takes. */
   id: number;
+  /** Its process id; undefined if it never started. */
   pid: number | undefined;
+  /** Its exit code, or null if a signal ended it. */
   code: number | null;
+  /** The signal that ended it, or null. */
   signal: NodeJS.Signals | null;
   /** Connections it had taken and had open when it last reported: they died with it. */
   heldConnections: number;
@@ -126,6 +145,7 @@ export interface WorkerExit {
   restartDelay: number | undefined;
 }
 
+/** The events a WorkerPool emits, each with its listener's arguments. */
 export interface WorkerPoolEvents {
   /** A worker (a first one or a replacement) joined and takes connections. */
   online: [worker: PoolWorker];
@@ -198,6 +218,29 @@ interface Slot {
   graceTimer: NodeJS.Timeout | undefined;
 }
 
+/**
+ * A master that accepts TCP connections and hands each one, over a Channel, to one of N
+ * worker processes (Node modules, or programs in any language), which serve it: what Node's
+ * `cluster` does, with acknowledged handoff, replacement of workers that die, and a listening
+ * socket from anywhere. A Node worker calls {@link serveFromPool} or {@link joinPool}. An
+ * EventEmitter (eventemitter3) of {@link WorkerPoolEvents}.
+ *
+ * @example
+ * // master.ts
+ * import { WorkerPool } from 'fdpass';
+ *
+ * const pool = new WorkerPool('./worker.js', { workers: 2 });
+ * pool.on('exit', ({ id, signal }) => console.log(`worker ${id} died (${signal}); a replacement starts`));
+ * const { port } = await pool.listen({ port: 8080 }); // or { fd }: a listening socket from systemd, or a restart
+ * // ...
+ * await pool.close(); // stop accepting; the workers drain and exit
+ *
+ * // worker.js
+ * import http from 'node:http';
+ * import { serveFromPool } from 'fdpass';
+ *
+ * serveFromPool(http.createServer((request, response) => response.end(`hello from ${process.pid}`)));
+ */
 export class WorkerPool extends EventEmitter<WorkerPoolEvents> {
   readonly #script: WorkerScript;
   readonly #strategy: PoolStrategy;

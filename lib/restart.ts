@@ -31,6 +31,7 @@ import type { PeerCredentials } from './peer';
 import { listen, type Server } from './server';
 import { validateFunction, validateInteger, validateOptions, validateString } from './validators';
 
+/** Options of {@link offerListeners}. */
 export interface OfferListenersOptions {
   /**
    * Milliseconds a replacement has, from receiving the sockets, to say it listens on them.
@@ -47,6 +48,7 @@ export interface OfferListenersOptions {
   allow?: (peer: PeerCredentials) => boolean;
 }
 
+/** Options of {@link takeOverListeners}. */
 export interface TakeOverListenersOptions {
   /**
    * Servers to listen on the sockets taken over (servers[i] on socket i); then the call says
@@ -60,6 +62,7 @@ export interface TakeOverListenersOptions {
   allow?: (peer: PeerCredentials) => boolean;
 }
 
+/** The events a ListenerOffer emits, each with its listener's arguments. */
 export interface ListenerOfferEvents {
   /** A replacement listens on the sockets and this process has stopped accepting: it drains. */
   handover: [replacement: PeerCredentials];
@@ -104,6 +107,20 @@ const sameUser = (peer: PeerCredentials): boolean => peer.uid === process.getuid
  *
  * `offer.drained` resolves once every connection has closed; then the process may exit.
  * The offer itself does not keep the process alive.
+ * @example
+ * import { once } from 'node:events';
+ * import http from 'node:http';
+ * import { offerListeners, takeOverListeners } from 'fdpass';
+ *
+ * const server = http.createServer(app);
+ * const handover = '/run/myapp/restart.sock';
+ * // Take the sockets over from the process running now; null on a first start.
+ * const takeover = await takeOverListeners(handover, { servers: [server] });
+ * if (!takeover) await once(server.listen(8080), 'listening');
+ * // Offer them to the next one; once it listens on them, stop, drain, and exit.
+ * const offer = await offerListeners(handover, [server]);
+ * await offer.drained;
+ * process.exit(0);
  */
 export async function offerListeners(path: string, servers: readonly NetServer[], options?: OfferListenersOptions): Promise<ListenerOffer> {
   if (process.platform === 'win32') throw unsupportedPlatform('offerListeners');

@@ -29,6 +29,14 @@ export function lastError(): SystemError | FdpassError | null {
  * Sends fd over socketFd. The sender keeps its fd. false on failure: see lastError().
  * On Windows, IO::FDPass's record (process id and handle value) over a stream socket: the
  * receiver takes the handle from this process, which must still be running then.
+ * @example
+ * import { send, recv, lastError, socketpair, setBlocking } from 'fdpass';
+ *
+ * const [a, b] = socketpair();
+ * setBlocking(a, true);
+ * setBlocking(b, true);
+ * if (!send(a, fd)) throw lastError(); // true, or false with the reason in lastError()
+ * const received = recv(b);            // the fd, or -1 (see lastError())
  */
 export function send(socketFd: number, fd: FdLike): boolean {
   validateFd(socketFd, 'socketFd');

@@ -33,11 +33,13 @@ export interface ListenOptions extends SocketPathOptions {
   maxPendingChannels?: number;
 }
 
+/** Options of `Server#close()`. */
 export interface ServerCloseOptions {
   /** Resolve only once every channel the server handed out has closed. Default false. */
   waitForChannels?: boolean;
 }
 
+/** The events a Server emits, each with its listener's arguments. */
 export interface ServerEvents {
   /** A new client, allowed in. The listener owns the channel. */
   connection: [channel: Channel];
@@ -75,6 +77,11 @@ interface Listener {
   file: SocketFile | undefined;
 }
 
+/**
+ * A listening Unix socket at a path (or an abstract name) that makes a Channel of each client
+ * it allows in: await `accept()`, iterate with `for await`, or listen for 'connection'. Made by
+ * {@link listen}; an EventEmitter (eventemitter3) of {@link ServerEvents}.
+ */
 export class Server extends EventEmitter<ServerEvents> {
   readonly #address: SocketAddress;
   readonly #type: ServerSocketType;
@@ -98,7 +105,10 @@ export class Server extends EventEmitter<ServerEvents> {
   #listening = true;
   #closed: Promise<void> | undefined;
 
-  /** Use listen(). */
+  /**
+   * Use listen().
+   * @internal
+   */
   constructor(listener: Listener, settings: ServerSettings) {
     super();
     this.#address = listener.address;
@@ -130,14 +140,17 @@ export class Server extends EventEmitter<ServerEvents> {
     return this.#address.path;
   }
 
+  /** true when the name is in Linux's abstract namespace (no file). */
   get abstract(): boolean {
     return this.#address.abstract;
   }
 
+  /** The socket's type: 'stream' or 'seqpacket'. */
   get type(): ServerSocketType {
     return this.#type;
   }
 
+  /** true until `close()` is called. */
   get listening(): boolean {
     return this.#listening;
   }
@@ -373,6 +386,14 @@ export class Server extends EventEmitter<ServerEvents> {
  * unless `mode` says otherwise, from the moment it exists. A file left by a server that is
  * gone is replaced; a path where a server still listens is refused with EADDRINUSE, as is a
  * path that is not a socket.
+ * @example
+ * import { listen } from 'fdpass';
+ *
+ * const server = await listen({ path: '/run/myapp/fds.sock', allow: (peer) => peer.uid === process.getuid() });
+ * for await (const channel of server) {
+ *   const request = await channel.recv();
+ *   await channel.send({ data: 'the log', fds: [logFile] });
+ * }
  */
 export async function listen(pathOrOptions: string | ListenOptions): Promise<Server> {
   const { options, address, type, typeNumber } = socketPathOptions(pathOrOptions, 'bind');

@@ -2,6 +2,7 @@
 import { constants } from './binding';
 import { validateOneOf } from './validators';
 
+/** A Unix socket's type: SOCK_STREAM, SOCK_SEQPACKET or SOCK_DGRAM. */
 export type SocketType = 'stream' | 'seqpacket' | 'dgram';
 
 const numbers: Record<SocketType, number> = {

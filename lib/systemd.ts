@@ -24,10 +24,13 @@ const UNNAMED = 'unknown';
 
 /** An fd systemd passed to this process, and its name (a socket unit's FileDescriptorName=, or --fdname=). */
 export interface ListenFd {
+  /** The fd: 3 and up, in systemd's order. */
   readonly fd: number;
+  /** Its name from LISTEN_FDNAMES, or 'unknown' without one. */
   readonly name: string;
 }
 
+/** Options of {@link listenFds}. */
 export interface ListenFdsOptions {
   /**
    * Remove LISTEN_PID, LISTEN_PIDFDID, LISTEN_FDS and LISTEN_FDNAMES from process.env, whatever
@@ -51,6 +54,13 @@ export interface ListenFdsOptions {
  *
  * Take them once: a second call returns [] if the first unset the variables (the default), or
  * the same fd numbers again if it kept them; it never opens anything.
+ * @example
+ * import http from 'node:http';
+ * import { listenFds, notify } from 'fdpass';
+ *
+ * const web = listenFds().find((socket) => socket.name === 'http'); // [] when not socket-activated
+ * http.createServer(handler).listen(web ? { fd: web.fd } : 8080);   // the server owns the fd now
+ * await notify({ READY: 1, STATUS: 'serving' });
  */
 export function listenFds(options?: ListenFdsOptions): ListenFd[] {
   const { unsetEnvironment = true } = validateOptions(options, 'options');
@@ -110,6 +120,7 @@ function excerpt(value: string): string {
  */
 export type NotifyState = string | Readonly<Record<string, string | number>>;
 
+/** Options of {@link notify}. */
 export interface NotifyOptions {
   /** Sent with the state, in SCM_RIGHTS (at most 253). The caller keeps them: keep them open until the call settles. */
   fds?: readonly FdLike[];
@@ -166,6 +177,7 @@ async function waitForTurn(earlier: Promise<void>, signal: AbortSignal | undefin
   }
 }
 
+/** Options of {@link storeFds}. */
 export interface StoreFdsOptions {
   /**
    * FDNAME=: the name the fds come back with in LISTEN_FDNAMES after a restart (1 to 255
@@ -174,6 +186,7 @@ export interface StoreFdsOptions {
   name?: string;
   /** false sends FDPOLL=0: the manager does not drop the fds from the store when they report POLLHUP or POLLERR. Default true. */
   poll?: boolean;
+  /** Gives up waiting for room at the manager's socket: rejects with an AbortError, nothing sent. */
   signal?: AbortSignal;
 }
 

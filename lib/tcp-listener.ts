@@ -11,11 +11,15 @@ import { validateBoolean, validateFd, validateInteger } from './validators';
 
 /** An IP address and port, as net.Server.address() reports them. */
 export interface InetAddress {
+  /** The IP address, as text. */
   address: string;
+  /** 'IPv4' or 'IPv6'. */
   family: 'IPv4' | 'IPv6';
+  /** The port. */
   port: number;
 }
 
+/** A TCP address to listen on, as net.Server.listen() takes it. */
 export interface TcpListenOptions {
   /** Default 0: the kernel picks a free port (see address()). */
   port?: number;

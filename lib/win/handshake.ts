@@ -26,11 +26,13 @@ const ESRCH = uvCode('ESRCH');
 /** Wine (ntdll's wine_get_version): its TCP table names fewer owners. */
 const underWine = process.platform === 'win32' && windowsBinding.wineVersion() !== null;
 
+/** Options of `Channel.connectTo()` (Windows): the channel's, and how long the handshake may take. */
 export interface HandshakeOptions extends ChannelOptions {
   /** Milliseconds a connection may take to say hello. Default 5000. */
   handshakeTimeout?: number;
 }
 
+/** Options of `ChannelOffer#accept()` (Windows). */
 export interface AcceptOptions extends HandshakeOptions {
   /** Accept only this process (e.g. the child you started); others are turned away. */
   expectPid?: number;
@@ -113,9 +115,15 @@ function handshakeTimeoutOf(options: HandshakeOptions | undefined): number {
 
 /** A connection an offer turned away, and why (for its 'rejected' callback and tests). */
 export interface RejectedPeer {
+  /** Why it was turned away. */
   reason: string;
 }
 
+/**
+ * Windows: an offer of a channel to another process, made by `Channel.offer()`. Give
+ * `offer.address` to that process, which calls `Channel.connectTo(address)`; `accept()` resolves
+ * with this side's channel. See docs/windows-channel-protocol.md.
+ */
 export class ChannelOffer {
   readonly #token = randomBytes(TOKEN_BYTES);
   readonly #listener: number;
@@ -128,6 +136,7 @@ export class ChannelOffer {
   /** Connections turned away so far, and why. */
   readonly rejected: RejectedPeer[] = [];
 
+  /** @internal Channel.offer() makes offers. */
   constructor() {
     const win = windowsTransport();
     const out = new Float64Array(2);
