@@ -1,5 +1,18 @@
 // ESM entry: the CommonJS build's exports, so both module systems share one Channel class.
-export { send, recv, closeFd, lastError, socketpair, setBlocking, Channel, ReceivedMessage, listen, connect, Server } from './index.js';
+export {
+  send,
+  recv,
+  closeFd,
+  lastError,
+  socketpair,
+  setBlocking,
+  Channel,
+  ReceivedMessage,
+  listen,
+  connect,
+  Server,
+  RawStream,
+} from './index.js';
 export { spawnWithChannel, forkWithChannel, spawnWorker, parentChannel, CHANNEL_FD_VARIABLE } from './index.js';
 export { offerListeners, takeOverListeners, ListenerOffer, ListenerTakeover } from './index.js';
 export { describe, toSocket, toServer, toUdpSocket, toReadStream, toWriteStream } from './index.js';
@@ -11,6 +24,9 @@ export type {
   ServerSocketType,
   SocketPathOptions,
   ConnectOptions,
+  RawStreamOptions,
+  RawConnectOptions,
+  RawWrite,
   PeerCredentials,
   SocketType,
   ChannelOptions,
