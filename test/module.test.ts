@@ -39,6 +39,7 @@ const exportNames = [
   'ListenerTakeover',
   'PoolConnection',
   'PoolMember',
+  'RawStream',
   'ReceivedMessage',
   'Server',
   'WorkerPool',
