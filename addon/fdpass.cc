@@ -99,6 +99,16 @@ Napi::Value JsSetCloseOnExec(const Napi::CallbackInfo& info) {
   return Napi::Number::New(info.Env(), SetCloseOnExec(ArgInt(info, 0), info[1].ToBoolean()));
 }
 
+// dupCloseOnExec(fd) -> new fd | -errno
+Napi::Value JsDuplicateFd(const Napi::CallbackInfo& info) {
+  return Napi::Number::New(info.Env(), DuplicateFd(ArgInt(info, 0)));
+}
+
+// shutdownWrite(sock) -> 0 | -errno
+Napi::Value JsShutdownWrite(const Napi::CallbackInfo& info) {
+  return Napi::Number::New(info.Env(), ShutdownWrite(ArgInt(info, 0)));
+}
+
 // sendmsg(sock, data: Uint8Array, offset, length, fds: Int32Array, nfds, flags) -> bytes | -errno
 Napi::Value JsSendMessage(const Napi::CallbackInfo& info) {
   Napi::Env env = info.Env();
@@ -441,6 +451,8 @@ Napi::Object Init(Napi::Env env, Napi::Object exports) {
   exports["describeFd"] = Napi::Function::New<JsDescribeFd>(env, "describeFd");
   exports["setNonBlocking"] = Napi::Function::New<JsSetNonBlocking>(env, "setNonBlocking");
   exports["setCloseOnExec"] = Napi::Function::New<JsSetCloseOnExec>(env, "setCloseOnExec");
+  exports["dupCloseOnExec"] = Napi::Function::New<JsDuplicateFd>(env, "dupCloseOnExec");
+  exports["shutdownWrite"] = Napi::Function::New<JsShutdownWrite>(env, "shutdownWrite");
   exports["sendmsg"] = Napi::Function::New<JsSendMessage>(env, "sendmsg");
   exports["sendFrame"] = Napi::Function::New<JsSendFrame>(env, "sendFrame");
   exports["sendFd"] = Napi::Function::New<JsSendFd>(env, "sendFd");

@@ -201,6 +201,11 @@ int SetCloseOnExec(int fd, bool closeOnExec) {
   return 0;
 }
 
+int DuplicateFd(int fd) {
+  int copy = fcntl(fd, F_DUPFD_CLOEXEC, 0);
+  return copy == -1 ? -errno : copy;
+}
+
 int GetFileIdentity(int fd, FileIdentity* out) {
   struct stat st;
   if (fstat(fd, &st) == -1) return -errno;

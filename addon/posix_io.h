@@ -34,6 +34,9 @@ int SetNonBlocking(int fd, bool nonblocking);
 // Sets or clears FD_CLOEXEC: 0 or -errno.
 int SetCloseOnExec(int fd, bool closeOnExec);
 
+// A new fd for fd's open file, close-on-exec: the new fd or -errno.
+int DuplicateFd(int fd);
+
 // Which open file an fd refers to: fd numbers are reused, a (device, inode) pair is not
 // while the file is open.
 struct FileIdentity {

@@ -108,6 +108,8 @@ int BindUnix(int sock, const char* name, size_t len, bool abstract, unsigned mod
 
 int Listen(int sock, int backlog) { return listen(sock, backlog) == -1 ? -errno : 0; }
 
+int ShutdownWrite(int sock) { return shutdown(sock, SHUT_WR) == -1 ? -errno : 0; }
+
 int Accept(int listener, struct sockaddr_storage* peer) {
   auto* addr = reinterpret_cast<struct sockaddr*>(peer);
   int fd;

@@ -29,6 +29,9 @@ int BindUnix(int sock, const char* name, size_t len, bool abstract, unsigned mod
 
 int Listen(int sock, int backlog);
 
+// shutdown(2) of the sending side (no more writes; the peer reads EOF): 0 or -errno.
+int ShutdownWrite(int sock);
+
 // accept(2) of one waiting connection, close-on-exec and non-blocking: the new fd. With peer,
 // the kernel writes the client's address there in the same call.
 int Accept(int listener, struct sockaddr_storage* peer);

@@ -90,6 +90,10 @@ export interface Binding {
   describeFd(fd: number, out: Int32Array): number;
   setNonBlocking(fd: number, nonBlocking: boolean): number;
   setCloseOnExec(fd: number, closeOnExec: boolean): number;
+  /** fcntl(F_DUPFD_CLOEXEC): a new fd for the same open file, close-on-exec, or -errno. */
+  dupCloseOnExec(fd: number): number;
+  /** shutdown(SHUT_WR): the peer reads EOF once what was sent is read; 0 or -errno. */
+  shutdownWrite(sock: number): number;
   sendmsg(sock: number, data: Uint8Array, offset: number, length: number, fds: Int32Array, nfds: number, flags: number): number;
   /** header, then payload, as one message with the first nfds of fds: bytes sent, or -errno. */
   sendFrame(sock: number, header: Uint8Array, payload: Uint8Array, fds: Int32Array, nfds: number, flags: number): number;

@@ -447,7 +447,7 @@ Object.setPrototypeOf(WindowsChannel.prototype, Channel.prototype);
 // What a channel's fd must be: a connected Unix socket of a type fdpass knows. Checked
 // before the poll handle touches it, so the caller keeps a refused fd as it was.
 const facts = new Int32Array(4);
-function checkChannelSocket(fd: number): SocketType {
+export function checkChannelSocket(fd: number): SocketType {
   const err = binding.inspectSocket(fd, facts);
   if (err === -os.errno.ENOTSOCK)
     throw invalidArgValue('fd', `is fd ${fd}, which is not a socket; a Channel needs a connected Unix socket`, fd);
@@ -478,7 +478,7 @@ function describeForeignSocket(domain: number, type: SocketType | undefined): st
   return `a socket of address family ${domain}`;
 }
 
-function openError(err: number, fd: number): Error {
+export function openError(err: number, fd: number): Error {
   if (err === constants.FD_OWNED_BY_CHANNEL) return errnoException(EEXIST, 'uv_poll_init', `fd ${fd} is already owned by another Channel`);
   if (err === EEXIST)
     return errnoException(

@@ -5,7 +5,7 @@ import { binding } from './binding';
 import { Channel, channelOptions, type ChannelOptions } from './channel';
 import { abortError, errnoException } from './errors';
 import { closeFds } from './fd';
-import { describeAddress, socketPathOptions, type SocketPathOptions } from './socket-address';
+import { describeAddress, socketPathOptions, type SocketAddress, type SocketPathOptions } from './socket-address';
 import { validateAbortSignal } from './validators';
 
 export interface ConnectOptions extends SocketPathOptions, ChannelOptions {
@@ -36,13 +36,24 @@ export async function connect(pathOrOptions: string | ConnectOptions): Promise<C
   channelOptions(options);
   if (signal?.aborted) throw abortError(signal);
 
+  const sock = await connectSocket(address, typeNumber, signal);
+  try {
+    return new Channel(sock, options);
+  } catch (error) {
+    closeFds([sock]);
+    throw error;
+  }
+}
+
+/** A socket of typeNumber connected to address: its fd, which the caller owns. */
+export async function connectSocket(address: SocketAddress, typeNumber: number, signal: AbortSignal | undefined): Promise<number> {
   const sock = binding.unixSocket(typeNumber);
   if (sock < 0) throw errnoException(sock, 'socket');
   try {
     const giveUpAt = performance.now() + FULL_BACKLOG_WAIT_MS;
     for (let pause = 1; ; pause = Math.min(2 * pause, MAX_RETRY_PAUSE_MS)) {
       const err = binding.connectUnix(sock, address.name, address.abstract);
-      if (err === 0) break;
+      if (err === 0) return sock;
       if (err !== EAGAIN || performance.now() >= giveUpAt) {
         throw errnoException(
           err,
@@ -52,7 +63,6 @@ export async function connect(pathOrOptions: string | ConnectOptions): Promise<C
       }
       await sleep(pause, undefined, { signal });
     }
-    return new Channel(sock, options);
   } catch (error) {
     closeFds([sock]);
     throw error;

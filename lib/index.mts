@@ -3,7 +3,20 @@
 // .d.ts, loads them for a user whose tsconfig does not list "types" (from TypeScript 6 on, no
 // @types package is loaded unless listed or referenced). @types/node is an optional peer.
 /// <reference types="node" preserve="true" />
-export { send, recv, closeFd, lastError, socketpair, setBlocking, Channel, ReceivedMessage, listen, connect, Server } from './index.js';
+export {
+  send,
+  recv,
+  closeFd,
+  lastError,
+  socketpair,
+  setBlocking,
+  Channel,
+  ReceivedMessage,
+  listen,
+  connect,
+  Server,
+  RawStream,
+} from './index.js';
 export { spawnWithChannel, forkWithChannel, spawnWorker, parentChannel, CHANNEL_FD_VARIABLE } from './index.js';
 export { offerListeners, takeOverListeners, ListenerOffer, ListenerTakeover } from './index.js';
 export { describe, toSocket, toServer, toUdpSocket, toReadStream, toWriteStream } from './index.js';
@@ -15,6 +28,9 @@ export type {
   ServerSocketType,
   SocketPathOptions,
   ConnectOptions,
+  RawStreamOptions,
+  RawConnectOptions,
+  RawWrite,
   PeerCredentials,
   SocketType,
   ChannelOptions,

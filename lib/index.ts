@@ -13,6 +13,7 @@ export { ReceivedMessage } from './message';
 export { listen, Server, type ListenOptions, type ServerCloseOptions, type ServerEvents } from './server';
 export type { ServerSocketType, SocketPathOptions } from './socket-address';
 export { connect, type ConnectOptions } from './connect';
+export { RawStream, type RawStreamOptions, type RawConnectOptions, type RawWrite } from './raw-stream';
 export {
   spawnWithChannel,
   forkWithChannel,

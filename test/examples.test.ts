@@ -140,3 +140,12 @@ it('examples/worker-pool.ts (npm run demo): two workers serve in turn, a killed 
   ]);
   expect(stdout).toMatch(/master: closed; the workers have exited\n$/);
 });
+
+it('examples/dbus-fd.ts: through a private dbus-daemon, the client reads the files the service opened for it, and the service reads the one passed to it', async () => {
+  const { stdout, stderr } = await run(tsx, [path.join(root, 'examples', 'dbus-fd.ts')], { cwd: root, timeout: 60_000 });
+  expect(stderr).toBe('');
+  expect(stdout).toMatch(/client: Open\("motd.txt"\) gave fd \d+, which reads "served through D-Bus\\n"/);
+  expect(stdout).toContain('client: OpenTwo: the first reads "served through D-Bus\\n", the second "the other file\\n"');
+  expect(stdout).toContain('client: Take(fd) -> the service read "served through D-Bus\\n"');
+  expect(stdout).toMatch(/client: done\n$/);
+});

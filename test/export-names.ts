@@ -8,6 +8,7 @@ export const exportNames = [
   'ListenerTakeover',
   'PoolConnection',
   'PoolMember',
+  'RawStream',
   'ReceivedMessage',
   'Server',
   'WorkerPool',

@@ -1,0 +1,524 @@
+// RawStream: a stream.Duplex over a connected Unix stream socket that carries fds beside the
+// bytes, with no framing of its own, for protocols that frame themselves (D-Bus's UNIX_FD,
+// Wayland, X11's DRI3). The same addon and poll handle as a Channel:
+//
+// write: write({ data, fds }) / writeWithFds(bytes, fds) -> sendmsg (MSG_DONTWAIT), the fds
+//        on the call that carries the write's first byte; EAGAIN -> WRITABLE -> the rest
+// read:  READABLE -> the addon's recvmmsg, as much as the fd budget and the readable buffer
+//        leave room for; each read's fds go to the ledger (an 'fds' listener, or takeFds()),
+//        then its bytes are pushed
+import { Duplex } from 'node:stream';
+import { constants as os } from 'node:os';
+import { binding, constants, type PollWrap } from './binding';
+import { checkChannelSocket, openError } from './channel';
+import { connectSocket } from './connect';
+import { errnoException, invalidArgType, invalidArgValue, outOfRange, truncatedError } from './errors';
+import { closeFds, toSendableFd, type FdLike } from './fd';
+import { FdLedger } from './fd-ledger';
+import { ReceiveBudget } from './receive-budget';
+import { socketAddress } from './socket-address';
+import { socketpair } from './socketpair';
+import { validateAbortSignal, validateFd, validateInteger, validateOptions } from './validators';
+
+export interface RawStreamOptions {
+  /**
+   * Most received fds held for takeFds() before the stream stops reading and leaves the rest
+   * (bytes and fds) in the kernel, so a peer cannot fill your fd table. Exceeded by one read's
+   * fds at most (253). Fds handed to an 'fds' listener are the listener's and do not count.
+   * Default 128.
+   */
+  maxBufferedFds?: number;
+  /** Bytes read ahead of the reader before reading pauses. Default 64 KiB. */
+  readableHighWaterMark?: number;
+  /** Bytes of writes queued before write() returns false. Default 64 KiB. */
+  writableHighWaterMark?: number;
+  /** As net.Socket's: keep the writable side open after the peer's EOF. Default false. */
+  allowHalfOpen?: boolean;
+}
+
+export interface RawConnectOptions extends RawStreamOptions {
+  /** A file path, or with `abstract` a name in Linux's abstract namespace. */
+  path: string;
+  abstract?: boolean;
+  signal?: AbortSignal;
+}
+
+/** A write with fds: the fds travel with the first byte of data. */
+export interface RawWrite {
+  readonly data: string | Uint8Array;
+  readonly fds?: readonly FdLike[];
+}
+
+const DEFAULT_MAX_BUFFERED_FDS = 128;
+const DEFAULT_HIGH_WATER_MARK = 64 * 1024;
+const { MSG_DONTWAIT, MSG_CTRUNC, MAX_FDS_PER_MESSAGE, RECORD_STRIDE, RECORD_BYTES, RECORD_FDS, RECORD_FLAGS } = constants;
+const EAGAIN = -os.errno.EAGAIN;
+const EWOULDBLOCK = -os.errno.EWOULDBLOCK;
+// Short of something that frees over time with nothing to signal it (fds in flight, buffer
+// memory): a pause, as the Channel's send queue makes.
+const SHORT_OF_ROOM = new Set([-constants.ETOOMANYREFS, -os.errno.ENOBUFS]);
+const ROOM_RETRY_MS = 5;
+
+// Receive buffers, one set per thread, shared by every raw stream: the addon fills them and the
+// stream copies out what it pushes within the same callback. Each slot is one read.
+const SLOT_BYTES = 4096;
+const SLOTS = constants.MAX_MESSAGES_PER_BATCH;
+const receive = {
+  data: new Uint8Array(SLOTS * SLOT_BYTES),
+  records: new Int32Array(new ArrayBuffer(4 * RECORD_STRIDE * SLOTS)),
+};
+const fdScratch = new Int32Array(MAX_FDS_PER_MESSAGE);
+
+/** Part of a write on its way: the fds go with the first byte, and only with it. */
+interface OutgoingPart {
+  data: Uint8Array;
+  offset: number;
+  /** The fds still to send (emptied once they went), and whether they are the stream's copies. */
+  fds: number[];
+  ownsFds: boolean;
+  /** Called once the last part has gone (or failed). */
+  done: ((error?: Error | null) => void) | undefined;
+}
+
+interface FdsOfChunk {
+  fds: number[];
+  ownsFds: boolean;
+}
+
+/**
+ * Events beyond a Duplex's: 'fds' (fds: number[]): fds that arrived, in order, emitted before
+ * the bytes they came with are pushed; the listeners own them (see takeFds() otherwise).
+ */
+export class RawStream extends Duplex {
+  readonly #fd: number;
+  readonly #poll: PollWrap;
+  readonly #ledger: FdLedger;
+  readonly #budget: ReceiveBudget;
+  /** What #budget counts now: the ledger's fds. */
+  #chargedFds = 0;
+  /** The fds of chunks written with fds, found again by the chunk when it reaches _write. */
+  readonly #fdsOfChunk = new WeakMap<Uint8Array, FdsOfChunk>();
+  #outgoing: OutgoingPart[] = [];
+  #retryTimer: NodeJS.Timeout | undefined;
+  /** _read() asked for more and no push() has said stop since. */
+  #readWanted = false;
+  #readEnded = false;
+  #readable = false;
+  #writable = false;
+  #closing = false;
+
+  /** A connected pair over a new socketpair. */
+  static pair(options?: RawStreamOptions): [RawStream, RawStream] {
+    const [a, b] = socketpair('stream');
+    let first: RawStream | undefined;
+    try {
+      first = new RawStream(a, options);
+      return [first, new RawStream(b, options)];
+    } catch (error) {
+      if (first) first.destroy();
+      else closeFds([a]);
+      closeFds([b]);
+      throw error;
+    }
+  }
+
+  /** A stream connected to the Unix stream socket at path (or, with `abstract`, a Linux abstract name). */
+  static async connect(pathOrOptions: string | RawConnectOptions): Promise<RawStream> {
+    const options: Partial<RawConnectOptions> =
+      typeof pathOrOptions === 'string' ? { path: pathOrOptions } : validateOptions(pathOrOptions, 'options');
+    const address = socketAddress(options.path, options.abstract, 'connect');
+    const signal = validateAbortSignal(options.signal, 'options.signal');
+    rawStreamOptions(options);
+    const sock = await connectSocket(address, constants.SOCK_STREAM, signal);
+    try {
+      return new RawStream(sock, options);
+    } catch (error) {
+      closeFds([sock]);
+      throw error;
+    }
+  }
+
+  /**
+   * A stream over fd, a connected Unix stream socket, which the stream owns from here on: it
+   * makes it non-blocking and closes it when destroyed. If the constructor throws, fd is still
+   * the caller's.
+   */
+  constructor(fd: number, options?: RawStreamOptions) {
+    validateFd(fd, 'fd');
+    const { maxBufferedFds, readableHighWaterMark, writableHighWaterMark, allowHalfOpen } = rawStreamOptions(options);
+    const type = checkChannelSocket(fd);
+    if (type !== 'stream') throw invalidArgValue('fd', `is fd ${fd}, a Unix ${type} socket; a RawStream needs a stream socket`, fd);
+    super({ readableHighWaterMark, writableHighWaterMark, allowHalfOpen, decodeStrings: true });
+    // A read is a slot of bytes in RECEIVE_PACKETS mode: the addon frames nothing, and bounds
+    // a wake-up by the byte budget as if every read filled its slot.
+    const poll = new binding.PollWrap(
+      (status, count, writable) => this.#onPoll(status, count, writable),
+      receive.data,
+      receive.records,
+      SLOT_BYTES,
+      constants.RECEIVE_PACKETS,
+    );
+    const err = poll.open(fd);
+    if (err < 0) throw openError(err, fd);
+    // From here the stream owns fd: nothing below may throw.
+    this.#fd = fd;
+    this.#poll = poll;
+    this.#ledger = new FdLedger(poll);
+    this.#budget = new ReceiveBudget(maxBufferedFds, readableHighWaterMark);
+    poll.setBudget(this.#budget.slots);
+  }
+
+  /** The socket fd the stream owns (-1 once destroyed). */
+  get fd(): number {
+    return this.#closing ? -1 : this.#fd;
+  }
+
+  /** Received fds held for takeFds() right now. */
+  get bufferedFds(): number {
+    return this.#closing ? 0 : this.#ledger.size;
+  }
+
+  /**
+   * Takes up to `count` received fds, oldest first: they are the caller's from here on (close
+   * them with closeFd, or hand them to Node). Fewer come back when fewer have arrived.
+   */
+  takeFds(count: number): number[] {
+    validateInteger(count, 'count', 0, Number.MAX_SAFE_INTEGER);
+    if (this.#closing) return [];
+    const taken = Math.min(count, this.#ledger.size);
+    const fds = this.#ledger.fds(0, taken);
+    this.#ledger.release(taken);
+    this.#recharge();
+    this.#update();
+    return fds;
+  }
+
+  /** Closes fds this stream handed out that their taker no longer wants (dbus-native calls it at close). */
+  closeFds(fds: readonly number[]): void {
+    if (!Array.isArray(fds)) throw invalidArgType('fds', 'an array of fds', fds);
+    for (let i = 0; i < fds.length; i++) validateFd(fds[i], `fds[${i}]`);
+    if (fds.length > 0) closeFds(fds);
+  }
+
+  /**
+   * Writes bytes with fds, after every write before it: the fds go with the first byte. The
+   * fds stay the caller's, who may close them as soon as this returns: a write that must wait
+   * holds copies of its own (dup), closed once sent. Returns write()'s backpressure signal.
+   */
+  writeWithFds(data: string | Uint8Array, fds: readonly FdLike[], callback?: (error?: Error | null) => void): boolean {
+    const chunk = chunkOf(data);
+    const numbers = fdNumbers(fds, chunk.length);
+    if (numbers.length === 0) return super.write(chunk, callback);
+    // A stream with nothing queued writes at once, in this call, while the caller's fds are
+    // open: no copy unless the write has to wait. Anything else waits in Node's buffer.
+    const atOnce = this.writableLength === 0 && this.writableCorked === 0 && !this.destroyed && !this.writableEnded;
+    const entry: FdsOfChunk = { fds: numbers, ownsFds: false };
+    if (!atOnce) holdCopies(entry);
+    this.#fdsOfChunk.set(chunk, entry);
+    return super.write(chunk, callback);
+  }
+
+  /** write(chunk) as Duplex takes it, or write({ data, fds }). */
+  override write(
+    chunk: unknown,
+    encoding?: BufferEncoding | ((error?: Error | null) => void),
+    callback?: (error?: Error | null) => void,
+  ): boolean {
+    if (isRawWrite(chunk)) return this.writeWithFds(chunk.data, chunk.fds ?? [], typeof encoding === 'function' ? encoding : callback);
+    return super.write(chunk, encoding as BufferEncoding, callback);
+  }
+
+  /** Keep the process alive while the stream watches its socket (the default). */
+  ref(): this {
+    this.#poll.ref();
+    return this;
+  }
+
+  /** Never keep the process alive for this stream. */
+  unref(): this {
+    this.#poll.unref();
+    return this;
+  }
+
+  // ---- Duplex ----
+
+  override _read(): void {
+    this.#readWanted = true;
+    this.#recharge();
+    this.#update();
+  }
+
+  override _write(chunk: Buffer, _encoding: BufferEncoding, callback: (error?: Error | null) => void): void {
+    const entry = this.#fdsOfChunk.get(chunk);
+    this.#outgoing.push({ data: chunk, offset: 0, fds: entry?.fds ?? [], ownsFds: entry?.ownsFds ?? false, done: callback });
+    this.#flush();
+  }
+
+  override _writev(chunks: Array<{ chunk: Buffer }>, callback: (error?: Error | null) => void): void {
+    // Runs of chunks without fds go as one sendmsg; a chunk with fds starts a new one, so its
+    // fds go with its own first byte.
+    let run: Buffer[] = [];
+    const endRun = (): void => {
+      if (run.length === 0) return;
+      const last = this.#outgoing[this.#outgoing.length - 1];
+      const joined = run.length === 1 ? run[0]! : Buffer.concat(run);
+      if (last !== undefined && last.done === undefined && last.offset === 0) {
+        last.data = Buffer.concat([last.data, joined]);
+      } else {
+        this.#outgoing.push({ data: joined, offset: 0, fds: [], ownsFds: false, done: undefined });
+      }
+      run = [];
+    };
+    for (const { chunk } of chunks) {
+      const entry = this.#fdsOfChunk.get(chunk);
+      if (entry === undefined) {
+        run.push(chunk);
+        continue;
+      }
+      endRun();
+      this.#outgoing.push({ data: chunk, offset: 0, fds: entry.fds, ownsFds: entry.ownsFds, done: undefined });
+    }
+    endRun();
+    this.#outgoing[this.#outgoing.length - 1]!.done = callback;
+    this.#flush();
+  }
+
+  override _final(callback: (error?: Error | null) => void): void {
+    const err = binding.shutdownWrite(this.#fd);
+    // ENOTCONN: the peer is gone already, which is no reason to fail an end().
+    callback(err < 0 && err !== -os.errno.ENOTCONN ? errnoException(err, 'shutdown') : null);
+  }
+
+  override _destroy(error: Error | null, callback: (error?: Error | null) => void): void {
+    this.#closing = true;
+    clearTimeout(this.#retryTimer);
+    this.#retryTimer = undefined;
+    const parts = this.#outgoing;
+    this.#outgoing = [];
+    for (const part of parts) {
+      if (part.ownsFds) closeFds(part.fds);
+    }
+    const pending = parts.find((part) => part.done !== undefined);
+    pending?.done?.(error ?? destroyedError());
+    // The poll handle closes the socket and every received fd nobody took.
+    if (!this.#poll.close(() => callback(error))) callback(error);
+  }
+
+  // ---- the socket ----
+
+  #onPoll(status: number, count: number, writable: boolean): void {
+    if (this.#closing) return; // the ledger holds whatever the batch brought; the close closes it
+    if (status < 0) {
+      this.#readable = this.#writable = false; // libuv stopped watching
+      this.destroy(errnoException(status, 'poll'));
+      return;
+    }
+    if (count > 0) this.#onBatch(count);
+    if (this.#closing) return;
+    if (writable) this.#flush();
+    this.#update();
+  }
+
+  /** One wake-up's reads: each read's fds, then its bytes, in order. */
+  #onBatch(count: number): void {
+    const { data, records } = receive;
+    // Reads without fds are pushed together; a read with fds first pushes what came before it.
+    let start = -1;
+    let end = -1;
+    const pushRun = (): void => {
+      if (start >= 0) this.#pushBytes(data, start, end);
+      start = end = -1;
+    };
+    for (let i = 0; i < count; i++) {
+      const at = i * RECORD_STRIDE;
+      const bytes = records[at + RECORD_BYTES]!;
+      const nfds = records[at + RECORD_FDS]!;
+      const flags = records[at + RECORD_FLAGS]!;
+      if (bytes < 0 || flags & MSG_CTRUNC) {
+        // What came before the failure is the reader's; the failure ends the stream.
+        pushRun();
+        this.destroy(bytes < 0 ? errnoException(bytes, 'recvmsg') : truncatedError('recvmsg'));
+        return;
+      }
+      if (bytes === 0 && nfds === 0) {
+        pushRun();
+        this.#readEnded = true;
+        this.push(null);
+        break;
+      }
+      if (nfds > 0) {
+        pushRun();
+        this.#fdsArrived();
+      }
+      // A read that follows a full slot continues the run in the buffer.
+      const offset = i * SLOT_BYTES;
+      if (start < 0 || end !== offset) {
+        pushRun();
+        start = offset;
+      }
+      end = offset + bytes;
+    }
+    pushRun();
+    this.#ledger.ensureRoom();
+    this.#recharge();
+  }
+
+  #pushBytes(data: Uint8Array, start: number, end: number): void {
+    // A copy: the receive buffers are the next wake-up's.
+    if (!this.push(Buffer.from(data.subarray(start, end)))) this.#readWanted = false;
+  }
+
+  /** Fds arrived: to 'fds' listeners, with every fd held before them, or held for takeFds(). */
+  #fdsArrived(): void {
+    if (this.listenerCount('fds') === 0) return;
+    const size = this.#ledger.size;
+    const fds = this.#ledger.fds(0, size);
+    this.#ledger.release(size); // the listeners' now, before any of their code runs
+    this.emit('fds', fds);
+  }
+
+  /**
+   * The budget counts the fds held. Bytes are Node's to pace (push() says stop, _read() says
+   * go on): the budget's byte room stays the high-water mark, which bounds what one wake-up
+   * reads, so the reader's buffer exceeds its mark by one wake-up's reads at most.
+   */
+  #recharge(): void {
+    if (this.#closing) return;
+    const fds = this.#ledger.size;
+    this.#budget.charge(fds - this.#chargedFds, 0);
+    this.#chargedFds = fds;
+  }
+
+  /** Sends what waits, in order, until done or the socket is full. */
+  #flush(): void {
+    while (this.#outgoing.length > 0 && this.#retryTimer === undefined && !this.#closing) {
+      const part = this.#outgoing[0]!;
+      const nfds = part.fds.length;
+      for (let i = 0; i < nfds; i++) fdScratch[i] = part.fds[i]!;
+      const sent = binding.sendmsg(this.#fd, part.data, part.offset, part.data.length - part.offset, fdScratch, nfds, MSG_DONTWAIT);
+      if (sent >= 0) {
+        // The fds went with this first part: never again with the rest.
+        if (nfds > 0) this.#fdsSent(part);
+        part.offset += sent;
+        if (part.offset < part.data.length) continue;
+        this.#outgoing.shift();
+        part.done?.();
+        continue;
+      }
+      if (sent === EAGAIN || sent === EWOULDBLOCK || SHORT_OF_ROOM.has(sent)) {
+        // Waiting: the fds must outlive the caller's, who may close them once write() returned.
+        if (nfds > 0 && !part.ownsFds && !this.#holdCopies(part)) return;
+        if (SHORT_OF_ROOM.has(sent)) {
+          this.#retryTimer = setTimeout(() => {
+            this.#retryTimer = undefined;
+            this.#flush();
+            this.#update();
+          }, ROOM_RETRY_MS);
+        }
+        break;
+      }
+      this.#failWrite(errnoException(sent, 'sendmsg'));
+      return;
+    }
+    this.#update();
+  }
+
+  #fdsSent(part: OutgoingPart): void {
+    if (part.ownsFds) closeFds(part.fds);
+    part.fds = [];
+    part.ownsFds = false;
+  }
+
+  #holdCopies(part: OutgoingPart): boolean {
+    try {
+      holdCopies(part);
+      return true;
+    } catch (error) {
+      this.#failWrite(error as Error);
+      return false;
+    }
+  }
+
+  /** A write failed: its callback gets why (Node then destroys the stream). */
+  #failWrite(error: Error): void {
+    const parts = this.#outgoing;
+    this.#outgoing = [];
+    for (const part of parts) if (part.ownsFds) closeFds(part.fds);
+    parts.find((part) => part.done !== undefined)?.done?.(error);
+  }
+
+  /** The poll watches what the stream wants: reads while the reader and the fd budget have room, writes while some wait. */
+  #update(): void {
+    if (this.#closing) return;
+    const readable = this.#readWanted && !this.#readEnded && !this.#budget.full;
+    const writable = this.#outgoing.length > 0 && this.#retryTimer === undefined;
+    if (readable === this.#readable && writable === this.#writable) return;
+    const err = this.#poll.start(readable, writable);
+    if (err < 0) {
+      this.#readable = this.#writable = false;
+      this.destroy(errnoException(err, 'uv_poll_start', `fd ${this.#fd}`));
+      return;
+    }
+    this.#readable = readable;
+    this.#writable = writable;
+  }
+}
+
+/** Node's own code for a write a destroyed stream never finished. */
+function destroyedError(): Error {
+  const error = new Error('Cannot call write after a stream was destroyed: the stream was destroyed before the write went out');
+  (error as Error & { code: string }).code = 'ERR_STREAM_DESTROYED';
+  return error;
+}
+
+function rawStreamOptions(options: RawStreamOptions | undefined): Required<RawStreamOptions> {
+  const {
+    maxBufferedFds = DEFAULT_MAX_BUFFERED_FDS,
+    readableHighWaterMark = DEFAULT_HIGH_WATER_MARK,
+    writableHighWaterMark = DEFAULT_HIGH_WATER_MARK,
+    allowHalfOpen = false,
+  } = validateOptions(options, 'options');
+  if (typeof allowHalfOpen !== 'boolean') throw invalidArgType('options.allowHalfOpen', 'of type boolean', allowHalfOpen);
+  return {
+    maxBufferedFds: validateInteger(maxBufferedFds, 'options.maxBufferedFds', 1, Number.MAX_SAFE_INTEGER),
+    readableHighWaterMark: validateInteger(readableHighWaterMark, 'options.readableHighWaterMark', 1, 0x7fff_ffff),
+    writableHighWaterMark: validateInteger(writableHighWaterMark, 'options.writableHighWaterMark', 0, 0x7fff_ffff),
+    allowHalfOpen,
+  };
+}
+
+function isRawWrite(value: unknown): value is RawWrite {
+  return typeof value === 'object' && value !== null && !(value instanceof Uint8Array) && 'data' in value;
+}
+
+/** The bytes of a write as a Buffer of its own: the key its fds are found by. */
+function chunkOf(data: unknown): Buffer {
+  if (typeof data === 'string') return Buffer.from(data, 'utf8');
+  if (data instanceof Uint8Array) return Buffer.from(data.buffer, data.byteOffset, data.byteLength);
+  throw invalidArgType('data', 'a string, Buffer or Uint8Array', data);
+}
+
+function fdNumbers(fds: unknown, bytes: number): number[] {
+  if (!Array.isArray(fds)) throw invalidArgType('fds', 'an array of fds', fds);
+  if (fds.length > MAX_FDS_PER_MESSAGE) {
+    throw outOfRange('fds.length', `at most ${MAX_FDS_PER_MESSAGE} (Linux's limit per sendmsg); split the write`, fds.length);
+  }
+  // A stream socket sends no fds without a byte to carry them.
+  if (fds.length > 0 && bytes === 0) throw invalidArgValue('data', 'must hold at least one byte to carry fds', bytes);
+  return fds.map((fd: unknown, i) => toSendableFd(fd, `fds[${i}]`));
+}
+
+/** Replaces entry's fds with copies the stream owns; throws (closing the copies made) if one fails. */
+function holdCopies(entry: { fds: number[]; ownsFds: boolean }): void {
+  const copies: number[] = [];
+  for (const fd of entry.fds) {
+    const copy = binding.dupCloseOnExec(fd);
+    if (copy < 0) {
+      if (copies.length > 0) closeFds(copies);
+      throw errnoException(copy, 'fcntl', `F_DUPFD_CLOEXEC of fd ${fd}, to hold it while the write waits`);
+    }
+    copies.push(copy);
+  }
+  entry.fds = copies;
+  entry.ownsFds = true;
+}
