@@ -6,7 +6,19 @@ import { promisify } from 'node:util';
 import { describe, expect, it, type TestContext } from 'vitest';
 import { copyForAnyUser, envForAnyUser, root } from './helpers.js';
 
-const run = promisify(execFile);
+const execFileAsync = promisify(execFile);
+
+/** Runs an example; when it fails, the error carries what it printed, which says why. */
+async function run(...args: Parameters<typeof execFileAsync>): Promise<{ stdout: string; stderr: string }> {
+  try {
+    const { stdout, stderr } = await execFileAsync(...args);
+    return { stdout: String(stdout), stderr: String(stderr) };
+  } catch (error) {
+    const { stdout, killed, code } = error as { stdout?: string; killed?: boolean; code?: unknown };
+    (error as Error).message += `\n(exit code ${String(code)}${killed ? ', killed by the timeout' : ''}) stdout:\n${stdout ?? ''}`;
+    throw error;
+  }
+}
 const tsx = path.join(root, 'node_modules', '.bin', 'tsx');
 
 it('examples/pass-file.ts: the child reads and writes through the file and answers the TCP client', async () => {
