@@ -1,6 +1,8 @@
 // What the Windows tests share: the library under test (dist/), the Windows addon, the
 // process's handle count, Wine detection, and real second processes (node.exe, the C peer).
+import assert from 'node:assert/strict';
 import { spawn } from 'node:child_process';
+import { closeSync, openSync } from 'node:fs';
 import { createRequire } from 'node:module';
 import path from 'node:path';
 import { fileURLToPath } from 'node:url';
@@ -111,4 +113,24 @@ export async function acceptWithin(listener, ms = 20_000) {
     if (Date.now() > deadline) throw new Error(`no connection within ${ms} ms (${fd})`);
     await sleep(20);
   }
+}
+
+/**
+ * A socketpair whose `a` end has sent `b` an IO::FDPass record naming a private copy of a
+ * handle to `file`, after one byte `a` never reads (so closing `a` resets `b`). The caller
+ * owns `a`, `b` and, until something pulls it, `copy`.
+ */
+export async function recordOnResettablePair(file) {
+  const [a, b] = fdpass.socketpair();
+  const fd = openSync(file, 'r');
+  const copy = windowsBinding.duplicateOwnHandle(fd);
+  closeSync(fd);
+  assert.equal(typeof copy, 'bigint', `duplicateOwnHandle: ${copy}`);
+  const record = new Uint8Array(12);
+  new DataView(record.buffer).setUint32(0, process.pid, true);
+  new DataView(record.buffer).setBigUint64(4, copy, true);
+  assert.equal(windowsBinding.sendAll(b, Uint8Array.of(1)), 1);
+  assert.equal(windowsBinding.sendAll(a, record), 12);
+  await new Promise((resolve) => setTimeout(resolve, 50));
+  return { a, b, copy };
 }

@@ -5,7 +5,7 @@ import { tmpdir } from 'node:os';
 import path from 'node:path';
 import { createRequire } from 'node:module';
 import { test } from 'node:test';
-import { expectNoHandleLeak, expectedToFailUnderWine, fdpass, root, windowsBinding } from './helpers.mjs';
+import { expectNoHandleLeak, expectedToFailUnderWine, fdpass, recordOnResettablePair, root, windowsBinding } from './helpers.mjs';
 
 const require = createRequire(import.meta.url);
 
@@ -161,17 +161,7 @@ test('recv checks the peer again once it holds the sender open: a peer gone in b
   const file = path.join(dir, 'recheck.txt');
   writeFileSync(file, 'x');
   await expectNoHandleLeak(async () => {
-    const [a, b] = fdpass.socketpair();
-    const fd = openSync(file, 'r');
-    const copy = windowsBinding.duplicateOwnHandle(fd);
-    closeSync(fd);
-    assert.equal(typeof copy, 'bigint', `duplicateOwnHandle: ${copy}`);
-    const record = new Uint8Array(12);
-    new DataView(record.buffer).setUint32(0, process.pid, true);
-    new DataView(record.buffer).setBigUint64(4, copy, true);
-    assert.equal(windowsBinding.sendAll(b, Uint8Array.of(1)), 1); // unread by a: a's close resets
-    assert.equal(windowsBinding.sendAll(a, record), 12);
-    await sleep(50);
+    const { a, b, copy } = await recordOnResettablePair(file);
     let opened = false;
     // The race, made certain: between the sender's OpenProcess and the pull, the connection
     // goes (as when the sender exits and another process takes its pid).

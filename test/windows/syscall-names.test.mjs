@@ -8,7 +8,7 @@ import { closeSync, openSync } from 'node:fs';
 import path from 'node:path';
 import { createRequire } from 'node:module';
 import { test } from 'node:test';
-import { expectNoHandleLeak, expectedToFailUnderWine, fdpass, root, windowsBinding } from './helpers.mjs';
+import { expectNoHandleLeak, expectedToFailUnderWine, fdpass, recordOnResettablePair, root, windowsBinding } from './helpers.mjs';
 import { file, win } from './channel-helpers.mjs';
 
 const require = createRequire(import.meta.url);
@@ -17,19 +17,8 @@ const sleep = (ms) => new Promise((resolve) => setTimeout(resolve, ms));
 
 test('seed recv: a record on a connection reset since it came is refused by getpeername (ENOTCONN), and nothing is pulled', async () => {
   await expectNoHandleLeak(async () => {
-    const [a, b] = fdpass.socketpair();
-    const fd = openSync(file, 'r');
-    const copy = windowsBinding.duplicateOwnHandle(fd);
-    closeSync(fd);
-    assert.equal(typeof copy, 'bigint', `duplicateOwnHandle: ${copy}`);
-    const record = new Uint8Array(12);
-    new DataView(record.buffer).setUint32(0, process.pid, true);
-    new DataView(record.buffer).setBigUint64(4, copy, true);
-    // A byte a never reads makes its close a reset: b's socket is no longer connected, but
-    // the record that came before the reset is still there to read.
-    assert.equal(windowsBinding.sendAll(b, Uint8Array.of(1)), 1);
-    assert.equal(windowsBinding.sendAll(a, record), 12);
-    await sleep(50);
+    // a's close resets b's connection, but the record that came before it is still there to read.
+    const { a, b, copy } = await recordOnResettablePair(file);
     closeSync(a);
     await sleep(50);
     try {
