@@ -20,6 +20,7 @@ import { socketAddress } from './socket-address';
 import { socketpair } from './socketpair';
 import { validateAbortSignal, validateFd, validateInteger, validateOptions } from './validators';
 
+/** Options of a {@link RawStream}: how much it reads ahead and holds. */
 export interface RawStreamOptions {
   /**
    * Most received fds held for takeFds() before the stream stops reading and leaves the rest
@@ -36,16 +37,21 @@ export interface RawStreamOptions {
   allowHalfOpen?: boolean;
 }
 
+/** Options of {@link RawStream.connect}: where to connect, and the stream's own options. */
 export interface RawConnectOptions extends RawStreamOptions {
   /** A file path, or with `abstract` a name in Linux's abstract namespace. */
   path: string;
+  /** true: `path` is a name in Linux's abstract namespace (no file). Default false. */
   abstract?: boolean;
+  /** Gives up connecting (while the server's backlog is full): rejects with an AbortError. */
   signal?: AbortSignal;
 }
 
 /** A write with fds: the fds travel with the first byte of data. */
 export interface RawWrite {
+  /** The bytes; a string is written as UTF-8. */
   readonly data: string | Uint8Array;
+  /** Fds to send with the first byte; the stream sends copies, so the caller keeps these. */
   readonly fds?: readonly FdLike[];
 }
 
@@ -242,18 +248,21 @@ export class RawStream extends Duplex {
 
   // ---- Duplex ----
 
+  /** @internal Duplex's hook; not called by users. */
   override _read(): void {
     this.#readWanted = true;
     this.#recharge();
     this.#update();
   }
 
+  /** @internal Duplex's hook; not called by users. */
   override _write(chunk: Buffer, _encoding: BufferEncoding, callback: (error?: Error | null) => void): void {
     const entry = this.#fdsOfChunk.get(chunk);
     this.#outgoing.push({ data: chunk, offset: 0, fds: entry?.fds ?? [], ownsFds: entry?.ownsFds ?? false, done: callback });
     this.#flush();
   }
 
+  /** @internal Duplex's hook; not called by users. */
   override _writev(chunks: Array<{ chunk: Buffer }>, callback: (error?: Error | null) => void): void {
     // Runs of chunks without fds go as one sendmsg; a chunk with fds starts a new one, so its
     // fds go with its own first byte.
@@ -283,12 +292,14 @@ export class RawStream extends Duplex {
     this.#flush();
   }
 
+  /** @internal Duplex's hook; not called by users. */
   override _final(callback: (error?: Error | null) => void): void {
     const err = binding.shutdownWrite(this.#fd);
     // ENOTCONN: the peer is gone already, which is no reason to fail an end().
     callback(err < 0 && err !== -os.errno.ENOTCONN ? errnoException(err, 'shutdown') : null);
   }
 
+  /** @internal Duplex's hook; not called by users. */
   override _destroy(error: Error | null, callback: (error?: Error | null) => void): void {
     this.#closing = true;
     clearTimeout(this.#retryTimer);
