@@ -59,9 +59,13 @@ async function stop(peer: Peer): Promise<void> {
   await peer.exited;
 }
 
-/** Runs one attack of hostile-peer.py, on `socketFd` as its fd 3 when given. */
-function attack(command: string, args: Array<string | number>, socketFd?: number): Peer {
-  const peer = spawnPeer(python, [hostilePeer, command, ...args.map(String)], socketFd === undefined ? [] : [socketFd]);
+/**
+ * Runs one attack of hostile-peer.py, on `socketFd` as its fd 3 when given. With waitForGo it
+ * starts only after peerFdsBeforeAttack().
+ */
+function attack(command: string, args: Array<string | number>, socketFd?: number, waitForGo = false): Peer {
+  const flags = waitForGo ? ['--wait-for-go'] : [];
+  const peer = spawnPeer(python, [hostilePeer, ...flags, command, ...args.map(String)], socketFd === undefined ? [] : [socketFd]);
   cleanups.push(() => stop(peer));
   return peer;
 }
@@ -71,9 +75,10 @@ function attackOverPair(
   type: 'stream' | 'seqpacket' | 'dgram',
   command: string,
   args: Array<string | number> = [],
+  waitForGo = false,
 ): { mine: number; peer: Peer } {
   const [mine, theirs] = socketpair(type);
-  const peer = attack(command, args, theirs);
+  const peer = attack(command, args, theirs, waitForGo);
   closeFd(theirs);
   return { mine, peer };
 }
@@ -85,6 +90,17 @@ function own<T extends { close(): Promise<void> }>(closable: T): T {
 
 async function expectLine(peer: Peer, expected: string, ms = 10_000): Promise<void> {
   expect(await within(peer.line(), ms, `the peer's "${expected}"`)).toBe(expected);
+}
+
+/**
+ * The fds of a peer started with waitForGo, counted before its attack opens any (counted after
+ * a bare "ready", they raced the attack's first fds); then the attack starts.
+ */
+async function peerFdsBeforeAttack(peer: Peer): Promise<number> {
+  await expectLine(peer, 'ready');
+  const fds = countFds(peer.child.pid);
+  peer.child.kill('SIGUSR1');
+  return fds;
 }
 
 /**
@@ -148,12 +164,11 @@ describe('an fd flood nobody reads', () => {
     '$type, maxBufferedFds $label: 64 messages of 253 fds leave at most the budget and one message in this process, and all arrive when read',
     async ({ type, maxBufferedFds }) => {
       const budget = maxBufferedFds ?? DEFAULT_MAX_BUFFERED_FDS;
-      const { mine, peer } = attackOverPair(type, 'flood-fds', [64, MAX_FDS]);
+      const { mine, peer } = attackOverPair(type, 'flood-fds', [64, MAX_FDS], true);
       const baseline = countFds();
       const rawBaseline = fdsNow();
       const channel = own(new Channel(mine, maxBufferedFds === undefined ? {} : { maxBufferedFds }));
-      await expectLine(peer, 'ready');
-      const peerFds = countFds(peer.child.pid);
+      const peerFds = await peerFdsBeforeAttack(peer);
       await expectLine(peer, 'done');
 
       // Nobody reads: whatever the channel took from the kernel, it holds for nobody.
@@ -531,12 +546,11 @@ describe('control messages', () => {
   ])(
     '$type, SO_PASSCRED on the receiver: $passcred: fds beside SCM_CREDENTIALS, and split over two SCM_RIGHTS, arrive in order; the channel goes on',
     async ({ type, passcred }) => {
-      const { mine, peer } = attackOverPair(type, 'cmsg');
+      const { mine, peer } = attackOverPair(type, 'cmsg', [], true);
       if (passcred) passCredentials(mine);
       const baseline = countFds();
       const channel = own(new Channel(mine));
-      await expectLine(peer, 'ready');
-      const peerFds = countFds(peer.child.pid);
+      const peerFds = await peerFdsBeforeAttack(peer);
       const received: Array<{ data: string; contents: string[] }> = [];
       for (let i = 0; i < 4; i++) {
         const message = await within(channel.recv(), 5_000, `message ${i}`);
