@@ -92,8 +92,20 @@ interface FdsOfChunk {
 }
 
 /**
+ * A `stream.Duplex` over a connected Unix stream socket that carries fds beside the bytes and
+ * adds no framing: for protocols that frame themselves (D-Bus, Wayland, systemd's sockets).
+ *
  * Events beyond a Duplex's: 'fds' (fds: number[]): fds that arrived, in order, emitted before
  * the bytes they came with are pushed; the listeners own them (see takeFds() otherwise).
+ *
+ * @example
+ * import { RawStream } from 'fdpass';
+ *
+ * const stream = await RawStream.connect('/run/some.sock');
+ * stream.writeWithFds(header, [fileFd]); // the fd goes with the header's first byte
+ * stream.on('data', (bytes) => {
+ *   const fds = stream.takeFds(fdsCountedInTheHeader); // oldest first; the caller's from here on
+ * });
  */
 export class RawStream extends Duplex {
   readonly #fd: number;
