@@ -56,6 +56,10 @@ export interface RawWrite {
 }
 
 const DEFAULT_MAX_BUFFERED_FDS = 128;
+// What a wake-up may read while an 'fds' listener takes every fd as it arrives: the budget
+// bounds what the stream holds for takeFds(), and then it holds nothing. Room for the ledger's
+// first size, so that the addon can read all that waits in one batch.
+const LISTENED_MAX_FDS = 1024;
 const DEFAULT_HIGH_WATER_MARK = 64 * 1024;
 const { MSG_DONTWAIT, MSG_CTRUNC, MAX_FDS_PER_MESSAGE, RECORD_STRIDE, RECORD_BYTES, RECORD_FDS, RECORD_FLAGS } = constants;
 const EAGAIN = -os.errno.EAGAIN;
@@ -109,6 +113,7 @@ export class RawStream extends Duplex {
   readonly #poll: PollWrap;
   readonly #ledger: FdLedger;
   readonly #budget: ReceiveBudget;
+  readonly #maxBufferedFds: number;
   /** What #budget counts now: the ledger's fds. */
   #chargedFds = 0;
   #outgoing: OutgoingPart[] = [];
@@ -178,7 +183,14 @@ export class RawStream extends Duplex {
     this.#poll = poll;
     this.#ledger = new FdLedger(poll);
     this.#budget = new ReceiveBudget(maxBufferedFds, readableHighWaterMark);
+    this.#maxBufferedFds = maxBufferedFds;
     poll.setBudget(this.#budget.slots);
+    this.on('newListener', (event: string | symbol) => {
+      if (event === 'fds') this.#widenBudget(true);
+    });
+    this.on('removeListener', (event: string | symbol) => {
+      if (event === 'fds' && this.listenerCount('fds') === 0) this.#widenBudget(false);
+    });
   }
 
   /** The socket fd the stream owns (-1 once destroyed). */
@@ -425,6 +437,12 @@ export class RawStream extends Duplex {
     const fds = this.#ledger.fds(0, size);
     this.#ledger.release(size); // the listeners' now, before any of their code runs
     this.emit('fds', fds);
+  }
+
+  /** An 'fds' listener came or the last one went: how many fds a wake-up may read changes. */
+  #widenBudget(listened: boolean): void {
+    this.#budget.maxFds = listened ? Math.max(LISTENED_MAX_FDS, this.#maxBufferedFds) : this.#maxBufferedFds;
+    this.#update();
   }
 
   /**
