@@ -7,7 +7,9 @@
 // socket full (EAGAIN) goes out later without them. So usocket runs with a window (at most
 // 128 records unacknowledged, the receiver acknowledging every 32 with a byte back, which
 // keeps the socket from filling), and so does the fdpass row it is compared with.
-//   npm run bench:raw [-- --rounds R] [-- --seconds S] [-- CONTENDER...]
+//   npm run bench:raw [-- --rounds R] [--scale X] [CONTENDER...]
+// Each run times a fixed number of records (after WARM untimed ones, while the JIT compiles),
+// about 0.3 to 0.7 s on a 2-vCPU VM; --scale multiplies them.
 // Contenders: c, fdpass, fdpass-window, usocket-window (the default set) and usocket (without
 // a window: fails, as it loses fds). Every run checks every record's number, the byte and fd
 // counts, and each process's open fds after; any miss fails the bench, and so does any wait
@@ -23,14 +25,14 @@ import { openFds } from './proc';
 
 const RECORD_BYTES = 64;
 const WINDOW = 128;
-const WARM = 20_000;
+const WARM = 10_000;
 
 function option(name: string, fallback: number): number {
   const at = process.argv.indexOf(`--${name}`);
   return at === -1 ? fallback : Number(process.argv[at + 1]);
 }
 const rounds = option('rounds', 5);
-const seconds = option('seconds', 0.5);
+const scale = option('scale', 1);
 /** Every wait of the bench ends by this, or the bench fails. */
 const deadlineMs = option('deadline', 20) * 1000;
 
@@ -39,6 +41,13 @@ const ALL: Contender[] = ['c', 'fdpass', 'fdpass-window', 'usocket-window', 'uso
 const named = process.argv.slice(2).filter((word, i, words) => !word.startsWith('--') && !words[i - 1]?.startsWith('--'));
 for (const word of named) if (!ALL.includes(word as Contender)) throw new Error(`unknown contender ${word}; one of ${ALL.join(', ')}`);
 const contenders: Contender[] = named.length > 0 ? (named as Contender[]) : ['c', 'fdpass', 'fdpass-window', 'usocket-window'];
+const RECORDS: Record<Contender, number> = {
+  c: 100_000,
+  fdpass: 40_000,
+  'fdpass-window': 30_000,
+  'usocket-window': 25_000,
+  usocket: 25_000,
+};
 
 interface Measured {
   writesPerSecond: number;
@@ -125,7 +134,8 @@ async function runPeers(library: 'fdpass' | 'usocket', records: number, window: 
     start(
       `${library} ${side}`,
       process.execPath,
-      ['--import', 'tsx', path.join(__dirname, 'raw-peer.ts'), side, library, String(records + WARM), String(WARM), String(window)],
+      // tsx's CommonJS hook alone: half the start-up of --import tsx, which starts a loader thread.
+      ['--require', 'tsx/cjs', path.join(__dirname, 'raw-peer.ts'), side, library, String(records + WARM), String(WARM), String(window)],
       ['pipe', 'pipe', 'pipe', fd],
     );
   let receiver: Started;
@@ -165,17 +175,15 @@ async function main(): Promise<void> {
   const fdsBefore = openFds('self');
   baseline = compileC('baseline');
   const load = [loadavg()];
-  console.log(`load average ${load[0]!.map((l) => fixed(l)).join(' ')}; ${rounds} rounds of about ${seconds} s per contender`);
-  // Sizes each contender's runs to about `seconds` from a short trial run.
-  const records = {} as Record<Contender, number>;
-  for (const contender of contenders) {
-    const trial = 20_000;
-    const { writesPerSecond } = await run[contender](trial);
-    records[contender] = Math.max(trial, Math.round(writesPerSecond * seconds));
-  }
+  const records = Object.fromEntries(contenders.map((c) => [c, Math.round(RECORDS[c] * scale)])) as Record<Contender, number>;
+  console.log(
+    `load average ${load[0]!.map((l) => fixed(l)).join(' ')}; ${rounds} rounds; records per run: ` +
+      contenders.map((c) => `${c} ${records[c]}`).join(', '),
+  );
   const results: Array<Record<Contender, Measured>> = [];
   const header = contenders.map((c) => c.padStart(15)).join('');
-  console.log(`\nwrites/s (64 B + 1 fd each)\nround${header}  fdpass/C  fdpass/usocket (windowed)`);
+  console.log(`\nwrites/s (64 B + 1 fd each); ratios within each round, and their medians`);
+  console.log(`round${header}  fdpass/C  fdpass/usocket (windowed)`);
   for (let round = 0; round < rounds; round++) {
     const order = round % 2 === 0 ? contenders : [...contenders].reverse();
     const result = {} as Record<Contender, Measured>;
@@ -201,7 +209,11 @@ async function main(): Promise<void> {
       ? median(results.map((r) => r['fdpass-window'].writesPerSecond / r['usocket-window'].writesPerSecond))
       : undefined,
   };
-  console.log(`  med${contenders.map((c) => rate(medians[c].writesPerSecond).padStart(15)).join('')}  ${ratios(medians)}`);
+  const medianOf = (ratio: number | undefined): string => (ratio === undefined ? '' : fixed(ratio));
+  console.log(
+    `  med${contenders.map((c) => rate(medians[c].writesPerSecond).padStart(15)).join('')}  ` +
+      `${medianOf(ratioMedians.fdpassToC).padStart(8)}  ${medianOf(ratioMedians.fdpassToUsocket).padStart(14)}`,
+  );
   console.log(`\nCPU µs per write, sender + receiver (medians)`);
   for (const c of contenders) console.log(`  ${c.padEnd(15)} ${fixed(medians[c].senderCpu)} + ${fixed(medians[c].receiverCpu)}`);
   if (ratioMedians.fdpassToC !== undefined) console.log(`\nfdpass / C: ${fixed(ratioMedians.fdpassToC)} (target >= 0.8)`);
