@@ -9,7 +9,8 @@
 // keeps the socket from filling), and so does the fdpass row it is compared with.
 //   npm run bench:raw [-- --rounds R] [--scale X] [CONTENDER...]
 // Each run times a fixed number of records (after WARM untimed ones, while the JIT compiles),
-// about 0.3 to 0.7 s on a 2-vCPU VM; --scale multiplies them.
+// about 0.3 to 0.7 s on a 2-vCPU VM; --scale multiplies them. --deadline S (default 20): the
+// longest any one wait may take.
 // Contenders: c, fdpass, fdpass-window, usocket-window (the default set) and usocket (without
 // a window: fails, as it loses fds). Every run checks every record's number, the byte and fd
 // counts, and each process's open fds after; any miss fails the bench, and so does any wait
