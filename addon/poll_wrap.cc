@@ -37,6 +37,8 @@ struct PollHandle {
   int info_fd = -1;
   // The last wake-up found a queue worth batching: ask before the first read this time too.
   bool busy = false;
+  // A SOCK_STREAM socket: its bytes can be read in any pieces (a RawStream's, in packet mode).
+  bool stream = false;
   PollWrap* wrap = nullptr;  // null once detached: then nothing calls into JS
   napi_async_cleanup_hook_handle cleanup_hook = nullptr;
   // The ledger's fds when closing began: closed with the handle, so they are not orphaned
@@ -180,6 +182,7 @@ Napi::Value PollWrap::Open(const Napi::CallbackInfo& info) {
   if (napi_get_uv_event_loop(env, &loop) != napi_ok) return Napi::Number::New(env, -EINVAL);
   auto* handle = new PollHandle();
   handle->fd = fd;
+  handle->stream = SocketType(fd) == SOCK_STREAM;
   int err = GetFileIdentity(fd, &handle->identity);
   if (err == 0 && !RegisterOwnedFd(fd)) err = kFdOwnedByChannel;
   if (err != 0) {
@@ -402,10 +405,17 @@ int PollWrap::DrainReadable(bool* starved) {
     // as many messages as they hold, in one batch: they carry no more fds than that. Else go
     // on one read at a time. Asked only while there is room, so the batch is the one message
     // over, not a second.
+    // Packets on a stream socket (a RawStream: bytes with no frames) batch the same way,
+    // within the byte budget: otherwise each read of a message that may carry 253 fds is a
+    // recvmmsg of its own when the fd budget is below that.
+    bool bytes_in_pieces =
+        mode_ == ReceiveMode::kStream || (mode_ == ReceiveMode::kPackets && handle_->stream);
+    if (mode_ == ReceiveMode::kPackets && bytes_in_pieces) stream_bytes = room_bytes;
     size_t batch_bytes = stream_bytes;
     size_t slot_cap = slot_bytes_;
-    if (mode_ == ReceiveMode::kStream && !full && (filled > 0 || handle_->busy) &&
-        want < slots - filled && !asked_kernel) {
+    bool batched = false;
+    if (bytes_in_pieces && !full && (filled > 0 || handle_->busy) && want < slots - filled &&
+        !asked_kernel) {
       asked_kernel = true;
       int queued = QueuedBytes(handle_->fd);
       handle_->busy = queued > 1;
@@ -413,8 +423,10 @@ int PollWrap::DrainReadable(bool* starved) {
       // any read, nothing queued may yet be readable: the peer's EOF, or an error.)
       if (queued == 0 && filled > 0) break;
       long queued_fds = queued > 1 ? QueuedFds(handle_->fd, &handle_->info_fd) : -1;
-      if (queued_fds >= 0 &&
-          static_cast<size_t>(queued_fds) <= std::min(room_fds + kMaxFdsPerMessage, free_fds)) {
+      // Packets on a stream keep their budget exactly: a batch only when all that waits fits
+      // (their one read over is the single reads' below, as before).
+      size_t batch_fds = mode_ == ReceiveMode::kStream ? room_fds + kMaxFdsPerMessage : room_fds;
+      if (queued_fds >= 0 && static_cast<size_t>(queued_fds) <= std::min(batch_fds, free_fds)) {
         // Each read stops after the first message with fds it meets, so such messages take a
         // read each: give each read an even share of the bytes that waited, or the bytes of
         // a message with fds on average (were each to carry one), whichever is more, so that
@@ -427,6 +439,7 @@ int PollWrap::DrainReadable(bool* starved) {
                                  ? (static_cast<size_t>(queued) + waiting_fds - 1) / waiting_fds
                                  : batch_bytes;
         slot_cap = std::clamp(std::max(batch_bytes / want, per_message), size_t{1}, slot_bytes_);
+        batched = true;
       }
     }
     size_t got = 0;
@@ -457,7 +470,7 @@ int PollWrap::DrainReadable(bool* starved) {
       size_t planned = 0;
       for (size_t j = 0; j < want; j++) {
         size_t cap = slot_cap;
-        if (mode_ == ReceiveMode::kStream) {
+        if (mode_ == ReceiveMode::kStream || batched) {
           cap = std::min(cap, batch_bytes - planned);
           if (cap == 0) {
             want = j;

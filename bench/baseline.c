@@ -1,14 +1,20 @@
 /* The C baseline: blocking sendmsg/recvmsg of one fd per message (IO::FDPass's format:
  * one zero byte carrying one fd) between two processes over a socketpair.
  *   baseline throughput N [FDS [BYTES]]   N messages of BYTES bytes (default 1) with FDS fds
- *                           (default 1); the child closes each fd; prints fds per second
+ *                           (default 1); the child checks each message's fd count and, from 4
+ *                           bytes up, its sequence number, and closes each fd; prints fds per
+ *                           second, then "cpu S R": the sender's and the receiver's CPU time
+ *                           (user + system) in microseconds per message
  *   baseline pingpong N     N round trips of one fd there and back; prints microseconds each
- * Time runs from the first send until the receiver reports, through a pipe, that it is done. */
+ * Time runs from the first send until the receiver reports, through a pipe, that it is done.
+ * A message that arrives wrong ends the run with exit status 1 and a line on stderr. */
 #define _GNU_SOURCE
 #include <fcntl.h>
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
+#include <stdint.h>
+#include <sys/resource.h>
 #include <sys/socket.h>
 #include <sys/wait.h>
 #include <time.h>
@@ -67,6 +73,12 @@ static int recv_fd(int sock) {
   return fd;
 }
 
+static double cpu_seconds(int who) {
+  struct rusage usage;
+  getrusage(who, &usage);
+  return usage.ru_utime.tv_sec + usage.ru_stime.tv_sec + (usage.ru_utime.tv_usec + usage.ru_stime.tv_usec) / 1e6;
+}
+
 static double now(void) {
   struct timespec t;
   clock_gettime(CLOCK_MONOTONIC, &t);
@@ -87,6 +99,9 @@ int main(int argc, char **argv) {
 
   pid_t child = fork();
   if (child == 0) {
+    /* Each process keeps only its own ends, so that either one's exit is EOF or EPIPE to the other. */
+    close(sv[0]);
+    close(done[0]);
     for (long i = 0; i < n; i++) {
       if (pingpong) {
         int fd = recv_fd(sv[1]);
@@ -96,25 +111,39 @@ int main(int argc, char **argv) {
       }
       int nfds = recv_message(sv[1], received, data, bytes);
       for (int k = 0; k < nfds; k++) close(received[k]);
+      uint32_t sequence = (uint32_t)i;
+      if (bytes >= sizeof sequence) memcpy(&sequence, data, sizeof sequence);
+      if (nfds != fds_per_message || (bytes >= sizeof sequence && sequence != (uint32_t)i)) {
+        fprintf(stderr, "message %ld: %d fds (of %d), sequence %u\n", i, nfds, fds_per_message, (unsigned)sequence);
+        _exit(1);
+      }
     }
     if (write(done[1], "d", 1) != 1) _exit(1);
     _exit(0);
   }
 
+  close(sv[1]);
+  close(done[1]);
   double start = now();
+  double cpu_start = cpu_seconds(RUSAGE_SELF);
   for (long i = 0; i < n; i++) {
     if (pingpong) {
       send_fd(sv[0], passed);
       close(recv_fd(sv[0]));
     } else {
+      uint32_t sequence = (uint32_t)i;
+      if (bytes >= sizeof sequence) memcpy(data, &sequence, sizeof sequence);
       send_message(sv[0], passed, fds_per_message, data, bytes);
     }
   }
+  double cpu_sender = cpu_seconds(RUSAGE_SELF) - cpu_start;
   char byte;
-  if (read(done[0], &byte, 1) != 1) { perror("read"); return 1; }
+  /* A receiver that found a message wrong exits without writing: read() sees EOF. */
+  if (read(done[0], &byte, 1) != 1) { fprintf(stderr, "the receiver failed\n"); return 1; }
   double elapsed = now() - start;
-  waitpid(child, NULL, 0);
+  int status;
+  waitpid(child, &status, 0);
   if (pingpong) printf("%.2f\n", elapsed * 1e6 / n);
-  else printf("%.0f\n", n * fds_per_message / elapsed);
+  else printf("%.0f\ncpu %.3f %.3f\n", n * fds_per_message / elapsed, cpu_sender * 1e6 / n, cpu_seconds(RUSAGE_CHILDREN) * 1e6 / n);
   return 0;
 }

@@ -15,10 +15,12 @@
 // request (it shares the machine: the more it takes, the closer to 1 every ratio comes).
 //   npm run bench:http -- [--rounds 9] [--seconds 3] [--connections 50] [--workers 2]
 //                         [--client c|autocannon]
-import { execFileSync, spawn, type ChildProcess } from 'node:child_process';
-import { mkdirSync, writeFileSync } from 'node:fs';
+import { spawn, type ChildProcess } from 'node:child_process';
+import { writeFileSync } from 'node:fs';
 import path from 'node:path';
 import { createInterface } from 'node:readline';
+import { compileC, out } from './compile';
+import { median } from './median';
 import { exited, watchLines } from './peer-process';
 import { children, cpuMilliseconds } from './proc';
 
@@ -59,7 +61,6 @@ const workers = option('workers', 2);
 const clientAt = process.argv.indexOf('--client');
 const client = clientAt === -1 ? 'c' : process.argv[clientAt + 1];
 if (client !== 'c' && client !== 'autocannon') throw new Error(`--client must be c or autocannon, not ${client}`);
-const out = path.join(here, 'out');
 
 /** A contender's master (and its workers), listening: its port. */
 async function startServer(contender: Contender): Promise<Contending> {
@@ -99,18 +100,10 @@ function startLoad(): { run(port: string, mode: Mode, seconds: number): Promise<
   };
 }
 
-function median(values: number[]): number {
-  const sorted = [...values].sort((a, b) => a - b);
-  const middle = sorted.length >> 1;
-  return sorted.length % 2 === 1 ? sorted[middle]! : (sorted[middle - 1]! + sorted[middle]!) / 2;
-}
-
 const fixed = (value: number, digits = 2): string => value.toFixed(digits);
 
 async function main(): Promise<void> {
-  mkdirSync(out, { recursive: true });
-  if (client === 'c')
-    execFileSync('cc', ['-O2', '-Wall', '-o', path.join(out, 'http-client'), path.join(here, 'http-client.c')], { stdio: 'inherit' });
+  if (client === 'c') compileC('http-client');
   const generator = client === 'c' ? 'bench/http-client.c' : 'autocannon';
   console.log(`${rounds} rounds of ${seconds} s per contender, ${connections} connections, ${workers} workers, load from ${generator}`);
   const servers = {} as Record<Contender, Contending>;

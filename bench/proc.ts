@@ -5,7 +5,8 @@ import { readFileSync, readdirSync, readlinkSync } from 'node:fs';
 /**
  * The targets of a process's open fds, sorted, less any on /proc or /sys: Node's runtime
  * opens those for a moment on threads of its own (glibc reading overcommit_memory, say),
- * so a listing taken then would show an fd that nobody leaked.
+ * so a listing taken then would show an fd that nobody leaked. Less tsx's cache files too
+ * (/tmp/tsx-<uid>/), which tsx holds open for a moment after it has loaded a file.
  */
 export function openFds(pid: number | 'self'): string[] {
   const dir = `/proc/${pid}/fd`;
@@ -13,7 +14,7 @@ export function openFds(pid: number | 'self'): string[] {
   for (const name of readdirSync(dir)) {
     try {
       const target = readlinkSync(`${dir}/${name}`);
-      if (!/^\/(proc|sys)\//.test(target)) targets.push(target);
+      if (!/^\/(proc|sys)\/|^\/tmp\/tsx-/.test(target)) targets.push(target);
     } catch {
       // closed between readdir and readlink: the readdir's own fd, typically
     }

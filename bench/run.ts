@@ -12,16 +12,15 @@
 // Both sides import the built package ('fdpass', i.e. dist/), as users do: tsx's transform
 // of lib/ reaches each re-exported name through a getter, which costs more than the call.
 import { execFileSync, fork, spawn } from 'node:child_process';
-import { closeSync, mkdirSync, openSync, writeFileSync } from 'node:fs';
+import { closeSync, openSync, writeFileSync } from 'node:fs';
 import net from 'node:net';
 import path from 'node:path';
 import { Channel, lastError, send, setBlocking, socketpair } from 'fdpass';
+import { compileC, out } from './compile';
 import { exited, watchLines, type Peer } from './peer-process';
 
-const here = __dirname;
-const out = path.join(here, 'out');
-const baseline = path.join(out, 'baseline');
-const peerScript = path.join(here, 'peer.ts');
+const peerScript = path.join(__dirname, 'peer.ts');
+let baseline = '';
 const RUNS = Number(process.env.RUNS ?? 5);
 const TARGET_SECONDS = Number(process.env.TARGET_SECONDS ?? 1);
 const WARM_MESSAGES = Number(process.env.WARM_MESSAGES ?? 10_000);
@@ -100,8 +99,10 @@ async function timeSeedSync(role: string, n: number, fd: number): Promise<number
   return seconds;
 }
 
+/** The baseline's figure: fds per second (throughput) or microseconds per round trip (pingpong). */
 function runBaseline(mode: 'throughput' | 'pingpong', n: number, fdsPerMessage = 1, bytes = 1): number {
-  return Number(execFileSync(baseline, [mode, String(n), String(fdsPerMessage), String(bytes)], { encoding: 'utf8' }).trim());
+  const output = execFileSync(baseline, [mode, String(n), String(fdsPerMessage), String(bytes)], { encoding: 'utf8' });
+  return Number(output.split('\n')[0]);
 }
 
 /** Makes count calls of send, window at a time: many sends in flight, as a busy server has them. */
@@ -162,8 +163,7 @@ async function sized(run: (n: number) => Promise<number>, trial: number): Promis
 }
 
 async function main(): Promise<void> {
-  mkdirSync(out, { recursive: true });
-  execFileSync('cc', ['-O2', '-Wall', '-o', baseline, path.join(here, 'baseline.c')], { stdio: 'inherit' });
+  baseline = compileC('baseline');
   const fd = openSync('/dev/null', 'r');
 
   // Each measurement takes n and returns the seconds that n fds (or n round trips) took.

@@ -18,7 +18,7 @@ import { FdLedger } from './fd-ledger';
 import { ReceiveBudget } from './receive-budget';
 import { socketAddress } from './socket-address';
 import { socketpair } from './socketpair';
-import { validateAbortSignal, validateFd, validateInteger, validateOptions } from './validators';
+import { MAX_FD, validateAbortSignal, validateFd, validateInteger, validateOptions } from './validators';
 
 /** Options of a {@link RawStream}: how much it reads ahead and holds. */
 export interface RawStreamOptions {
@@ -56,6 +56,10 @@ export interface RawWrite {
 }
 
 const DEFAULT_MAX_BUFFERED_FDS = 128;
+// What a wake-up may read while an 'fds' listener takes every fd as it arrives: the budget
+// bounds what the stream holds for takeFds(), and then it holds nothing. Room for the ledger's
+// first size, so that the addon can read all that waits in one batch.
+const LISTENED_MAX_FDS = 1024;
 const DEFAULT_HIGH_WATER_MARK = 64 * 1024;
 const { MSG_DONTWAIT, MSG_CTRUNC, MAX_FDS_PER_MESSAGE, RECORD_STRIDE, RECORD_BYTES, RECORD_FDS, RECORD_FLAGS } = constants;
 const EAGAIN = -os.errno.EAGAIN;
@@ -73,6 +77,8 @@ const receive = {
   data: new Uint8Array(SLOTS * SLOT_BYTES),
   records: new Int32Array(new ArrayBuffer(4 * RECORD_STRIDE * SLOTS)),
 };
+/** receive.data as a Buffer, for Buffer.copy out of it. */
+const receivedBytes = Buffer.from(receive.data.buffer, receive.data.byteOffset, receive.data.byteLength);
 const fdScratch = new Int32Array(MAX_FDS_PER_MESSAGE);
 
 /** Part of a write on its way: the fds go with the first byte, and only with it. */
@@ -86,10 +92,17 @@ interface OutgoingPart {
   done: ((error?: Error | null) => void) | undefined;
 }
 
+/** What a chunk written with fds carries to _write: its fds, and the bytes that went already. */
 interface FdsOfChunk {
   fds: number[];
   ownsFds: boolean;
+  sent: number;
 }
+
+// A chunk's fds ride on the chunk, a Buffer of the stream's own (chunkOf), as a property: a
+// WeakMap from chunk to fds cost each write V8's ephemeron barriers and their scavenges.
+const fdsOfChunk = Symbol('fdsOfChunk');
+type ChunkWithFds = Buffer & { [fdsOfChunk]?: FdsOfChunk };
 
 /**
  * A `stream.Duplex` over a connected Unix stream socket that carries fds beside the bytes and
@@ -112,10 +125,9 @@ export class RawStream extends Duplex {
   readonly #poll: PollWrap;
   readonly #ledger: FdLedger;
   readonly #budget: ReceiveBudget;
+  readonly #maxBufferedFds: number;
   /** What #budget counts now: the ledger's fds. */
   #chargedFds = 0;
-  /** The fds of chunks written with fds, found again by the chunk when it reaches _write. */
-  readonly #fdsOfChunk = new WeakMap<Uint8Array, FdsOfChunk>();
   #outgoing: OutgoingPart[] = [];
   #retryTimer: NodeJS.Timeout | undefined;
   /** _read() asked for more and no push() has said stop since. */
@@ -183,7 +195,14 @@ export class RawStream extends Duplex {
     this.#poll = poll;
     this.#ledger = new FdLedger(poll);
     this.#budget = new ReceiveBudget(maxBufferedFds, readableHighWaterMark);
+    this.#maxBufferedFds = maxBufferedFds;
     poll.setBudget(this.#budget.slots);
+    this.on('newListener', (event: string | symbol) => {
+      if (event === 'fds') this.#widenBudget(true);
+    });
+    this.on('removeListener', (event: string | symbol) => {
+      if (event === 'fds' && this.listenerCount('fds') === 0) this.#widenBudget(false);
+    });
   }
 
   /** The socket fd the stream owns (-1 once destroyed). */
@@ -224,16 +243,43 @@ export class RawStream extends Duplex {
    * holds copies of its own (dup), closed once sent. Returns write()'s backpressure signal.
    */
   writeWithFds(data: string | Uint8Array, fds: readonly FdLike[], callback?: (error?: Error | null) => void): boolean {
-    const chunk = chunkOf(data);
-    const numbers = fdNumbers(fds, chunk.length);
-    if (numbers.length === 0) return super.write(chunk, callback);
+    const bytes = bytesOf(data);
+    const numbers = fdNumbers(fds, bytes.length);
+    if (numbers.length === 0) return super.write(chunkOf(bytes), callback);
+    const entry: FdsOfChunk = { fds: numbers, ownsFds: false, sent: 0 };
     // A stream with nothing queued writes at once, in this call, while the caller's fds are
-    // open: no copy unless the write has to wait. Anything else waits in Node's buffer.
-    const atOnce = this.writableLength === 0 && this.writableCorked === 0 && !this.destroyed && !this.writableEnded;
-    const entry: FdsOfChunk = { fds: numbers, ownsFds: false };
-    if (!atOnce) holdCopies(entry);
-    this.#fdsOfChunk.set(chunk, entry);
+    // open: no copy of them, and no trip through Node's write queue when the socket takes the
+    // whole write (the callback still comes on a later tick, as Node's do).
+    if (this.writableLength === 0 && this.writableCorked === 0 && !this.destroyed && !this.writableEnded && this.#outgoing.length === 0) {
+      const sent = this.#retryTimer === undefined ? this.#send(bytes, 0, numbers) : EAGAIN;
+      if (sent === bytes.length) {
+        if (callback) process.nextTick(callback);
+        return true;
+      }
+      // The fds went with the first bytes: the rest waits its turn without them.
+      if (sent > 0) {
+        entry.fds = [];
+        entry.sent = sent;
+      }
+      // A failure other than a full socket: _write meets it again, and reports it as writes do.
+      if (sent < 0 && !isShortOfRoom(sent)) return this.#queue(bytes, entry, callback);
+    }
+    if (entry.fds.length > 0) holdCopies(entry);
+    return this.#queue(bytes, entry, callback);
+  }
+
+  /** Hands a write to Node's queue, its fds (and what went of it) riding on a chunk of our own. */
+  #queue(bytes: Uint8Array, entry: FdsOfChunk, callback: ((error?: Error | null) => void) | undefined): boolean {
+    const chunk: ChunkWithFds = chunkOf(bytes);
+    chunk[fdsOfChunk] = entry;
     return super.write(chunk, callback);
+  }
+
+  /** One sendmsg of data from offset, with fds: the bytes sent, or -errno. */
+  #send(data: Uint8Array, offset: number, fds: readonly number[]): number {
+    const nfds = fds.length;
+    for (let i = 0; i < nfds; i++) fdScratch[i] = fds[i]!;
+    return binding.sendmsg(this.#fd, data, offset, data.length - offset, fdScratch, nfds, MSG_DONTWAIT);
   }
 
   /** write(chunk) as Duplex takes it, or write({ data, fds }). */
@@ -268,14 +314,14 @@ export class RawStream extends Duplex {
   }
 
   /** @internal Duplex's hook; not called by users. */
-  override _write(chunk: Buffer, _encoding: BufferEncoding, callback: (error?: Error | null) => void): void {
-    const entry = this.#fdsOfChunk.get(chunk);
-    this.#outgoing.push({ data: chunk, offset: 0, fds: entry?.fds ?? [], ownsFds: entry?.ownsFds ?? false, done: callback });
+  override _write(chunk: ChunkWithFds, _encoding: BufferEncoding, callback: (error?: Error | null) => void): void {
+    const entry = chunk[fdsOfChunk];
+    this.#outgoing.push({ data: chunk, offset: entry?.sent ?? 0, fds: entry?.fds ?? [], ownsFds: entry?.ownsFds ?? false, done: callback });
     this.#flush();
   }
 
   /** @internal Duplex's hook; not called by users. */
-  override _writev(chunks: Array<{ chunk: Buffer }>, callback: (error?: Error | null) => void): void {
+  override _writev(chunks: Array<{ chunk: ChunkWithFds }>, callback: (error?: Error | null) => void): void {
     // Runs of chunks without fds go as one sendmsg; a chunk with fds starts a new one, so its
     // fds go with its own first byte.
     let run: Buffer[] = [];
@@ -291,13 +337,13 @@ export class RawStream extends Duplex {
       run = [];
     };
     for (const { chunk } of chunks) {
-      const entry = this.#fdsOfChunk.get(chunk);
+      const entry = chunk[fdsOfChunk];
       if (entry === undefined) {
         run.push(chunk);
         continue;
       }
       endRun();
-      this.#outgoing.push({ data: chunk, offset: 0, fds: entry.fds, ownsFds: entry.ownsFds, done: undefined });
+      this.#outgoing.push({ data: chunk, offset: entry.sent, fds: entry.fds, ownsFds: entry.ownsFds, done: undefined });
     }
     endRun();
     this.#outgoing[this.#outgoing.length - 1]!.done = callback;
@@ -342,53 +388,58 @@ export class RawStream extends Duplex {
     this.#update();
   }
 
-  /** One wake-up's reads: each read's fds, then its bytes, in order. */
+  /**
+   * One wake-up's reads, up to the first that failed or met EOF: all their fds first (the
+   * ledger holds them all by now), then all their bytes as one chunk. A chunk per read cost
+   * each 64-byte read a Buffer, a push and a 'data' event; fds early are fds "before or with
+   * their bytes", as a reader that counts its fds in its own header needs them.
+   */
   #onBatch(count: number): void {
-    const { data, records } = receive;
-    // Reads without fds are pushed together; a read with fds first pushes what came before it.
-    let start = -1;
-    let end = -1;
-    const pushRun = (): void => {
-      if (start >= 0) this.#pushBytes(data, start, end);
-      start = end = -1;
-    };
+    const { records } = receive;
+    let bytesRead = 0;
+    let withFds = false;
+    let reads = count;
+    let ending: Error | 'eof' | undefined;
     for (let i = 0; i < count; i++) {
       const at = i * RECORD_STRIDE;
       const bytes = records[at + RECORD_BYTES]!;
       const nfds = records[at + RECORD_FDS]!;
-      const flags = records[at + RECORD_FLAGS]!;
-      if (bytes < 0 || flags & MSG_CTRUNC) {
-        // What came before the failure is the reader's; the failure ends the stream.
-        pushRun();
-        this.destroy(bytes < 0 ? errnoException(bytes, 'recvmsg') : truncatedError('recvmsg'));
-        return;
+      if (bytes < 0 || records[at + RECORD_FLAGS]! & MSG_CTRUNC) {
+        ending = bytes < 0 ? errnoException(bytes, 'recvmsg') : truncatedError('recvmsg');
+      } else if (bytes === 0 && nfds === 0) {
+        ending = 'eof';
+      } else {
+        bytesRead += bytes;
+        if (nfds > 0) withFds = true;
+        continue;
       }
-      if (bytes === 0 && nfds === 0) {
-        pushRun();
-        this.#readEnded = true;
-        this.push(null);
-        break;
-      }
-      if (nfds > 0) {
-        pushRun();
-        this.#fdsArrived();
-      }
-      // A read that follows a full slot continues the run in the buffer.
-      const offset = i * SLOT_BYTES;
-      if (start < 0 || end !== offset) {
-        pushRun();
-        start = offset;
-      }
-      end = offset + bytes;
+      reads = i;
+      break;
     }
-    pushRun();
+    if (withFds) this.#fdsArrived();
+    // What came before a failure is the reader's; the failure ends the stream.
+    if (bytesRead > 0) this.#pushBytes(reads, bytesRead);
+    if (ending === 'eof') {
+      this.#readEnded = true;
+      this.push(null);
+    } else if (ending !== undefined) {
+      this.destroy(ending);
+      return;
+    }
     this.#ledger.ensureRoom();
     this.#recharge();
   }
 
-  #pushBytes(data: Uint8Array, start: number, end: number): void {
+  /** The bytes of the first `reads` reads, each at the start of its slot, as one chunk. */
+  #pushBytes(reads: number, bytesRead: number): void {
     // A copy: the receive buffers are the next wake-up's.
-    if (!this.push(Buffer.from(data.subarray(start, end)))) this.#readWanted = false;
+    const chunk = Buffer.allocUnsafe(bytesRead);
+    let at = 0;
+    for (let i = 0; i < reads; i++) {
+      const bytes = receive.records[i * RECORD_STRIDE + RECORD_BYTES]!;
+      at += receivedBytes.copy(chunk, at, i * SLOT_BYTES, i * SLOT_BYTES + bytes);
+    }
+    if (!this.push(chunk)) this.#readWanted = false;
   }
 
   /** Fds arrived: to 'fds' listeners, with every fd held before them, or held for takeFds(). */
@@ -398,6 +449,12 @@ export class RawStream extends Duplex {
     const fds = this.#ledger.fds(0, size);
     this.#ledger.release(size); // the listeners' now, before any of their code runs
     this.emit('fds', fds);
+  }
+
+  /** An 'fds' listener came or the last one went: how many fds a wake-up may read changes. */
+  #widenBudget(listened: boolean): void {
+    this.#budget.maxFds = listened ? Math.max(LISTENED_MAX_FDS, this.#maxBufferedFds) : this.#maxBufferedFds;
+    this.#update();
   }
 
   /**
@@ -417,8 +474,7 @@ export class RawStream extends Duplex {
     while (this.#outgoing.length > 0 && this.#retryTimer === undefined && !this.#closing) {
       const part = this.#outgoing[0]!;
       const nfds = part.fds.length;
-      for (let i = 0; i < nfds; i++) fdScratch[i] = part.fds[i]!;
-      const sent = binding.sendmsg(this.#fd, part.data, part.offset, part.data.length - part.offset, fdScratch, nfds, MSG_DONTWAIT);
+      const sent = this.#send(part.data, part.offset, part.fds);
       if (sent >= 0) {
         // The fds went with this first part: never again with the rest.
         if (nfds > 0) this.#fdsSent(part);
@@ -428,7 +484,7 @@ export class RawStream extends Duplex {
         part.done?.();
         continue;
       }
-      if (sent === EAGAIN || sent === EWOULDBLOCK || SHORT_OF_ROOM.has(sent)) {
+      if (isShortOfRoom(sent)) {
         // Waiting: the fds must outlive the caller's, who may close them once write() returned.
         if (nfds > 0 && !part.ownsFds && !this.#holdCopies(part)) return;
         if (SHORT_OF_ROOM.has(sent)) {
@@ -487,6 +543,11 @@ export class RawStream extends Duplex {
   }
 }
 
+/** The socket is full (EAGAIN), or the kernel short of room for a while: the write waits. */
+function isShortOfRoom(err: number): boolean {
+  return err === EAGAIN || err === EWOULDBLOCK || SHORT_OF_ROOM.has(err);
+}
+
 /** Node's own code for a write a destroyed stream never finished. */
 function destroyedError(): Error {
   const error = new Error('Cannot call write after a stream was destroyed: the stream was destroyed before the write went out');
@@ -514,11 +575,15 @@ function isRawWrite(value: unknown): value is RawWrite {
   return typeof value === 'object' && value !== null && !(value instanceof Uint8Array) && 'data' in value;
 }
 
-/** The bytes of a write as a Buffer of its own: the key its fds are found by. */
-function chunkOf(data: unknown): Buffer {
+function bytesOf(data: unknown): Uint8Array {
   if (typeof data === 'string') return Buffer.from(data, 'utf8');
-  if (data instanceof Uint8Array) return Buffer.from(data.buffer, data.byteOffset, data.byteLength);
+  if (data instanceof Uint8Array) return data;
   throw invalidArgType('data', 'a string, Buffer or Uint8Array', data);
+}
+
+/** The bytes of a write as a Buffer of the stream's own, which its fds can ride on. */
+function chunkOf(bytes: Uint8Array): Buffer {
+  return Buffer.from(bytes.buffer, bytes.byteOffset, bytes.byteLength);
 }
 
 function fdNumbers(fds: unknown, bytes: number): number[] {
@@ -528,7 +593,13 @@ function fdNumbers(fds: unknown, bytes: number): number[] {
   }
   // A stream socket sends no fds without a byte to carry them.
   if (fds.length > 0 && bytes === 0) throw invalidArgValue('data', 'must hold at least one byte to carry fds', bytes);
-  return fds.map((fd: unknown, i) => toSendableFd(fd, `fds[${i}]`));
+  const numbers: number[] = [];
+  for (let i = 0; i < fds.length; i++) {
+    const fd: unknown = fds[i];
+    // A plain fd number takes no name for an error it will not have.
+    numbers.push(typeof fd === 'number' && Number.isInteger(fd) && fd >= 0 && fd <= MAX_FD ? fd : toSendableFd(fd, `fds[${i}]`));
+  }
+  return numbers;
 }
 
 /** Replaces entry's fds with copies the stream owns; throws (closing the copies made) if one fails. */

@@ -27,6 +27,10 @@ export class ReceiveBudget {
     return this.slots[MAX_FDS]!;
   }
 
+  set maxFds(value: number) {
+    this.slots[MAX_FDS] = value;
+  }
+
   get maxBytes(): number {
     return this.slots[MAX_BYTES]!;
   }

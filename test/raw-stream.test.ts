@@ -101,6 +101,41 @@ describe('RawStream in one process', () => {
     expect(countFds()).toBe(before);
   });
 
+  it('a write on an idle stream that finds the socket full waits with copies of its fds: the caller closes its own at once, each arrives right', async () => {
+    const files = [0, 1, 2].map((i) => {
+      const name = path.join(tmp, `idle-${i}`);
+      writeFileSync(name, `idle file ${i}`);
+      return name;
+    });
+    const [a, b] = RawStream.pair();
+    // Nobody reads b yet: each write is alone on an idle stream until the kernel is full; then
+    // the write that met EAGAIN, and those after it, wait in the stream.
+    let written = 0;
+    const write = (): void => {
+      const fd = openSync(files[written % 3]!, 'r');
+      a.writeWithFds(Buffer.alloc(64, written), [fd]);
+      closeSync(fd); // the caller's own, closed as soon as the write returns
+      written++;
+    };
+    while (a.writableLength === 0) {
+      write();
+      if (written > 100_000) throw new Error('the socket never filled');
+    }
+    const firstToWait = written - 1;
+    for (let i = 0; i < 10; i++) write();
+    const received: number[] = [];
+    let bytes = 0;
+    b.on('fds', (fds: number[]) => received.push(...fds));
+    b.on('data', (chunk: Buffer) => (bytes += chunk.length));
+    await until(() => bytes === written * 64 && received.length === written, 5000, 'every write');
+    expect(firstToWait).toBeGreaterThan(0);
+    expect(received.map(contentOf)).toEqual(Array.from({ length: written }, (_, i) => `idle file ${i % 3}`));
+    b.closeFds(received);
+    a.destroy();
+    b.destroy();
+    await Promise.all([closed(a), closed(b)]);
+  });
+
   it('stops reading while the reader holds maxBufferedFds, and goes on as it takes them', async () => {
     const [a, b] = RawStream.pair({ maxBufferedFds: 16 });
     const fd = openSync('/dev/null', 'r');
