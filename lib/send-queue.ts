@@ -33,9 +33,11 @@ const ROOM_RETRY_MS = 5;
 const MAX_SENDS_PER_WAKEUP = 1024;
 const { MSG_DONTWAIT, MAX_FDS_PER_MESSAGE } = constants;
 
-// A send's header and fds, written here just before the native call; one set per thread.
-const header = new Uint8Array(MESSAGE_HEADER_BYTES);
-const fdScratch = new Int32Array(MAX_FDS_PER_MESSAGE);
+// A send's header and fds, written here just before the native call; one set per thread,
+// registered with the addon once, so that a send passes it only the payload.
+const header = new Uint8Array(new ArrayBuffer(MESSAGE_HEADER_BYTES));
+const fdScratch = new Int32Array(new ArrayBuffer(4 * MAX_FDS_PER_MESSAGE));
+if (process.platform !== 'win32') binding.setSendScratch(header, fdScratch);
 
 // One sendmmsg: per message [dataOffset, dataLength, fdsOffset, nfds, sent (out)], every
 // message's data in one array (a bare fd's zero byte, or one slab of frames).
@@ -161,7 +163,7 @@ export class SendQueue {
     }
     writeFrameHeader(outgoing, header, 0);
     const nfds = copyFds(outgoing.fds, fdScratch, 0);
-    const sent = binding.sendFrame(this.#fd, header, outgoing.payload, fdScratch, nfds, MSG_DONTWAIT);
+    const sent = binding.sendFrame(this.#fd, outgoing.payload, nfds, MSG_DONTWAIT);
     if (sent < 0) return sent;
     outgoing.offset = sent;
     return sent === outgoing.frameBytes ? 0 : EAGAIN;
