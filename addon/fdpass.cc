@@ -27,13 +27,26 @@ namespace {
 // Below every -errno.
 constexpr int kNotBareFd = -0x10000;
 
-// Where recvFd puts a message that is not one bare fd, for lib/ to judge: an Int32Array of
-// [bytes, nfds, msg_flags, first data byte, fds...], registered once per thread, so that
-// the common call passes no buffers at all.
-struct ReceiveReport {
-  Napi::Reference<Napi::Int32Array> slots;
+// Memory lib/ registers once per thread, so that the hot calls pass no typed arrays (each
+// one costs the call a lookup of its buffer). Held by a reference, so the pointers stay valid:
+// the buffers are ArrayBuffers of their own, whose memory never moves.
+struct ThreadBuffers {
+  // Where recvFd puts a message that is not one bare fd, for lib/ to judge: an Int32Array of
+  // [bytes, nfds, msg_flags, first data byte, fds...].
+  Napi::Reference<Napi::Int32Array> receive_report;
+  // sendFrame's frame header (kMessageHeaderBytes) and the fds that go with it.
+  Napi::Reference<Napi::Uint8Array> send_header_ref;
+  Napi::Reference<Napi::Int32Array> send_fds_ref;
+  uint8_t* send_header = nullptr;
+  int32_t* send_fds = nullptr;
+  size_t send_fds_length = 0;
 };
 constexpr size_t kReportHeader = 4;
+
+bool IsTypedArrayOf(const Napi::Value& value, napi_typedarray_type type, size_t min_length) {
+  return value.IsTypedArray() && value.As<Napi::TypedArray>().TypedArrayType() == type &&
+         value.As<Napi::TypedArray>().ElementLength() >= min_length;
+}
 
 int32_t ArgInt(const Napi::CallbackInfo& info, size_t i) {
   return info[i].As<Napi::Number>().Int32Value();
@@ -128,20 +141,38 @@ Napi::Value JsSendMessage(const Napi::CallbackInfo& info) {
   return Napi::Number::New(env, static_cast<double>(n));
 }
 
-// sendFrame(sock, header: Uint8Array, payload: Uint8Array, fds: Int32Array, nfds, flags)
-// -> bytes | -errno: header then payload as one message, the first nfds of fds with it.
+// setSendScratch(header: Uint8Array(MESSAGE_HEADER_BYTES), fds: Int32Array) -> 0 | -EINVAL:
+// where sendFrame finds its header and fds, for this thread (see ThreadBuffers).
+Napi::Value JsSetSendScratch(const Napi::CallbackInfo& info) {
+  Napi::Env env = info.Env();
+  if (!IsTypedArrayOf(info[0], napi_uint8_array, kMessageHeaderBytes) ||
+      !IsTypedArrayOf(info[1], napi_int32_array, 0))
+    return Napi::Number::New(env, -EINVAL);
+  auto header = info[0].As<Napi::Uint8Array>();
+  auto fds = info[1].As<Napi::Int32Array>();
+  ThreadBuffers* buffers = env.GetInstanceData<ThreadBuffers>();
+  buffers->send_header_ref = Napi::Persistent(header);
+  buffers->send_fds_ref = Napi::Persistent(fds);
+  buffers->send_header = header.Data();
+  buffers->send_fds = fds.Data();
+  buffers->send_fds_length = fds.ElementLength();
+  return Napi::Number::New(env, 0);
+}
+
+// sendFrame(sock, payload: Uint8Array, nfds, flags) -> bytes | -errno: the registered header
+// then payload as one message, the first nfds of the registered fds with it.
 Napi::Value JsSendFrame(const Napi::CallbackInfo& info) {
   Napi::Env env = info.Env();
-  auto header = info[1].As<Napi::Uint8Array>();
-  auto payload = info[2].As<Napi::Uint8Array>();
-  auto fds = info[3].As<Napi::Int32Array>();
-  int64_t nfds = info[4].As<Napi::Number>().Int64Value();
-  if (nfds < 0 || nfds > static_cast<int64_t>(fds.ElementLength()))
+  ThreadBuffers* buffers = env.GetInstanceData<ThreadBuffers>();
+  auto payload = info[1].As<Napi::Uint8Array>();
+  int64_t nfds = info[2].As<Napi::Number>().Int64Value();
+  if (buffers->send_header == nullptr || nfds < 0 ||
+      nfds > static_cast<int64_t>(buffers->send_fds_length))
     return Napi::Number::New(env, -EINVAL);
-  struct iovec parts[2] = {{header.Data(), header.ElementLength()},
+  struct iovec parts[2] = {{buffers->send_header, kMessageHeaderBytes},
                            {payload.Data(), payload.ElementLength()}};
-  ssize_t n =
-      SendParts(ArgInt(info, 0), parts, 2, fds.Data(), static_cast<size_t>(nfds), ArgInt(info, 5));
+  ssize_t n = SendParts(ArgInt(info, 0), parts, 2, buffers->send_fds, static_cast<size_t>(nfds),
+                        ArgInt(info, 3));
   return Napi::Number::New(env, static_cast<double>(n));
 }
 
@@ -178,14 +209,13 @@ Napi::Value JsSendFd(const Napi::CallbackInfo& info) {
   return Napi::Number::New(info.Env(), static_cast<double>(n));
 }
 
-// setReceiveReport(slots: Int32Array) -> 0 | -EINVAL: see ReceiveReport.
+// setReceiveReport(slots: Int32Array) -> 0 | -EINVAL: see ThreadBuffers.
 Napi::Value JsSetReceiveReport(const Napi::CallbackInfo& info) {
   Napi::Env env = info.Env();
-  if (!info[0].IsTypedArray() ||
-      info[0].As<Napi::TypedArray>().TypedArrayType() != napi_int32_array ||
-      info[0].As<Napi::Int32Array>().ElementLength() < kReportHeader + kMaxFdsPerMessage)
+  if (!IsTypedArrayOf(info[0], napi_int32_array, kReportHeader + kMaxFdsPerMessage))
     return Napi::Number::New(env, -EINVAL);
-  env.GetInstanceData<ReceiveReport>()->slots = Napi::Persistent(info[0].As<Napi::Int32Array>());
+  env.GetInstanceData<ThreadBuffers>()->receive_report =
+      Napi::Persistent(info[0].As<Napi::Int32Array>());
   return Napi::Number::New(env, 0);
 }
 
@@ -202,12 +232,12 @@ Napi::Value JsReceiveFd(const Napi::CallbackInfo& info) {
   if (n < 0) return Napi::Number::New(env, static_cast<double>(n));
   if (n == 1 && received.nfds == 1 && byte == 0 && !(received.msg_flags & MSG_CTRUNC))
     return Napi::Number::New(env, fds[0]);
-  ReceiveReport* report = env.GetInstanceData<ReceiveReport>();
-  if (report->slots.IsEmpty()) {
+  ThreadBuffers* buffers = env.GetInstanceData<ThreadBuffers>();
+  if (buffers->receive_report.IsEmpty()) {
     CloseFds(fds, received.nfds);  // nowhere to report them: never leak
     return Napi::Number::New(env, -EINVAL);
   }
-  int32_t* out = report->slots.Value().Data();
+  int32_t* out = buffers->receive_report.Value().Data();
   out[0] = static_cast<int32_t>(n);
   out[1] = static_cast<int32_t>(received.nfds);
   out[2] = received.msg_flags;
@@ -442,7 +472,7 @@ Napi::Value JsPeerCredentials(const Napi::CallbackInfo& info) {
 }
 
 Napi::Object Init(Napi::Env env, Napi::Object exports) {
-  env.SetInstanceData(new ReceiveReport());  // deleted with the environment
+  env.SetInstanceData(new ThreadBuffers());  // deleted with the environment
   exports["socketpair"] = Napi::Function::New<JsSocketPair>(env, "socketpair");
   exports["socketType"] = Napi::Function::New<JsSocketType>(env, "socketType");
   exports["pipe"] = Napi::Function::New<JsPipe>(env, "pipe");
@@ -454,6 +484,7 @@ Napi::Object Init(Napi::Env env, Napi::Object exports) {
   exports["dupCloseOnExec"] = Napi::Function::New<JsDuplicateFd>(env, "dupCloseOnExec");
   exports["shutdownWrite"] = Napi::Function::New<JsShutdownWrite>(env, "shutdownWrite");
   exports["sendmsg"] = Napi::Function::New<JsSendMessage>(env, "sendmsg");
+  exports["setSendScratch"] = Napi::Function::New<JsSetSendScratch>(env, "setSendScratch");
   exports["sendFrame"] = Napi::Function::New<JsSendFrame>(env, "sendFrame");
   exports["sendFd"] = Napi::Function::New<JsSendFd>(env, "sendFd");
   exports["recvFd"] = Napi::Function::New<JsReceiveFd>(env, "recvFd");

@@ -6,7 +6,9 @@
 // budgets (128 fds, 4 MiB held for nobody: what the receiver reads at a time is bounded by
 // them), and with wide ones (64 x 253 fds, 64 MiB), which measure the receiving alone.
 // Every case is timed the same way: from the first send until the receiving process
-// reports it has handled the N-th fd. The cases run in interleaved rounds; each reports its best.
+// reports it has handled the N-th fd. The cases run in interleaved rounds; each reports its best,
+// and each ratio is also given as the median of its rounds' ratios (a case against the C case
+// measured in the same round), which a burst of load elsewhere moves less.
 // `npm run bench -- 64b 4k` runs only the rows whose key contains one of the words (see `rows`),
 // with the C rows they are measured against.
 // Both sides import the built package ('fdpass', i.e. dist/), as users do: tsx's transform
@@ -253,10 +255,12 @@ async function main(): Promise<void> {
   // Rounds interleave the cases, so a burst of load elsewhere on the machine hits all of
   // them alike; each case keeps its best round, the one least disturbed.
   const best = {} as Record<Name, number>;
+  const rounds = {} as Record<Name, number[]>;
   for (let round = 0; round < RUNS; round++) {
     for (const name of names) {
       const secondsEach = (await measurements[name](sizes[name])) / sizes[name];
       best[name] = Math.min(best[name] ?? Infinity, secondsEach);
+      (rounds[name] ??= []).push(secondsEach);
     }
   }
   closeSync(fd);
@@ -266,22 +270,35 @@ async function main(): Promise<void> {
     const seconds = best[row.measured];
     const figure = row.unit === 'µs' ? seconds * 1e6 : 1 / seconds;
     const reference = row.against === undefined ? seconds : best[row.against];
-    const ratio = row.unit === 'µs' ? seconds / reference : reference / seconds;
-    return { case: row.label, figure, unit: row.unit, ratio, target: row.target ?? '' };
+    const ratioOf = (ours: number, theirs: number): number => (row.unit === 'µs' ? ours / theirs : theirs / ours);
+    const ratio = ratioOf(seconds, reference);
+    const against = row.against === undefined ? rounds[row.measured] : rounds[row.against];
+    const medianRatio = median(rounds[row.measured].map((ours, round) => ratioOf(ours, against[round]!)));
+    return { case: row.label, figure, unit: row.unit, ratio, medianRatio, target: row.target ?? '' };
   });
   console.log(
-    `best of ${RUNS} interleaved runs of about ${TARGET_SECONDS} s each; ratios are to the C case of the same kind, in this run\n`,
+    `best of ${RUNS} interleaved runs of about ${TARGET_SECONDS} s each; ratios are to the C case of the same kind, in this run` +
+      " (median: of the rounds' ratios, each to the C case of its round)\n",
   );
-  console.log(`${'case'.padEnd(38)}${'figure'.padStart(12)}  ${'unit'.padEnd(6)}${'ratio'.padStart(7)}  target`);
+  console.log(`${'case'.padEnd(38)}${'figure'.padStart(12)}  ${'unit'.padEnd(6)}${'ratio'.padStart(7)}${'median'.padStart(8)}  target`);
   for (const row of results) {
     const figure = row.unit === 'µs' ? row.figure.toFixed(1) : Math.round(row.figure).toLocaleString('en-US');
-    console.log(`${row.case.padEnd(38)}${figure.padStart(12)}  ${row.unit.padEnd(6)}${row.ratio.toFixed(2).padStart(7)}  ${row.target}`);
+    console.log(
+      `${row.case.padEnd(38)}${figure.padStart(12)}  ${row.unit.padEnd(6)}${row.ratio.toFixed(2).padStart(7)}` +
+        `${row.medianRatio.toFixed(2).padStart(8)}  ${row.target}`,
+    );
   }
   console.log(`\nn per run: ${names.map((name) => `${name} ${sizes[name]}`).join(', ')}`);
   writeFileSync(
     path.join(out, 'results.json'),
     `${JSON.stringify({ date: new Date().toISOString(), node: process.version, sizes, rows: results }, null, 2)}\n`,
   );
+}
+
+function median(values: number[]): number {
+  const sorted = [...values].sort((a, b) => a - b);
+  const middle = sorted.length >> 1;
+  return sorted.length % 2 === 1 ? sorted[middle]! : (sorted[middle - 1]! + sorted[middle]!) / 2;
 }
 
 main().catch((error: unknown) => {

@@ -95,8 +95,13 @@ export interface Binding {
   /** shutdown(SHUT_WR): the peer reads EOF once what was sent is read; 0 or -errno. */
   shutdownWrite(sock: number): number;
   sendmsg(sock: number, data: Uint8Array, offset: number, length: number, fds: Int32Array, nfds: number, flags: number): number;
-  /** header, then payload, as one message with the first nfds of fds: bytes sent, or -errno. */
-  sendFrame(sock: number, header: Uint8Array, payload: Uint8Array, fds: Int32Array, nfds: number, flags: number): number;
+  /**
+   * Registers, for this thread, where sendFrame finds its frame header (MESSAGE_HEADER_BYTES)
+   * and fds: memory of its own (new ArrayBuffer), kept for the thread's life. 0 or -EINVAL.
+   */
+  setSendScratch(header: Uint8Array, fds: Int32Array): number;
+  /** The registered header, then payload, as one message with the first nfds registered fds: bytes sent, or -errno. */
+  sendFrame(sock: number, payload: Uint8Array, nfds: number, flags: number): number;
   /**
    * Up to MAX_MESSAGES_PER_BATCH messages in one call, never blocking. records holds
    * [dataOffset, dataLength, fdsOffset, nfds, bytesSent (out)] per message.

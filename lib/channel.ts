@@ -3,7 +3,8 @@
 //
 // send: caller -> check (outgoing.ts) -> SendQueue (send-queue.ts): sendmsg at once, from the
 //       caller's payload, else copy (frame-store.ts) and queue in order until WRITABLE (or a
-//       pause, when the kernel is short of room), then sendmmsg
+//       pause, when the kernel is short of room), then sendmmsg; small messages that follow
+//       one sent at once in the same turn are copied too, and go a sendmmsg at a time in a microtask
 // recv: READABLE -> the addon reads what the budget has room for (binding.ts) -> Receiver
 //       (receiver.ts): decode, then a waiting recv() / iterator / 'message' listener / inbox
 import { constants as os } from 'node:os';
