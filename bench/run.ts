@@ -19,6 +19,7 @@ import net from 'node:net';
 import path from 'node:path';
 import { Channel, lastError, send, setBlocking, socketpair } from 'fdpass';
 import { compileC, out } from './compile';
+import { median } from './median';
 import { exited, watchLines, type Peer } from './peer-process';
 
 const peerScript = path.join(__dirname, 'peer.ts');
@@ -293,12 +294,6 @@ async function main(): Promise<void> {
     path.join(out, 'results.json'),
     `${JSON.stringify({ date: new Date().toISOString(), node: process.version, sizes, rows: results }, null, 2)}\n`,
   );
-}
-
-function median(values: number[]): number {
-  const sorted = [...values].sort((a, b) => a - b);
-  const middle = sorted.length >> 1;
-  return sorted.length % 2 === 1 ? sorted[middle]! : (sorted[middle - 1]! + sorted[middle]!) / 2;
 }
 
 main().catch((error: unknown) => {
