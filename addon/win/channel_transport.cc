@@ -35,6 +35,10 @@ void uv_close(uv_handle_s* handle, uv_close_cb cb);
 void uv_ref(uv_handle_s* handle);
 void uv_unref(uv_handle_s* handle);
 int uv_has_ref(const uv_handle_s* handle);
+struct uv_fs_s;
+typedef void (*uv_fs_cb)(uv_fs_s* req);
+int uv_fs_close(uv_loop_s* loop, uv_fs_s* req, int file, uv_fs_cb cb);
+void uv_fs_req_cleanup(uv_fs_s* req);
 }
 
 namespace fdpass::win {
@@ -438,9 +442,89 @@ Napi::Value Pipe(const Napi::CallbackInfo& info) {
   return Num(info.Env(), 0);
 }
 
-// WinPollWrap: one uv_poll_t over one transport socket. open(sock, process?) -> 0 or -err;
-// the wrap owns the socket (and the peer's process handle, if given) from then on and closes
-// them after the poll handle has closed: at close(), or, when the environment (the main
+// socketOfFd(fd, addresses: Uint8Array(12)) -> the SOCKET behind a Node fd, if it is a
+// connected IPv4 stream socket, with its local then its remote address and port written as
+// they are in a sockaddr_in (4 + 2 bytes each); or -err (EBADF, ENOTSOCK, EPROTOTYPE,
+// ENOTCONN, EAFNOSUPPORT). The fd keeps the socket: nothing is changed.
+Napi::Value SocketOfFd(const Napi::CallbackInfo& info) {
+  Napi::Env env = info.Env();
+  auto addresses = info[1].As<Napi::Uint8Array>();
+  if (addresses.ByteLength() < 12) return Num(env, UV_EINVAL);
+  HANDLE h = HandleOfFd(ArgInt(info, 0));
+  if (h == INVALID_HANDLE_VALUE || h == nullptr) return Num(env, UV_EBADF);
+  SOCKET s = reinterpret_cast<SOCKET>(h);
+  int type;
+  int len = sizeof type;
+  if (getsockopt(s, SOL_SOCKET, SO_TYPE, reinterpret_cast<char*>(&type), &len) != 0)
+    return Num(env, LastWsaError());
+  if (type != SOCK_STREAM) return Num(env, UvError(WSAEPROTOTYPE));
+  sockaddr_storage local{}, remote{};
+  len = sizeof local;
+  if (getsockname(s, reinterpret_cast<sockaddr*>(&local), &len) != 0)
+    return Num(env, LastWsaError());
+  len = sizeof remote;
+  if (getpeername(s, reinterpret_cast<sockaddr*>(&remote), &len) != 0)
+    return Num(env, LastWsaError());
+  if (local.ss_family != AF_INET || remote.ss_family != AF_INET)
+    return Num(env, UvError(WSAEAFNOSUPPORT));
+  auto* l = reinterpret_cast<sockaddr_in*>(&local);
+  auto* r = reinterpret_cast<sockaddr_in*>(&remote);
+  memcpy(addresses.Data(), &l->sin_addr, 4);
+  memcpy(addresses.Data() + 4, &l->sin_port, 2);
+  memcpy(addresses.Data() + 6, &r->sin_addr, 4);
+  memcpy(addresses.Data() + 10, &r->sin_port, 2);
+  return Num(env, static_cast<int64_t>(s));
+}
+
+// pushChallenge(process, content) -> the value, in that process, of a read-only handle to a
+// new unnamed section holding content; or -err. Our own handle to the section is closed at
+// once: the section lives as long as the pushed handle, which the caller removes with unpush.
+// Read-only (FILE_MAP_READ), so a process that gets it by mistake can only read content.
+Napi::Value PushChallenge(const Napi::CallbackInfo& info) {
+  Napi::Env env = info.Env();
+  HANDLE process = reinterpret_cast<HANDLE>(ValueArg(info, 0));
+  auto content = info[1].As<Napi::Uint8Array>();
+  DWORD size = static_cast<DWORD>(content.ByteLength());
+  if (size == 0) return Num(env, UV_EINVAL);
+  HANDLE section = CreateFileMappingW(INVALID_HANDLE_VALUE, nullptr, PAGE_READWRITE, 0, size, nullptr);
+  if (section == nullptr) return Num(env, LastError());
+  void* view = MapViewOfFile(section, FILE_MAP_WRITE, 0, 0, size);
+  if (view == nullptr) {
+    int err = LastError();
+    CloseHandle(section);
+    return Num(env, err);
+  }
+  memcpy(view, content.Data(), size);
+  UnmapViewOfFile(view);
+  HANDLE remote = nullptr;
+  BOOL pushed = DuplicateHandle(GetCurrentProcess(), section, process, &remote, FILE_MAP_READ, FALSE, 0);
+  int err = pushed ? 0 : LastError();
+  CloseHandle(section);
+  if (!pushed) return Num(env, err);
+  return Num(env, static_cast<int64_t>(reinterpret_cast<uintptr_t>(remote)));
+}
+
+// readChallenge(value, out) -> 0 with out filled from the start of the section a peer pushed
+// into us as value; or -err (the value fails CheckPushedValue, or names no section, or one
+// smaller than out). Read-only, and the value is left open: the peer that pushed it removes it.
+Napi::Value ReadChallenge(const Napi::CallbackInfo& info) {
+  Napi::Env env = info.Env();
+  uintptr_t value = ValueArg(info, 0);
+  auto out = info[1].As<Napi::Uint8Array>();
+  int err = CheckPushedValue(value);
+  if (err < 0) return Num(env, err);
+  void* view = MapViewOfFile(reinterpret_cast<HANDLE>(value), FILE_MAP_READ, 0, 0, out.ByteLength());
+  if (view == nullptr) return Num(env, LastError());
+  memcpy(out.Data(), view, out.ByteLength());
+  UnmapViewOfFile(view);
+  return Num(env, 0);
+}
+
+// WinPollWrap: one uv_poll_t over one transport socket. open(sock, process?, fd?) -> 0 or
+// -err; the wrap owns the socket (and the peer's process handle, if given; ownProcess(process)
+// gives it one later) from then on and closes them after the poll handle has closed. With fd,
+// the socket is the one behind that Node fd (new Channel(fd)), and the wrap closes the fd
+// instead, with node.exe's own uv_fs_close, which frees node.exe's fd with its handle: at close(), or, when the environment (the main
 // thread or a worker) goes away with the channel open, from a Node-API cleanup hook without
 // JS. Without the hook Node aborts when it closes a worker's loop with the poll still in it.
 // The uv_poll_t comes first, so that libuv's pointer to it is a pointer to the whole.
@@ -448,6 +532,8 @@ struct PollHandle {
   alignas(16) unsigned char poll_room[1024];  // libuv's uv_poll_t is a few hundred bytes
   class WinPollWrap* owner;                   // null once detached: then nothing calls JS
   SOCKET sock;
+  int fd;  // -1: the wrap owns sock itself; else the Node fd that owns it
+  uv_loop_s* loop;
   uintptr_t process;  // 0: none
   bool closing;
   napi_async_cleanup_hook_handle cleanup_hook;
@@ -475,6 +561,7 @@ class WinPollWrap : public Napi::ObjectWrap<WinPollWrap> {
          InstanceMethod<&WinPollWrap::RefHandle>("ref"),
          InstanceMethod<&WinPollWrap::UnrefHandle>("unref"),
          InstanceMethod<&WinPollWrap::HasRefHandle>("hasRef"),
+         InstanceMethod<&WinPollWrap::OwnProcess>("ownProcess"),
          InstanceMethod<&WinPollWrap::Close>("close")});
   }
 
@@ -526,7 +613,9 @@ class WinPollWrap : public Napi::ObjectWrap<WinPollWrap> {
     if (handle_ != nullptr || closed_) return Num(env, UV_EINVAL);
     uintptr_t sock = ValueArg(info, 0);
     uintptr_t process = info.Length() > 1 && info[1].IsNumber() ? ValueArg(info, 1) : 0;
-    if (!IsOwned(sock) || (process != 0 && !IsOwned(process))) return Num(env, UV_EBADF);
+    int fd = info.Length() > 2 && info[2].IsNumber() ? ArgInt(info, 2) : -1;
+    bool sock_ok = fd >= 0 ? reinterpret_cast<uintptr_t>(HandleOfFd(fd)) == sock : IsOwned(sock);
+    if (!sock_ok || (process != 0 && !IsOwned(process))) return Num(env, UV_EBADF);
     uv_loop_s* loop;
     napi_get_uv_event_loop(env, &loop);
     auto* handle = static_cast<PollHandle*>(calloc(1, sizeof(PollHandle)));
@@ -537,11 +626,14 @@ class WinPollWrap : public Napi::ObjectWrap<WinPollWrap> {
       return Num(env, err);
     }
     handle->sock = static_cast<SOCKET>(sock);
+    handle->fd = fd;
+    handle->loop = loop;
     if (napi_add_async_cleanup_hook(env, OnEnvironmentCleanup, handle, &handle->cleanup_hook) !=
         napi_ok) {
       // The caller still owns the socket and the process when open fails.
       handle->cleanup_hook = nullptr;
       handle->sock = INVALID_SOCKET;
+      handle->fd = -1;
       BeginClose(handle);
       return Num(env, UV_ENOMEM);
     }
@@ -549,6 +641,17 @@ class WinPollWrap : public Napi::ObjectWrap<WinPollWrap> {
     handle->process = process;
     handle_ = handle;
     Ref();  // nothing is collected while the handle is open or closing
+    return Num(env, 0);
+  }
+
+  // ownProcess(process) -> 0 or -err: the peer's process handle, known only once the peer
+  // is verified, closed with the socket from here on.
+  Napi::Value OwnProcess(const Napi::CallbackInfo& info) {
+    Napi::Env env = info.Env();
+    uintptr_t process = ValueArg(info, 0);
+    if (handle_ == nullptr || handle_->closing || handle_->process != 0 || !IsOwned(process))
+      return Num(env, UV_EBADF);
+    handle_->process = process;
     return Num(env, 0);
   }
 
@@ -600,7 +703,13 @@ class WinPollWrap : public Napi::ObjectWrap<WinPollWrap> {
 // after the poll handle.
 void OnUvClose(uv_handle_s* raw) {
   auto* handle = reinterpret_cast<PollHandle*>(raw);
-  if (handle->sock != INVALID_SOCKET) {
+  if (handle->fd >= 0) {
+    // Synchronous (no callback): node.exe's CRT closes the fd and the socket behind it.
+    alignas(16) unsigned char req[1024];  // libuv's uv_fs_t is a few hundred bytes
+    auto* fs = reinterpret_cast<uv_fs_s*>(req);
+    uv_fs_close(handle->loop, fs, handle->fd, nullptr);
+    uv_fs_req_cleanup(fs);
+  } else if (handle->sock != INVALID_SOCKET) {
     Disown(handle->sock);
     closesocket(handle->sock);
   }
@@ -644,6 +753,9 @@ void InitChannelTransport(Napi::Env env, Napi::Object exports) {
   fn("discardHandle", DiscardHandle);
   fn("adoptSocket", AdoptSocket);
   fn("pipe", Pipe);
+  fn("socketOfFd", SocketOfFd);
+  fn("pushChallenge", PushChallenge);
+  fn("readChallenge", ReadChallenge);
   win.Set("WinPollWrap", WinPollWrap::Define(env));
   win.Set("KIND_HANDLE", Num(env, kKindHandle));
   win.Set("KIND_SOCKET", Num(env, kKindSocket));
