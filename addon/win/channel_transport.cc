@@ -367,12 +367,17 @@ Napi::Value PushFd(const Napi::CallbackInfo& info) {
 }
 
 // unpush(process, value): closes a duplicate we made in the peer that it never got (the
-// record carrying it was not sent whole). 0 or -err.
+// record carrying it was not sent whole, or a verification challenge). 0 or -err. It is
+// taken out into this process (DUPLICATE_CLOSE_SOURCE) and the copy closed: Wine refuses a
+// NULL target process (EBADF), and then leaves the source open in another process.
 Napi::Value Unpush(const Napi::CallbackInfo& info) {
   HANDLE process = reinterpret_cast<HANDLE>(ValueArg(info, 0));
   HANDLE remote = reinterpret_cast<HANDLE>(ValueArg(info, 1));
-  if (!DuplicateHandle(process, remote, nullptr, nullptr, 0, FALSE, DUPLICATE_CLOSE_SOURCE))
+  HANDLE local = nullptr;
+  if (!DuplicateHandle(process, remote, GetCurrentProcess(), &local, 0, FALSE,
+                       DUPLICATE_SAME_ACCESS | DUPLICATE_CLOSE_SOURCE))
     return Num(info.Env(), LastError());
+  CloseHandle(local);
   return Num(info.Env(), 0);
 }
 

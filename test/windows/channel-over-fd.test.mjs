@@ -7,7 +7,7 @@ import { closeSync, fstatSync, openSync } from 'node:fs';
 import { createRequire } from 'node:module';
 import path from 'node:path';
 import { test } from 'node:test';
-import { file, pipe, readFd, readPipe } from './channel-helpers.mjs';
+import { childFile, file, pipe, readFd, readPipe } from './channel-helpers.mjs';
 import { acceptWithin, expectNoHandleLeak, fdpass, listenLoopback, root, runNode, windowsBinding } from './helpers.mjs';
 
 const require = createRequire(import.meta.url);
@@ -89,4 +89,39 @@ test('new Channel(fd) refuses what is not a connected stream socket, and the fd 
   assert.ok(!isClosed(x));
   closeSync(x);
   closeSync(y);
+});
+
+/** The child's exit, once libuv has also closed the child's process handle and pipes. */
+async function exited(done) {
+  const result = await done;
+  await sleep(50);
+  return result;
+}
+
+test('two node.exe processes: new Channel(fd) on each end of a loopback connection; each verifies the other; files and pipes both ways; no handle leak in either', async () => {
+  await expectNoHandleLeak(async () => {
+    const { listener, port } = listenLoopback();
+    const { child, done } = runNode('over-fd-peer.mjs', ['peer', String(port), childFile]);
+    const fd = await acceptWithin(listener);
+    closeSync(listener);
+    const channel = new Channel(fd);
+    const sent = openSync(file, 'r');
+    const [r, w] = pipe();
+    await channel.send({ data: 'from the parent', fds: [sent, w] }, { close: true });
+    const back = await channel.recv();
+    assert.equal(channel.peer.pid, child.pid);
+    assert.equal(back.data.toString(), 'from the child');
+    assert.equal(readFd(back.fd), 'a file the child opened');
+    back.close();
+    assert.equal(readPipe(r), 'written by the child');
+    closeSync(r);
+    await channel.close();
+    const { code, stdout, stderr } = await exited(done);
+    assert.equal(code, 0, stderr);
+    const result = JSON.parse(stdout.trim().split('\n').pop());
+    assert.equal(result.peer, process.pid);
+    assert.equal(result.data, 'from the parent');
+    assert.equal(result.file, 'hello from a file');
+    assert.equal(result.handlesAfter, result.handlesBefore, `the child leaked handles ${JSON.stringify(result)}`);
+  });
 });
