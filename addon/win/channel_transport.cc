@@ -461,7 +461,10 @@ Napi::Value SocketOfFd(const Napi::CallbackInfo& info) {
   int type;
   int len = sizeof type;
   if (getsockopt(s, SOL_SOCKET, SO_TYPE, reinterpret_cast<char*>(&type), &len) != 0)
-    return Num(env, LastWsaError());
+    return Num(
+        env,
+        UvError(
+            WSAENOTSOCK));  // what answers no SO_TYPE is no socket (Wine's error for a file varies)
   if (type != SOCK_STREAM) return Num(env, UvError(WSAEPROTOTYPE));
   sockaddr_storage local{}, remote{};
   len = sizeof local;
@@ -491,7 +494,8 @@ Napi::Value PushChallenge(const Napi::CallbackInfo& info) {
   auto content = info[1].As<Napi::Uint8Array>();
   DWORD size = static_cast<DWORD>(content.ByteLength());
   if (size == 0) return Num(env, UV_EINVAL);
-  HANDLE section = CreateFileMappingW(INVALID_HANDLE_VALUE, nullptr, PAGE_READWRITE, 0, size, nullptr);
+  HANDLE section =
+      CreateFileMappingW(INVALID_HANDLE_VALUE, nullptr, PAGE_READWRITE, 0, size, nullptr);
   if (section == nullptr) return Num(env, LastError());
   void* view = MapViewOfFile(section, FILE_MAP_WRITE, 0, 0, size);
   if (view == nullptr) {
@@ -502,7 +506,8 @@ Napi::Value PushChallenge(const Napi::CallbackInfo& info) {
   memcpy(view, content.Data(), size);
   UnmapViewOfFile(view);
   HANDLE remote = nullptr;
-  BOOL pushed = DuplicateHandle(GetCurrentProcess(), section, process, &remote, FILE_MAP_READ, FALSE, 0);
+  BOOL pushed =
+      DuplicateHandle(GetCurrentProcess(), section, process, &remote, FILE_MAP_READ, FALSE, 0);
   int err = pushed ? 0 : LastError();
   CloseHandle(section);
   if (!pushed) return Num(env, err);
@@ -518,7 +523,8 @@ Napi::Value ReadChallenge(const Napi::CallbackInfo& info) {
   auto out = info[1].As<Napi::Uint8Array>();
   int err = CheckPushedValue(value);
   if (err < 0) return Num(env, err);
-  void* view = MapViewOfFile(reinterpret_cast<HANDLE>(value), FILE_MAP_READ, 0, 0, out.ByteLength());
+  void* view =
+      MapViewOfFile(reinterpret_cast<HANDLE>(value), FILE_MAP_READ, 0, 0, out.ByteLength());
   if (view == nullptr) return Num(env, LastError());
   memcpy(out.Data(), view, out.ByteLength());
   UnmapViewOfFile(view);
@@ -529,10 +535,11 @@ Napi::Value ReadChallenge(const Napi::CallbackInfo& info) {
 // -err; the wrap owns the socket (and the peer's process handle, if given; ownProcess(process)
 // gives it one later) from then on and closes them after the poll handle has closed. With fd,
 // the socket is the one behind that Node fd (new Channel(fd)), and the wrap closes the fd
-// instead, with node.exe's own uv_fs_close, which frees node.exe's fd with its handle: at close(), or, when the environment (the main
-// thread or a worker) goes away with the channel open, from a Node-API cleanup hook without
-// JS. Without the hook Node aborts when it closes a worker's loop with the poll still in it.
-// The uv_poll_t comes first, so that libuv's pointer to it is a pointer to the whole.
+// instead, with node.exe's own uv_fs_close, which frees node.exe's fd with its handle: at close(),
+// or, when the environment (the main thread or a worker) goes away with the channel open, from a
+// Node-API cleanup hook without JS. Without the hook Node aborts when it closes a worker's loop
+// with the poll still in it. The uv_poll_t comes first, so that libuv's pointer to it is a pointer
+// to the whole.
 struct PollHandle {
   alignas(16) unsigned char poll_room[1024];  // libuv's uv_poll_t is a few hundred bytes
   class WinPollWrap* owner;                   // null once detached: then nothing calls JS

@@ -23,7 +23,6 @@ import { PUSH_STAGES, windowsTransport, type WinPollWrap } from './transport';
 import { ADDRESSES_BYTES, handshakeTimeoutOf, verifyPeer, type HandshakeOptions, type VerifiedPeer } from './verify-peer';
 import { uvCode } from './uv-code';
 
-
 const EAGAIN = uvCode('EAGAIN');
 const ENDED_BY_PEER = new Set([UV_EOF, uvCode('ECONNRESET'), uvCode('ECONNABORTED')]);
 /** Bytes one recv() asks for; a wake-up makes at most READS_PER_WAKEUP of them, as libuv bounds its reads. */
@@ -261,7 +260,7 @@ export class WindowsChannel extends ListenerWatchingEmitter<ChannelEvents> {
     if (this.#unverifiedSends !== undefined && this.#state === 'open') {
       // Nothing is pushed before the peer is verified; the fds must stay open until then.
       return new Promise<void>((resolve, reject) => {
-        this.#unverifiedSends!.push(() => this.#push(fds, handed, payload).then(resolve, reject));
+        this.#unverifiedSends!.push(() => void this.#push(fds, handed, payload).then(resolve, reject));
       });
     }
     return this.#push(fds, handed, payload);

@@ -25,7 +25,7 @@ export function readExactly(sock: number, bytes: number, timeoutMs: number, what
       for (;;) {
         const n = win.recv(sock, buffer, have, bytes - have);
         if (n === EAGAIN) break;
-        if (n === 0) return reject(fdpassError('ERR_FDPASS_HANDOVER_FAILED', `fdpass: the peer closed before ${what}`));
+        if (n === 0) return reject(fdpassError('ERR_FDPASS_HANDOVER_FAILED', `fdpass: the peer closed before its ${what}`));
         if (n < 0) return reject(errnoException(n, 'recv', what));
         have += n;
         if (have === bytes) return resolve(buffer);

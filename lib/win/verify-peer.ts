@@ -107,7 +107,7 @@ export async function verifyPeer(sock: number, addresses: Uint8Array, timeoutMs:
   const win = windowsTransport();
   const deadline = Date.now() + timeoutMs;
   const read = async (step: number): Promise<{ value: bigint; secret: Buffer }> => {
-    const message = await readExactly(sock, VERIFY_MESSAGE_BYTES, Math.max(1, deadline - Date.now()), `the peer's ${STEP_NAMES[step]}`, signal);
+    const message = await readExactly(sock, VERIFY_MESSAGE_BYTES, Math.max(1, deadline - Date.now()), STEP_NAMES[step]!, signal);
     return checkMessage(message, step);
   };
   const send = (message: Buffer, what: string): void => {
@@ -134,7 +134,8 @@ export async function verifyPeer(sock: number, addresses: Uint8Array, timeoutMs:
     if (challenge.value > 0x7fff_ffffn) throw unverified(`its challenge names handle value ${challenge.value}`);
     const section = Buffer.alloc(SECTION_BYTES);
     const err = win.readChallenge(Number(challenge.value), section);
-    if (err < 0) throw unverified(`its challenge (handle value ${challenge.value}) could not be read`, errnoException(err, 'MapViewOfFile'));
+    if (err < 0)
+      throw unverified(`its challenge (handle value ${challenge.value}) could not be read`, errnoException(err, 'MapViewOfFile'));
     const problem = sectionProblem(section, pid, addresses, secret);
     if (problem !== undefined) throw unverified(problem);
     send(encodeVerifyMessage(STEP_ANSWER, 0, section.subarray(32, 64)), 'the answer');
