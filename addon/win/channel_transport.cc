@@ -418,13 +418,33 @@ Napi::Value DiscardHandle(const Napi::CallbackInfo& info) {
 
 // adoptSocket(entry) -> a Node fd owning a new socket made from the WSAPROTOCOL_INFOW at
 // entry[4..], or -err.
-Napi::Value AdoptSocket(const Napi::CallbackInfo& info) {
+// A socket entry's WSAPROTOCOL_INFOW, as the peer wrote it, with its name ended inside it.
+bool ReadSocketEntry(const Napi::CallbackInfo& info, WSAPROTOCOL_INFOW* protocol) {
   auto entry = info[0].As<Napi::Uint8Array>();
-  if (entry.ByteLength() < kEntryBytes) return Num(info.Env(), UV_EINVAL);
+  if (entry.ByteLength() < kEntryBytes) return false;
+  memcpy(protocol, entry.Data() + 4, sizeof *protocol);
+  protocol->szProtocol[WSAPROTOCOL_LEN] = L'\0';
+  return true;
+}
+
+// Wine's WSADuplicateSocketW duplicates the socket straight into the target process and
+// writes that handle's value in dwServiceFlags3, marked by this value in dwServiceFlags4;
+// its WSASocketW returns the value as it is. So, under Wine, an entry names a handle of ours:
+// it gets the checks of a pushed handle value before anything uses it.
+constexpr DWORD kWineDuplicateMark = 0xff00ff00;
+
+// 0 if the entry may be adopted or discarded; -err if it names a handle that fails the
+// checks (Wine's form). Windows' own form names none we can check.
+int CheckSocketEntry(const WSAPROTOCOL_INFOW& protocol) {
+  if (protocol.dwServiceFlags4 != kWineDuplicateMark) return 0;
+  return CheckPushedValue(protocol.dwServiceFlags3);
+}
+
+Napi::Value AdoptSocket(const Napi::CallbackInfo& info) {
   WSAPROTOCOL_INFOW protocol;
-  memcpy(&protocol, entry.Data() + 4, sizeof protocol);
-  // The peer wrote this structure: its name must end inside it.
-  protocol.szProtocol[WSAPROTOCOL_LEN] = L'\0';
+  if (!ReadSocketEntry(info, &protocol)) return Num(info.Env(), UV_EINVAL);
+  int err = CheckSocketEntry(protocol);
+  if (err < 0) return Num(info.Env(), err);
   SOCKET s = WSASocketW(FROM_PROTOCOL_INFO, FROM_PROTOCOL_INFO, FROM_PROTOCOL_INFO, &protocol, 0,
                         WSA_FLAG_OVERLAPPED | WSA_FLAG_NO_HANDLE_INHERIT);
   if (s == INVALID_SOCKET) return Num(info.Env(), LastWsaError());
@@ -434,6 +454,25 @@ Napi::Value AdoptSocket(const Napi::CallbackInfo& info) {
     return Num(info.Env(), UV_EMFILE);
   }
   return Num(info.Env(), fd);
+}
+
+// discardSocket(entry): releases what a socket entry left in this process for a socket nobody
+// will take: 0 or -err (refused as a handle value is, then left alone). Wine's form: the
+// duplicate is a plain handle (not in Wine's per-process socket list, so closesocket would
+// refuse it): CloseHandle. Windows' form: the socket is made, then closed.
+Napi::Value DiscardSocket(const Napi::CallbackInfo& info) {
+  WSAPROTOCOL_INFOW protocol;
+  if (!ReadSocketEntry(info, &protocol)) return Num(info.Env(), UV_EINVAL);
+  int err = CheckSocketEntry(protocol);
+  if (err < 0) return Num(info.Env(), err);
+  if (protocol.dwServiceFlags4 == kWineDuplicateMark) {
+    HANDLE h = reinterpret_cast<HANDLE>(static_cast<uintptr_t>(protocol.dwServiceFlags3));
+    return Num(info.Env(), CloseHandle(h) ? 0 : LastError());
+  }
+  SOCKET s = WSASocketW(FROM_PROTOCOL_INFO, FROM_PROTOCOL_INFO, FROM_PROTOCOL_INFO, &protocol, 0,
+                        WSA_FLAG_OVERLAPPED | WSA_FLAG_NO_HANDLE_INHERIT);
+  if (s == INVALID_SOCKET) return Num(info.Env(), LastWsaError());
+  return Num(info.Env(), closesocket(s) == 0 ? 0 : LastWsaError());
 }
 
 // pipe(out: Int32Array(2)) -> 0 with out = [read fd, write fd] (an anonymous pipe, as Node fds), or
@@ -764,6 +803,7 @@ void InitChannelTransport(Napi::Env env, Napi::Object exports) {
   fn("adoptHandle", AdoptHandle);
   fn("discardHandle", DiscardHandle);
   fn("adoptSocket", AdoptSocket);
+  fn("discardSocket", DiscardSocket);
   fn("pipe", Pipe);
   fn("socketOfFd", SocketOfFd);
   fn("pushChallenge", PushChallenge);

@@ -480,10 +480,13 @@ export class WindowsChannel extends ListenerWatchingEmitter<ChannelEvents> {
     return fds;
   }
 
-  /** Closes pushed handles nobody will take. A value that names a handle of ours is left alone (see the protocol). */
+  /** Closes pushed handles and sockets nobody will take. A value that names a handle of ours is left alone (see the protocol). */
   #discard(entries: readonly Entry[]): void {
     const win = windowsTransport();
-    for (const entry of entries) if (entry.kind === KIND_HANDLE) win.discardHandle(entry.value);
+    for (const entry of entries) {
+      if (entry.kind === KIND_HANDLE) win.discardHandle(entry.value);
+      else win.discardSocket(entry.bytes);
+    }
   }
 
   #deliver(item: Delivery): void {

@@ -49,7 +49,9 @@ export interface WinChannelTransport {
   adoptHandle(value: number): number;
   /** Closes a pushed handle value nobody takes: 0 or -err (refused: EPERM, EBADF, EINVAL). */
   discardHandle(value: number): number;
-  /** A Node fd owning a new socket made from a socket entry, or -err. */
+  /** Releases what a socket entry nobody takes left in this process: 0 or -err (refused: EPERM, EBADF, EINVAL). */
+  discardSocket(entry: Uint8Array): number;
+  /** A Node fd owning a new socket made from a socket entry, or -err (a refused entry is left alone). */
   adoptSocket(entry: Uint8Array): number;
   /**
    * The SOCKET behind Node fd `fd` if it is a connected IPv4 stream socket, with its local and
