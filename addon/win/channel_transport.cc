@@ -646,16 +646,32 @@ class WinPollWrap : public Napi::ObjectWrap<WinPollWrap> {
     Napi::FunctionReference on_close = std::move(on_close_);
     on_event_.Reset();
     Unref();
-    if (!on_close.IsEmpty()) on_close.MakeCallback(env.Global(), {}, async_context_);
+    if (!on_close.IsEmpty()) CallIntoJs(on_close.Value(), {});
   }
 
   void OnEvent(int status, int events) {
     Napi::Env env = Env();
     Napi::HandleScope scope(env);
-    on_event_.MakeCallback(env.Global(),
-                           {Num(env, status), Napi::Boolean::New(env, (events & UV_READABLE) != 0),
-                            Napi::Boolean::New(env, (events & UV_WRITABLE) != 0)},
-                           async_context_);
+    CallIntoJs(on_event_.Value(),
+               {Num(env, status), Napi::Boolean::New(env, (events & UV_READABLE) != 0),
+                Napi::Boolean::New(env, (events & UV_WRITABLE) != 0)});
+  }
+
+  // MakeCallback, so promise reactions run before control returns to libuv, in raw Node-API:
+  // node-addon-api turns a failed call into a thrown Error, which is fatal while a worker is
+  // being terminated (node.exe aborted with 'Error::ThrowAsJavaScriptException napi_throw'
+  // when a poll fired then). An exception JS threw goes to 'uncaughtException': nothing may
+  // unwind through libuv.
+  void CallIntoJs(Napi::Function callback, const std::initializer_list<napi_value>& args) {
+    napi_env env = Env();
+    napi_value result;
+    if (napi_make_callback(env, async_context_, Env().Global(), callback, args.size(), args.begin(),
+                           &result) == napi_ok)
+      return;
+    bool pending = false;
+    if (napi_is_exception_pending(env, &pending) != napi_ok || !pending) return;
+    napi_value error;
+    if (napi_get_and_clear_last_exception(env, &error) == napi_ok) napi_fatal_exception(env, error);
   }
 
  private:
