@@ -106,12 +106,13 @@ function adoptionOf(options: AdoptionOptions | undefined): AdoptionOptions[typeo
  * await Promise.all([a.close(), b.close()]);
  */
 export class Channel extends ListenerWatchingEmitter<ChannelEvents> {
-  readonly #fd: number;
-  readonly #type: SocketType;
-  readonly #poll: PollWrap;
-  readonly #receiver: Receiver;
-  readonly #sender: SendQueue;
-  readonly #ownBudget: ReceiveBudget;
+  // Assigned by the constructor, except on Windows, where it returns a WindowsChannel instead.
+  readonly #fd!: number;
+  readonly #type!: SocketType;
+  readonly #poll!: PollWrap;
+  readonly #receiver!: Receiver;
+  readonly #sender!: SendQueue;
+  readonly #ownBudget!: ReceiveBudget;
 
   #state: 'open' | 'closing' | 'closed' = 'open';
   #closed: Promise<void> | undefined;
@@ -170,21 +171,16 @@ export class Channel extends ListenerWatchingEmitter<ChannelEvents> {
    * still the caller's. A TCP socket, a listening socket, an unconnected one, an fd that
    * another Channel owns or that Node already watches are refused, with a message that says so.
    *
-   * Windows: throws ERR_FEATURE_UNAVAILABLE_ON_PLATFORM. A channel there pushes handles into
-   * its peer's process, so it must know that process for certain; a bare socket carries no
-   * secret to check a claimed process id against where the system's TCP table names no owner
-   * (Wine, for an accepted connection). Channel.pair() and Channel.offer()/connectTo() do.
+   * Windows: `fd` is a Node fd of a connected loopback TCP socket (an end of `socketpair()`,
+   * a socket received through a channel) whose other end is also a `new Channel(fd)`. The
+   * peers prove their process ids to each other before anything is pushed (see
+   * docs/windows-channel-protocol.md); `options.handshakeTimeout` bounds that (default 5 s).
    */
-  constructor(fd: number, options?: ChannelOptions) {
+  constructor(fd: number, options?: ChannelOptions & { handshakeTimeout?: number }) {
     super();
     validateFd(fd, 'fd');
-    if (process.platform === 'win32') {
-      throw unavailableOnPlatform(
-        'new Channel(fd) is not available on Windows: a Windows channel pushes handles into its peer and must verify which ' +
-          'process that is, which a bare socket cannot prove; use Channel.pair(), or Channel.offer() and Channel.connectTo() ' +
-          'between two processes (README "Windows")',
-      );
-    }
+    // One Channel class: the Windows channel is returned in place of this one.
+    if (process.platform === 'win32') return WindowsChannel.overFd(fd, options) as unknown as Channel;
     const { maxBufferedFds, maxBufferedBytes, limits } = channelOptions(options);
     const type = checkChannelSocket(fd);
     const buffers = receiveBuffersFor(type, limits);

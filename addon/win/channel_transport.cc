@@ -35,6 +35,10 @@ void uv_close(uv_handle_s* handle, uv_close_cb cb);
 void uv_ref(uv_handle_s* handle);
 void uv_unref(uv_handle_s* handle);
 int uv_has_ref(const uv_handle_s* handle);
+struct uv_fs_s;
+typedef void (*uv_fs_cb)(uv_fs_s* req);
+int uv_fs_close(uv_loop_s* loop, uv_fs_s* req, int file, uv_fs_cb cb);
+void uv_fs_req_cleanup(uv_fs_s* req);
 }
 
 namespace fdpass::win {
@@ -363,12 +367,17 @@ Napi::Value PushFd(const Napi::CallbackInfo& info) {
 }
 
 // unpush(process, value): closes a duplicate we made in the peer that it never got (the
-// record carrying it was not sent whole). 0 or -err.
+// record carrying it was not sent whole, or a verification challenge). 0 or -err. It is
+// taken out into this process (DUPLICATE_CLOSE_SOURCE) and the copy closed: Wine refuses a
+// NULL target process (EBADF), and then leaves the source open in another process.
 Napi::Value Unpush(const Napi::CallbackInfo& info) {
   HANDLE process = reinterpret_cast<HANDLE>(ValueArg(info, 0));
   HANDLE remote = reinterpret_cast<HANDLE>(ValueArg(info, 1));
-  if (!DuplicateHandle(process, remote, nullptr, nullptr, 0, FALSE, DUPLICATE_CLOSE_SOURCE))
+  HANDLE local = nullptr;
+  if (!DuplicateHandle(process, remote, GetCurrentProcess(), &local, 0, FALSE,
+                       DUPLICATE_SAME_ACCESS | DUPLICATE_CLOSE_SOURCE))
     return Num(info.Env(), LastError());
+  CloseHandle(local);
   return Num(info.Env(), 0);
 }
 
@@ -409,13 +418,33 @@ Napi::Value DiscardHandle(const Napi::CallbackInfo& info) {
 
 // adoptSocket(entry) -> a Node fd owning a new socket made from the WSAPROTOCOL_INFOW at
 // entry[4..], or -err.
-Napi::Value AdoptSocket(const Napi::CallbackInfo& info) {
+// A socket entry's WSAPROTOCOL_INFOW, as the peer wrote it, with its name ended inside it.
+bool ReadSocketEntry(const Napi::CallbackInfo& info, WSAPROTOCOL_INFOW* protocol) {
   auto entry = info[0].As<Napi::Uint8Array>();
-  if (entry.ByteLength() < kEntryBytes) return Num(info.Env(), UV_EINVAL);
+  if (entry.ByteLength() < kEntryBytes) return false;
+  memcpy(protocol, entry.Data() + 4, sizeof *protocol);
+  protocol->szProtocol[WSAPROTOCOL_LEN] = L'\0';
+  return true;
+}
+
+// Wine's WSADuplicateSocketW duplicates the socket straight into the target process and
+// writes that handle's value in dwServiceFlags3, marked by this value in dwServiceFlags4;
+// its WSASocketW returns the value as it is. So, under Wine, an entry names a handle of ours:
+// it gets the checks of a pushed handle value before anything uses it.
+constexpr DWORD kWineDuplicateMark = 0xff00ff00;
+
+// 0 if the entry may be adopted or discarded; -err if it names a handle that fails the
+// checks (Wine's form). Windows' own form names none we can check.
+int CheckSocketEntry(const WSAPROTOCOL_INFOW& protocol) {
+  if (protocol.dwServiceFlags4 != kWineDuplicateMark) return 0;
+  return CheckPushedValue(protocol.dwServiceFlags3);
+}
+
+Napi::Value AdoptSocket(const Napi::CallbackInfo& info) {
   WSAPROTOCOL_INFOW protocol;
-  memcpy(&protocol, entry.Data() + 4, sizeof protocol);
-  // The peer wrote this structure: its name must end inside it.
-  protocol.szProtocol[WSAPROTOCOL_LEN] = L'\0';
+  if (!ReadSocketEntry(info, &protocol)) return Num(info.Env(), UV_EINVAL);
+  int err = CheckSocketEntry(protocol);
+  if (err < 0) return Num(info.Env(), err);
   SOCKET s = WSASocketW(FROM_PROTOCOL_INFO, FROM_PROTOCOL_INFO, FROM_PROTOCOL_INFO, &protocol, 0,
                         WSA_FLAG_OVERLAPPED | WSA_FLAG_NO_HANDLE_INHERIT);
   if (s == INVALID_SOCKET) return Num(info.Env(), LastWsaError());
@@ -425,6 +454,25 @@ Napi::Value AdoptSocket(const Napi::CallbackInfo& info) {
     return Num(info.Env(), UV_EMFILE);
   }
   return Num(info.Env(), fd);
+}
+
+// discardSocket(entry): releases what a socket entry left in this process for a socket nobody
+// will take: 0 or -err (refused as a handle value is, then left alone). Wine's form: the
+// duplicate is a plain handle (not in Wine's per-process socket list, so closesocket would
+// refuse it): CloseHandle. Windows' form: the socket is made, then closed.
+Napi::Value DiscardSocket(const Napi::CallbackInfo& info) {
+  WSAPROTOCOL_INFOW protocol;
+  if (!ReadSocketEntry(info, &protocol)) return Num(info.Env(), UV_EINVAL);
+  int err = CheckSocketEntry(protocol);
+  if (err < 0) return Num(info.Env(), err);
+  if (protocol.dwServiceFlags4 == kWineDuplicateMark) {
+    HANDLE h = reinterpret_cast<HANDLE>(static_cast<uintptr_t>(protocol.dwServiceFlags3));
+    return Num(info.Env(), CloseHandle(h) ? 0 : LastError());
+  }
+  SOCKET s = WSASocketW(FROM_PROTOCOL_INFO, FROM_PROTOCOL_INFO, FROM_PROTOCOL_INFO, &protocol, 0,
+                        WSA_FLAG_OVERLAPPED | WSA_FLAG_NO_HANDLE_INHERIT);
+  if (s == INVALID_SOCKET) return Num(info.Env(), LastWsaError());
+  return Num(info.Env(), closesocket(s) == 0 ? 0 : LastWsaError());
 }
 
 // pipe(out: Int32Array(2)) -> 0 with out = [read fd, write fd] (an anonymous pipe, as Node fds), or
@@ -438,16 +486,105 @@ Napi::Value Pipe(const Napi::CallbackInfo& info) {
   return Num(info.Env(), 0);
 }
 
-// WinPollWrap: one uv_poll_t over one transport socket. open(sock, process?) -> 0 or -err;
-// the wrap owns the socket (and the peer's process handle, if given) from then on and closes
-// them after the poll handle has closed: at close(), or, when the environment (the main
-// thread or a worker) goes away with the channel open, from a Node-API cleanup hook without
-// JS. Without the hook Node aborts when it closes a worker's loop with the poll still in it.
-// The uv_poll_t comes first, so that libuv's pointer to it is a pointer to the whole.
+// socketOfFd(fd, addresses: Uint8Array(12)) -> the SOCKET behind a Node fd, if it is a
+// connected IPv4 stream socket, with its local then its remote address and port written as
+// they are in a sockaddr_in (4 + 2 bytes each); or -err (EBADF, ENOTSOCK, EPROTOTYPE,
+// ENOTCONN, EAFNOSUPPORT). The fd keeps the socket: nothing is changed.
+Napi::Value SocketOfFd(const Napi::CallbackInfo& info) {
+  Napi::Env env = info.Env();
+  auto addresses = info[1].As<Napi::Uint8Array>();
+  if (addresses.ByteLength() < 12) return Num(env, UV_EINVAL);
+  HANDLE h = HandleOfFd(ArgInt(info, 0));
+  if (h == INVALID_HANDLE_VALUE || h == nullptr) return Num(env, UV_EBADF);
+  SOCKET s = reinterpret_cast<SOCKET>(h);
+  int type;
+  int len = sizeof type;
+  if (getsockopt(s, SOL_SOCKET, SO_TYPE, reinterpret_cast<char*>(&type), &len) != 0)
+    return Num(
+        env,
+        UvError(
+            WSAENOTSOCK));  // what answers no SO_TYPE is no socket (Wine's error for a file varies)
+  if (type != SOCK_STREAM) return Num(env, UvError(WSAEPROTOTYPE));
+  sockaddr_storage local{}, remote{};
+  len = sizeof local;
+  if (getsockname(s, reinterpret_cast<sockaddr*>(&local), &len) != 0)
+    return Num(env, LastWsaError());
+  len = sizeof remote;
+  if (getpeername(s, reinterpret_cast<sockaddr*>(&remote), &len) != 0)
+    return Num(env, LastWsaError());
+  if (local.ss_family != AF_INET || remote.ss_family != AF_INET)
+    return Num(env, UvError(WSAEAFNOSUPPORT));
+  auto* l = reinterpret_cast<sockaddr_in*>(&local);
+  auto* r = reinterpret_cast<sockaddr_in*>(&remote);
+  memcpy(addresses.Data(), &l->sin_addr, 4);
+  memcpy(addresses.Data() + 4, &l->sin_port, 2);
+  memcpy(addresses.Data() + 6, &r->sin_addr, 4);
+  memcpy(addresses.Data() + 10, &r->sin_port, 2);
+  return Num(env, static_cast<int64_t>(s));
+}
+
+// pushChallenge(process, content) -> the value, in that process, of a read-only handle to a
+// new unnamed section holding content; or -err. Our own handle to the section is closed at
+// once: the section lives as long as the pushed handle, which the caller removes with unpush.
+// Read-only (FILE_MAP_READ), so a process that gets it by mistake can only read content.
+Napi::Value PushChallenge(const Napi::CallbackInfo& info) {
+  Napi::Env env = info.Env();
+  HANDLE process = reinterpret_cast<HANDLE>(ValueArg(info, 0));
+  auto content = info[1].As<Napi::Uint8Array>();
+  DWORD size = static_cast<DWORD>(content.ByteLength());
+  if (size == 0) return Num(env, UV_EINVAL);
+  HANDLE section =
+      CreateFileMappingW(INVALID_HANDLE_VALUE, nullptr, PAGE_READWRITE, 0, size, nullptr);
+  if (section == nullptr) return Num(env, LastError());
+  void* view = MapViewOfFile(section, FILE_MAP_WRITE, 0, 0, size);
+  if (view == nullptr) {
+    int err = LastError();
+    CloseHandle(section);
+    return Num(env, err);
+  }
+  memcpy(view, content.Data(), size);
+  UnmapViewOfFile(view);
+  HANDLE remote = nullptr;
+  BOOL pushed =
+      DuplicateHandle(GetCurrentProcess(), section, process, &remote, FILE_MAP_READ, FALSE, 0);
+  int err = pushed ? 0 : LastError();
+  CloseHandle(section);
+  if (!pushed) return Num(env, err);
+  return Num(env, static_cast<int64_t>(reinterpret_cast<uintptr_t>(remote)));
+}
+
+// readChallenge(value, out) -> 0 with out filled from the start of the section a peer pushed
+// into us as value; or -err (the value fails CheckPushedValue, or names no section, or one
+// smaller than out). Read-only, and the value is left open: the peer that pushed it removes it.
+Napi::Value ReadChallenge(const Napi::CallbackInfo& info) {
+  Napi::Env env = info.Env();
+  uintptr_t value = ValueArg(info, 0);
+  auto out = info[1].As<Napi::Uint8Array>();
+  int err = CheckPushedValue(value);
+  if (err < 0) return Num(env, err);
+  void* view =
+      MapViewOfFile(reinterpret_cast<HANDLE>(value), FILE_MAP_READ, 0, 0, out.ByteLength());
+  if (view == nullptr) return Num(env, LastError());
+  memcpy(out.Data(), view, out.ByteLength());
+  UnmapViewOfFile(view);
+  return Num(env, 0);
+}
+
+// WinPollWrap: one uv_poll_t over one transport socket. open(sock, process?, fd?) -> 0 or
+// -err; the wrap owns the socket (and the peer's process handle, if given; ownProcess(process)
+// gives it one later) from then on and closes them after the poll handle has closed. With fd,
+// the socket is the one behind that Node fd (new Channel(fd)), and the wrap closes the fd
+// instead, with node.exe's own uv_fs_close, which frees node.exe's fd with its handle: at close(),
+// or, when the environment (the main thread or a worker) goes away with the channel open, from a
+// Node-API cleanup hook without JS. Without the hook Node aborts when it closes a worker's loop
+// with the poll still in it. The uv_poll_t comes first, so that libuv's pointer to it is a pointer
+// to the whole.
 struct PollHandle {
   alignas(16) unsigned char poll_room[1024];  // libuv's uv_poll_t is a few hundred bytes
   class WinPollWrap* owner;                   // null once detached: then nothing calls JS
   SOCKET sock;
+  int fd;  // -1: the wrap owns sock itself; else the Node fd that owns it
+  uv_loop_s* loop;
   uintptr_t process;  // 0: none
   bool closing;
   napi_async_cleanup_hook_handle cleanup_hook;
@@ -475,6 +612,7 @@ class WinPollWrap : public Napi::ObjectWrap<WinPollWrap> {
          InstanceMethod<&WinPollWrap::RefHandle>("ref"),
          InstanceMethod<&WinPollWrap::UnrefHandle>("unref"),
          InstanceMethod<&WinPollWrap::HasRefHandle>("hasRef"),
+         InstanceMethod<&WinPollWrap::OwnProcess>("ownProcess"),
          InstanceMethod<&WinPollWrap::Close>("close")});
   }
 
@@ -508,16 +646,32 @@ class WinPollWrap : public Napi::ObjectWrap<WinPollWrap> {
     Napi::FunctionReference on_close = std::move(on_close_);
     on_event_.Reset();
     Unref();
-    if (!on_close.IsEmpty()) on_close.MakeCallback(env.Global(), {}, async_context_);
+    if (!on_close.IsEmpty()) CallIntoJs(on_close.Value(), {});
   }
 
   void OnEvent(int status, int events) {
     Napi::Env env = Env();
     Napi::HandleScope scope(env);
-    on_event_.MakeCallback(env.Global(),
-                           {Num(env, status), Napi::Boolean::New(env, (events & UV_READABLE) != 0),
-                            Napi::Boolean::New(env, (events & UV_WRITABLE) != 0)},
-                           async_context_);
+    CallIntoJs(on_event_.Value(),
+               {Num(env, status), Napi::Boolean::New(env, (events & UV_READABLE) != 0),
+                Napi::Boolean::New(env, (events & UV_WRITABLE) != 0)});
+  }
+
+  // MakeCallback, so promise reactions run before control returns to libuv, in raw Node-API:
+  // node-addon-api turns a failed call into a thrown Error, which is fatal while a worker is
+  // being terminated (node.exe aborted with 'Error::ThrowAsJavaScriptException napi_throw'
+  // when a poll fired then). An exception JS threw goes to 'uncaughtException': nothing may
+  // unwind through libuv.
+  void CallIntoJs(Napi::Function callback, const std::initializer_list<napi_value>& args) {
+    napi_env env = Env();
+    napi_value result;
+    if (napi_make_callback(env, async_context_, Env().Global(), callback, args.size(), args.begin(),
+                           &result) == napi_ok)
+      return;
+    bool pending = false;
+    if (napi_is_exception_pending(env, &pending) != napi_ok || !pending) return;
+    napi_value error;
+    if (napi_get_and_clear_last_exception(env, &error) == napi_ok) napi_fatal_exception(env, error);
   }
 
  private:
@@ -526,7 +680,9 @@ class WinPollWrap : public Napi::ObjectWrap<WinPollWrap> {
     if (handle_ != nullptr || closed_) return Num(env, UV_EINVAL);
     uintptr_t sock = ValueArg(info, 0);
     uintptr_t process = info.Length() > 1 && info[1].IsNumber() ? ValueArg(info, 1) : 0;
-    if (!IsOwned(sock) || (process != 0 && !IsOwned(process))) return Num(env, UV_EBADF);
+    int fd = info.Length() > 2 && info[2].IsNumber() ? ArgInt(info, 2) : -1;
+    bool sock_ok = fd >= 0 ? reinterpret_cast<uintptr_t>(HandleOfFd(fd)) == sock : IsOwned(sock);
+    if (!sock_ok || (process != 0 && !IsOwned(process))) return Num(env, UV_EBADF);
     uv_loop_s* loop;
     napi_get_uv_event_loop(env, &loop);
     auto* handle = static_cast<PollHandle*>(calloc(1, sizeof(PollHandle)));
@@ -537,11 +693,14 @@ class WinPollWrap : public Napi::ObjectWrap<WinPollWrap> {
       return Num(env, err);
     }
     handle->sock = static_cast<SOCKET>(sock);
+    handle->fd = fd;
+    handle->loop = loop;
     if (napi_add_async_cleanup_hook(env, OnEnvironmentCleanup, handle, &handle->cleanup_hook) !=
         napi_ok) {
       // The caller still owns the socket and the process when open fails.
       handle->cleanup_hook = nullptr;
       handle->sock = INVALID_SOCKET;
+      handle->fd = -1;
       BeginClose(handle);
       return Num(env, UV_ENOMEM);
     }
@@ -549,6 +708,17 @@ class WinPollWrap : public Napi::ObjectWrap<WinPollWrap> {
     handle->process = process;
     handle_ = handle;
     Ref();  // nothing is collected while the handle is open or closing
+    return Num(env, 0);
+  }
+
+  // ownProcess(process) -> 0 or -err: the peer's process handle, known only once the peer
+  // is verified, closed with the socket from here on.
+  Napi::Value OwnProcess(const Napi::CallbackInfo& info) {
+    Napi::Env env = info.Env();
+    uintptr_t process = ValueArg(info, 0);
+    if (handle_ == nullptr || handle_->closing || handle_->process != 0 || !IsOwned(process))
+      return Num(env, UV_EBADF);
+    handle_->process = process;
     return Num(env, 0);
   }
 
@@ -600,7 +770,13 @@ class WinPollWrap : public Napi::ObjectWrap<WinPollWrap> {
 // after the poll handle.
 void OnUvClose(uv_handle_s* raw) {
   auto* handle = reinterpret_cast<PollHandle*>(raw);
-  if (handle->sock != INVALID_SOCKET) {
+  if (handle->fd >= 0) {
+    // Synchronous (no callback): node.exe's CRT closes the fd and the socket behind it.
+    alignas(16) unsigned char req[1024];  // libuv's uv_fs_t is a few hundred bytes
+    auto* fs = reinterpret_cast<uv_fs_s*>(req);
+    uv_fs_close(handle->loop, fs, handle->fd, nullptr);
+    uv_fs_req_cleanup(fs);
+  } else if (handle->sock != INVALID_SOCKET) {
     Disown(handle->sock);
     closesocket(handle->sock);
   }
@@ -643,7 +819,11 @@ void InitChannelTransport(Napi::Env env, Napi::Object exports) {
   fn("adoptHandle", AdoptHandle);
   fn("discardHandle", DiscardHandle);
   fn("adoptSocket", AdoptSocket);
+  fn("discardSocket", DiscardSocket);
   fn("pipe", Pipe);
+  fn("socketOfFd", SocketOfFd);
+  fn("pushChallenge", PushChallenge);
+  fn("readChallenge", ReadChallenge);
   win.Set("WinPollWrap", WinPollWrap::Define(env));
   win.Set("KIND_HANDLE", Num(env, kKindHandle));
   win.Set("KIND_SOCKET", Num(env, kKindSocket));

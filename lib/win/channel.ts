@@ -8,7 +8,6 @@
 //       until the socket is full (EAGAIN), then again when WRITABLE
 // recv: READABLE -> recv() into a chunk -> RecordReader -> adopt the entries -> a waiting
 //       recv() / iterator / 'message' listener / inbox (bounded like the Unix one)
-import { getSystemErrorMap } from 'node:util';
 import type { ChannelEvents, RecvOptions, SendOptions } from '../channel';
 import { channelOptions, type ChannelOptions } from '../channel-options';
 import { UV_EOF, abortError, closedError, errnoException, fdpassError, invalidArgType, outOfRange, unavailableOnPlatform } from '../errors';
@@ -21,12 +20,8 @@ import type { Message } from '../outgoing';
 import { validateAbortSignal, validateOptions } from '../validators';
 import { KIND_HANDLE, RecordReader, encodeRecord, type Entry, type RecordSink } from './records';
 import { PUSH_STAGES, windowsTransport, type WinPollWrap } from './transport';
-
-/** libuv's code for an error name, as Node on Windows numbers system errors. */
-export function uvCode(name: string): number {
-  for (const [code, [errName]] of getSystemErrorMap()) if (errName === name) return code;
-  throw new Error(`fdpass: no system error named ${name}`);
-}
+import { ADDRESSES_BYTES, handshakeTimeoutOf, verifyPeer, type HandshakeOptions, type VerifiedPeer } from './verify-peer';
+import { uvCode } from './uv-code';
 
 const EAGAIN = uvCode('EAGAIN');
 const ENDED_BY_PEER = new Set([UV_EOF, uvCode('ECONNRESET'), uvCode('ECONNABORTED')]);
@@ -38,6 +33,15 @@ const chunk = new Uint8Array(CHUNK_BYTES);
 
 /** The key that makes a channel from a connected transport socket; not public API. */
 export const fromTransport = Symbol('fdpass.fromTransport');
+
+/** A Node fd's socket whose peer is still to be verified (WindowsChannel.overFd). */
+interface UnverifiedSocket {
+  readonly fd: number;
+  readonly addresses: Uint8Array;
+}
+
+/** Why socketOfFd refused an fd, by the call that says so. */
+const SOCKET_CHECKS: Record<string, string> = { ENOTCONN: 'getpeername', EAFNOSUPPORT: 'getsockname' };
 
 interface PendingSend {
   readonly record: Buffer;
@@ -67,8 +71,15 @@ function costOf(item: Delivery): number {
 
 export class WindowsChannel extends ListenerWatchingEmitter<ChannelEvents> {
   readonly #sock: number;
-  readonly #peerPid: number;
-  readonly #process: number;
+  /** The Node fd the channel was made over (new Channel(fd)); undefined for the transport's own sockets. */
+  readonly #fd: number | undefined;
+  /** 0 until the peer is verified (new Channel(fd)). */
+  #peerPid: number;
+  #process: number;
+  /** Sends made before the peer was verified: they push once it is, in order. */
+  #unverifiedSends: (() => void)[] | undefined;
+  /** Stops the verification's reads at close. */
+  #verification: AbortController | undefined;
   readonly #poll: WinPollWrap;
   readonly #reader: RecordReader;
   readonly #maxBufferedFds: number;
@@ -112,43 +123,98 @@ export class WindowsChannel extends ListenerWatchingEmitter<ChannelEvents> {
   }
 
   /**
-   * Not public: a channel comes from Channel.pair(), or Channel.offer() and
-   * Channel.connectTo() between two processes (new Channel(fd) throws on Windows, see
-   * lib/channel.ts). Instances are `instanceof Channel` (lib/channel.ts links the prototypes).
+   * new Channel(fd) on Windows: a channel over the connected stream socket behind Node fd `fd`
+   * (an end of socketpair(), a socket received through a channel, one another addon made an
+   * fd). The channel owns the fd from here on; if this throws, the fd is still the caller's.
+   * The peer's process id is verified before anything is pushed into it (verify-peer.ts):
+   * sends made before wait for it; if it fails, the channel ends with
+   * ERR_FDPASS_PEER_UNVERIFIED (or the handshake's timeout or system error) and closes.
    */
-  constructor(key: unknown, sock?: number, peerPid?: number, options?: ChannelOptions) {
+  static overFd(fd: number, options?: HandshakeOptions): WindowsChannel {
+    handshakeTimeoutOf(options);
+    const addresses = new Uint8Array(ADDRESSES_BYTES);
+    const sock = windowsTransport().socketOfFd(fd, addresses);
+    if (sock < 0) {
+      const error = errnoException(sock, 'getsockopt', `fd ${fd}`);
+      const syscall = SOCKET_CHECKS[(error as { code?: string }).code ?? ''];
+      throw syscall === undefined ? error : errnoException(sock, syscall, `fd ${fd}: new Channel(fd) needs a connected socket`);
+    }
+    return new WindowsChannel(fromTransport, sock, { fd, addresses }, options);
+  }
+
+  /**
+   * Not public: a channel comes from Channel.pair(), Channel.offer() and Channel.connectTo()
+   * between two processes, or new Channel(fd) (overFd). Instances are `instanceof Channel`
+   * (lib/channel.ts links the prototypes).
+   */
+  constructor(key: unknown, sock?: number, peer?: number | UnverifiedSocket, options?: HandshakeOptions) {
     super();
-    if (key !== fromTransport || sock === undefined || peerPid === undefined) {
-      throw unavailableOnPlatform(
-        'new Channel(fd) is not available on Windows: make channels with Channel.pair(), or offerChannel() and connectChannel()',
-      );
+    if (key !== fromTransport || sock === undefined || peer === undefined) {
+      throw unavailableOnPlatform('a Windows channel comes from Channel.pair(), Channel.offer(), Channel.connectTo() or new Channel(fd)');
     }
     const { maxBufferedFds, maxBufferedBytes, limits } = channelOptions(options);
+    const timeout = handshakeTimeoutOf(options);
     const win = windowsTransport();
-    const process = win.openProcess(peerPid);
+    const peerPid = typeof peer === 'number' ? peer : 0;
+    const process = peerPid === 0 ? 0 : win.openProcess(peerPid);
     if (process < 0) throw errnoException(process, 'OpenProcess', `the peer, process ${peerPid}`);
     this.#poll = new win.WinPollWrap((status, readable, writable) => this.#onPoll(status, readable, writable));
-    // The poll handle owns the socket and the process handle from here on, and closes them
-    // even if no JS runs again (a worker that ends with the channel open).
-    const err = this.#poll.open(sock, process);
+    // The poll handle owns the socket (or the fd behind it) and the process handle from here
+    // on, and closes them even if no JS runs again (a worker that ends with the channel open).
+    const err = typeof peer === 'number' ? this.#poll.open(sock, process) : this.#poll.open(sock, undefined, peer.fd);
     if (err < 0) {
-      win.closeProcess(process);
+      if (process !== 0) win.closeProcess(process);
       throw errnoException(err, 'uv_poll_init_socket');
     }
     // From here the channel owns the socket: nothing below may throw.
     this.#sock = sock;
+    this.#fd = typeof peer === 'number' ? undefined : peer.fd;
     this.#peerPid = peerPid;
     this.#process = process;
     this.#maxBufferedFds = maxBufferedFds;
     this.#maxBufferedBytes = maxBufferedBytes;
     this.#frameTimeout = limits.frameTimeout;
     this.#reader = new RecordReader(limits, this.#sink);
+    if (typeof peer !== 'number') this.#verify(peer.addresses, timeout);
     this.#update();
   }
 
-  /** The transport socket (a SOCKET value, not a Node fd); -1 once closed. */
+  /** The peer's verification (new Channel(fd)); until it ends, nothing is pushed or read as records. */
+  #verify(addresses: Uint8Array, timeout: number): void {
+    this.#unverifiedSends = [];
+    this.#verification = new AbortController();
+    verifyPeer(this.#sock, addresses, timeout, this.#verification.signal).then(
+      (peer) => this.#verified(peer),
+      (error: Error) => {
+        if (this.#state !== 'open') return;
+        this.#verification = undefined;
+        const sends = this.#unverifiedSends!.splice(0);
+        this.#unverifiedSends = undefined;
+        this.#sendError = error;
+        for (const run of sends) run();
+        this.#endReading(error);
+      },
+    );
+  }
+
+  #verified({ pid, process }: VerifiedPeer): void {
+    const win = windowsTransport();
+    this.#verification = undefined;
+    if (this.#state !== 'open' || this.#poll.ownProcess(process) < 0) {
+      win.closeProcess(process);
+      return;
+    }
+    this.#peerPid = pid;
+    this.#process = process;
+    const sends = this.#unverifiedSends!.splice(0);
+    this.#unverifiedSends = undefined;
+    for (const run of sends) run();
+    this.#update();
+  }
+
+  /** The fd given to new Channel(fd), or else the transport socket (a SOCKET value, not a Node fd); -1 once closed. */
   get fd(): number {
-    return this.#state === 'closed' ? -1 : this.#sock;
+    return this.#state === 'closed' ? -1 : (this.#fd ?? this.#sock);
   }
 
   get type(): 'stream' {
@@ -175,7 +241,10 @@ export class WindowsChannel extends ListenerWatchingEmitter<ChannelEvents> {
     return this.#unobservedErrors;
   }
 
-  /** The process at the other end, verified when the channel was made. Windows has no uid or gid. */
+  /**
+   * The process at the other end, verified when the channel was made (new Channel(fd): pid 0
+   * until the verification has ended). Windows has no uid or gid.
+   */
   get peer(): { pid: number } {
     return { pid: this.#peerPid };
   }
@@ -188,6 +257,16 @@ export class WindowsChannel extends ListenerWatchingEmitter<ChannelEvents> {
   send(value: FdLike | Message, options?: SendOptions): Promise<void> {
     const close = validateOptions(options, 'options').close === true;
     const { fds, handed, payload } = checkSend(value, close);
+    if (this.#unverifiedSends !== undefined && this.#state === 'open') {
+      // Nothing is pushed before the peer is verified; the fds must stay open until then.
+      return new Promise<void>((resolve, reject) => {
+        this.#unverifiedSends!.push(() => void this.#push(fds, handed, payload).then(resolve, reject));
+      });
+    }
+    return this.#push(fds, handed, payload);
+  }
+
+  #push(fds: number[], handed: FdLike[] | undefined, payload: Uint8Array): Promise<void> {
     if (this.#state !== 'open' || this.#sendError !== undefined) {
       if (handed) for (const fd of handed) closeHandedFd(fd);
       return Promise.reject(closedError(this.#sendError));
@@ -303,6 +382,8 @@ export class WindowsChannel extends ListenerWatchingEmitter<ChannelEvents> {
     this.#state = 'closing';
     const error = closedError();
     this.#clearFrameTimer();
+    this.#verification?.abort(error);
+    for (const run of this.#unverifiedSends?.splice(0) ?? []) run();
     for (const pending of this.#sends.splice(0)) {
       this.#unpushUnsent(pending);
       pending.reject(error);
@@ -314,7 +395,8 @@ export class WindowsChannel extends ListenerWatchingEmitter<ChannelEvents> {
     }
     this.#inboxFds = 0;
     this.#inboxBytes = 0;
-    this.#drainPushedHandles();
+    // A peer never verified (new Channel(fd)) pushed nothing we would take: its bytes are no records.
+    if (this.#peerPid !== 0) this.#drainPushedHandles();
     this.#closed = new Promise<void>((resolve) => {
       const finish = (): void => {
         this.#state = 'closed';
@@ -398,10 +480,13 @@ export class WindowsChannel extends ListenerWatchingEmitter<ChannelEvents> {
     return fds;
   }
 
-  /** Closes pushed handles nobody will take. A value that names a handle of ours is left alone (see the protocol). */
+  /** Closes pushed handles and sockets nobody will take. A value that names a handle of ours is left alone (see the protocol). */
   #discard(entries: readonly Entry[]): void {
     const win = windowsTransport();
-    for (const entry of entries) if (entry.kind === KIND_HANDLE) win.discardHandle(entry.value);
+    for (const entry of entries) {
+      if (entry.kind === KIND_HANDLE) win.discardHandle(entry.value);
+      else win.discardSocket(entry.bytes);
+    }
   }
 
   #deliver(item: Delivery): void {
@@ -480,6 +565,7 @@ export class WindowsChannel extends ListenerWatchingEmitter<ChannelEvents> {
   #wantsToRead(): boolean {
     return (
       this.#state === 'open' &&
+      this.#unverifiedSends === undefined &&
       this.#readEnd === undefined &&
       this.#inboxFds < this.#maxBufferedFds &&
       this.#inboxBytes < this.#maxBufferedBytes

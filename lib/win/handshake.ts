@@ -5,10 +5,14 @@
 // offer accepts exactly one peer: connections without the token, or whose id does not check
 // out, are closed and it goes on waiting.
 import { randomBytes, timingSafeEqual } from 'node:crypto';
-import type { ChannelOptions } from '../channel-options';
 import { errnoException, fdpassError, invalidArgValue } from '../errors';
 import { validateInteger, validateOptions, validateString } from '../validators';
-import { WindowsChannel, fromTransport, uvCode } from './channel';
+import { WindowsChannel, fromTransport } from './channel';
+import { readExactly, sendWhole } from './read-exactly';
+import { uvCode } from './uv-code';
+import { handshakeTimeoutOf, type HandshakeOptions } from './verify-peer';
+
+export type { HandshakeOptions } from './verify-peer';
 import { windowsBinding } from '../binding';
 import { windowsTransport, type WinPollWrap } from './transport';
 
@@ -17,20 +21,12 @@ const VERSION = 1;
 const TOKEN_BYTES = 16;
 export const HELLO_BYTES = 32;
 const ADDRESS = /^fdpass-win:127\.0\.0\.1:(\d{1,5}):([0-9a-f]{32})$/;
-const DEFAULT_HANDSHAKE_TIMEOUT_MS = 5000;
-const HANDSHAKE_POLL_MS = 2;
 /** Most connections an offer handshakes with at once; more wait in the listener's backlog. */
 const MAX_HANDSHAKES = 8;
 const EAGAIN = uvCode('EAGAIN');
 const ESRCH = uvCode('ESRCH');
 /** Wine (ntdll's wine_get_version): its TCP table names fewer owners. */
 const underWine = process.platform === 'win32' && windowsBinding.wineVersion() !== null;
-
-/** Options of `Channel.connectTo()` (Windows): the channel's, and how long the handshake may take. */
-export interface HandshakeOptions extends ChannelOptions {
-  /** Milliseconds a connection may take to say hello. Default 5000. */
-  handshakeTimeout?: number;
-}
 
 /** Options of `ChannelOffer#accept()` (Windows). */
 export interface AcceptOptions extends HandshakeOptions {
@@ -77,40 +73,12 @@ async function peerPidOf(sock: number, lookups = PEER_LOOKUPS, until = 0): Promi
   return pid;
 }
 
-/** Reads exactly HELLO_BYTES from a non-blocking socket within timeoutMs. */
 function readHello(sock: number, timeoutMs: number): Promise<Buffer> {
-  const win = windowsTransport();
-  const hello = Buffer.alloc(HELLO_BYTES);
-  let have = 0;
-  const deadline = Date.now() + timeoutMs;
-  return new Promise((resolve, reject) => {
-    const attempt = (): void => {
-      for (;;) {
-        const n = win.recv(sock, hello, have, HELLO_BYTES - have);
-        if (n === EAGAIN) break;
-        if (n === 0) return reject(fdpassError('ERR_FDPASS_HANDOVER_FAILED', 'fdpass: the peer closed before its hello'));
-        if (n < 0) return reject(errnoException(n, 'recv', 'the hello'));
-        have += n;
-        if (have === HELLO_BYTES) return resolve(hello);
-      }
-      if (Date.now() >= deadline) {
-        return reject(fdpassError('ERR_FDPASS_HANDOVER_TIMEOUT', `fdpass: no hello within ${timeoutMs} ms`));
-      }
-      setTimeout(attempt, HANDSHAKE_POLL_MS);
-    };
-    attempt();
-  });
+  return readExactly(sock, HELLO_BYTES, timeoutMs, 'hello');
 }
 
 function sendHello(sock: number, hello: Buffer): void {
-  // 32 bytes on a new connection: the socket's buffer takes them whole.
-  const n = windowsTransport().send(sock, hello, 0, HELLO_BYTES);
-  if (n < 0) throw errnoException(n, 'send', 'the hello');
-  if (n !== HELLO_BYTES) throw fdpassError('ERR_FDPASS_HANDOVER_FAILED', 'fdpass: the hello went in part');
-}
-
-function handshakeTimeoutOf(options: HandshakeOptions | undefined): number {
-  return validateInteger(options?.handshakeTimeout ?? DEFAULT_HANDSHAKE_TIMEOUT_MS, 'options.handshakeTimeout', 1, 0x7fff_ffff);
+  sendWhole(sock, hello, 'the hello');
 }
 
 /** A connection an offer turned away, and why (for its 'rejected' callback and tests). */

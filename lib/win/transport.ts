@@ -7,8 +7,11 @@ export interface WinPollWrap {
   /**
    * Watches sock: 0 or -err. The wrap owns sock (and process, a peer's process handle, if
    * given) from here on, and closes them after the poll, or at the environment's teardown.
+   * With fd, sock is the socket behind that Node fd, and the wrap owns and closes the fd.
    */
-  open(sock: number, process?: number): number;
+  open(sock: number, process?: number, fd?: number): number;
+  /** Gives the wrap the peer's process handle, to close with the socket: 0 or -err. */
+  ownProcess(process: number): number;
   /** 0 or -err; both false stops polling. */
   start(readable: boolean, writable: boolean): number;
   ref(): this;
@@ -46,8 +49,19 @@ export interface WinChannelTransport {
   adoptHandle(value: number): number;
   /** Closes a pushed handle value nobody takes: 0 or -err (refused: EPERM, EBADF, EINVAL). */
   discardHandle(value: number): number;
-  /** A Node fd owning a new socket made from a socket entry, or -err. */
+  /** Releases what a socket entry nobody takes left in this process: 0 or -err (refused: EPERM, EBADF, EINVAL). */
+  discardSocket(entry: Uint8Array): number;
+  /** A Node fd owning a new socket made from a socket entry, or -err (a refused entry is left alone). */
   adoptSocket(entry: Uint8Array): number;
+  /**
+   * The SOCKET behind Node fd `fd` if it is a connected IPv4 stream socket, with its local and
+   * remote address and port written in addresses (12 bytes); or -err. The fd keeps it.
+   */
+  socketOfFd(fd: number, addresses: Uint8Array): number;
+  /** The value in `process` of a read-only handle to a new section holding content; or -err. unpush removes it. */
+  pushChallenge(process: number, content: Uint8Array): number;
+  /** 0 with out filled from the section a peer pushed as value (which stays open); or -err. */
+  readChallenge(value: number, out: Uint8Array): number;
   /** An anonymous pipe as Node fds (Node makes none on Windows; for tests): out = [read, write]; 0 or -err. */
   pipe(out: Int32Array): number;
   WinPollWrap: new (onEvent: (status: number, readable: boolean, writable: boolean) => void) => WinPollWrap;

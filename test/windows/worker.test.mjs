@@ -7,7 +7,7 @@ import { runNode } from './helpers.mjs';
 
 for (const mode of ['exit', 'terminate']) {
   const how = mode === 'exit' ? 'exits by itself' : 'is terminated while recv() waits';
-  test(`a worker that ${how} with channels and an offer open: the process goes on, no handle leaks`, async () => {
+  test(`a worker that ${how} with channels (new Channel(fd) too) and an offer open: the process goes on, no handle leaks`, async () => {
     const { child, done } = runNode('worker-exit.mjs', [mode]);
     // A process that aborts under Wine may hang in its crash handler: 30 s is a failure.
     const timer = setTimeout(() => child.kill(), 30_000);
@@ -17,7 +17,7 @@ for (const mode of ['exit', 'terminate']) {
     assert.ok(match, `no result line in:\n${stdout}\n${stderr}`);
     const [, first, second, afterFirst, afterSecond] = match.map(Number);
     assert.deepEqual([first, second], mode === 'exit' ? [0, 0] : [1, 1]);
-    // Each worker held 10 channels (10 sockets, 10 process handles) and a listener.
+    // Each worker held 16 channels (10 sockets, 6 fds, 16 process handles) and a listener.
     assert.ok(afterSecond - afterFirst < 5, `handle count ${afterFirst} after one worker, ${afterSecond} after two`);
   });
 }
