@@ -35,14 +35,17 @@ async function generation(socketPath: string): Promise<void> {
   process.exit(0);
 }
 
-/** A generation started as a child process, and the lines it prints. */
-function start(socketPath: string): { child: ChildProcess; nextLine(): Promise<string> } {
+/** A generation started as a child process, the lines it prints, and its exit code. */
+function start(socketPath: string): { child: ChildProcess; exited: Promise<number | null>; nextLine(): Promise<string> } {
   const child = spawn(process.execPath, [...process.execArgv, __filename, 'generation', socketPath], {
     stdio: ['ignore', 'pipe', 'inherit'],
   });
+  // Listened for from the start: a generation may exit before its last line has been read.
+  const exited = new Promise<number | null>((resolve) => child.once('exit', resolve));
   const lines = createInterface({ input: child.stdout })[Symbol.asyncIterator]();
   return {
     child,
+    exited,
     async nextLine() {
       const next = await lines.next();
       return next.done === true ? '' : next.value;
@@ -105,7 +108,7 @@ async function main(): Promise<void> {
   const [, secondPort, from] = (await second.nextLine()).split(' '); // 'took-over <port> <old pid>'
   console.log(`generation 2 (pid ${second.child.pid}): took the socket over from pid ${from}, listening on port ${secondPort}`);
   const [, drainMs] = (await first.nextLine()).split(' '); // 'drained <ms>'
-  const code = await new Promise<number | null>((resolve) => first.child.once('exit', resolve));
+  const code = await first.exited;
   console.log(
     `generation 1 (pid ${first.child.pid}): stopped accepting, drained its connections in ${drainMs} ms, exited with code ${code}`,
   );
@@ -118,7 +121,7 @@ async function main(): Promise<void> {
       (load.failures.length > 0 ? ` (${[...new Set(load.failures)].join(', ')})` : ''),
   );
   second.child.kill();
-  await new Promise((resolve) => second.child.once('exit', resolve));
+  await second.exited;
   rmSync(dir, { recursive: true });
   if (load.failures.length > 0 || answered(first.child.pid) === 0 || answered(second.child.pid) === 0) process.exitCode = 1;
 }
