@@ -27,6 +27,7 @@ async function parent(): Promise<void> {
   const child = spawn(process.execPath, [...process.execArgv, __filename, 'child'], {
     stdio: ['ignore', 'inherit', 'inherit', theirs],
   });
+  const exited = new Promise((resolve) => child.once('exit', resolve)); // it may exit before we wait
   closeSync(theirs);
   const channel = new Channel(mine);
 
@@ -42,7 +43,7 @@ async function parent(): Promise<void> {
   await new Promise((resolve) => client.on('end', resolve));
   console.log(`parent ${process.pid}: the TCP client got: ${JSON.stringify(reply)}`);
 
-  await new Promise((resolve) => child.on('exit', resolve));
+  await exited;
   console.log(`parent ${process.pid}: the file now reads:\n${readFileSync(file, 'utf8').trimEnd().replace(/^/gm, '  | ')}`);
   await channel.close();
   client.destroy();
