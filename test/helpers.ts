@@ -82,6 +82,13 @@ export async function within<T>(p: Promise<T>, ms: number, what: string): Promis
 }
 
 /** Debian's python3, when there is one: a pyenv shim costs seconds per start. */
+/**
+ * How much slower than a plain build this run is: .ci/asan sets FDPASS_TEST_TIME_SCALE (the
+ * sanitizers cost each process 2-3x), and a test that bounds a latency scales the bound and
+ * the load it measures under by it alike, so the bound keeps its meaning.
+ */
+export const timeScale = Number(process.env.FDPASS_TEST_TIME_SCALE ?? '1');
+
 export const python = existsSync('/usr/bin/python3') ? '/usr/bin/python3' : 'python3';
 
 export interface Peer {
