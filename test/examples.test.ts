@@ -1,22 +1,47 @@
 // Every example runs as documented and does what it says.
-import { execFile } from 'node:child_process';
+import { spawn } from 'node:child_process';
+import { once } from 'node:events';
 import { chmodSync, readFileSync, rmSync } from 'node:fs';
 import path from 'node:path';
-import { promisify } from 'node:util';
 import { describe, expect, it, type TestContext } from 'vitest';
 import { copyForAnyUser, envForAnyUser, root } from './helpers.js';
 
-const execFileAsync = promisify(execFile);
+/**
+ * Runs an example; when it fails, the error carries what it printed, which says why. It runs
+ * in a process group of its own, so that a timeout ends the processes it started too, not
+ * only tsx, and none outlives the test.
+ */
+async function run(
+  file: string,
+  args: string[],
+  options: { cwd: string; env?: NodeJS.ProcessEnv; timeout: number },
+): Promise<{ stdout: string; stderr: string }> {
+  const { timeout, ...rest } = options;
+  // execFile passes no `detached` on to spawn: hence spawn, and the output gathered here.
+  const child = spawn(file, args, { ...rest, detached: true, stdio: ['ignore', 'pipe', 'pipe'] });
+  let stdout = '';
+  let stderr = '';
+  child.stdout.on('data', (chunk: Buffer) => (stdout += chunk.toString()));
+  child.stderr.on('data', (chunk: Buffer) => (stderr += chunk.toString()));
+  let timedOut = false;
+  const timer = setTimeout(() => {
+    timedOut = true;
+    killGroup(child.pid!);
+  }, timeout);
+  const [code, signal] = (await once(child, 'close')) as [number | null, NodeJS.Signals | null];
+  clearTimeout(timer);
+  killGroup(child.pid!);
+  if (code === 0) return { stdout, stderr };
+  throw new Error(
+    `Command failed: ${[file, ...args].join(' ')}\n${stderr}\n(exit code ${String(code ?? signal)}${timedOut ? ', killed by the timeout' : ''}) stdout:\n${stdout}`,
+  );
+}
 
-/** Runs an example; when it fails, the error carries what it printed, which says why. */
-async function run(...args: Parameters<typeof execFileAsync>): Promise<{ stdout: string; stderr: string }> {
+function killGroup(group: number): void {
   try {
-    const { stdout, stderr } = await execFileAsync(...args);
-    return { stdout: String(stdout), stderr: String(stderr) };
-  } catch (error) {
-    const { stdout, killed, code } = error as { stdout?: string; killed?: boolean; code?: unknown };
-    (error as Error).message += `\n(exit code ${String(code)}${killed ? ', killed by the timeout' : ''}) stdout:\n${stdout ?? ''}`;
-    throw error;
+    process.kill(-group, 'SIGKILL');
+  } catch {
+    // ESRCH: the group is gone already.
   }
 }
 const tsx = path.join(root, 'node_modules', '.bin', 'tsx');
