@@ -10,10 +10,10 @@
  * A message that arrives wrong ends the run with exit status 1 and a line on stderr. */
 #define _GNU_SOURCE
 #include <fcntl.h>
+#include <stdint.h>
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
-#include <stdint.h>
 #include <sys/resource.h>
 #include <sys/socket.h>
 #include <sys/wait.h>
@@ -25,7 +25,10 @@
 /* One message: `bytes` bytes of data (at least one) carrying `nfds` copies of fd. */
 static void send_message(int sock, int fd, int nfds, const char *data, size_t bytes) {
   struct iovec iov = {(void *)data, bytes};
-  union { struct cmsghdr align; char buf[CMSG_SPACE(sizeof(int) * MAX_FDS)]; } control;
+  union {
+    struct cmsghdr align;
+    char buf[CMSG_SPACE(sizeof(int) * MAX_FDS)];
+  } control;
   struct msghdr msg = {0};
   msg.msg_iov = &iov;
   msg.msg_iovlen = 1;
@@ -36,27 +39,39 @@ static void send_message(int sock, int fd, int nfds, const char *data, size_t by
   cmsg->cmsg_type = SCM_RIGHTS;
   cmsg->cmsg_len = CMSG_LEN(sizeof(int) * nfds);
   for (int i = 0; i < nfds; i++) memcpy(CMSG_DATA(cmsg) + i * sizeof(int), &fd, sizeof(int));
-  if (sendmsg(sock, &msg, MSG_NOSIGNAL) != (ssize_t)bytes) { perror("sendmsg"); exit(1); }
+  if (sendmsg(sock, &msg, MSG_NOSIGNAL) != (ssize_t)bytes) {
+    perror("sendmsg");
+    exit(1);
+  }
 }
 
 /* Receives one message of `bytes` bytes into data; returns its fds' count, fds in fds. */
 static int recv_message(int sock, int *fds, char *data, size_t bytes) {
   struct iovec iov = {data, bytes};
-  union { struct cmsghdr align; char buf[CMSG_SPACE(sizeof(int) * MAX_FDS)]; } control;
+  union {
+    struct cmsghdr align;
+    char buf[CMSG_SPACE(sizeof(int) * MAX_FDS)];
+  } control;
   struct msghdr msg = {0};
   msg.msg_iov = &iov;
   msg.msg_iovlen = 1;
   msg.msg_control = control.buf;
   msg.msg_controllen = sizeof(control.buf);
   ssize_t n = recvmsg(sock, &msg, MSG_CMSG_CLOEXEC);
-  if (n <= 0) { perror("recvmsg"); exit(1); }
+  if (n <= 0) {
+    perror("recvmsg");
+    exit(1);
+  }
   struct cmsghdr *cmsg = CMSG_FIRSTHDR(&msg);
   int nfds = cmsg ? (int)((cmsg->cmsg_len - CMSG_LEN(0)) / sizeof(int)) : 0;
   if (nfds) memcpy(fds, CMSG_DATA(cmsg), sizeof(int) * nfds);
   /* A stream may return a large message in parts; the rest carries no fds. */
   for (size_t got = (size_t)n; got < bytes; got += (size_t)n) {
     n = read(sock, data + got, bytes - got);
-    if (n <= 0) { perror("read"); exit(1); }
+    if (n <= 0) {
+      perror("read");
+      exit(1);
+    }
   }
   return nfds;
 }
@@ -76,7 +91,8 @@ static int recv_fd(int sock) {
 static double cpu_seconds(int who) {
   struct rusage usage;
   getrusage(who, &usage);
-  return usage.ru_utime.tv_sec + usage.ru_stime.tv_sec + (usage.ru_utime.tv_usec + usage.ru_stime.tv_usec) / 1e6;
+  return usage.ru_utime.tv_sec + usage.ru_stime.tv_sec +
+         (usage.ru_utime.tv_usec + usage.ru_stime.tv_usec) / 1e6;
 }
 
 static double now(void) {
@@ -86,7 +102,10 @@ static double now(void) {
 }
 
 int main(int argc, char **argv) {
-  if (argc < 3) { fprintf(stderr, "usage: baseline throughput|pingpong N [FDS [BYTES]]\n"); return 2; }
+  if (argc < 3) {
+    fprintf(stderr, "usage: baseline throughput|pingpong N [FDS [BYTES]]\n");
+    return 2;
+  }
   int pingpong = strcmp(argv[1], "pingpong") == 0;
   long n = atol(argv[2]);
   int fds_per_message = argc > 3 ? atoi(argv[3]) : 1;
@@ -94,12 +113,16 @@ int main(int argc, char **argv) {
   char *data = calloc(bytes, 1);
   int received[MAX_FDS];
   int sv[2], done[2];
-  if (socketpair(AF_UNIX, SOCK_STREAM | SOCK_CLOEXEC, 0, sv) || pipe(done)) { perror("setup"); return 1; }
+  if (socketpair(AF_UNIX, SOCK_STREAM | SOCK_CLOEXEC, 0, sv) || pipe(done)) {
+    perror("setup");
+    return 1;
+  }
   int passed = open("/dev/null", O_RDONLY | O_CLOEXEC);
 
   pid_t child = fork();
   if (child == 0) {
-    /* Each process keeps only its own ends, so that either one's exit is EOF or EPIPE to the other. */
+    /* Each process keeps only its own ends, so that either one's exit is EOF or EPIPE to the other.
+     */
     close(sv[0]);
     close(done[0]);
     for (long i = 0; i < n; i++) {
@@ -114,7 +137,8 @@ int main(int argc, char **argv) {
       uint32_t sequence = (uint32_t)i;
       if (bytes >= sizeof sequence) memcpy(&sequence, data, sizeof sequence);
       if (nfds != fds_per_message || (bytes >= sizeof sequence && sequence != (uint32_t)i)) {
-        fprintf(stderr, "message %ld: %d fds (of %d), sequence %u\n", i, nfds, fds_per_message, (unsigned)sequence);
+        fprintf(stderr, "message %ld: %d fds (of %d), sequence %u\n", i, nfds, fds_per_message,
+                (unsigned)sequence);
         _exit(1);
       }
     }
@@ -139,11 +163,17 @@ int main(int argc, char **argv) {
   double cpu_sender = cpu_seconds(RUSAGE_SELF) - cpu_start;
   char byte;
   /* A receiver that found a message wrong exits without writing: read() sees EOF. */
-  if (read(done[0], &byte, 1) != 1) { fprintf(stderr, "the receiver failed\n"); return 1; }
+  if (read(done[0], &byte, 1) != 1) {
+    fprintf(stderr, "the receiver failed\n");
+    return 1;
+  }
   double elapsed = now() - start;
   int status;
   waitpid(child, &status, 0);
-  if (pingpong) printf("%.2f\n", elapsed * 1e6 / n);
-  else printf("%.0f\ncpu %.3f %.3f\n", n * fds_per_message / elapsed, cpu_sender * 1e6 / n, cpu_seconds(RUSAGE_CHILDREN) * 1e6 / n);
+  if (pingpong)
+    printf("%.2f\n", elapsed * 1e6 / n);
+  else
+    printf("%.0f\ncpu %.3f %.3f\n", n * fds_per_message / elapsed, cpu_sender * 1e6 / n,
+           cpu_seconds(RUSAGE_CHILDREN) * 1e6 / n);
   return 0;
 }

@@ -32,9 +32,9 @@
 
 struct connection {
   int fd;
-  size_t have;       /* bytes of the current answer in buf */
-  size_t sent;       /* bytes of the request written */
-  double started;    /* when the current request began (its connect, in close mode) */
+  size_t have;    /* bytes of the current answer in buf */
+  size_t sent;    /* bytes of the request written */
+  double started; /* when the current request began (its connect, in close mode) */
   char buf[BUFFER_BYTES];
 };
 
@@ -58,24 +58,32 @@ static double now(void) {
 static double cpu_seconds(void) {
   struct rusage usage;
   getrusage(RUSAGE_SELF, &usage);
-  return usage.ru_utime.tv_sec + usage.ru_utime.tv_usec / 1e6 + usage.ru_stime.tv_sec + usage.ru_stime.tv_usec / 1e6;
+  return usage.ru_utime.tv_sec + usage.ru_utime.tv_usec / 1e6 + usage.ru_stime.tv_sec +
+         usage.ru_stime.tv_usec / 1e6;
 }
 
 /* A new connection for c, its request not yet written (it goes out once connected). */
 static void open_connection(struct run *run, struct connection *c) {
   c->fd = socket(AF_INET, SOCK_STREAM | SOCK_NONBLOCK | SOCK_CLOEXEC, 0);
-  if (c->fd < 0) { perror("socket"); exit(1); }
+  if (c->fd < 0) {
+    perror("socket");
+    exit(1);
+  }
   int one = 1;
   setsockopt(c->fd, IPPROTO_TCP, TCP_NODELAY, &one, sizeof one);
   c->have = 0;
   c->sent = 0;
   c->started = now();
-  if (connect(c->fd, (struct sockaddr *)&run->address, sizeof run->address) < 0 && errno != EINPROGRESS) {
+  if (connect(c->fd, (struct sockaddr *)&run->address, sizeof run->address) < 0 &&
+      errno != EINPROGRESS) {
     perror("connect");
     exit(1);
   }
   struct epoll_event event = {.events = EPOLLIN | EPOLLOUT, .data.ptr = c};
-  if (epoll_ctl(run->epoll, EPOLL_CTL_ADD, c->fd, &event) < 0) { perror("epoll_ctl"); exit(1); }
+  if (epoll_ctl(run->epoll, EPOLL_CTL_ADD, c->fd, &event) < 0) {
+    perror("epoll_ctl");
+    exit(1);
+  }
 }
 
 static void close_connection(struct connection *c) {
@@ -104,8 +112,10 @@ static long answer_length(const char *buf, size_t have) {
   const char *end = memmem(buf, have, "\r\n\r\n", 4);
   if (end == NULL) return 0;
   size_t head = end + 4 - buf;
-  for (const char *line = memchr(buf, '\n', head); line != NULL && line < end; line = memchr(line + 1, '\n', end - line)) {
-    if (strncasecmp(line + 1, "content-length:", 15) == 0) return head + strtol(line + 16, NULL, 10);
+  for (const char *line = memchr(buf, '\n', head); line != NULL && line < end;
+       line = memchr(line + 1, '\n', end - line)) {
+    if (strncasecmp(line + 1, "content-length:", 15) == 0)
+      return head + strtol(line + 16, NULL, 10);
   }
   return -1;
 }
@@ -131,41 +141,58 @@ static void answered(struct run *run, struct connection *c, long length) {
   c->sent = 0;
   c->started = now();
   int wrote = write_request(run, c);
-  if (wrote < 0) failed(run, c);
-  else want(run, c, wrote == 0 ? EPOLLIN : EPOLLIN | EPOLLOUT);
+  if (wrote < 0)
+    failed(run, c);
+  else
+    want(run, c, wrote == 0 ? EPOLLIN : EPOLLIN | EPOLLOUT);
 }
 
 static void on_readable(struct run *run, struct connection *c) {
   for (;;) {
-    if (c->have == BUFFER_BYTES) { failed(run, c); return; }
+    if (c->have == BUFFER_BYTES) {
+      failed(run, c);
+      return;
+    }
     ssize_t n = recv(c->fd, c->buf + c->have, BUFFER_BYTES - c->have, 0);
     if (n < 0 && errno == EAGAIN) return;
     if (n <= 0) {
       /* EOF: in close mode the server's end of an answer it framed; otherwise a cut. */
       long length = answer_length(c->buf, c->have);
-      if (n == 0 && !run->keep_alive && length > 0 && (size_t)length <= c->have) answered(run, c, length);
-      else failed(run, c);
+      if (n == 0 && !run->keep_alive && length > 0 && (size_t)length <= c->have)
+        answered(run, c, length);
+      else
+        failed(run, c);
       return;
     }
     c->have += n;
     long length = answer_length(c->buf, c->have);
-    if (length < 0) { failed(run, c); return; }
+    if (length < 0) {
+      failed(run, c);
+      return;
+    }
     /* In close mode the answer ends at EOF, so that the server's close is part of it. */
-    if (run->keep_alive && length > 0 && (size_t)length <= c->have) { answered(run, c, length); return; }
+    if (run->keep_alive && length > 0 && (size_t)length <= c->have) {
+      answered(run, c, length);
+      return;
+    }
   }
 }
 
 static void on_event(struct run *run, struct connection *c, unsigned events) {
   if (events & EPOLLOUT) {
     int wrote = write_request(run, c);
-    if (wrote < 0) { failed(run, c); return; }
+    if (wrote < 0) {
+      failed(run, c);
+      return;
+    }
     if (wrote == 0) want(run, c, EPOLLIN);
   }
   if (events & (EPOLLIN | EPOLLERR | EPOLLHUP)) on_readable(run, c);
 }
 
 static void run_once(int port, int keep_alive, double seconds, int count) {
-  static const char close_request[] = "GET / HTTP/1.1\r\nHost: 127.0.0.1\r\nConnection: close\r\n\r\n";
+  static const char close_request[] =
+      "GET / HTTP/1.1\r\nHost: 127.0.0.1\r\nConnection: close\r\n\r\n";
   static const char keep_alive_request[] = "GET / HTTP/1.1\r\nHost: 127.0.0.1\r\n\r\n";
   struct run run = {.keep_alive = keep_alive};
   run.address.sin_family = AF_INET;
@@ -174,7 +201,10 @@ static void run_once(int port, int keep_alive, double seconds, int count) {
   run.request = keep_alive ? keep_alive_request : close_request;
   run.request_bytes = strlen(run.request);
   run.epoll = epoll_create1(EPOLL_CLOEXEC);
-  if (run.epoll < 0) { perror("epoll_create1"); exit(1); }
+  if (run.epoll < 0) {
+    perror("epoll_create1");
+    exit(1);
+  }
   if (count > MAX_CONNECTIONS) count = MAX_CONNECTIONS;
 
   double cpu = cpu_seconds();
@@ -184,7 +214,10 @@ static void run_once(int port, int keep_alive, double seconds, int count) {
   struct epoll_event events[256];
   for (double t = start; t < end; t = now()) {
     int n = epoll_wait(run.epoll, events, 256, (int)((end - t) * 1000) + 1);
-    if (n < 0 && errno != EINTR) { perror("epoll_wait"); exit(1); }
+    if (n < 0 && errno != EINTR) {
+      perror("epoll_wait");
+      exit(1);
+    }
     for (int i = 0; i < n; i++) on_event(&run, events[i].data.ptr, events[i].events);
   }
   double elapsed = now() - start;
@@ -195,10 +228,11 @@ static void run_once(int port, int keep_alive, double seconds, int count) {
   }
   close(run.epoll);
   double used = cpu_seconds() - cpu;
-  printf("{\"requestsPerSecond\":%.1f,\"total\":%ld,\"errors\":%ld,\"timeouts\":%ld,\"non2xx\":%ld,"
-         "\"clientCpuMicroseconds\":%.2f}\n",
-         run.total / elapsed, run.total, run.errors, timeouts, run.non2xx,
-         run.total > 0 ? used * 1e6 / run.total : 0.0);
+  printf(
+      "{\"requestsPerSecond\":%.1f,\"total\":%ld,\"errors\":%ld,\"timeouts\":%ld,\"non2xx\":%ld,"
+      "\"clientCpuMicroseconds\":%.2f}\n",
+      run.total / elapsed, run.total, run.errors, timeouts, run.non2xx,
+      run.total > 0 ? used * 1e6 / run.total : 0.0);
   fflush(stdout);
 }
 
