@@ -81,6 +81,23 @@ const receive = {
 const receivedBytes = Buffer.from(receive.data.buffer, receive.data.byteOffset, receive.data.byteLength);
 const fdScratch = new Int32Array(MAX_FDS_PER_MESSAGE);
 
+// Queued writes go out a sendmmsg at a time: small ones copied into one array, so that a
+// backlog costs a syscall per batch, not per write, and the copies of their fds one close
+// for the batch (the dups took consecutive numbers: one close_range). Small, so that each
+// goes whole or not at all (one skb on a Unix stream socket): only the last a batch takes
+// may have gone in part.
+const BATCH = constants.MAX_MESSAGES_PER_BATCH;
+const LARGEST_GATHERED_WRITE = 1024;
+const SENT = 4;
+const gather = {
+  data: new Uint8Array(BATCH * LARGEST_GATHERED_WRITE),
+  /** Per write [dataOffset, dataLength, fdsOffset, nfds, sent (out)]. */
+  records: new Int32Array(5 * BATCH),
+  fds: new Int32Array(BATCH * MAX_FDS_PER_MESSAGE),
+  /** The stream's own copies among the fds that went, closed together. */
+  sentCopies: new Int32Array(BATCH * MAX_FDS_PER_MESSAGE),
+};
+
 /** Part of a write on its way: the fds go with the first byte, and only with it. */
 interface OutgoingPart {
   data: Uint8Array;
@@ -472,6 +489,11 @@ export class RawStream extends Duplex {
   /** Sends what waits, in order, until done or the socket is full. */
   #flush(): void {
     while (this.#outgoing.length > 0 && this.#retryTimer === undefined && !this.#closing) {
+      const count = this.#gatherBatch();
+      if (count > 1) {
+        if (!this.#sendBatch(count)) return;
+        continue;
+      }
       const part = this.#outgoing[0]!;
       const nfds = part.fds.length;
       const sent = this.#send(part.data, part.offset, part.fds);
@@ -484,20 +506,95 @@ export class RawStream extends Duplex {
         part.done?.();
         continue;
       }
-      if (isShortOfRoom(sent)) {
-        // Waiting: the fds must outlive the caller's, who may close them once write() returned.
-        if (nfds > 0 && !part.ownsFds && !this.#holdCopies(part)) return;
-        if (SHORT_OF_ROOM.has(sent)) {
-          this.#retryTimer = setTimeout(() => {
-            this.#retryTimer = undefined;
-            this.#flush();
-            this.#update();
-          }, ROOM_RETRY_MS);
-        }
-        break;
-      }
-      this.#failWrite(errnoException(sent, 'sendmsg'));
+      if (isShortOfRoom(sent)) this.#waitForRoom(sent, 1);
+      else this.#failWrite(errnoException(sent, 'sendmsg'));
       return;
+    }
+    this.#update();
+  }
+
+  /**
+   * How many parts at the head of the queue go in one sendmmsg: whole small writes, up to the
+   * first that is large or went in part. Their bytes, fds and records are written to gather.
+   */
+  #gatherBatch(): number {
+    const queue = this.#outgoing;
+    const { data, records, fds } = gather;
+    let count = 0;
+    let bytes = 0;
+    let nfds = 0;
+    if (queue.length < 2) return queue.length;
+    while (count < BATCH && count < queue.length) {
+      const part = queue[count]!;
+      const length = part.data.length;
+      if (part.offset > 0 || length > LARGEST_GATHERED_WRITE) break;
+      data.set(part.data, bytes);
+      const at = 5 * count;
+      records[at] = bytes;
+      records[at + 1] = length;
+      records[at + 2] = nfds;
+      records[at + 3] = part.fds.length;
+      records[at + SENT] = 0;
+      for (let i = 0; i < part.fds.length; i++) fds[nfds + i] = part.fds[i]!;
+      bytes += length;
+      nfds += part.fds.length;
+      count++;
+    }
+    return count;
+  }
+
+  /** One sendmmsg of the first count parts; false if the stream failed or must wait for room. */
+  #sendBatch(count: number): boolean {
+    const taken = binding.sendmmsg(this.#fd, gather.data, gather.records, gather.fds, count);
+    if (taken < 0) {
+      if (!isShortOfRoom(taken)) {
+        this.#failWrite(errnoException(taken, 'sendmsg'));
+        return false;
+      }
+      this.#waitForRoom(taken, count);
+      return false;
+    }
+    const queue = this.#outgoing;
+    // The last part taken may have gone in part (its fds with it): the rest follows alone.
+    const last = queue[taken - 1]!;
+    const lastSent = gather.records[5 * (taken - 1) + SENT]!;
+    const whole = lastSent === last.data.length;
+    if (!whole) {
+      if (last.fds.length > 0) this.#fdsSent(last);
+      last.offset = lastSent;
+    }
+    const done = queue.splice(0, whole ? taken : taken - 1);
+    let copies = 0;
+    for (const part of done) {
+      if (!part.ownsFds) continue;
+      for (let i = 0; i < part.fds.length; i++) gather.sentCopies[copies++] = part.fds[i]!;
+    }
+    if (copies > 0) closeFds(gather.sentCopies, copies);
+    for (const part of done) part.done?.();
+    if (taken < count || !whole) {
+      // The socket is full again: what waits holds its own fds from here on.
+      this.#waitForRoom(EAGAIN, queue.length);
+      return false;
+    }
+    return true;
+  }
+
+  /**
+   * The first count parts wait for room (err says why: a full socket, or a pause): their fds
+   * must outlive the caller's, who may close them once write() returned.
+   */
+  #waitForRoom(err: number, count: number): void {
+    const queue = this.#outgoing;
+    for (let i = 0; i < count && i < queue.length; i++) {
+      const part = queue[i]!;
+      if (part.fds.length > 0 && !part.ownsFds && !this.#holdCopies(part)) return;
+    }
+    if (SHORT_OF_ROOM.has(err)) {
+      this.#retryTimer = setTimeout(() => {
+        this.#retryTimer = undefined;
+        this.#flush();
+        this.#update();
+      }, ROOM_RETRY_MS);
     }
     this.#update();
   }

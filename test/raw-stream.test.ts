@@ -122,7 +122,9 @@ describe('RawStream in one process', () => {
       if (written > 100_000) throw new Error('the socket never filled');
     }
     const firstToWait = written - 1;
-    for (let i = 0; i < 10; i++) write();
+    // More than a batch (64 a sendmmsg) waits: the backlog goes out in batches, some cut short
+    // by a full socket, each write with its own fd.
+    for (let i = 0; i < 300; i++) write();
     const received: number[] = [];
     let bytes = 0;
     b.on('fds', (fds: number[]) => received.push(...fds));
