@@ -545,7 +545,10 @@ export class RawStream extends Duplex {
 
   /** One sendmmsg of the first count parts; false if the stream failed or must wait for room. */
   #sendBatch(count: number): boolean {
-    const taken = binding.sendmmsg(this.#fd, gather.data, gather.records, gather.fds, count);
+    // 0 is not a count sendmmsg returns for a batch (a refusal of the first is -errno); were it
+    // ever, it would mean "nothing went": wait, as for EAGAIN.
+    let taken = binding.sendmmsg(this.#fd, gather.data, gather.records, gather.fds, count);
+    if (taken === 0) taken = EAGAIN;
     if (taken < 0) {
       if (!isShortOfRoom(taken)) {
         this.#failWrite(errnoException(taken, 'sendmsg'));
