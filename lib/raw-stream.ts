@@ -551,7 +551,7 @@ export class RawStream extends Duplex {
     if (taken === 0) taken = EAGAIN;
     if (taken < 0) {
       if (!isShortOfRoom(taken)) {
-        this.#failWrite(errnoException(taken, 'sendmsg'));
+        this.#failWrite(errnoException(taken, 'sendmmsg'));
         return false;
       }
       this.#waitForRoom(taken, count);
