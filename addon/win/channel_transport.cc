@@ -7,7 +7,6 @@
 #include <winsock2.h>
 #include <ws2tcpip.h>
 #include <windows.h>
-#include <iphlpapi.h>
 // clang-format on
 
 #include <cstdint>
@@ -15,7 +14,6 @@
 #include <cstring>
 #include <mutex>
 #include <set>
-#include <vector>
 
 #include "win_io.h"
 #include "win_modules.h"
@@ -239,56 +237,6 @@ Napi::Value CloseSocket(const Napi::CallbackInfo& info) {
   return Num(info.Env(), closesocket(static_cast<SOCKET>(s)) == 0 ? 0 : LastWsaError());
 }
 
-// The system's IPv4 TCP table of `kind`, with each row's owning process id.
-DWORD ReadTcpTable(TCP_TABLE_CLASS kind, std::vector<char>* table) {
-  table->resize(16 * 1024);
-  DWORD rc = ERROR_INSUFFICIENT_BUFFER;
-  for (int tries = 0; tries < 4 && rc == ERROR_INSUFFICIENT_BUFFER; tries++) {
-    DWORD size = static_cast<DWORD>(table->size());
-    rc = GetExtendedTcpTable(table->data(), &size, FALSE, AF_INET, kind, 0);
-    if (rc == ERROR_INSUFFICIENT_BUFFER) table->resize(size + 4096);
-  }
-  return rc;
-}
-
-// peerPid(sock) -> the process id that owns the other end of a loopback connection, or -err:
-// from the system's TCP table, the row whose local end is our peer and whose remote end is us.
-// Wine reports no owner (0) for a connection the peer accepted: then the owner of the
-// listener we connected to, which is the process that accepted it.
-Napi::Value PeerPid(const Napi::CallbackInfo& info) {
-  Napi::Env env = info.Env();
-  SOCKET s = static_cast<SOCKET>(ValueArg(info, 0));
-  sockaddr_in local{}, peer{};
-  int len = sizeof local;
-  if (getsockname(s, reinterpret_cast<sockaddr*>(&local), &len) != 0)
-    return Num(env, LastWsaError());
-  len = sizeof peer;
-  if (getpeername(s, reinterpret_cast<sockaddr*>(&peer), &len) != 0)
-    return Num(env, LastWsaError());
-  std::vector<char> table;
-  DWORD rc = ReadTcpTable(TCP_TABLE_OWNER_PID_CONNECTIONS, &table);
-  if (rc != NO_ERROR) return Num(env, UvError(rc));
-  auto* rows = reinterpret_cast<MIB_TCPTABLE_OWNER_PID*>(table.data());
-  for (DWORD i = 0; i < rows->dwNumEntries; i++) {
-    const MIB_TCPROW_OWNER_PID& row = rows->table[i];
-    if (row.dwLocalAddr == peer.sin_addr.s_addr &&
-        static_cast<u_short>(row.dwLocalPort) == peer.sin_port &&
-        row.dwRemoteAddr == local.sin_addr.s_addr &&
-        static_cast<u_short>(row.dwRemotePort) == local.sin_port && row.dwOwningPid != 0)
-      return Num(env, row.dwOwningPid);
-  }
-  rc = ReadTcpTable(TCP_TABLE_OWNER_PID_LISTENER, &table);
-  if (rc != NO_ERROR) return Num(env, UvError(rc));
-  rows = reinterpret_cast<MIB_TCPTABLE_OWNER_PID*>(table.data());
-  for (DWORD i = 0; i < rows->dwNumEntries; i++) {
-    const MIB_TCPROW_OWNER_PID& row = rows->table[i];
-    if ((row.dwLocalAddr == peer.sin_addr.s_addr || row.dwLocalAddr == INADDR_ANY) &&
-        static_cast<u_short>(row.dwLocalPort) == peer.sin_port && row.dwOwningPid != 0)
-      return Num(env, row.dwOwningPid);
-  }
-  return Num(env, UV_ESRCH);
-}
-
 // send(sock, bytes, offset, length) -> bytes sent, or -err (UV_EAGAIN: the socket is full).
 Napi::Value Send(const Napi::CallbackInfo& info) {
   SOCKET s = static_cast<SOCKET>(ValueArg(info, 0));
@@ -311,7 +259,17 @@ Napi::Value Recv(const Napi::CallbackInfo& info) {
 
 // openProcess(pid) -> a handle allowed to duplicate handles into that process, or -err.
 Napi::Value OpenPeerProcess(const Napi::CallbackInfo& info) {
-  HANDLE h = OpenProcess(PROCESS_DUP_HANDLE, FALSE, info[0].As<Napi::Number>().Uint32Value());
+  DWORD pid = info[0].As<Napi::Number>().Uint32Value();
+  HANDLE h = nullptr;
+  // This process from its pseudo-handle: OpenProcess by pid obeys the process's DACL, which a
+  // hardened process may have emptied (then even it may not open itself).
+  if (pid == GetCurrentProcessId()) {
+    if (!DuplicateHandle(GetCurrentProcess(), GetCurrentProcess(), GetCurrentProcess(), &h,
+                         PROCESS_DUP_HANDLE, FALSE, 0))
+      h = nullptr;
+  } else {
+    h = OpenProcess(PROCESS_DUP_HANDLE, FALSE, pid);
+  }
   if (h == nullptr) return Num(info.Env(), LastError());
   Own(reinterpret_cast<uintptr_t>(h));
   return Num(info.Env(), static_cast<int64_t>(reinterpret_cast<uintptr_t>(h)));
@@ -486,10 +444,34 @@ Napi::Value Pipe(const Napi::CallbackInfo& info) {
   return Num(info.Env(), 0);
 }
 
+// Writes a connected IPv4 stream socket's local then remote address and port, as they are in
+// a sockaddr_in (4 + 2 bytes each), at out[0..12): 0, or -err (ENOTSOCK, EPROTOTYPE, ENOTCONN,
+// EAFNOSUPPORT).
+static int WriteAddresses(SOCKET s, uint8_t* out) {
+  int type;
+  int len = sizeof type;
+  if (getsockopt(s, SOL_SOCKET, SO_TYPE, reinterpret_cast<char*>(&type), &len) != 0)
+    return UvError(
+        WSAENOTSOCK);  // what answers no SO_TYPE is no socket (Wine's error for a file varies)
+  if (type != SOCK_STREAM) return UvError(WSAEPROTOTYPE);
+  sockaddr_storage local{}, remote{};
+  len = sizeof local;
+  if (getsockname(s, reinterpret_cast<sockaddr*>(&local), &len) != 0) return LastWsaError();
+  len = sizeof remote;
+  if (getpeername(s, reinterpret_cast<sockaddr*>(&remote), &len) != 0) return LastWsaError();
+  if (local.ss_family != AF_INET || remote.ss_family != AF_INET) return UvError(WSAEAFNOSUPPORT);
+  auto* l = reinterpret_cast<sockaddr_in*>(&local);
+  auto* r = reinterpret_cast<sockaddr_in*>(&remote);
+  memcpy(out, &l->sin_addr, 4);
+  memcpy(out + 4, &l->sin_port, 2);
+  memcpy(out + 6, &r->sin_addr, 4);
+  memcpy(out + 10, &r->sin_port, 2);
+  return 0;
+}
+
 // socketOfFd(fd, addresses: Uint8Array(12)) -> the SOCKET behind a Node fd, if it is a
-// connected IPv4 stream socket, with its local then its remote address and port written as
-// they are in a sockaddr_in (4 + 2 bytes each); or -err (EBADF, ENOTSOCK, EPROTOTYPE,
-// ENOTCONN, EAFNOSUPPORT). The fd keeps the socket: nothing is changed.
+// connected IPv4 stream socket, with its addresses written (WriteAddresses); or -err (EBADF, or
+// WriteAddresses's). The fd keeps the socket: nothing is changed.
 Napi::Value SocketOfFd(const Napi::CallbackInfo& info) {
   Napi::Env env = info.Env();
   auto addresses = info[1].As<Napi::Uint8Array>();
@@ -497,30 +479,16 @@ Napi::Value SocketOfFd(const Napi::CallbackInfo& info) {
   HANDLE h = HandleOfFd(ArgInt(info, 0));
   if (h == INVALID_HANDLE_VALUE || h == nullptr) return Num(env, UV_EBADF);
   SOCKET s = reinterpret_cast<SOCKET>(h);
-  int type;
-  int len = sizeof type;
-  if (getsockopt(s, SOL_SOCKET, SO_TYPE, reinterpret_cast<char*>(&type), &len) != 0)
-    return Num(
-        env,
-        UvError(
-            WSAENOTSOCK));  // what answers no SO_TYPE is no socket (Wine's error for a file varies)
-  if (type != SOCK_STREAM) return Num(env, UvError(WSAEPROTOTYPE));
-  sockaddr_storage local{}, remote{};
-  len = sizeof local;
-  if (getsockname(s, reinterpret_cast<sockaddr*>(&local), &len) != 0)
-    return Num(env, LastWsaError());
-  len = sizeof remote;
-  if (getpeername(s, reinterpret_cast<sockaddr*>(&remote), &len) != 0)
-    return Num(env, LastWsaError());
-  if (local.ss_family != AF_INET || remote.ss_family != AF_INET)
-    return Num(env, UvError(WSAEAFNOSUPPORT));
-  auto* l = reinterpret_cast<sockaddr_in*>(&local);
-  auto* r = reinterpret_cast<sockaddr_in*>(&remote);
-  memcpy(addresses.Data(), &l->sin_addr, 4);
-  memcpy(addresses.Data() + 4, &l->sin_port, 2);
-  memcpy(addresses.Data() + 6, &r->sin_addr, 4);
-  memcpy(addresses.Data() + 10, &r->sin_port, 2);
-  return Num(env, static_cast<int64_t>(s));
+  int err = WriteAddresses(s, addresses.Data());
+  return Num(env, err < 0 ? err : static_cast<int64_t>(s));
+}
+
+// socketAddresses(sock, addresses: Uint8Array(12)) -> 0 with a transport socket's addresses
+// written (WriteAddresses), or -err.
+Napi::Value SocketAddresses(const Napi::CallbackInfo& info) {
+  auto addresses = info[1].As<Napi::Uint8Array>();
+  if (addresses.ByteLength() < 12) return Num(info.Env(), UV_EINVAL);
+  return Num(info.Env(), WriteAddresses(static_cast<SOCKET>(ValueArg(info, 0)), addresses.Data()));
 }
 
 // pushChallenge(process, content) -> the value, in that process, of a read-only handle to a
@@ -809,7 +777,6 @@ void InitChannelTransport(Napi::Env env, Napi::Object exports) {
   fn("accept", Accept);
   fn("connect", Connect);
   fn("closeSocket", CloseSocket);
-  fn("peerPid", PeerPid);
   fn("send", Send);
   fn("recv", Recv);
   fn("openProcess", OpenPeerProcess);
@@ -822,6 +789,7 @@ void InitChannelTransport(Napi::Env env, Napi::Object exports) {
   fn("discardSocket", DiscardSocket);
   fn("pipe", Pipe);
   fn("socketOfFd", SocketOfFd);
+  fn("socketAddresses", SocketAddresses);
   fn("pushChallenge", PushChallenge);
   fn("readChallenge", ReadChallenge);
   win.Set("WinPollWrap", WinPollWrap::Define(env));

@@ -34,6 +34,13 @@ const chunk = new Uint8Array(CHUNK_BYTES);
 /** The key that makes a channel from a connected transport socket; not public API. */
 export const fromTransport = Symbol('fdpass.fromTransport');
 
+/** A peer whose pid the caller vouches for (Channel.pair(): this process), opened here. */
+function trustedPeer(pid: number): VerifiedPeer {
+  const handle = windowsTransport().openProcess(pid);
+  if (handle < 0) throw errnoException(handle, 'OpenProcess', `the peer, process ${pid}`);
+  return { pid, process: handle, pushError: undefined, pushesHere: true };
+}
+
 /** A Node fd's socket whose peer is still to be verified (WindowsChannel.overFd). */
 interface UnverifiedSocket {
   readonly fd: number;
@@ -73,9 +80,14 @@ export class WindowsChannel extends ListenerWatchingEmitter<ChannelEvents> {
   readonly #sock: number;
   /** The Node fd the channel was made over (new Channel(fd)); undefined for the transport's own sockets. */
   readonly #fd: number | undefined;
-  /** 0 until the peer is verified (new Channel(fd)). */
+  /** 0 until the peer is verified (new Channel(fd)), and for good if this process may not open it. */
   #peerPid: number;
+  /** The peer's process, to push into; 0 while #peerPid is. */
   #process: number;
+  /** Why no handle can be pushed into the peer (this process may not open it). */
+  #pushError: Error | undefined;
+  /** Whether the peer proved it may push into this process: only then are its entries taken (verify-peer.ts). */
+  #pushesHere: boolean;
   /** Sends made before the peer was verified: they push once it is, in order. */
   #unverifiedSends: (() => void)[] | undefined;
   /** Stops the verification's reads at close. */
@@ -145,37 +157,45 @@ export class WindowsChannel extends ListenerWatchingEmitter<ChannelEvents> {
   /**
    * Not public: a channel comes from Channel.pair(), Channel.offer() and Channel.connectTo()
    * between two processes, or new Channel(fd) (overFd). Instances are `instanceof Channel`
-   * (lib/channel.ts links the prototypes).
+   * (lib/channel.ts links the prototypes). peer: a pid the caller vouches for (pair), a
+   * verified peer whose process handle the channel takes (offer, connectTo: closed here if
+   * the poll cannot start), or a socket whose peer it verifies (overFd).
    */
-  constructor(key: unknown, sock?: number, peer?: number | UnverifiedSocket, options?: HandshakeOptions) {
+  constructor(key: unknown, sock?: number, peer?: number | VerifiedPeer | UnverifiedSocket, options?: HandshakeOptions) {
     super();
     if (key !== fromTransport || sock === undefined || peer === undefined) {
       throw unavailableOnPlatform('a Windows channel comes from Channel.pair(), Channel.offer(), Channel.connectTo() or new Channel(fd)');
     }
+    // offer() and connectTo() check the options before they verify, so a throw here holds nothing of theirs.
     const { maxBufferedFds, maxBufferedBytes, limits } = channelOptions(options);
     const timeout = handshakeTimeoutOf(options);
     const win = windowsTransport();
-    const peerPid = typeof peer === 'number' ? peer : 0;
-    const process = peerPid === 0 ? 0 : win.openProcess(peerPid);
-    if (process < 0) throw errnoException(process, 'OpenProcess', `the peer, process ${peerPid}`);
+    const unverified = typeof peer === 'object' && 'fd' in peer ? peer : undefined;
+    const verified = typeof peer === 'number' ? trustedPeer(peer) : unverified === undefined ? (peer as VerifiedPeer) : undefined;
+    const process = verified?.process ?? 0;
     this.#poll = new win.WinPollWrap((status, readable, writable) => this.#onPoll(status, readable, writable));
     // The poll handle owns the socket (or the fd behind it) and the process handle from here
     // on, and closes them even if no JS runs again (a worker that ends with the channel open).
-    const err = typeof peer === 'number' ? this.#poll.open(sock, process) : this.#poll.open(sock, undefined, peer.fd);
+    const err =
+      unverified === undefined
+        ? this.#poll.open(sock, process === 0 ? undefined : process)
+        : this.#poll.open(sock, undefined, unverified.fd);
     if (err < 0) {
       if (process !== 0) win.closeProcess(process);
       throw errnoException(err, 'uv_poll_init_socket');
     }
     // From here the channel owns the socket: nothing below may throw.
     this.#sock = sock;
-    this.#fd = typeof peer === 'number' ? undefined : peer.fd;
-    this.#peerPid = peerPid;
+    this.#fd = unverified?.fd;
+    this.#peerPid = verified?.pid ?? 0;
     this.#process = process;
+    this.#pushError = verified?.pushError;
+    this.#pushesHere = verified?.pushesHere ?? false;
     this.#maxBufferedFds = maxBufferedFds;
     this.#maxBufferedBytes = maxBufferedBytes;
     this.#frameTimeout = limits.frameTimeout;
     this.#reader = new RecordReader(limits, this.#sink);
-    if (typeof peer !== 'number') this.#verify(peer.addresses, timeout);
+    if (unverified !== undefined) this.#verify(unverified.addresses, timeout);
     this.#update();
   }
 
@@ -197,15 +217,17 @@ export class WindowsChannel extends ListenerWatchingEmitter<ChannelEvents> {
     );
   }
 
-  #verified({ pid, process }: VerifiedPeer): void {
+  #verified({ pid, process, pushError, pushesHere }: VerifiedPeer): void {
     const win = windowsTransport();
     this.#verification = undefined;
-    if (this.#state !== 'open' || this.#poll.ownProcess(process) < 0) {
-      win.closeProcess(process);
+    if (this.#state !== 'open' || (process !== 0 && this.#poll.ownProcess(process) < 0)) {
+      if (process !== 0) win.closeProcess(process);
       return;
     }
     this.#peerPid = pid;
     this.#process = process;
+    this.#pushError = pushError;
+    this.#pushesHere = pushesHere;
     const sends = this.#unverifiedSends!.splice(0);
     this.#unverifiedSends = undefined;
     for (const run of sends) run();
@@ -243,7 +265,8 @@ export class WindowsChannel extends ListenerWatchingEmitter<ChannelEvents> {
 
   /**
    * The process at the other end, verified when the channel was made (new Channel(fd): pid 0
-   * until the verification has ended). Windows has no uid or gid.
+   * until the verification has ended). pid 0 after that: this process may not open the peer (a
+   * more privileged one), and so sends it no handles. Windows has no uid or gid.
    */
   get peer(): { pid: number } {
     return { pid: this.#peerPid };
@@ -270,6 +293,10 @@ export class WindowsChannel extends ListenerWatchingEmitter<ChannelEvents> {
     if (this.#state !== 'open' || this.#sendError !== undefined) {
       if (handed) for (const fd of handed) closeHandedFd(fd);
       return Promise.reject(closedError(this.#sendError));
+    }
+    if (fds.length > 0 && this.#process === 0) {
+      if (handed) for (const fd of handed) closeHandedFd(fd);
+      return Promise.reject(this.#cannotPush());
     }
     const win = windowsTransport();
     const entries: Uint8Array[] = [];
@@ -395,8 +422,8 @@ export class WindowsChannel extends ListenerWatchingEmitter<ChannelEvents> {
     }
     this.#inboxFds = 0;
     this.#inboxBytes = 0;
-    // A peer never verified (new Channel(fd)) pushed nothing we would take: its bytes are no records.
-    if (this.#peerPid !== 0) this.#drainPushedHandles();
+    // A peer not verified (new Channel(fd)), or that may not push here, pushed nothing we would take or close.
+    if (this.#pushesHere) this.#drainPushedHandles();
     this.#closed = new Promise<void>((resolve) => {
       const finish = (): void => {
         this.#state = 'closed';
@@ -460,6 +487,13 @@ export class WindowsChannel extends ListenerWatchingEmitter<ChannelEvents> {
 
   /** The record's entries as Node fds, in order; or, if one is refused, an error and none. */
   #adopt(entries: readonly Entry[]): number[] | Error {
+    if (entries.length > 0 && !this.#pushesHere) {
+      return fdpassError(
+        'ERR_FDPASS_BAD_MESSAGE',
+        `fdpass: a message was dropped: it names ${entries.length} handle(s), but the peer did not prove it may push into ` +
+          'this process, so they can only be handles of this process: none was taken or closed',
+      );
+    }
     const win = windowsTransport();
     const fds: number[] = [];
     for (let i = 0; i < entries.length; i++) {
@@ -482,6 +516,8 @@ export class WindowsChannel extends ListenerWatchingEmitter<ChannelEvents> {
 
   /** Closes pushed handles and sockets nobody will take. A value that names a handle of ours is left alone (see the protocol). */
   #discard(entries: readonly Entry[]): void {
+    // A peer that may not push here pushed nothing: what it names is ours.
+    if (!this.#pushesHere) return;
     const win = windowsTransport();
     for (const entry of entries) {
       if (entry.kind === KIND_HANDLE) win.discardHandle(entry.value);
@@ -645,6 +681,16 @@ export class WindowsChannel extends ListenerWatchingEmitter<ChannelEvents> {
       pending.reject(error);
     }
     this.#update();
+  }
+
+  /** This process may not open the peer: OpenProcess's refusal, again, for a message with fds. */
+  #cannotPush(): Error {
+    const errno = (this.#pushError as { errno?: number } | undefined)?.errno ?? uvCode('EPERM');
+    return errnoException(
+      errno,
+      'OpenProcess',
+      'this process may not open the peer, so it sends it no handles (messages without fds still go)',
+    );
   }
 
   /** The peer never read the handle entries this side did not send whole: close them there. */

@@ -1,19 +1,19 @@
 // How two processes on Windows make a channel (docs/windows-channel-protocol.md): one offers
 // (a loopback listener and a random token, written as an address to give the other), the
-// other connects; each side sends a hello with its process id and the token, and checks the
-// other's claimed id against the system's TCP table before it pushes anything into it. The
-// offer accepts exactly one peer: connections without the token, or whose id does not check
-// out, are closed and it goes on waiting.
+// other connects; each side sends a hello with the token, then the peers prove their process
+// ids to each other (verify-peer.ts) before anything is pushed. The offer accepts exactly one
+// peer: connections without the token, or that fail the verification, are closed and it goes
+// on waiting.
 import { randomBytes, timingSafeEqual } from 'node:crypto';
+import { channelOptions } from '../channel-options';
 import { errnoException, fdpassError, invalidArgValue } from '../errors';
 import { validateInteger, validateOptions, validateString } from '../validators';
 import { WindowsChannel, fromTransport } from './channel';
 import { readExactly, sendWhole } from './read-exactly';
 import { uvCode } from './uv-code';
-import { handshakeTimeoutOf, type HandshakeOptions } from './verify-peer';
+import { ADDRESSES_BYTES, handshakeTimeoutOf, verifyPeer, type HandshakeOptions, type VerifiedPeer } from './verify-peer';
 
 export type { HandshakeOptions } from './verify-peer';
-import { windowsBinding } from '../binding';
 import { windowsTransport, type WinPollWrap } from './transport';
 
 const MAGIC = Buffer.from('FDPW', 'latin1');
@@ -24,9 +24,6 @@ const ADDRESS = /^fdpass-win:127\.0\.0\.1:(\d{1,5}):([0-9a-f]{32})$/;
 /** Most connections an offer handshakes with at once; more wait in the listener's backlog. */
 const MAX_HANDSHAKES = 8;
 const EAGAIN = uvCode('EAGAIN');
-const ESRCH = uvCode('ESRCH');
-/** Wine (ntdll's wine_get_version): its TCP table names fewer owners. */
-const underWine = process.platform === 'win32' && windowsBinding.wineVersion() !== null;
 
 /** Options of `ChannelOffer#accept()` (Windows). */
 export interface AcceptOptions extends HandshakeOptions {
@@ -34,47 +31,32 @@ export interface AcceptOptions extends HandshakeOptions {
   expectPid?: number;
 }
 
-/** The hello: "FDPW", version, 3 zero bytes, the sender's pid (uint32 LE), 4 zero bytes, the token. */
-export function encodeHello(pid: number, token: Uint8Array): Buffer {
+/** The hello: "FDPW", version, 11 zero bytes, the token. */
+export function encodeHello(token: Uint8Array): Buffer {
   const hello = Buffer.alloc(HELLO_BYTES);
   MAGIC.copy(hello, 0);
   hello[4] = VERSION;
-  hello.writeUInt32LE(pid, 8);
   hello.set(token, 16);
   return hello;
 }
 
-/** The hello's pid if it is well formed and carries token; else why not. */
-function checkHello(hello: Buffer, token: Uint8Array): number | string {
+/** Why hello is not a hello carrying token, or undefined if it is. */
+function helloProblem(hello: Buffer, token: Uint8Array): string | undefined {
   if (!hello.subarray(0, 4).equals(MAGIC) || hello[4] !== VERSION) return 'not an fdpass Windows hello';
   if (!timingSafeEqual(hello.subarray(16, 32), token)) return 'a wrong token';
-  return hello.readUInt32LE(8);
+  return undefined;
 }
 
-// Wine builds its TCP table from /proc/net/tcp, which can miss a row while other sockets come
-// and go (more so on a busy machine): a row not found is looked for again, 10 ms apart.
-const PEER_LOOKUPS = 20;
-const PEER_LOOKUP_PAUSE_MS = 10;
-const ENOMEM = uvCode('ENOMEM');
-
-/**
- * The process at the other end of sock, from the TCP table: its pid, or -err. lookups: how
- * many tries at least (the connector makes one: under Wine its answer is always ESRCH, see
- * below); more while `until` (a Date.now() deadline) has not passed: on a loaded machine one
- * read of Wine's table can take a good part of a second.
- */
-async function peerPidOf(sock: number, lookups = PEER_LOOKUPS, until = 0): Promise<number> {
-  const win = windowsTransport();
-  let pid = win.peerPid(sock);
-  for (let i = 1; (i < lookups || Date.now() < until) && (pid === ESRCH || pid === ENOMEM); i++) {
-    await new Promise((resolve) => setTimeout(resolve, PEER_LOOKUP_PAUSE_MS));
-    pid = win.peerPid(sock);
-  }
-  return pid;
+/** The transport socket's local and remote ends, which the verification binds its challenges to. */
+function addressesOf(sock: number): Uint8Array {
+  const addresses = new Uint8Array(ADDRESSES_BYTES);
+  const err = windowsTransport().socketAddresses(sock, addresses);
+  if (err < 0) throw errnoException(err, 'getpeername', 'the connection');
+  return addresses;
 }
 
-function readHello(sock: number, timeoutMs: number): Promise<Buffer> {
-  return readExactly(sock, HELLO_BYTES, timeoutMs, 'hello');
+function readHello(sock: number, timeoutMs: number, signal?: AbortSignal): Promise<Buffer> {
+  return readExactly(sock, HELLO_BYTES, timeoutMs, 'hello', signal);
 }
 
 function sendHello(sock: number, hello: Buffer): void {
@@ -132,24 +114,33 @@ export class ChannelOffer {
    * The listener closes once the channel is made.
    */
   accept(options?: AcceptOptions): Promise<WindowsChannel> {
-    const timeout = handshakeTimeoutOf(options);
-    const expectPid =
-      options?.expectPid === undefined ? undefined : validateInteger(options.expectPid, 'options.expectPid', 1, 0xffff_ffff);
+    let timeout: number;
+    let expectPid: number | undefined;
+    try {
+      channelOptions(options);
+      timeout = handshakeTimeoutOf(options);
+      expectPid = options?.expectPid === undefined ? undefined : validateInteger(options.expectPid, 'options.expectPid', 1, 0xffff_ffff);
+    } catch (error) {
+      return Promise.reject(error);
+    }
     if (this.#state !== 'open')
       return Promise.reject(fdpassError('ERR_FDPASS_HANDOVER_BUSY', 'fdpass: this offer was accepted or closed already'));
     this.#state = 'accepting';
     const win = windowsTransport();
+    // Stops every verification still under way once the offer has its peer or is closed.
+    const verifications = new AbortController();
     return new Promise<WindowsChannel>((resolve, reject) => {
       const handshaking = new Set<number>();
       let done = false;
-      const finish = (error: Error | undefined, sock?: number, pid?: number): void => {
+      const finish = (error: Error | undefined, sock?: number, peer?: VerifiedPeer): void => {
         if (done) return;
         done = true;
+        verifications.abort(fdpassError('ERR_FDPASS_HANDOVER_FAILED', 'fdpass: the offer has its peer, or was closed'));
         this.#stopListening();
         for (const other of handshaking) if (other !== sock) win.closeSocket(other);
         if (error !== undefined) return reject(error);
         try {
-          resolve(new WindowsChannel(fromTransport, sock, pid, options));
+          resolve(new WindowsChannel(fromTransport, sock, peer, options));
         } catch (err) {
           win.closeSocket(sock!);
           reject(err);
@@ -161,38 +152,31 @@ export class ChannelOffer {
         this.rejected.push({ reason });
         acceptWaiting();
       };
-      const handshake = (sock: number): void => {
+      const handshake = async (sock: number): Promise<void> => {
         handshaking.add(sock);
-        readHello(sock, timeout).then(
-          async (hello) => {
-            if (done) return;
-            const claimed = checkHello(hello, this.#token);
-            if (typeof claimed === 'string') return turnAway(sock, claimed);
-            // The connector waits twice handshakeTimeout for our reply: one for its hello
-            // to come, one for this lookup.
-            const actual = await peerPidOf(sock, PEER_LOOKUPS, Date.now() + timeout);
-            if (done) return;
-            if (actual !== claimed) return turnAway(sock, `claimed process ${claimed}, but the connection is process ${actual}'s`);
-            if (expectPid !== undefined && actual !== expectPid) return turnAway(sock, `process ${actual}, not the expected ${expectPid}`);
-            try {
-              sendHello(sock, encodeHello(process.pid, this.#token));
-            } catch (error) {
-              return turnAway(sock, (error as Error).message);
-            }
-            handshaking.delete(sock);
-            finish(undefined, sock, actual);
-          },
-          (error: Error) => {
-            if (!done) turnAway(sock, error.message);
-          },
-        );
+        let peer: VerifiedPeer | undefined;
+        try {
+          const problem = helloProblem(await readHello(sock, timeout, verifications.signal), this.#token);
+          if (problem !== undefined) return turnAway(sock, problem);
+          sendHello(sock, encodeHello(this.#token));
+          peer = await verifyPeer(sock, addressesOf(sock), timeout, verifications.signal, expectPid);
+        } catch (error) {
+          if (!done) turnAway(sock, (error as Error).message);
+          return;
+        }
+        if (done) {
+          if (peer.process !== 0) win.closeProcess(peer.process);
+          return;
+        }
+        handshaking.delete(sock);
+        finish(undefined, sock, peer);
       };
       const acceptWaiting = (): void => {
         while (!done && handshaking.size < MAX_HANDSHAKES) {
           const sock = win.accept(this.#listener);
           if (sock === EAGAIN) break;
           if (sock < 0) return finish(errnoException(sock, 'accept'));
-          handshake(sock);
+          void handshake(sock);
         }
       };
       this.#cancel = () => finish(fdpassError('ERR_FDPASS_HANDOVER_FAILED', 'fdpass: the offer was closed'));
@@ -218,13 +202,13 @@ export class ChannelOffer {
 }
 
 /**
- * A channel to the process that made the offer at `address` (ChannelOffer.address). The
- * offering process's id is read from the TCP table before anything is sent, and must be the
- * one its hello claims.
+ * A channel to the process that made the offer at `address` (ChannelOffer.address): the hello
+ * carries the token, then each side proves its process id to the other (verify-peer.ts).
  */
 export async function connectChannel(address: string, options?: HandshakeOptions): Promise<WindowsChannel> {
   validateString(address, 'address');
   validateOptions(options, 'options');
+  channelOptions(options);
   const timeout = handshakeTimeoutOf(options);
   const match = ADDRESS.exec(address);
   if (match === null) throw invalidArgValue('address', 'must be a ChannelOffer address (fdpass-win:127.0.0.1:<port>:<token>)', address);
@@ -233,30 +217,17 @@ export async function connectChannel(address: string, options?: HandshakeOptions
   const win = windowsTransport();
   const sock = win.connect(port);
   if (sock < 0) throw errnoException(sock, 'connect', `127.0.0.1:${port}`);
+  let peer: VerifiedPeer | undefined;
   try {
-    // Read before the hello: the offer closes its listener once it has its peer.
-    const offerer = await peerPidOf(sock, underWine ? 1 : PEER_LOOKUPS);
-    if (offerer < 0 && !(offerer === ESRCH && underWine))
-      throw errnoException(offerer, 'GetExtendedTcpTable', `no process owns 127.0.0.1:${port}`);
-    sendHello(sock, encodeHello(process.pid, token));
-    // The offer has handshakeTimeout to read our hello and as long again to look us up in
-    // the TCP table: waiting only handshakeTimeout here timed out now and then under load
-    // while the offer was still looking (a child's 'no hello within 5000 ms', nobody turned away).
-    const reply = await readHello(sock, 2 * timeout);
-    const claimed = checkHello(reply, token);
-    if (typeof claimed === 'string') throw fdpassError('ERR_FDPASS_HANDOVER_FAILED', `fdpass: the offer answered with ${claimed}`);
-    // Wine's TCP table names no owner for a listener or an accepted connection: there the
-    // offer's pid is taken from its hello, which only a holder of the token can send
-    // (docs/windows-channel-protocol.md says what that leaves open).
-    if (offerer < 0) return new WindowsChannel(fromTransport, sock, claimed, options);
-    if (claimed !== offerer) {
-      throw fdpassError(
-        'ERR_FDPASS_HANDOVER_FAILED',
-        `fdpass: the offer claimed process ${claimed}, but port ${port} is process ${offerer}'s`,
-      );
-    }
-    return new WindowsChannel(fromTransport, sock, offerer, options);
+    sendHello(sock, encodeHello(token));
+    // The offer may be handshaking with up to MAX_HANDSHAKES others, each for handshakeTimeout,
+    // before it reads our hello: waiting only handshakeTimeout here timed out now and then under load.
+    const problem = helloProblem(await readHello(sock, 2 * timeout), token);
+    if (problem !== undefined) throw fdpassError('ERR_FDPASS_HANDOVER_FAILED', `fdpass: the offer answered with ${problem}`);
+    peer = await verifyPeer(sock, addressesOf(sock), timeout, new AbortController().signal);
+    return new WindowsChannel(fromTransport, sock, peer, options);
   } catch (error) {
+    if (peer !== undefined && peer.process !== 0) win.closeProcess(peer.process);
     win.closeSocket(sock);
     throw error;
   }

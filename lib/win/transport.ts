@@ -31,8 +31,6 @@ export interface WinChannelTransport {
   /** A socket connected to 127.0.0.1:port, or -err. */
   connect(port: number): number;
   closeSocket(sock: number): number;
-  /** The process id at the other end of a loopback connection, from the system's TCP table; or -err. */
-  peerPid(sock: number): number;
   send(sock: number, bytes: Uint8Array, offset: number, length: number): number;
   recv(sock: number, bytes: Uint8Array, offset: number, length: number): number;
   /** A handle that may duplicate handles into process pid, or -err. */
@@ -58,6 +56,8 @@ export interface WinChannelTransport {
    * remote address and port written in addresses (12 bytes); or -err. The fd keeps it.
    */
   socketOfFd(fd: number, addresses: Uint8Array): number;
+  /** 0 with a connected transport socket's local and remote address and port written in addresses (12 bytes), as socketOfFd writes them; or -err. */
+  socketAddresses(sock: number, addresses: Uint8Array): number;
   /** The value in `process` of a read-only handle to a new section holding content; or -err. unpush removes it. */
   pushChallenge(process: number, content: Uint8Array): number;
   /** 0 with out filled from the section a peer pushed as value (which stays open); or -err. */

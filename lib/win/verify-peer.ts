@@ -1,19 +1,24 @@
-// How `new Channel(fd)` on Windows learns, for certain, which process is at the other end of a
-// connected socket before it pushes anything there (docs/windows-channel-protocol.md, "A
-// channel over a socket you have"). Each side claims its process id; each side then proves
-// the other's claim by pushing a read-only section holding a fresh secret into the claimed
-// process and sending only the handle's value: the genuine peer reads the secret in its own
-// process and sends it back. A peer that claimed someone else's pid cannot read a handle in
-// that process without already holding PROCESS_DUP_HANDLE on it. The section names both ends
-// of this connection, so a man in the middle cannot have a process answer a challenge that
-// was meant for another connection. The pushed handle is removed from the claimed process
-// afterwards, whatever happened.
+// How a Windows channel learns, for certain, which process is at the other end of a connected
+// socket before it pushes anything there, and whether that process may push into this one
+// (docs/windows-channel-protocol.md, "Verifying the peer"). Each side claims its process id;
+// each side then proves the other's claim by pushing a read-only section holding a fresh
+// secret into the claimed process and sending only the handle's value: the genuine peer reads
+// the secret in its own process and sends it back. A peer that claimed someone else's pid
+// cannot read a handle in that process without already holding PROCESS_DUP_HANDLE on it. The
+// section names both ends of this connection, so a man in the middle cannot have a process
+// answer a challenge that was meant for another connection. The pushed handle is removed from
+// the claimed process afterwards, whatever happened.
+// The challenge a side finds in its own process is also its proof that the peer may push into
+// it, and so already controls it (PROCESS_DUP_HANDLE can take any of its handles): only such a
+// peer's handle values are taken. A side that may not open the peer (a more privileged one)
+// says so with challenge 0; it then receives handles from the peer but sends it none.
 import { randomBytes, timingSafeEqual } from 'node:crypto';
 import type { ChannelOptions } from '../channel-options';
 import { errnoException, fdpassError } from '../errors';
 import { validateInteger } from '../validators';
 import { readExactly, sendWhole } from './read-exactly';
 import { windowsTransport } from './transport';
+import { uvCode } from './uv-code';
 
 /** Options of a Windows channel made over a connection (`Channel.connectTo()`, `new Channel(fd)`). */
 export interface HandshakeOptions extends ChannelOptions {
@@ -34,6 +39,8 @@ const STEP_CLAIM = 1;
 const STEP_CHALLENGE = 2;
 const STEP_ANSWER = 3;
 const STEP_NAMES = ['', 'claim', 'challenge', 'answer'];
+/** A challenge's value when its sender may not open the claimed process (no handle value is 0). */
+const NO_CHALLENGE = 0;
 /** Every message: magic, version, step, 2 zero bytes, a uint64 (pid or handle value), 32 bytes (the answer's secret). */
 export const VERIFY_MESSAGE_BYTES = 48;
 /** The section: magic, version, 3 zero, creator pid, target pid, the creator's local and remote address (6 bytes each), 4 zero, the secret. */
@@ -90,20 +97,40 @@ function sectionProblem(section: Buffer, claimed: number, addresses: Uint8Array,
   return undefined;
 }
 
+/** OpenProcess's answer when this process may not open the peer (a more privileged process). */
+const MAY_NOT_OPEN = new Set([uvCode('EPERM'), uvCode('EACCES')]);
+
 export interface VerifiedPeer {
+  /** The peer's process id, proven; 0 when this process may not open the peer (and so pushes nothing into it). */
   readonly pid: number;
-  /** A handle to the peer's process that may duplicate handles into it (PROCESS_DUP_HANDLE); the caller owns it. */
+  /** A handle to the peer's process that may duplicate handles into it (PROCESS_DUP_HANDLE), or 0 with pid 0; the caller owns it. */
   readonly process: number;
+  /** Why this process may not push into the peer (OpenProcess's error), when pid is 0. */
+  readonly pushError: Error | undefined;
+  /**
+   * Whether the peer proved it may push into this process: its challenge is a handle in this
+   * process. Only then are the handle values it sends taken; a peer that may not open this
+   * process pushes nothing, so any value it names is one of this process's own handles.
+   */
+  readonly pushesHere: boolean;
 }
 
 /**
  * Runs the verification on a connected transport socket that nothing else reads yet. addresses:
- * the socket's local and remote ends (socketOfFd). Resolves with the peer's pid and an open
- * handle to its process (held from before the challenge, so the pid cannot change owner);
- * rejects with ERR_FDPASS_PEER_UNVERIFIED, a handshake timeout, or a system error. Stops
- * reading the socket once signal aborts.
+ * the socket's local and remote ends. Resolves with what each side proved: the peer's pid and
+ * an open handle to its process (held from before the challenge, so the pid cannot change
+ * owner), unless this process may not open the peer; and whether the peer pushed its challenge
+ * into this process. Rejects with ERR_FDPASS_PEER_UNVERIFIED, a handshake timeout, or a system
+ * error (OpenProcess's when neither side may open the other). Stops reading the socket once
+ * signal aborts. expectPid: refuse any other claim, and a peer this process may not open.
  */
-export async function verifyPeer(sock: number, addresses: Uint8Array, timeoutMs: number, signal: AbortSignal): Promise<VerifiedPeer> {
+export async function verifyPeer(
+  sock: number,
+  addresses: Uint8Array,
+  timeoutMs: number,
+  signal: AbortSignal,
+  expectPid?: number,
+): Promise<VerifiedPeer> {
   const win = windowsTransport();
   const deadline = Date.now() + timeoutMs;
   const read = async (step: number): Promise<{ value: bigint; secret: Buffer }> => {
@@ -119,34 +146,52 @@ export async function verifyPeer(sock: number, addresses: Uint8Array, timeoutMs:
   const claim = await read(STEP_CLAIM);
   if (claim.value === 0n || claim.value > 0xffff_ffffn) throw unverified(`it claimed process id ${claim.value}`);
   const pid = Number(claim.value);
-  const processHandle = win.openProcess(pid);
-  if (processHandle < 0) throw errnoException(processHandle, 'OpenProcess', `the peer's claimed process ${pid}`);
+  if (expectPid !== undefined && pid !== expectPid) throw unverified(`it claimed process ${pid}, not the expected ${expectPid}`);
+  let processHandle = win.openProcess(pid);
+  let pushError: Error | undefined;
+  if (processHandle < 0) {
+    pushError = errnoException(processHandle, 'OpenProcess', `the peer's claimed process ${pid}`);
+    // Only a process we push into is proven: the expected one must be.
+    if (!MAY_NOT_OPEN.has(processHandle) || expectPid !== undefined) throw pushError;
+    // A more privileged peer: say so with challenge 0, and push nothing into it.
+    processHandle = 0;
+  }
   const secret = randomBytes(SECRET_BYTES);
   let pushed: number | undefined;
   let verified = false;
   try {
-    const value = win.pushChallenge(processHandle, encodeSection(process.pid, pid, addresses, secret));
-    if (value < 0) throw errnoException(value, 'DuplicateHandle', `a challenge into process ${pid}`);
-    pushed = value;
-    send(encodeVerifyMessage(STEP_CHALLENGE, value), 'the challenge');
+    if (processHandle !== 0) {
+      const value = win.pushChallenge(processHandle, encodeSection(process.pid, pid, addresses, secret));
+      if (value < 0) throw errnoException(value, 'DuplicateHandle', `a challenge into process ${pid}`);
+      pushed = value;
+    }
+    send(encodeVerifyMessage(STEP_CHALLENGE, pushed ?? NO_CHALLENGE), 'the challenge');
 
     const challenge = await read(STEP_CHALLENGE);
-    if (challenge.value > 0x7fff_ffffn) throw unverified(`its challenge names handle value ${challenge.value}`);
-    const section = Buffer.alloc(SECTION_BYTES);
-    const err = win.readChallenge(Number(challenge.value), section);
-    if (err < 0)
-      throw unverified(`its challenge (handle value ${challenge.value}) could not be read`, errnoException(err, 'MapViewOfFile'));
-    const problem = sectionProblem(section, pid, addresses, secret);
-    if (problem !== undefined) throw unverified(problem);
-    send(encodeVerifyMessage(STEP_ANSWER, 0, section.subarray(32, 64)), 'the answer');
+    const pushesHere = challenge.value !== BigInt(NO_CHALLENGE);
+    if (!pushesHere && pushed === undefined) throw pushError!;
+    if (pushesHere) {
+      if (challenge.value > 0x7fff_ffffn) throw unverified(`its challenge names handle value ${challenge.value}`);
+      const section = Buffer.alloc(SECTION_BYTES);
+      const err = win.readChallenge(Number(challenge.value), section);
+      if (err < 0)
+        throw unverified(`its challenge (handle value ${challenge.value}) could not be read`, errnoException(err, 'MapViewOfFile'));
+      const problem = sectionProblem(section, pid, addresses, secret);
+      if (problem !== undefined) throw unverified(problem);
+      send(encodeVerifyMessage(STEP_ANSWER, 0, section.subarray(32, 64)), 'the answer');
+    } else {
+      send(encodeVerifyMessage(STEP_ANSWER, 0), 'the answer');
+    }
 
     const answer = await read(STEP_ANSWER);
-    if (!timingSafeEqual(answer.secret, secret)) throw unverified(`it did not prove that it is process ${pid}`);
+    if (pushed !== undefined && !timingSafeEqual(answer.secret, secret)) throw unverified(`it did not prove that it is process ${pid}`);
     verified = true;
-    return { pid, process: processHandle };
+    return pushed === undefined
+      ? { pid: 0, process: 0, pushError, pushesHere }
+      : { pid, process: processHandle, pushError: undefined, pushesHere };
   } finally {
     // Ours to remove, read or not: the genuine peer never closes a challenge it was given.
     if (pushed !== undefined) win.unpush(processHandle, pushed);
-    if (!verified) win.closeProcess(processHandle);
+    if (!verified && processHandle !== 0) win.closeProcess(processHandle);
   }
 }

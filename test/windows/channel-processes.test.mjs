@@ -11,6 +11,7 @@ import { expectNoHandleLeak, fdpass, root, runNode } from './helpers.mjs';
 const require = createRequire(import.meta.url);
 const { Channel } = fdpass;
 const { encodeHello } = require(path.join(root, 'dist', 'win', 'handshake.js'));
+const { encodeVerifyMessage } = require(path.join(root, 'dist', 'win', 'verify-peer.js'));
 
 /** The child's exit, once libuv has also closed the child's process handle and pipes. */
 async function exited(done) {
@@ -99,7 +100,7 @@ test('two processes: a receiver that dies before reading: the sender ends cleanl
   });
 });
 
-test('the offer turns intruders away (no token, a wrong pid, not the expected process) and accepts the real peer', async () => {
+test('the offer turns intruders away (no token, a pid it cannot prove, not the expected process) and accepts the real peer', async () => {
   const offer = Channel.offer();
   const [, , port, tokenHex] = offer.address.split(':');
   const token = Buffer.from(tokenHex, 'hex');
@@ -111,8 +112,10 @@ test('the offer turns intruders away (no token, a wrong pid, not the expected pr
     if (hello) assert.equal(win.send(sock, hello, 0, hello.length), hello.length);
     intruders.push(sock);
   };
-  connectWith(encodeHello(process.pid, Buffer.alloc(16))); // a wrong token
-  connectWith(encodeHello(process.pid + 4, token)); // the token, but a pid that is not the connection's
+  connectWith(encodeHello(Buffer.alloc(16))); // a wrong token
+  // The token, then a claim of a process that does not exist (channel-over-fd.test.mjs has
+  // liars that claim real ones).
+  connectWith(Buffer.concat([encodeHello(token), encodeVerifyMessage(1, 0xffff_fff0)]));
   connectWith(Buffer.from('GET / HTTP/1.0\r\n\r\n0123456789abcd')); // not a hello at all
   await new Promise((resolve) => setTimeout(resolve, 200));
   const { done } = runNode('channel-peer.mjs', [offer.address, 'plain']);
@@ -120,7 +123,10 @@ test('the offer turns intruders away (no token, a wrong pid, not the expected pr
   assert.notEqual(channel.peer.pid, process.pid);
   assert.equal(offer.rejected.length, 3, JSON.stringify(offer.rejected));
   assert.ok(offer.rejected.some((r) => /wrong token/.test(r.reason)));
-  assert.ok(offer.rejected.some((r) => /claimed process/.test(r.reason)));
+  assert.ok(
+    offer.rejected.some((r) => /claimed process 4294967280/.test(r.reason)),
+    JSON.stringify(offer.rejected),
+  );
   await channel.close();
   await done;
   for (const sock of intruders) win.closeSocket(sock);

@@ -8,11 +8,14 @@
  *                             this one (an empty DACL): the receiver cannot open it
  *   send-pipe <port>          sends a pipe's write end, then prints what arrives at its read end
  *   recv <port>               takes a handle, prints what it reads from it, writes "peer" to it
+ *   lock-process <pid>        gives process <pid> an empty DACL (no other process may open it,
+ *                             as a more privileged process is to an unprivileged one); no socket
  * Prints "error <call> <GetLastError>" and exits 1 on failure. */
 #include <winsock2.h>
 #include <windows.h>
 #include <aclapi.h>
 #include <stdio.h>
+#include <stdlib.h>
 #include <string.h>
 
 static int fail(const char *call, DWORD error) {
@@ -67,19 +70,35 @@ static int recv_handle(SOCKET s, HANDLE *out) {
   return pulled ? 0 : fail("DuplicateHandle", error);
 }
 
+/* Gives a process an empty DACL: from then on OpenProcess on it fails with access denied. */
+static DWORD deny_all_access(HANDLE process) {
+  ACL empty;
+  InitializeAcl(&empty, sizeof empty, ACL_REVISION);
+  return SetSecurityInfo(process, SE_KERNEL_OBJECT,
+                         DACL_SECURITY_INFORMATION | PROTECTED_DACL_SECURITY_INFORMATION, NULL,
+                         NULL, &empty, NULL);
+}
+
+static int lock_process(DWORD pid) {
+  HANDLE process = OpenProcess(WRITE_DAC, FALSE, pid);
+  if (!process) return fail("OpenProcess", GetLastError());
+  DWORD status = deny_all_access(process);
+  CloseHandle(process);
+  if (status != ERROR_SUCCESS) return fail("SetSecurityInfo", status);
+  printf("locked\n");
+  return 0;
+}
+
 int main(int argc, char **argv) {
   if (argc < 3) return fail("usage", 0);
+  if (strcmp(argv[1], "lock-process") == 0) return lock_process((DWORD)strtoul(argv[2], NULL, 10));
   SOCKET s = connect_to(atoi(argv[2]));
   if (s == INVALID_SOCKET) return fail("connect", WSAGetLastError());
   char text[256];
   DWORD n = 0;
   int locked = strcmp(argv[1], "send-file-locked") == 0;
   if (locked) {
-    ACL empty;
-    InitializeAcl(&empty, sizeof empty, ACL_REVISION);
-    DWORD status = SetSecurityInfo(GetCurrentProcess(), SE_KERNEL_OBJECT,
-                                   DACL_SECURITY_INFORMATION | PROTECTED_DACL_SECURITY_INFORMATION,
-                                   NULL, NULL, &empty, NULL);
+    DWORD status = deny_all_access(GetCurrentProcess());
     if (status != ERROR_SUCCESS) return fail("SetSecurityInfo", status);
   }
   if ((strcmp(argv[1], "send-file") == 0 || locked) && argc == 4) {
