@@ -440,6 +440,16 @@ int CheckSocketEntry(const WSAPROTOCOL_INFOW& protocol) {
   return CheckPushedValue(protocol.dwServiceFlags3);
 }
 
+// pushedSocketValue(entry) -> the value of the handle a socket entry made in the peer (Wine's
+// form), which the sender can take back with unpush like a handle entry's; 0 for Windows' own
+// form, which names nothing in the peer (the peer makes the socket from it, or never does).
+Napi::Value PushedSocketValue(const Napi::CallbackInfo& info) {
+  WSAPROTOCOL_INFOW protocol;
+  if (!ReadSocketEntry(info, &protocol)) return Num(info.Env(), UV_EINVAL);
+  if (protocol.dwServiceFlags4 != kWineDuplicateMark) return Num(info.Env(), 0);
+  return Num(info.Env(), protocol.dwServiceFlags3);
+}
+
 Napi::Value AdoptSocket(const Napi::CallbackInfo& info) {
   WSAPROTOCOL_INFOW protocol;
   if (!ReadSocketEntry(info, &protocol)) return Num(info.Env(), UV_EINVAL);
@@ -819,6 +829,7 @@ void InitChannelTransport(Napi::Env env, Napi::Object exports) {
   fn("adoptHandle", AdoptHandle);
   fn("discardHandle", DiscardHandle);
   fn("adoptSocket", AdoptSocket);
+  fn("pushedSocketValue", PushedSocketValue);
   fn("discardSocket", DiscardSocket);
   fn("pipe", Pipe);
   fn("socketOfFd", SocketOfFd);

@@ -51,6 +51,11 @@ export interface WinChannelTransport {
   discardHandle(value: number): number;
   /** Releases what a socket entry nobody takes left in this process: 0 or -err (refused: EPERM, EBADF, EINVAL). */
   discardSocket(entry: Uint8Array): number;
+  /**
+   * The value of the handle a socket entry pushed into the peer (Wine's form), for unpush; 0
+   * for Windows' own form, which names none (the sender cannot take it back); or -err.
+   */
+  pushedSocketValue(entry: Uint8Array): number;
   /** A Node fd owning a new socket made from a socket entry, or -err (a refused entry is left alone). */
   adoptSocket(entry: Uint8Array): number;
   /**
