@@ -183,7 +183,7 @@ export class WindowsChannel extends ListenerWatchingEmitter<ChannelEvents> {
   #verify(addresses: Uint8Array, timeout: number): void {
     this.#unverifiedSends = [];
     this.#verification = new AbortController();
-    verifyPeer(this.#sock, addresses, timeout, this.#verification.signal).then(
+    verifyPeer(this.#sock, addresses, timeout, this.#verification.signal, this.#poll).then(
       (peer) => this.#verified(peer),
       (error: Error) => {
         if (this.#state !== 'open') return;

@@ -12,6 +12,14 @@ export interface WinPollWrap {
   open(sock: number, process?: number, fd?: number): number;
   /** Gives the wrap the peer's process handle, to close with the socket: 0 or -err. */
   ownProcess(process: number): number;
+  /**
+   * A new Channel(fd) verification under way holds process (its handle to the claimed process)
+   * and challenge (pushed there, or 0): the environment's cleanup hook undoes them if no JS
+   * runs again (a worker that ends). 0 or -err. Replaces what the last call gave.
+   */
+  holdVerification(process: number, challenge: number): number;
+  /** JS undoes what the verification holds from here on (call it before undoing them). */
+  releaseVerification(): void;
   /** 0 or -err; both false stops polling. */
   start(readable: boolean, writable: boolean): number;
   ref(): this;

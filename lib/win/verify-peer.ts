@@ -13,7 +13,7 @@ import type { ChannelOptions } from '../channel-options';
 import { errnoException, fdpassError } from '../errors';
 import { validateInteger } from '../validators';
 import { readExactly, sendWhole } from './read-exactly';
-import { windowsTransport } from './transport';
+import { windowsTransport, type WinPollWrap } from './transport';
 
 /** Options of a Windows channel made over a connection (`Channel.connectTo()`, `new Channel(fd)`). */
 export interface HandshakeOptions extends ChannelOptions {
@@ -103,7 +103,13 @@ export interface VerifiedPeer {
  * rejects with ERR_FDPASS_PEER_UNVERIFIED, a handshake timeout, or a system error. Stops
  * reading the socket once signal aborts.
  */
-export async function verifyPeer(sock: number, addresses: Uint8Array, timeoutMs: number, signal: AbortSignal): Promise<VerifiedPeer> {
+export async function verifyPeer(
+  sock: number,
+  addresses: Uint8Array,
+  timeoutMs: number,
+  signal: AbortSignal,
+  poll?: Pick<WinPollWrap, 'holdVerification' | 'releaseVerification'>,
+): Promise<VerifiedPeer> {
   const win = windowsTransport();
   const deadline = Date.now() + timeoutMs;
   const read = async (step: number): Promise<{ value: bigint; secret: Buffer }> => {
@@ -121,6 +127,8 @@ export async function verifyPeer(sock: number, addresses: Uint8Array, timeoutMs:
   const pid = Number(claim.value);
   const processHandle = win.openProcess(pid);
   if (processHandle < 0) throw errnoException(processHandle, 'OpenProcess', `the peer's claimed process ${pid}`);
+  // If a worker ends with this under way, no JS runs again: the poll's cleanup hook undoes it.
+  poll?.holdVerification(processHandle, 0);
   const secret = randomBytes(SECRET_BYTES);
   let pushed: number | undefined;
   let verified = false;
@@ -128,6 +136,7 @@ export async function verifyPeer(sock: number, addresses: Uint8Array, timeoutMs:
     const value = win.pushChallenge(processHandle, encodeSection(process.pid, pid, addresses, secret));
     if (value < 0) throw errnoException(value, 'DuplicateHandle', `a challenge into process ${pid}`);
     pushed = value;
+    poll?.holdVerification(processHandle, value);
     send(encodeVerifyMessage(STEP_CHALLENGE, value), 'the challenge');
 
     const challenge = await read(STEP_CHALLENGE);
@@ -145,6 +154,7 @@ export async function verifyPeer(sock: number, addresses: Uint8Array, timeoutMs:
     verified = true;
     return { pid, process: processHandle };
   } finally {
+    poll?.releaseVerification(); // first: the cleanup hook must not undo it a second time
     // Ours to remove, read or not: the genuine peer never closes a challenge it was given.
     if (pushed !== undefined) win.unpush(processHandle, pushed);
     if (!verified) win.closeProcess(processHandle);
