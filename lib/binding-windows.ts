@@ -8,6 +8,8 @@ import { unavailableOnPlatform } from './errors';
 export interface WindowsBinding {
   /** GetProcessHandleCount of this process, or -error: the Windows count of open fds. */
   processHandleCount(): number;
+  /** Each open handle value below 2^16 with its object's type name (for tests: what a count that went up left open). */
+  openHandles(): [number, string][];
   /** Wine's version (ntdll's wine_get_version), or null on Windows itself. */
   wineVersion(): string | null;
   /** A connected loopback TCP pair, both non-blocking: out = [fd, fd]; 0 or -error. */

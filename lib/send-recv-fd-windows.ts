@@ -25,7 +25,12 @@ const underWine = process.platform === 'win32' && windowsBinding.wineVersion() !
 // rest arrives; dropped at the end of the stream and at any error. A socket closed with part
 // of a record pending leaves it here, under a number Node may give the next socket: so each
 // is kept with the socket's identity (its handle and addresses), and is not the part of a
-// record of a socket with another identity (it is dropped then).
+// record of a socket with another identity (it is dropped then). Over loopback TCP the
+// addresses are both ends' ports, which a later connection does not repeat while the old one
+// is in TIME_WAIT. An AF_UNIX socket (Windows itself; Wine has none) names at most the
+// listener's path: a later connection to that path that got the same fd number and the same
+// handle value would be taken for the old socket. Nothing tells Windows sockets apart for
+// certain, and nothing here hears an fd close.
 const partialRecords = new Map<number, { identity: string | number; record: Uint8Array }>();
 
 function takePartialRecord(socketFd: number): Uint8Array | undefined {

@@ -328,15 +328,18 @@ Napi::Value PushFd(const Napi::CallbackInfo& info) {
 // record carrying it was not sent whole, or a verification challenge). 0 or -err. It is
 // taken out into this process (DUPLICATE_CLOSE_SOURCE) and the copy closed: Wine refuses a
 // NULL target process (EBADF), and then leaves the source open in another process.
-Napi::Value Unpush(const Napi::CallbackInfo& info) {
-  HANDLE process = reinterpret_cast<HANDLE>(ValueArg(info, 0));
-  HANDLE remote = reinterpret_cast<HANDLE>(ValueArg(info, 1));
+int UnpushValue(HANDLE process, HANDLE remote) {
   HANDLE local = nullptr;
   if (!DuplicateHandle(process, remote, GetCurrentProcess(), &local, 0, FALSE,
                        DUPLICATE_SAME_ACCESS | DUPLICATE_CLOSE_SOURCE))
-    return Num(info.Env(), LastError());
+    return LastError();
   CloseHandle(local);
-  return Num(info.Env(), 0);
+  return 0;
+}
+
+Napi::Value Unpush(const Napi::CallbackInfo& info) {
+  return Num(info.Env(), UnpushValue(reinterpret_cast<HANDLE>(ValueArg(info, 0)),
+                                     reinterpret_cast<HANDLE>(ValueArg(info, 1))));
 }
 
 // How far adopt and discard look for a Node fd whose handle a pushed value names.
@@ -396,6 +399,16 @@ constexpr DWORD kWineDuplicateMark = 0xff00ff00;
 int CheckSocketEntry(const WSAPROTOCOL_INFOW& protocol) {
   if (protocol.dwServiceFlags4 != kWineDuplicateMark) return 0;
   return CheckPushedValue(protocol.dwServiceFlags3);
+}
+
+// pushedSocketValue(entry) -> the value of the handle a socket entry made in the peer (Wine's
+// form), which the sender can take back with unpush like a handle entry's; 0 for Windows' own
+// form, which names nothing in the peer (the peer makes the socket from it, or never does).
+Napi::Value PushedSocketValue(const Napi::CallbackInfo& info) {
+  WSAPROTOCOL_INFOW protocol;
+  if (!ReadSocketEntry(info, &protocol)) return Num(info.Env(), UV_EINVAL);
+  if (protocol.dwServiceFlags4 != kWineDuplicateMark) return Num(info.Env(), 0);
+  return Num(info.Env(), protocol.dwServiceFlags3);
 }
 
 Napi::Value AdoptSocket(const Napi::CallbackInfo& info) {
@@ -554,6 +567,11 @@ struct PollHandle {
   int fd;  // -1: the wrap owns sock itself; else the Node fd that owns it
   uv_loop_s* loop;
   uintptr_t process;  // 0: none
+  // What a new Channel(fd) verification under way holds (holdVerification): its handle to the
+  // claimed process and the challenge it pushed there (0: none yet). JS undoes them when the
+  // verification ends; the cleanup hook does, if the environment goes away first.
+  uintptr_t verifying_process;
+  uintptr_t verifying_challenge;
   bool closing;
   napi_async_cleanup_hook_handle cleanup_hook;
   uv_poll_s* poll() { return reinterpret_cast<uv_poll_s*>(poll_room); }
@@ -581,6 +599,8 @@ class WinPollWrap : public Napi::ObjectWrap<WinPollWrap> {
          InstanceMethod<&WinPollWrap::UnrefHandle>("unref"),
          InstanceMethod<&WinPollWrap::HasRefHandle>("hasRef"),
          InstanceMethod<&WinPollWrap::OwnProcess>("ownProcess"),
+         InstanceMethod<&WinPollWrap::HoldVerification>("holdVerification"),
+         InstanceMethod<&WinPollWrap::ReleaseVerification>("releaseVerification"),
          InstanceMethod<&WinPollWrap::Close>("close")});
   }
 
@@ -690,6 +710,25 @@ class WinPollWrap : public Napi::ObjectWrap<WinPollWrap> {
     return Num(env, 0);
   }
 
+  // holdVerification(process, challenge) -> 0 or -err: a verification under way holds these
+  // (its process handle, the challenge's value in that process, or 0); if the environment goes
+  // away before releaseVerification(), the cleanup hook removes the challenge and closes the
+  // handle, since no JS runs then. Each call replaces what the last one gave.
+  Napi::Value HoldVerification(const Napi::CallbackInfo& info) {
+    Napi::Env env = info.Env();
+    uintptr_t process = ValueArg(info, 0);
+    if (handle_ == nullptr || !IsOwned(process)) return Num(env, UV_EBADF);
+    handle_->verifying_process = process;
+    handle_->verifying_challenge = ValueArg(info, 1);
+    return Num(env, 0);
+  }
+
+  // releaseVerification(): JS undoes what the verification held, from here on.
+  Napi::Value ReleaseVerification(const Napi::CallbackInfo& info) {
+    if (handle_ != nullptr) handle_->verifying_process = handle_->verifying_challenge = 0;
+    return info.Env().Undefined();
+  }
+
   Napi::Value Start(const Napi::CallbackInfo& info) {
     Napi::Env env = info.Env();
     if (handle_ == nullptr || handle_->closing) return Num(env, UV_EBADF);
@@ -762,6 +801,14 @@ void OnUvClose(uv_handle_s* raw) {
 void OnEnvironmentCleanup(napi_async_cleanup_hook_handle, void* arg) {
   auto* handle = static_cast<PollHandle*>(arg);
   if (handle->owner != nullptr) handle->owner->Detach();
+  if (handle->verifying_process != 0) {
+    HANDLE process = reinterpret_cast<HANDLE>(handle->verifying_process);
+    if (handle->verifying_challenge != 0)
+      UnpushValue(process, reinterpret_cast<HANDLE>(handle->verifying_challenge));
+    Disown(handle->verifying_process);
+    CloseHandle(process);
+    handle->verifying_process = handle->verifying_challenge = 0;
+  }
   BeginClose(handle);  // a no-op if already closing; OnUvClose removes this hook
 }
 
@@ -786,6 +833,7 @@ void InitChannelTransport(Napi::Env env, Napi::Object exports) {
   fn("adoptHandle", AdoptHandle);
   fn("discardHandle", DiscardHandle);
   fn("adoptSocket", AdoptSocket);
+  fn("pushedSocketValue", PushedSocketValue);
   fn("discardSocket", DiscardSocket);
   fn("pipe", Pipe);
   fn("socketOfFd", SocketOfFd);

@@ -53,7 +53,7 @@ const SOCKET_CHECKS: Record<string, string> = { ENOTCONN: 'getpeername', EAFNOSU
 interface PendingSend {
   readonly record: Buffer;
   offset: number;
-  /** Each pushed handle value, and where its entry ends in the record. */
+  /** Each handle value pushed into the peer (Windows' own socket entries name none), and where its entry ends in the record. */
   readonly pushed: readonly { value: number; end: number }[];
   resolve(): void;
   reject(error: Error): void;
@@ -203,7 +203,7 @@ export class WindowsChannel extends ListenerWatchingEmitter<ChannelEvents> {
   #verify(addresses: Uint8Array, timeout: number): void {
     this.#unverifiedSends = [];
     this.#verification = new AbortController();
-    verifyPeer(this.#sock, addresses, timeout, this.#verification.signal).then(
+    verifyPeer(this.#sock, addresses, timeout, this.#verification.signal, { poll: this.#poll }).then(
       (peer) => this.#verified(peer),
       (error: Error) => {
         if (this.#state !== 'open') return;
@@ -314,7 +314,8 @@ export class WindowsChannel extends ListenerWatchingEmitter<ChannelEvents> {
       new DataView(entry.buffer).setUint32(0, kind, true);
       const bytes = kind === KIND_HANDLE ? entry.subarray(0, win.HANDLE_ENTRY_BYTES) : entry;
       end += bytes.length;
-      if (kind === KIND_HANDLE) pushed.push({ value: Number(new DataView(entry.buffer).getBigUint64(4, true)), end });
+      const value = kind === KIND_HANDLE ? Number(new DataView(entry.buffer).getBigUint64(4, true)) : win.pushedSocketValue(entry);
+      if (value > 0) pushed.push({ value, end });
       entries.push(bytes);
     }
     // The peer holds its own duplicates now: what the caller handed over can go.
@@ -693,7 +694,7 @@ export class WindowsChannel extends ListenerWatchingEmitter<ChannelEvents> {
     );
   }
 
-  /** The peer never read the handle entries this side did not send whole: close them there. */
+  /** The peer never read the entries this side did not send whole: close their handles there. */
   #unpushUnsent(pending: PendingSend): void {
     const win = windowsTransport();
     for (const { value, end } of pending.pushed) if (end > pending.offset) win.unpush(this.#process, value);

@@ -159,7 +159,7 @@ export class ChannelOffer {
           const problem = helloProblem(await readHello(sock, timeout, verifications.signal), this.#token);
           if (problem !== undefined) return turnAway(sock, problem);
           sendHello(sock, encodeHello(this.#token));
-          peer = await verifyPeer(sock, addressesOf(sock), timeout, verifications.signal, expectPid);
+          peer = await verifyPeer(sock, addressesOf(sock), timeout, verifications.signal, { expectPid });
         } catch (error) {
           if (!done) turnAway(sock, (error as Error).message);
           return;

@@ -12,6 +12,14 @@ export interface WinPollWrap {
   open(sock: number, process?: number, fd?: number): number;
   /** Gives the wrap the peer's process handle, to close with the socket: 0 or -err. */
   ownProcess(process: number): number;
+  /**
+   * A new Channel(fd) verification under way holds process (its handle to the claimed process)
+   * and challenge (pushed there, or 0): the environment's cleanup hook undoes them if no JS
+   * runs again (a worker that ends). 0 or -err. Replaces what the last call gave.
+   */
+  holdVerification(process: number, challenge: number): number;
+  /** JS undoes what the verification holds from here on (call it before undoing them). */
+  releaseVerification(): void;
   /** 0 or -err; both false stops polling. */
   start(readable: boolean, writable: boolean): number;
   ref(): this;
@@ -49,6 +57,11 @@ export interface WinChannelTransport {
   discardHandle(value: number): number;
   /** Releases what a socket entry nobody takes left in this process: 0 or -err (refused: EPERM, EBADF, EINVAL). */
   discardSocket(entry: Uint8Array): number;
+  /**
+   * The value of the handle a socket entry pushed into the peer (Wine's form), for unpush; 0
+   * for Windows' own form, which names none (the sender cannot take it back); or -err.
+   */
+  pushedSocketValue(entry: Uint8Array): number;
   /** A Node fd owning a new socket made from a socket entry, or -err (a refused entry is left alone). */
   adoptSocket(entry: Uint8Array): number;
   /**

@@ -17,7 +17,7 @@ import type { ChannelOptions } from '../channel-options';
 import { errnoException, fdpassError } from '../errors';
 import { validateInteger } from '../validators';
 import { readExactly, sendWhole } from './read-exactly';
-import { windowsTransport } from './transport';
+import { windowsTransport, type WinPollWrap } from './transport';
 import { uvCode } from './uv-code';
 
 /** Options of a Windows channel made over a connection (`Channel.connectTo()`, `new Channel(fd)`). */
@@ -115,6 +115,13 @@ export interface VerifiedPeer {
   readonly pushesHere: boolean;
 }
 
+export interface VerifyOptions {
+  /** Refuse any other claim, and a peer this process may not open (its pid would be unproven). */
+  expectPid?: number;
+  /** The channel's poll, whose cleanup hook undoes the verification if a worker ends under way. */
+  poll?: Pick<WinPollWrap, 'holdVerification' | 'releaseVerification'>;
+}
+
 /**
  * Runs the verification on a connected transport socket that nothing else reads yet. addresses:
  * the socket's local and remote ends. Resolves with what each side proved: the peer's pid and
@@ -122,14 +129,14 @@ export interface VerifiedPeer {
  * owner), unless this process may not open the peer; and whether the peer pushed its challenge
  * into this process. Rejects with ERR_FDPASS_PEER_UNVERIFIED, a handshake timeout, or a system
  * error (OpenProcess's when neither side may open the other). Stops reading the socket once
- * signal aborts. expectPid: refuse any other claim, and a peer this process may not open.
+ * signal aborts.
  */
 export async function verifyPeer(
   sock: number,
   addresses: Uint8Array,
   timeoutMs: number,
   signal: AbortSignal,
-  expectPid?: number,
+  { expectPid, poll }: VerifyOptions = {},
 ): Promise<VerifiedPeer> {
   const win = windowsTransport();
   const deadline = Date.now() + timeoutMs;
@@ -156,6 +163,8 @@ export async function verifyPeer(
     // A more privileged peer: say so with challenge 0, and push nothing into it.
     processHandle = 0;
   }
+  // If a worker ends with this under way, no JS runs again: the poll's cleanup hook undoes it.
+  if (processHandle !== 0) poll?.holdVerification(processHandle, 0);
   const secret = randomBytes(SECRET_BYTES);
   let pushed: number | undefined;
   let verified = false;
@@ -164,6 +173,7 @@ export async function verifyPeer(
       const value = win.pushChallenge(processHandle, encodeSection(process.pid, pid, addresses, secret));
       if (value < 0) throw errnoException(value, 'DuplicateHandle', `a challenge into process ${pid}`);
       pushed = value;
+      poll?.holdVerification(processHandle, value);
     }
     send(encodeVerifyMessage(STEP_CHALLENGE, pushed ?? NO_CHALLENGE), 'the challenge');
 
@@ -190,6 +200,7 @@ export async function verifyPeer(
       ? { pid: 0, process: 0, pushError, pushesHere }
       : { pid, process: processHandle, pushError: undefined, pushesHere };
   } finally {
+    poll?.releaseVerification(); // first: the cleanup hook must not undo it a second time
     // Ours to remove, read or not: the genuine peer never closes a challenge it was given.
     if (pushed !== undefined) win.unpush(processHandle, pushed);
     if (!verified && processHandle !== 0) win.closeProcess(processHandle);
