@@ -8,7 +8,17 @@ import { createRequire } from 'node:module';
 import path from 'node:path';
 import { test } from 'node:test';
 import { childFile, file, pipe, readFd, readPipe } from './channel-helpers.mjs';
-import { acceptWithin, expectNoHandleLeak, fdpass, listenLoopback, root, runNode, windowsBinding } from './helpers.mjs';
+import {
+  acceptWithin,
+  expectNoHandleLeak,
+  fdpass,
+  listenLoopback,
+  readBytes,
+  recvFromFd,
+  root,
+  runNode,
+  windowsBinding,
+} from './helpers.mjs';
 
 const require = createRequire(import.meta.url);
 const { Channel } = fdpass;
@@ -19,20 +29,6 @@ const win = windowsBinding.winChannel;
 const [CLAIM, CHALLENGE, ANSWER] = [1, 2, 3];
 
 const sleep = (ms) => new Promise((resolve) => setTimeout(resolve, ms));
-
-/** Reads exactly n bytes from a non-blocking socket fd, within 10 s. */
-async function readBytes(fd, n) {
-  const buffer = Buffer.alloc(n);
-  let have = 0;
-  for (const deadline = Date.now() + 10_000; have < n;) {
-    const got = windowsBinding.recv(fd, buffer, have, n - have);
-    if (got > 0) have += got;
-    else if (got === 0) throw new Error(`the channel closed after ${have} of ${n} bytes`);
-    else if (Date.now() > deadline) throw new Error(`only ${have} of ${n} bytes within 10 s (${got})`);
-    else await sleep(5);
-  }
-  return buffer;
-}
 
 function isClosed(fd) {
   try {
@@ -165,7 +161,7 @@ function startBystander() {
  */
 async function lie(liar, pid) {
   assert.equal(windowsBinding.sendAll(liar, encodeVerifyMessage(CLAIM, pid)), VERIFY_MESSAGE_BYTES);
-  const got = await readBytes(liar, 2 * VERIFY_MESSAGE_BYTES);
+  const got = await readBytes(recvFromFd(liar), 2 * VERIFY_MESSAGE_BYTES);
   assert.equal(got[5], CLAIM);
   assert.equal(got.readUInt32LE(8), process.pid);
   assert.equal(got[VERIFY_MESSAGE_BYTES + 5], CHALLENGE);
@@ -191,7 +187,7 @@ test('a peer that claims a third process is refused before anything is pushed; t
       const mine = win.pushChallenge(own, encodeSection(bystander.pid, process.pid, addresses, Buffer.alloc(32, 7)));
       assert.ok(mine > 0);
       assert.equal(windowsBinding.sendAll(liar, encodeVerifyMessage(CHALLENGE, mine)), VERIFY_MESSAGE_BYTES);
-      const answer = await readBytes(liar, VERIFY_MESSAGE_BYTES);
+      const answer = await readBytes(recvFromFd(liar), VERIFY_MESSAGE_BYTES);
       assert.equal(answer[5], ANSWER, 'the channel did not answer a well-formed challenge');
       assert.equal(windowsBinding.sendAll(liar, encodeVerifyMessage(ANSWER, 0, Buffer.alloc(32, 1))), VERIFY_MESSAGE_BYTES);
       await assert.rejects(channel.recv(), {

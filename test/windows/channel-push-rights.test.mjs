@@ -9,7 +9,7 @@ import { createRequire } from 'node:module';
 import path from 'node:path';
 import { test } from 'node:test';
 import { childFile, file, readFd, win } from './channel-helpers.mjs';
-import { cPeer, expectNoHandleLeak, fdpass, root, runNode, runProcess, windowsBinding } from './helpers.mjs';
+import { cPeer, expectNoHandleLeak, fdpass, readBytes, recvFromFd, root, runNode, runProcess, windowsBinding } from './helpers.mjs';
 
 const require = createRequire(import.meta.url);
 const { Channel } = fdpass;
@@ -27,21 +27,8 @@ const transportEnd = (sock) => ({
 });
 const fdEnd = (fd) => ({
   send: (bytes) => assert.equal(windowsBinding.sendAll(fd, bytes), bytes.length),
-  recv: (buffer, offset, length) => windowsBinding.recv(fd, buffer, offset, length),
+  recv: recvFromFd(fd),
 });
-
-async function readBytes(end, n) {
-  const buffer = Buffer.alloc(n);
-  let have = 0;
-  for (const deadline = Date.now() + 10_000; have < n;) {
-    const got = end.recv(buffer, have, n - have);
-    if (got > 0) have += got;
-    else if (got === 0) throw new Error(`the channel closed after ${have} of ${n} bytes`);
-    else if (Date.now() > deadline) throw new Error(`only ${have} of ${n} bytes within 10 s (${got})`);
-    else await sleep(5);
-  }
-  return buffer;
-}
 
 /**
  * Plays a peer that claims this process truthfully and answers the channel's challenge, but
@@ -51,13 +38,13 @@ async function readBytes(end, n) {
 async function verifyWithoutPushing(end) {
   end.send(encodeVerifyMessage(CLAIM, process.pid));
   end.send(encodeVerifyMessage(CHALLENGE, 0));
-  const got = await readBytes(end, 2 * VERIFY_MESSAGE_BYTES);
+  const got = await readBytes(end.recv, 2 * VERIFY_MESSAGE_BYTES);
   assert.equal(got[5], CLAIM);
   assert.equal(got[VERIFY_MESSAGE_BYTES + 5], CHALLENGE);
   const section = Buffer.alloc(SECTION_BYTES);
   assert.equal(win.readChallenge(Number(got.readBigUInt64LE(VERIFY_MESSAGE_BYTES + 8)), section), 0);
   end.send(encodeVerifyMessage(ANSWER, 0, section.subarray(32, 64)));
-  const answer = await readBytes(end, VERIFY_MESSAGE_BYTES);
+  const answer = await readBytes(end.recv, VERIFY_MESSAGE_BYTES);
   assert.equal(answer[5], ANSWER);
   assert.ok(
     answer.subarray(16, 48).every((byte) => byte === 0),
@@ -100,7 +87,7 @@ async function expectOwnHandleRefused(channel, end) {
   assert.equal((await channel.recv()).data.toString(), 'data still goes');
   const fd = openSync(file, 'r');
   await channel.send({ data: 'to a verified peer', fds: [fd] }, { close: true });
-  const record = await readBytes(end, 8 + win.HANDLE_ENTRY_BYTES + 'to a verified peer'.length);
+  const record = await readBytes(end.recv, 8 + win.HANDLE_ENTRY_BYTES + 'to a verified peer'.length);
   const pushed = Number(record.readBigUInt64LE(8 + 4));
   assert.equal(win.discardHandle(pushed), 0, 'the pushed handle was not ours to close');
 }
@@ -114,7 +101,7 @@ test('an offer: a peer that pushes no challenge cannot make the channel take or 
     assert.ok(sock > 0);
     const end = transportEnd(sock);
     end.send(encodeHello(Buffer.from(tokenHex, 'hex')));
-    await readBytes(end, HELLO_BYTES);
+    await readBytes(end.recv, HELLO_BYTES);
     await verifyWithoutPushing(end);
     const channel = await accepting;
     assert.equal(channel.peer.pid, process.pid);

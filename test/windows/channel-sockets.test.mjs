@@ -6,7 +6,7 @@ import { createRequire } from 'node:module';
 import path from 'node:path';
 import { test } from 'node:test';
 import { win } from './channel-helpers.mjs';
-import { expectNoHandleLeak, fdpass, root, wineVersion, windowsBinding } from './helpers.mjs';
+import { endSeenBy, expectNoHandleLeak, fdpass, root, wineVersion, windowsBinding } from './helpers.mjs';
 
 const require = createRequire(import.meta.url);
 const { Channel } = fdpass;
@@ -42,18 +42,6 @@ test('a socket sent through a channel arrives as a socket fd that carries bytes 
     await b.close();
   });
 });
-
-/** What the other end of `mine` sees once every handle to it is closed: 0 (end of stream), or EAGAIN while one stays open. */
-async function endSeenBy(mine) {
-  const buffer = Buffer.alloc(16);
-  let n;
-  for (let tries = 0; tries < 40; tries++) {
-    n = windowsBinding.recv(mine, buffer, 0, 16);
-    if (n >= 0) return n;
-    await new Promise((resolve) => setTimeout(resolve, 25));
-  }
-  return n;
-}
 
 test('a socket in a record still in the socket when the receiver’s channel closes is closed by it: its other end sees the end, and no handle leaks', async () => {
   await expectNoHandleLeak(async () => {

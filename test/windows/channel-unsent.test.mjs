@@ -6,24 +6,12 @@ import assert from 'node:assert/strict';
 import { closeSync, openSync } from 'node:fs';
 import { test } from 'node:test';
 import { file } from './channel-helpers.mjs';
-import { expectNoHandleLeak, fdpass, wineVersion, windowsBinding } from './helpers.mjs';
+import { endSeenBy, expectNoHandleLeak, fdpass, wineVersion } from './helpers.mjs';
 
 const { Channel } = fdpass;
 const sleep = (ms) => new Promise((resolve) => setTimeout(resolve, ms));
 /** More than a loopback connection's buffers hold: its send stays pending while the peer does not read. */
 const BIGGER_THAN_THE_SOCKET = 64 * 1024 * 1024;
-
-/** What the other end of `mine` sees once every handle to it is closed: 0 (end of stream), or EAGAIN while one stays open. */
-async function endSeenBy(mine) {
-  const buffer = Buffer.alloc(16);
-  let n;
-  for (let tries = 0; tries < 40; tries++) {
-    n = windowsBinding.recv(mine, buffer, 0, 16);
-    if (n >= 0) return n;
-    await sleep(25);
-  }
-  return n;
-}
 
 /**
  * A pair whose receiver has stopped reading (its fd budget is full) and whose sender has a

@@ -31,7 +31,7 @@ export function handleCount() {
 }
 
 /** The handle count once two reads 100 ms apart agree (2 s at most). */
-async function settledHandleCount() {
+export async function settledHandleCount() {
   let count = handleCount();
   for (let waited = 0; waited < 2000; waited += 100) {
     await new Promise((resolve) => setTimeout(resolve, 100));
@@ -43,7 +43,7 @@ async function settledHandleCount() {
 }
 
 /** The handle count, read again for up to 2 s until it is `expected` (under Wine one read can take most of a second). */
-async function handleCountBackTo(expected) {
+export async function handleCountBackTo(expected) {
   let count = handleCount();
   for (const until = Date.now() + 2000; count !== expected && Date.now() < until;) {
     await new Promise((resolve) => setTimeout(resolve, 50));
@@ -160,4 +160,33 @@ export async function recordOnResettablePair(file) {
   assert.equal(windowsBinding.sendAll(a, record), 12);
   await new Promise((resolve) => setTimeout(resolve, 50));
   return { a, b, copy };
+}
+
+/** A recv for readBytes from a non-blocking socket that is a Node fd. */
+export const recvFromFd = (fd) => (buffer, offset, length) => windowsBinding.recv(fd, buffer, offset, length);
+
+/** Reads exactly n bytes through recv(buffer, offset, length) (-err, or EAGAIN's, while none waits), within ms. */
+export async function readBytes(recv, n, ms = 10_000) {
+  const buffer = Buffer.alloc(n);
+  let have = 0;
+  for (const deadline = Date.now() + ms; have < n;) {
+    const got = recv(buffer, have, n - have);
+    if (got > 0) have += got;
+    else if (got === 0) throw new Error(`the connection closed after ${have} of ${n} bytes`);
+    else if (Date.now() > deadline) throw new Error(`only ${have} of ${n} bytes within ${ms} ms (${got})`);
+    else await sleep(5);
+  }
+  return buffer;
+}
+
+/** What the other end of `mine` sees once every handle to it is closed: 0 (end of stream), or EAGAIN while one stays open. */
+export async function endSeenBy(mine) {
+  const buffer = Buffer.alloc(16);
+  let n;
+  for (let tries = 0; tries < 40; tries++) {
+    n = windowsBinding.recv(mine, buffer, 0, 16);
+    if (n >= 0) return n;
+    await sleep(25);
+  }
+  return n;
 }

@@ -7,48 +7,22 @@ import { closeSync } from 'node:fs';
 import { createRequire } from 'node:module';
 import path from 'node:path';
 import { test } from 'node:test';
-import { acceptWithin, fdpass, handleCount, listenLoopback, root, runNode, windowsBinding } from './helpers.mjs';
+import {
+  acceptWithin,
+  fdpass,
+  handleCountBackTo,
+  listenLoopback,
+  readBytes,
+  recvFromFd,
+  root,
+  runNode,
+  settledHandleCount,
+  windowsBinding,
+} from './helpers.mjs';
 
 const require = createRequire(import.meta.url);
 const { encodeVerifyMessage, VERIFY_MESSAGE_BYTES } = require(path.join(root, 'dist', 'win', 'verify-peer.js'));
 const [CLAIM, CHALLENGE] = [1, 2];
-const sleep = (ms) => new Promise((resolve) => setTimeout(resolve, ms));
-
-/** Reads exactly n bytes from a non-blocking socket fd, within 20 s. */
-async function readBytes(fd, n) {
-  const buffer = Buffer.alloc(n);
-  let have = 0;
-  for (const deadline = Date.now() + 20_000; have < n;) {
-    const got = windowsBinding.recv(fd, buffer, have, n - have);
-    if (got > 0) have += got;
-    else if (got === 0) throw new Error(`the connection closed after ${have} of ${n} bytes`);
-    else if (Date.now() > deadline) throw new Error(`only ${have} of ${n} bytes within 20 s (${got})`);
-    else await sleep(5);
-  }
-  return buffer;
-}
-
-/** This process's handle count once two reads 100 ms apart agree (2 s at most). */
-async function settledCount() {
-  let count = handleCount();
-  for (let waited = 0; waited < 2000; waited += 100) {
-    await sleep(100);
-    const again = handleCount();
-    if (again === count) break;
-    count = again;
-  }
-  return count;
-}
-
-/** This process's handle count once it stays at `expected` or has settled elsewhere (2 s at most). */
-async function countSettlingAt(expected) {
-  let count = handleCount();
-  for (let waited = 0; count !== expected && waited < 2000; waited += 50) {
-    await sleep(50);
-    count = handleCount();
-  }
-  return count;
-}
 
 test(
   'a worker that ends during new Channel(fd)’s verification leaves no challenge in the silent peer and no handle to it in its process',
@@ -69,20 +43,20 @@ test(
         const fd = await acceptWithin(listener);
         fdpass.setBlocking(fd, false);
         // Before our claim: the worker cannot push its challenge before it has read it.
-        const before = await settledCount();
+        const before = await settledHandleCount();
         // The peer: claims this process (truly), takes the claim and the challenge, never answers.
         assert.equal(windowsBinding.sendAll(fd, encodeVerifyMessage(CLAIM, process.pid)), VERIFY_MESSAGE_BYTES);
         assert.equal(await nextLine(), `verifying ${round}`);
-        const got = await readBytes(fd, 2 * VERIFY_MESSAGE_BYTES);
+        const got = await readBytes(recvFromFd(fd), 2 * VERIFY_MESSAGE_BYTES, 20_000);
         assert.equal(got[5], CLAIM);
         assert.equal(got[VERIFY_MESSAGE_BYTES + 5], CHALLENGE);
-        assert.equal(await countSettlingAt(before + 1), before + 1, 'the challenge is not in this process');
+        assert.equal(await handleCountBackTo(before + 1), before + 1, 'the challenge is not in this process');
         child.stdin.write('terminate\n');
         const ended = /^ended (\d+) (-?\d+) (\d+)$/.exec(await nextLine());
         assert.ok(ended, 'the child printed no result line');
         assert.equal(Number(ended[2]), 1, 'the worker was not terminated');
         childCounts.push(Number(ended[3]));
-        assert.equal(await countSettlingAt(before), before, 'the challenge stayed in the peer after the worker ended');
+        assert.equal(await handleCountBackTo(before), before, 'the challenge stayed in the peer after the worker ended');
         closeSync(fd);
       }
       // The second round starts where the first ended: what a round leaves open shows here.
