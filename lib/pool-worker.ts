@@ -60,12 +60,15 @@ export class PoolConnection {
   readonly data: Buffer;
   #fd: number;
   readonly #member: PoolMember;
+  /** The master said it is a TCP socket. */
+  readonly #tcp: boolean;
 
   /** Made by the pool. */
-  constructor(fd: number, data: Buffer, member: PoolMember) {
+  constructor(fd: number, data: Buffer, member: PoolMember, tcp: boolean) {
     this.#fd = fd;
     this.data = data;
     this.#member = member;
+    this.#tcp = tcp;
   }
 
   /**
@@ -84,7 +87,7 @@ export class PoolConnection {
     const fd = this.#take('toSocket');
     let socket: Socket;
     try {
-      socket = this.#member[tcpConnections] ? tcpSocket(fd, options ?? {}) : new Socket({ ...options, fd, readable: true, writable: true });
+      socket = this.#tcp ? tcpSocket(fd, options ?? {}) : new Socket({ ...options, fd, readable: true, writable: true });
     } catch (error) {
       binding.close(fd);
       this.#member[released]();
@@ -109,7 +112,6 @@ export class PoolConnection {
 }
 
 const released = Symbol('fdpass.poolConnectionReleased');
-const tcpConnections = Symbol('fdpass.poolTcpConnections');
 
 /** This process's place in a pool, as joinPool() and serveFromPool() return it. */
 export class PoolMember extends EventEmitter<PoolMemberEvents> {
@@ -161,11 +163,6 @@ export class PoolMember extends EventEmitter<PoolMemberEvents> {
    */
   close(): Promise<void> {
     return this.#channel.close();
-  }
-
-  /** Whether every connection is a TCP socket (said by the master's HELLO). */
-  get [tcpConnections](): boolean {
-    return this.#tcp;
   }
 
   /** A connection was closed (or handed on): one fewer open, said to the master if it asked. */
@@ -224,7 +221,7 @@ export class PoolMember extends EventEmitter<PoolMemberEvents> {
       );
       return;
     }
-    for (let i = 0; i < count; i++) this.#arrived.push(new PoolConnection(fds[i]!, data?.[i] ?? noData, this));
+    for (let i = 0; i < count; i++) this.#arrived.push(new PoolConnection(fds[i]!, data?.[i] ?? noData, this, this.#tcp));
     this.#taken = (this.#taken + count) >>> 0;
     this.#open += count;
     // The channel emits a wake-up's messages one after another, then microtasks run: one
