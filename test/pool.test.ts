@@ -247,9 +247,11 @@ describe('WorkerPool', () => {
     // One connection at a time, each sent once the worker has taken the one before (so that
     // each comes with a wake-up and an acknowledgement of its own), until it takes no more:
     // its acknowledgements have filled the pipe's room, then its channel's socket.
+    // A worker that has not taken one within a second is taken to be waiting.
+    const patience = 1000;
     let sent = 0;
     const takes = async (count: number): Promise<boolean> => {
-      for (const deadline = Date.now() + 300; Date.now() < deadline;) {
+      for (const deadline = Date.now() + patience; Date.now() < deadline;) {
         if (taken.length >= count) return true;
         await new Promise((resolve) => setTimeout(resolve, 1));
       }
@@ -266,7 +268,7 @@ describe('WorkerPool', () => {
     } finally {
       closeSync(devNull);
     }
-    await new Promise((resolve) => setTimeout(resolve, 300));
+    await new Promise((resolve) => setTimeout(resolve, patience));
     const stuckAt = taken.length;
     expect(stuckAt).toBeGreaterThan(room / ACK_BYTES);
     expect(stuckAt).toBeLessThan(sent);
