@@ -170,10 +170,9 @@ const MAX_RESTART_DELAY_MS = 10_000;
 // given up on after this: its unacknowledged connections are handed on.
 const EXITED_CHANNEL_GRACE_MS = 1000;
 const STRATEGIES: readonly PoolStrategy[] = ['round-robin', 'least-busy'];
-// While connections are in flight, the acknowledgement pipes are read this often (and sooner
-// when a worker's room in flight runs short): the master's copies of acknowledged connections
-// close within this, so that a worker's close(2) reaches its client. Reading on a timer
-// rather than at each accept costs a read(2) per worker every 10 ms, not per wake-up.
+// While connections are in flight, the acknowledgement pipes are read at least this often
+// (else whenever connections are handed out): the master's copies of acknowledged
+// connections close within this, so that a worker's close(2) reaches its client.
 const ACK_READ_INTERVAL_MS = 10;
 // Where acknowledgement pipes are read into: a whole number of records.
 const ackBuffer = Buffer.alloc(512 * ACK_BYTES);
@@ -583,21 +582,11 @@ export class WorkerPool extends EventEmitter<WorkerPoolEvents> {
     }
   }
 
-  /**
-   * Hands the waiting connections to workers, one message per worker. With `readAcks` (the
-   * timer's call), what every worker has acknowledged is read first; otherwise only where
-   * room in flight runs short, or for least-busy, which picks by open connections.
-   */
-  #dispatch(readAcks = false): void {
+  /** Hands the waiting connections to workers, one message per worker. */
+  #dispatch(): void {
     if (this.#state !== 'listening') return; // no connections before, none handed out after
-    const short = this.#entries.length >= this.#maxPending / 2;
-    for (const slot of this.#slots) {
-      if (
-        this.#strategy === 'least-busy' ||
-        (slot.inFlight.length > 0 && (readAcks || short || slot.inFlight.length >= this.#perWorker / 2))
-      )
-        this.#readAcks(slot);
-    }
+    // What the workers have taken since: room in flight, and their open connections for least-busy.
+    for (const slot of this.#slots) if (slot.inFlight.length > 0 || this.#strategy === 'least-busy') this.#readAcks(slot);
     const waiting = this.#waiting;
     if (waiting.length > 0) {
       let handed = 0;
@@ -618,7 +607,7 @@ export class WorkerPool extends EventEmitter<WorkerPoolEvents> {
     if (this.#ackTimer === undefined && this.#slots.some((slot) => slot.inFlight.length > 0)) {
       this.#ackTimer = setTimeout(() => {
         this.#ackTimer = undefined;
-        this.#dispatch(true);
+        this.#dispatch();
       }, ACK_READ_INTERVAL_MS);
     }
   }
