@@ -122,7 +122,9 @@ Napi::Value JsShutdownWrite(const Napi::CallbackInfo& info) {
   return Napi::Number::New(info.Env(), ShutdownWrite(ArgInt(info, 0)));
 }
 
-// sendmsg(sock, data: Uint8Array, offset, length, fds: Int32Array, nfds, flags) -> bytes | -errno
+// sendmsg(sock, data: Uint8Array, offset, length, fds: Int32Array, nfds) -> bytes | -errno, never
+// blocking. Six arguments: node-addon-api keeps that many on the stack, a seventh (the flags,
+// always MSG_DONTWAIT) cost each call a heap allocation.
 Napi::Value JsSendMessage(const Napi::CallbackInfo& info) {
   Napi::Env env = info.Env();
   auto data = info[1].As<Napi::Uint8Array>();
@@ -137,7 +139,7 @@ Napi::Value JsSendMessage(const Napi::CallbackInfo& info) {
       nfds > static_cast<int64_t>(fds.ElementLength()))
     return Napi::Number::New(env, -EINVAL);
   ssize_t n = SendMessage(ArgInt(info, 0), data.Data() + offset, static_cast<size_t>(length),
-                          fds.Data(), static_cast<size_t>(nfds), ArgInt(info, 6));
+                          fds.Data(), static_cast<size_t>(nfds), DontWaitFlag());
   return Napi::Number::New(env, static_cast<double>(n));
 }
 

@@ -61,7 +61,7 @@ const DEFAULT_MAX_BUFFERED_FDS = 128;
 // first size, so that the addon can read all that waits in one batch.
 const LISTENED_MAX_FDS = 1024;
 const DEFAULT_HIGH_WATER_MARK = 64 * 1024;
-const { MSG_DONTWAIT, MSG_CTRUNC, MAX_FDS_PER_MESSAGE, RECORD_STRIDE, RECORD_BYTES, RECORD_FDS, RECORD_FLAGS } = constants;
+const { MSG_CTRUNC, MAX_FDS_PER_MESSAGE, RECORD_STRIDE, RECORD_BYTES, RECORD_FDS, RECORD_FLAGS } = constants;
 const EAGAIN = -os.errno.EAGAIN;
 const EWOULDBLOCK = -os.errno.EWOULDBLOCK;
 // Short of something that frees over time with nothing to signal it (fds in flight, buffer
@@ -250,7 +250,11 @@ export class RawStream extends Duplex {
   /** Closes fds this stream handed out that their taker no longer wants (dbus-native calls it at close). */
   closeFds(fds: readonly number[]): void {
     if (!Array.isArray(fds)) throw invalidArgType('fds', 'an array of fds', fds);
-    for (let i = 0; i < fds.length; i++) validateFd(fds[i], `fds[${i}]`);
+    for (let i = 0; i < fds.length; i++) {
+      const fd: unknown = fds[i];
+      // An fd that is fine takes no name for an error it will not have (a string per fd).
+      if (!(typeof fd === 'number' && Number.isInteger(fd) && fd >= 0 && fd <= MAX_FD)) validateFd(fd, `fds[${i}]`);
+    }
     if (fds.length > 0) closeFds(fds);
   }
 
@@ -296,7 +300,7 @@ export class RawStream extends Duplex {
   #send(data: Uint8Array, offset: number, fds: readonly number[]): number {
     const nfds = fds.length;
     for (let i = 0; i < nfds; i++) fdScratch[i] = fds[i]!;
-    return binding.sendmsg(this.#fd, data, offset, data.length - offset, fdScratch, nfds, MSG_DONTWAIT);
+    return binding.sendmsg(this.#fd, data, offset, data.length - offset, fdScratch, nfds);
   }
 
   /** write(chunk) as Duplex takes it, or write({ data, fds }). */

@@ -218,7 +218,7 @@ describe('the addon refuses bad buffer offsets', () => {
         poll.setLedger(new Int32Array(new ArrayBuffer(4 * 16)));
         const results = [poll.closeLedgerFds(2 ** 62, 2 ** 62), poll.closeLedgerFds(0, 2 ** 62), poll.closeLedgerFds(-1, 1)];
         const data = new Uint8Array(16);
-        results.push(binding.sendmsg(0, data, 2 ** 62, 2 ** 62, new Int32Array(0), 0, 0));
+        results.push(binding.sendmsg(0, data, 2 ** 62, 2 ** 62, new Int32Array(0), 0));
         console.log(JSON.stringify(results));`,
       ],
       { encoding: 'utf8', timeout: 10_000 },
@@ -231,11 +231,11 @@ describe('the addon refuses bad buffer offsets', () => {
     const [x, y] = socketpair();
     const data = new Uint8Array(16);
     const noFds = new Int32Array(0);
-    expect(binding.sendmsg(x, data, -1, 2, noFds, 0, 0)).toBe(-22);
-    expect(binding.sendmsg(x, data, 0, -1, noFds, 0, 0)).toBe(-22);
-    expect(binding.sendmsg(x, data, 2 ** 31 - 1, 2, noFds, 0, 0)).toBe(-22);
-    expect(binding.sendmsg(x, data, 0, 4, noFds, -1, 0)).toBe(-22);
-    expect(binding.sendmsg(x, data, 0, 4, noFds, 0, 0)).toBe(4);
+    expect(binding.sendmsg(x, data, -1, 2, noFds, 0)).toBe(-22);
+    expect(binding.sendmsg(x, data, 0, -1, noFds, 0)).toBe(-22);
+    expect(binding.sendmsg(x, data, 2 ** 31 - 1, 2, noFds, 0)).toBe(-22);
+    expect(binding.sendmsg(x, data, 0, 4, noFds, -1)).toBe(-22);
+    expect(binding.sendmsg(x, data, 0, 4, noFds, 0)).toBe(4);
     closeSync(x);
     closeSync(y);
   });
