@@ -4,7 +4,9 @@
 // Receiving (a PollWrap's wake-up, all in one callback):
 //   - the addon reads what the budget has room for (see Budget below) into the thread's
 //     shared receive buffers: message i's bytes at data[i * slotBytes], and the record
-//     [bytes or -errno, nfds, msg_flags] at records[i * RECORD_STRIDE];
+//     [bytes or -errno, nfds, msg_flags] at records[i * RECORD_STRIDE]; a stream socket's
+//     reads in RECEIVE_PACKETS mode (a RawStream's bytes) are packed instead: read i's bytes
+//     right after read i - 1's, from data[0];
 //   - it appends each message's fds, in order, to the handle's ledger;
 //   - then it calls onEvent(status, count, writable), and JS decodes the batch before
 //     returning, so the shared buffers are free for the next handle.

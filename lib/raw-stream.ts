@@ -70,7 +70,8 @@ const SHORT_OF_ROOM = new Set([-constants.ETOOMANYREFS, -os.errno.ENOBUFS]);
 const ROOM_RETRY_MS = 5;
 
 // Receive buffers, one set per thread, shared by every raw stream: the addon fills them and the
-// stream copies out what it pushes within the same callback. Each slot is one read.
+// stream copies out what it pushes within the same callback. Each slot is one read; the addon
+// packs their bytes from the start before it calls back.
 const SLOT_BYTES = 4096;
 const SLOTS = constants.MAX_MESSAGES_PER_BATCH;
 const receive = {
@@ -196,8 +197,8 @@ export class RawStream extends Duplex {
     const type = checkChannelSocket(fd);
     if (type !== 'stream') throw invalidArgValue('fd', `is fd ${fd}, a Unix ${type} socket; a RawStream needs a stream socket`, fd);
     super({ readableHighWaterMark, writableHighWaterMark, allowHalfOpen, decodeStrings: true });
-    // A read is a slot of bytes in RECEIVE_PACKETS mode: the addon frames nothing, and bounds
-    // a wake-up by the byte budget as if every read filled its slot.
+    // A read is a slot of bytes in RECEIVE_PACKETS mode: the addon frames nothing, bounds a
+    // wake-up by the byte budget as if every read filled its slot, and packs the reads' bytes.
     const poll = new binding.PollWrap(
       (status, count, writable) => this.#onPoll(status, count, writable),
       receive.data,
@@ -419,7 +420,6 @@ export class RawStream extends Duplex {
     const { records } = receive;
     let bytesRead = 0;
     let withFds = false;
-    let reads = count;
     let ending: Error | 'eof' | undefined;
     for (let i = 0; i < count; i++) {
       const at = i * RECORD_STRIDE;
@@ -434,12 +434,11 @@ export class RawStream extends Duplex {
         if (nfds > 0) withFds = true;
         continue;
       }
-      reads = i;
       break;
     }
     if (withFds) this.#fdsArrived();
     // What came before a failure is the reader's; the failure ends the stream.
-    if (bytesRead > 0) this.#pushBytes(reads, bytesRead);
+    if (bytesRead > 0) this.#pushBytes(bytesRead);
     if (ending === 'eof') {
       this.#readEnded = true;
       this.push(null);
@@ -451,15 +450,11 @@ export class RawStream extends Duplex {
     this.#recharge();
   }
 
-  /** The bytes of the first `reads` reads, each at the start of its slot, as one chunk. */
-  #pushBytes(reads: number, bytesRead: number): void {
+  /** The bytes of the first reads, packed from the receive buffer's start (the addon does so on a stream socket), as one chunk. */
+  #pushBytes(bytesRead: number): void {
     // A copy: the receive buffers are the next wake-up's.
     const chunk = Buffer.allocUnsafe(bytesRead);
-    let at = 0;
-    for (let i = 0; i < reads; i++) {
-      const bytes = receive.records[i * RECORD_STRIDE + RECORD_BYTES]!;
-      at += receivedBytes.copy(chunk, at, i * SLOT_BYTES, i * SLOT_BYTES + bytes);
-    }
+    receivedBytes.copy(chunk, 0, 0, bytesRead);
     if (!this.push(chunk)) this.#readWanted = false;
   }
 
