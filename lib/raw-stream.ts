@@ -268,24 +268,22 @@ export class RawStream extends Duplex {
     const bytes = bytesOf(data);
     const numbers = fdNumbers(fds, bytes.length);
     if (numbers.length === 0) return super.write(chunkOf(bytes), callback);
-    const entry: FdsOfChunk = { fds: numbers, ownsFds: false, sent: 0 };
+    let sent = 0;
     // A stream with nothing queued writes at once, in this call, while the caller's fds are
     // open: no copy of them, and no trip through Node's write queue when the socket takes the
     // whole write (the callback still comes on a later tick, as Node's do).
     if (this.writableLength === 0 && this.writableCorked === 0 && !this.destroyed && !this.writableEnded && this.#outgoing.length === 0) {
-      const sent = this.#retryTimer === undefined ? this.#send(bytes, 0, numbers) : EAGAIN;
-      if (sent === bytes.length) {
+      const result = this.#retryTimer === undefined ? this.#send(bytes, 0, numbers) : EAGAIN;
+      if (result === bytes.length) {
         if (callback) process.nextTick(callback);
         return true;
       }
-      // The fds went with the first bytes: the rest waits its turn without them.
-      if (sent > 0) {
-        entry.fds = [];
-        entry.sent = sent;
-      }
       // A failure other than a full socket: _write meets it again, and reports it as writes do.
-      if (sent < 0 && !isShortOfRoom(sent)) return this.#queue(bytes, entry, callback);
+      if (result < 0 && !isShortOfRoom(result)) return this.#queue(bytes, { fds: numbers, ownsFds: false, sent: 0 }, callback);
+      // The fds went with the first bytes: the rest waits its turn without them.
+      if (result > 0) sent = result;
     }
+    const entry: FdsOfChunk = { fds: sent > 0 ? [] : numbers, ownsFds: false, sent };
     if (entry.fds.length > 0) holdCopies(entry);
     return this.#queue(bytes, entry, callback);
   }
@@ -692,11 +690,12 @@ function fdNumbers(fds: unknown, bytes: number): number[] {
   }
   // A stream socket sends no fds without a byte to carry them.
   if (fds.length > 0 && bytes === 0) throw invalidArgValue('data', 'must hold at least one byte to carry fds', bytes);
-  const numbers: number[] = [];
+  // Its length at once: pushing grew the array on each write.
+  const numbers = new Array<number>(fds.length);
   for (let i = 0; i < fds.length; i++) {
     const fd: unknown = fds[i];
     // A plain fd number takes no name for an error it will not have.
-    numbers.push(typeof fd === 'number' && Number.isInteger(fd) && fd >= 0 && fd <= MAX_FD ? fd : toSendableFd(fd, `fds[${i}]`));
+    numbers[i] = typeof fd === 'number' && Number.isInteger(fd) && fd >= 0 && fd <= MAX_FD ? fd : toSendableFd(fd, `fds[${i}]`);
   }
   return numbers;
 }
