@@ -382,6 +382,8 @@ int PollWrap::DrainReadable(bool* starved) {
   int32_t* rec = records.Data();
   int* scratch = FdScratch();
   size_t filled = 0;
+  // A byte stream's reads in packet mode (a RawStream's) are packed: see kRecordStride.
+  size_t packed_bytes = 0;
   bool asked_kernel = false;
   while (filled < slots) {
     if (!MakeLedgerRoom(fds_per_message)) {
@@ -485,6 +487,11 @@ int PollWrap::DrainReadable(bool* starved) {
       if (want == 0) break;
       got = ReceiveMessages(handle_->fd, batch, want);
       for (size_t j = 0; j < got; j++) {
+        if (bytes_in_pieces && mode_ == ReceiveMode::kPackets && batch[j].bytes > 0) {
+          // Down, never over a slot not yet moved: each read starts no earlier than its bytes go.
+          memmove(data.Data() + packed_bytes, batch[j].data, static_cast<size_t>(batch[j].bytes));
+          packed_bytes += static_cast<size_t>(batch[j].bytes);
+        }
         int32_t* r = rec + (filled + j) * kRecordStride;
         r[kRecordBytes] = static_cast<int32_t>(batch[j].bytes);
         r[kRecordFds] = static_cast<int32_t>(batch[j].info.nfds);

@@ -24,6 +24,9 @@ constexpr size_t kLedgerFirstFd = 3;
 
 // A wake-up's records (Int32Array, shared): [bytes or -errno, nfds, msg_flags] per message.
 // Message i's bytes are at data[i * slotBytes]; its fds were appended to the ledger in order.
+// A stream socket's reads in packet mode (a RawStream's) are bytes with no boundaries: they
+// are packed instead, read i's bytes right after read i - 1's, from data[0], so that JS copies
+// a wake-up's bytes at once.
 constexpr size_t kRecordStride = 3;
 constexpr size_t kRecordBytes = 0;
 constexpr size_t kRecordFds = 1;

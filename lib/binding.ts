@@ -4,7 +4,9 @@
 // Receiving (a PollWrap's wake-up, all in one callback):
 //   - the addon reads what the budget has room for (see Budget below) into the thread's
 //     shared receive buffers: message i's bytes at data[i * slotBytes], and the record
-//     [bytes or -errno, nfds, msg_flags] at records[i * RECORD_STRIDE];
+//     [bytes or -errno, nfds, msg_flags] at records[i * RECORD_STRIDE]; a stream socket's
+//     reads in RECEIVE_PACKETS mode (a RawStream's bytes) are packed instead: read i's bytes
+//     right after read i - 1's, from data[0];
 //   - it appends each message's fds, in order, to the handle's ledger;
 //   - then it calls onEvent(status, count, writable), and JS decodes the batch before
 //     returning, so the shared buffers are free for the next handle.
@@ -94,7 +96,11 @@ export interface Binding {
   dupCloseOnExec(fd: number): number;
   /** shutdown(SHUT_WR): the peer reads EOF once what was sent is read; 0 or -errno. */
   shutdownWrite(sock: number): number;
-  sendmsg(sock: number, data: Uint8Array, offset: number, length: number, fds: Int32Array, nfds: number, flags: number): number;
+  /**
+   * One sendmsg of data[offset, offset + length) with the first nfds of fds, never blocking
+   * (MSG_DONTWAIT: six arguments, which node-addon-api keeps on the stack): bytes sent, or -errno.
+   */
+  sendmsg(sock: number, data: Uint8Array, offset: number, length: number, fds: Int32Array, nfds: number): number;
   /**
    * Registers, for this thread, where sendFrame finds its frame header (MESSAGE_HEADER_BYTES)
    * and fds: memory of its own (new ArrayBuffer), kept for the thread's life. 0 or -EINVAL.

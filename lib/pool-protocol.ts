@@ -21,6 +21,8 @@ export const CONNECTIONS = 2;
 export const STATUS = 3;
 /** HELLO flag: send a STATUS when connections close, not only with acknowledgements (least-busy needs it). */
 export const REPORT_CLOSES = 1;
+/** HELLO flag: every connection is a TCP socket (the pool listens on TCP), so the worker need not ask each fd what it is. */
+export const TCP_CONNECTIONS = 2;
 /** The environment variable that names a worker's slot in the pool: 0 .. workers - 1. */
 export const WORKER_ID_VARIABLE = 'FDPASS_POOL_WORKER_ID';
 

@@ -9,9 +9,10 @@
 // consumed. Written before the worker dies, the acknowledgement is read by the master before
 // it hands anything on, so it never hands on a connection this worker took. It goes to the
 // acknowledgement pipe the master sent with its HELLO (one write(2), which wakes nobody), or,
-// if the pipe is full, as a STATUS on the channel.
+// if the pipe is full, as a STATUS on the channel. One acknowledgement covers every message a
+// wake-up of the channel brought: it is written once they have all been read.
 import { writeSync } from 'node:fs';
-import { Server, Socket, type SocketConstructorOpts } from 'node:net';
+import { Server, Socket } from 'node:net';
 import EventEmitter from 'eventemitter3';
 import { emitSafely } from './emit-safely';
 import { binding } from './binding';
@@ -26,15 +27,17 @@ import {
   HELLO,
   PROTOCOL_VERSION,
   REPORT_CLOSES,
+  TCP_CONNECTIONS,
   WORKER_ID_VARIABLE,
   decodePoolMessage,
   encodeAck,
   encodeStatus,
   type PoolMessage,
 } from './pool-protocol';
+import { tcpSocket, type TcpSocketOptions } from './tcp-socket';
 
 /** What a net.Socket made from a pool connection may be given (its fd and its ends are the pool's to set). */
-export type PoolSocketOptions = Omit<SocketConstructorOpts, 'fd' | 'readable' | 'writable'>;
+export type PoolSocketOptions = TcpSocketOptions;
 
 /** The events a PoolMember emits, each with its listener's arguments. */
 export interface PoolMemberEvents {
@@ -57,12 +60,15 @@ export class PoolConnection {
   readonly data: Buffer;
   #fd: number;
   readonly #member: PoolMember;
+  /** The master said it is a TCP socket. */
+  readonly #tcp: boolean;
 
   /** Made by the pool. */
-  constructor(fd: number, data: Buffer, member: PoolMember) {
+  constructor(fd: number, data: Buffer, member: PoolMember, tcp: boolean) {
     this.#fd = fd;
     this.data = data;
     this.#member = member;
+    this.#tcp = tcp;
   }
 
   /**
@@ -81,7 +87,7 @@ export class PoolConnection {
     const fd = this.#take('toSocket');
     let socket: Socket;
     try {
-      socket = new Socket({ ...options, fd, readable: true, writable: true });
+      socket = this.#tcp ? tcpSocket(fd, options ?? {}) : new Socket({ ...options, fd, readable: true, writable: true });
     } catch (error) {
       binding.close(fd);
       this.#member[released]();
@@ -117,7 +123,12 @@ export class PoolMember extends EventEmitter<PoolMemberEvents> {
   #taken = 0;
   #open = 0;
   #reportCloses = false;
+  /** The master said every connection is a TCP socket. */
+  #tcp = false;
   #statusScheduled = false;
+  /** Taken, not yet acknowledged nor handed to onConnection: this wake-up's connections. */
+  #arrived: PoolConnection[] = [];
+  #ackScheduled = false;
   /** The write end of the acknowledgement pipe, from the HELLO (-1 until then, or once closed). */
   #acks = -1;
   readonly #ackRecord = Buffer.alloc(ACK_BYTES);
@@ -131,6 +142,7 @@ export class PoolMember extends EventEmitter<PoolMemberEvents> {
     this.#channel.on('message', (message) => this.#onMessage(message));
     this.#channel.on('error', (error) => this.#emitError(error));
     this.#channel.once('close', () => {
+      this.#acknowledge(); // what arrived with the channel's last wake-up
       if (this.#acks >= 0) binding.close(this.#acks);
       this.#acks = -1;
       emitSafely(this, 'end');
@@ -190,6 +202,7 @@ export class PoolMember extends EventEmitter<PoolMemberEvents> {
       return;
     }
     this.#reportCloses = (decoded.flags & REPORT_CLOSES) !== 0;
+    this.#tcp = (decoded.flags & TCP_CONNECTIONS) !== 0;
     // The acknowledgement pipe is ours from here (closed with the channel); without one,
     // acknowledgements go on the channel.
     const [acks, ...extra] = message.fds;
@@ -208,11 +221,26 @@ export class PoolMember extends EventEmitter<PoolMemberEvents> {
       );
       return;
     }
-    const connections = fds.map((fd, i) => new PoolConnection(fd, data?.[i] ?? noData, this));
+    for (let i = 0; i < count; i++) this.#arrived.push(new PoolConnection(fds[i]!, data?.[i] ?? noData, this, this.#tcp));
     this.#taken = (this.#taken + count) >>> 0;
     this.#open += count;
-    // Acknowledged before anything reads from them (see the top of this file). If that fails,
-    // the master is gone and nobody else will serve them: serve them anyway.
+    // The channel emits a wake-up's messages one after another, then microtasks run: one
+    // acknowledgement for them all.
+    if (this.#ackScheduled) return;
+    this.#ackScheduled = true;
+    queueMicrotask(() => this.#acknowledge());
+  }
+
+  /**
+   * Acknowledges the connections that arrived, before anything reads from them (see the top
+   * of this file), then hands them to onConnection. If the acknowledgement fails, the master
+   * is gone and nobody else will serve them: they are served anyway.
+   */
+  #acknowledge(): void {
+    this.#ackScheduled = false;
+    const connections = this.#arrived;
+    if (connections.length === 0) return;
+    this.#arrived = [];
     const deliver = (): void => {
       for (const connection of connections) {
         try {

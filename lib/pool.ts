@@ -30,6 +30,7 @@ import {
   ACK_BYTES,
   REPORT_CLOSES,
   STATUS,
+  TCP_CONNECTIONS,
   WORKER_ID_VARIABLE,
   decodePoolMessage,
   encodeConnections,
@@ -446,7 +447,7 @@ export class WorkerPool extends EventEmitter<WorkerPoolEvents> {
       this.#emitError(error);
       if (child.pid === undefined) this.#onExit(slot, child, null, null);
     });
-    const flags = this.#strategy === 'least-busy' ? REPORT_CLOSES : 0;
+    const flags = (this.#strategy === 'least-busy' ? REPORT_CLOSES : 0) | (this.#address !== undefined ? TCP_CONNECTIONS : 0);
     // The worker gets its pipe's write end with the HELLO; ours goes once the kernel has it.
     // (A worker gone at once ends its channel: the send fails, nothing to do.)
     const sent = (): void => closeFds([ackWriteEnd]);

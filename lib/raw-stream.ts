@@ -61,7 +61,7 @@ const DEFAULT_MAX_BUFFERED_FDS = 128;
 // first size, so that the addon can read all that waits in one batch.
 const LISTENED_MAX_FDS = 1024;
 const DEFAULT_HIGH_WATER_MARK = 64 * 1024;
-const { MSG_DONTWAIT, MSG_CTRUNC, MAX_FDS_PER_MESSAGE, RECORD_STRIDE, RECORD_BYTES, RECORD_FDS, RECORD_FLAGS } = constants;
+const { MSG_CTRUNC, MAX_FDS_PER_MESSAGE, RECORD_STRIDE, RECORD_BYTES, RECORD_FDS, RECORD_FLAGS } = constants;
 const EAGAIN = -os.errno.EAGAIN;
 const EWOULDBLOCK = -os.errno.EWOULDBLOCK;
 // Short of something that frees over time with nothing to signal it (fds in flight, buffer
@@ -70,7 +70,8 @@ const SHORT_OF_ROOM = new Set([-constants.ETOOMANYREFS, -os.errno.ENOBUFS]);
 const ROOM_RETRY_MS = 5;
 
 // Receive buffers, one set per thread, shared by every raw stream: the addon fills them and the
-// stream copies out what it pushes within the same callback. Each slot is one read.
+// stream copies out what it pushes within the same callback. Each slot is one read; the addon
+// packs their bytes from the start before it calls back.
 const SLOT_BYTES = 4096;
 const SLOTS = constants.MAX_MESSAGES_PER_BATCH;
 const receive = {
@@ -196,8 +197,8 @@ export class RawStream extends Duplex {
     const type = checkChannelSocket(fd);
     if (type !== 'stream') throw invalidArgValue('fd', `is fd ${fd}, a Unix ${type} socket; a RawStream needs a stream socket`, fd);
     super({ readableHighWaterMark, writableHighWaterMark, allowHalfOpen, decodeStrings: true });
-    // A read is a slot of bytes in RECEIVE_PACKETS mode: the addon frames nothing, and bounds
-    // a wake-up by the byte budget as if every read filled its slot.
+    // A read is a slot of bytes in RECEIVE_PACKETS mode: the addon frames nothing, bounds a
+    // wake-up by the byte budget as if every read filled its slot, and packs the reads' bytes.
     const poll = new binding.PollWrap(
       (status, count, writable) => this.#onPoll(status, count, writable),
       receive.data,
@@ -250,7 +251,11 @@ export class RawStream extends Duplex {
   /** Closes fds this stream handed out that their taker no longer wants (dbus-native calls it at close). */
   closeFds(fds: readonly number[]): void {
     if (!Array.isArray(fds)) throw invalidArgType('fds', 'an array of fds', fds);
-    for (let i = 0; i < fds.length; i++) validateFd(fds[i], `fds[${i}]`);
+    for (let i = 0; i < fds.length; i++) {
+      const fd: unknown = fds[i];
+      // An fd that is fine takes no name for an error it will not have (a string per fd).
+      if (!(typeof fd === 'number' && Number.isInteger(fd) && fd >= 0 && fd <= MAX_FD)) validateFd(fd, `fds[${i}]`);
+    }
     if (fds.length > 0) closeFds(fds);
   }
 
@@ -263,24 +268,22 @@ export class RawStream extends Duplex {
     const bytes = bytesOf(data);
     const numbers = fdNumbers(fds, bytes.length);
     if (numbers.length === 0) return super.write(chunkOf(bytes), callback);
-    const entry: FdsOfChunk = { fds: numbers, ownsFds: false, sent: 0 };
+    let sent = 0;
     // A stream with nothing queued writes at once, in this call, while the caller's fds are
     // open: no copy of them, and no trip through Node's write queue when the socket takes the
     // whole write (the callback still comes on a later tick, as Node's do).
     if (this.writableLength === 0 && this.writableCorked === 0 && !this.destroyed && !this.writableEnded && this.#outgoing.length === 0) {
-      const sent = this.#retryTimer === undefined ? this.#send(bytes, 0, numbers) : EAGAIN;
-      if (sent === bytes.length) {
+      const result = this.#retryTimer === undefined ? this.#send(bytes, 0, numbers) : EAGAIN;
+      if (result === bytes.length) {
         if (callback) process.nextTick(callback);
         return true;
       }
-      // The fds went with the first bytes: the rest waits its turn without them.
-      if (sent > 0) {
-        entry.fds = [];
-        entry.sent = sent;
-      }
       // A failure other than a full socket: _write meets it again, and reports it as writes do.
-      if (sent < 0 && !isShortOfRoom(sent)) return this.#queue(bytes, entry, callback);
+      if (result < 0 && !isShortOfRoom(result)) return this.#queue(bytes, { fds: numbers, ownsFds: false, sent: 0 }, callback);
+      // The fds went with the first bytes: the rest waits its turn without them.
+      if (result > 0) sent = result;
     }
+    const entry: FdsOfChunk = { fds: sent > 0 ? [] : numbers, ownsFds: false, sent };
     if (entry.fds.length > 0) holdCopies(entry);
     return this.#queue(bytes, entry, callback);
   }
@@ -296,7 +299,7 @@ export class RawStream extends Duplex {
   #send(data: Uint8Array, offset: number, fds: readonly number[]): number {
     const nfds = fds.length;
     for (let i = 0; i < nfds; i++) fdScratch[i] = fds[i]!;
-    return binding.sendmsg(this.#fd, data, offset, data.length - offset, fdScratch, nfds, MSG_DONTWAIT);
+    return binding.sendmsg(this.#fd, data, offset, data.length - offset, fdScratch, nfds);
   }
 
   /** write(chunk) as Duplex takes it, or write({ data, fds }). */
@@ -415,7 +418,6 @@ export class RawStream extends Duplex {
     const { records } = receive;
     let bytesRead = 0;
     let withFds = false;
-    let reads = count;
     let ending: Error | 'eof' | undefined;
     for (let i = 0; i < count; i++) {
       const at = i * RECORD_STRIDE;
@@ -430,12 +432,11 @@ export class RawStream extends Duplex {
         if (nfds > 0) withFds = true;
         continue;
       }
-      reads = i;
       break;
     }
     if (withFds) this.#fdsArrived();
     // What came before a failure is the reader's; the failure ends the stream.
-    if (bytesRead > 0) this.#pushBytes(reads, bytesRead);
+    if (bytesRead > 0) this.#pushBytes(bytesRead);
     if (ending === 'eof') {
       this.#readEnded = true;
       this.push(null);
@@ -447,15 +448,11 @@ export class RawStream extends Duplex {
     this.#recharge();
   }
 
-  /** The bytes of the first `reads` reads, each at the start of its slot, as one chunk. */
-  #pushBytes(reads: number, bytesRead: number): void {
+  /** The bytes of the first reads, packed from the receive buffer's start (the addon does so on a stream socket), as one chunk. */
+  #pushBytes(bytesRead: number): void {
     // A copy: the receive buffers are the next wake-up's.
     const chunk = Buffer.allocUnsafe(bytesRead);
-    let at = 0;
-    for (let i = 0; i < reads; i++) {
-      const bytes = receive.records[i * RECORD_STRIDE + RECORD_BYTES]!;
-      at += receivedBytes.copy(chunk, at, i * SLOT_BYTES, i * SLOT_BYTES + bytes);
-    }
+    receivedBytes.copy(chunk, 0, 0, bytesRead);
     if (!this.push(chunk)) this.#readWanted = false;
   }
 
@@ -693,11 +690,12 @@ function fdNumbers(fds: unknown, bytes: number): number[] {
   }
   // A stream socket sends no fds without a byte to carry them.
   if (fds.length > 0 && bytes === 0) throw invalidArgValue('data', 'must hold at least one byte to carry fds', bytes);
-  const numbers: number[] = [];
+  // Its length at once: pushing grew the array on each write.
+  const numbers = new Array<number>(fds.length);
   for (let i = 0; i < fds.length; i++) {
     const fd: unknown = fds[i];
     // A plain fd number takes no name for an error it will not have.
-    numbers.push(typeof fd === 'number' && Number.isInteger(fd) && fd >= 0 && fd <= MAX_FD ? fd : toSendableFd(fd, `fds[${i}]`));
+    numbers[i] = typeof fd === 'number' && Number.isInteger(fd) && fd >= 0 && fd <= MAX_FD ? fd : toSendableFd(fd, `fds[${i}]`);
   }
   return numbers;
 }

@@ -204,7 +204,7 @@ export class SendQueue {
     if (outgoing.bare) return this.#sendFirst(outgoing);
     const { frame, frameStart, frameBytes, offset } = outgoing;
     const nfds = offset === 0 ? copyFds(outgoing.fds, fdScratch, 0) : 0; // the fds went with the first part
-    const sent = binding.sendmsg(this.#fd, frame!, frameStart + offset, frameBytes - offset, fdScratch, nfds, MSG_DONTWAIT);
+    const sent = binding.sendmsg(this.#fd, frame!, frameStart + offset, frameBytes - offset, fdScratch, nfds);
     if (sent < 0) return sent;
     outgoing.offset += sent;
     return outgoing.offset === frameBytes ? 0 : EAGAIN;

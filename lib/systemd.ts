@@ -279,7 +279,7 @@ async function sendToManager(datagram: Buffer, fds: Int32Array, signal: AbortSig
     const err = binding.connectUnix(sock, address.name, address.abstract);
     if (err < 0) throw errnoException(err, 'connect', describeAddress(address));
     for (let wait = 1; ; wait = Math.min(2 * wait, MAX_RETRY_WAIT_MS)) {
-      const sent = binding.sendmsg(sock, datagram, 0, datagram.length, fds, fds.length, 0);
+      const sent = binding.sendmsg(sock, datagram, 0, datagram.length, fds, fds.length);
       if (sent >= 0) return true; // a datagram goes whole or not at all
       if (sent !== -os.errno.EAGAIN) throw errnoException(sent, 'sendmsg', describeAddress(address));
       // The manager's receive queue is full. Its socket cannot be watched for room from here

@@ -136,7 +136,7 @@ describe('round trip', () => {
     await a.send(fds[0]!);
     await a.send({ data: Buffer.alloc(11), fds: [fds[1]!] }); // over b's limit: an error in its place
     await a.send(fds[0]!);
-    expect(binding.sendmsg(a.fd, Buffer.from([0x7f]), 0, 1, new Int32Array(0), 0, 0)).toBe(1); // no message at all
+    expect(binding.sendmsg(a.fd, Buffer.from([0x7f]), 0, 1, new Int32Array(0), 0)).toBe(1); // no message at all
     const contents: string[] = [];
     const thrown = await within(
       (async () => {

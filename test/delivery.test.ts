@@ -83,7 +83,7 @@ describe('per-message errors never hold up messages', () => {
     const closed = new Promise<void>((resolve) => b.once('close', () => resolve()));
     // Bytes that are no message: a stream channel cannot find the next boundary and ends.
     const { binding } = await import('../lib/binding.js');
-    expect(binding.sendmsg(a.fd, Buffer.from([0x7f]), 0, 1, new Int32Array(0), 0, 0)).toBe(1);
+    expect(binding.sendmsg(a.fd, Buffer.from([0x7f]), 0, 1, new Int32Array(0), 0)).toBe(1);
     await within(closed, 2000, 'the channel closing on its own');
     const error = await b.send({ data: 'late' }).catch((e: unknown) => e as Error & { code: string; cause?: { code: string } });
     expect(error).toMatchObject({ code: 'ERR_FDPASS_CHANNEL_CLOSED', cause: { code: 'ERR_FDPASS_BAD_MESSAGE' } });

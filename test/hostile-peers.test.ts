@@ -464,7 +464,7 @@ describe("a server's untaken channels racing the shared budget", () => {
     });
   }
   const sendRaw = (sock: number, bytes: number[] | Buffer, fds: Int32Array = none): number =>
-    binding.sendmsg(sock, Uint8Array.from(bytes), 0, bytes.length, fds, fds.length, binding.constants.MSG_DONTWAIT);
+    binding.sendmsg(sock, Uint8Array.from(bytes), 0, bytes.length, fds, fds.length);
 
   it('frames begun on every untaken channel while there was room do not each add a message of fds once the budget is full', async () => {
     const server = own(await listen({ path: socketPath(), channel: { maxBufferedFds: 4 } }));

@@ -260,7 +260,7 @@ describe('a frame cut short', () => {
     const receiver = new Channel(y);
     // The start of a frame of 1,000 bytes with 2 fds: its header, 10 bytes and the fds.
     const start = Buffer.concat([encodeHeader(1000, 2), Buffer.alloc(10)]);
-    expect(binding.sendmsg(x, start, 0, start.length, Int32Array.of(pool[0]!, pool[1]!), 2, 0)).toBe(start.length);
+    expect(binding.sendmsg(x, start, 0, start.length, Int32Array.of(pool[0]!, pool[1]!), 2)).toBe(start.length);
     const pending = receiver.recv().then(
       () => 'delivered',
       (error: { code?: string }) => error.code,

@@ -3,7 +3,7 @@
 import { spawnSync } from 'node:child_process';
 import { closeSync, fstatSync, mkdtempSync, openSync, rmSync, writeFileSync } from 'node:fs';
 import net from 'node:net';
-import { tmpdir } from 'node:os';
+import { constants as os, tmpdir } from 'node:os';
 import path from 'node:path';
 import { afterAll, describe, expect, it } from 'vitest';
 import { binding } from '../lib/binding.js';
@@ -218,7 +218,7 @@ describe('the addon refuses bad buffer offsets', () => {
         poll.setLedger(new Int32Array(new ArrayBuffer(4 * 16)));
         const results = [poll.closeLedgerFds(2 ** 62, 2 ** 62), poll.closeLedgerFds(0, 2 ** 62), poll.closeLedgerFds(-1, 1)];
         const data = new Uint8Array(16);
-        results.push(binding.sendmsg(0, data, 2 ** 62, 2 ** 62, new Int32Array(0), 0, 0));
+        results.push(binding.sendmsg(0, data, 2 ** 62, 2 ** 62, new Int32Array(0), 0));
         console.log(JSON.stringify(results));`,
       ],
       { encoding: 'utf8', timeout: 10_000 },
@@ -231,13 +231,34 @@ describe('the addon refuses bad buffer offsets', () => {
     const [x, y] = socketpair();
     const data = new Uint8Array(16);
     const noFds = new Int32Array(0);
-    expect(binding.sendmsg(x, data, -1, 2, noFds, 0, 0)).toBe(-22);
-    expect(binding.sendmsg(x, data, 0, -1, noFds, 0, 0)).toBe(-22);
-    expect(binding.sendmsg(x, data, 2 ** 31 - 1, 2, noFds, 0, 0)).toBe(-22);
-    expect(binding.sendmsg(x, data, 0, 4, noFds, -1, 0)).toBe(-22);
-    expect(binding.sendmsg(x, data, 0, 4, noFds, 0, 0)).toBe(4);
+    expect(binding.sendmsg(x, data, -1, 2, noFds, 0)).toBe(-22);
+    expect(binding.sendmsg(x, data, 0, -1, noFds, 0)).toBe(-22);
+    expect(binding.sendmsg(x, data, 2 ** 31 - 1, 2, noFds, 0)).toBe(-22);
+    expect(binding.sendmsg(x, data, 0, 4, noFds, -1)).toBe(-22);
+    expect(binding.sendmsg(x, data, 0, 4, noFds, 0)).toBe(4);
     closeSync(x);
     closeSync(y);
+  });
+
+  it('sendmsg never blocks, even on a blocking socket: a full socket is EAGAIN', () => {
+    // In a child: were it to block, the test could not interrupt it, but a timeout can.
+    const run = spawnSync(
+      process.execPath,
+      [
+        '-e',
+        `const { binding } = require(${JSON.stringify(path.join(root, 'dist', 'binding.js'))});
+        const pair = new Int32Array(2);
+        binding.socketpair(binding.constants.SOCK_STREAM, pair);
+        binding.setNonBlocking(pair[0], false);
+        const data = new Uint8Array(65536);
+        let sent;
+        while ((sent = binding.sendmsg(pair[0], data, 0, data.length, new Int32Array(0), 0)) > 0);
+        console.log(JSON.stringify(sent));`,
+      ],
+      { encoding: 'utf8', timeout: 10_000 },
+    );
+    expect(run.signal).toBeNull();
+    expect(JSON.parse(run.stdout)).toBe(-os.errno.EAGAIN);
   });
 });
 

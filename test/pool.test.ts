@@ -2,7 +2,7 @@
 // (serveFromPool, joinPool) or Python processes, and the load comes from autocannon or Node's
 // http client in a process of their own, so that the master's fd counts are its own.
 import { once } from 'node:events';
-import { closeSync, mkdtempSync, openSync, readFileSync, rmSync } from 'node:fs';
+import { closeSync, mkdtempSync, openSync, readFileSync, rmSync, writeSync } from 'node:fs';
 import http from 'node:http';
 import net from 'node:net';
 import { tmpdir } from 'node:os';
@@ -10,7 +10,7 @@ import path from 'node:path';
 import { afterAll, beforeAll, describe, expect, it } from 'vitest';
 import { binding } from '../lib/binding.js';
 import { Channel, WorkerPool, closeFd, forkWithChannel, type PoolStrategy, type WorkerExit } from '../lib/index.js';
-import { ACK_BYTES, STATUS, decodePoolMessage, encodeConnections, encodeHello } from '../lib/pool-protocol.js';
+import { ACK_BYTES, STATUS, decodePoolMessage, encodeAck, encodeConnections, encodeHello } from '../lib/pool-protocol.js';
 import { expectNoFdLeakAroundEachTest, fixtures, openFds, python, spawnNodePeer, spawnPeer, within } from './helpers.js';
 
 const dir = mkdtempSync(path.join(tmpdir(), 'fdpass-pool-'));
@@ -228,23 +228,49 @@ describe('WorkerPool', () => {
     const pipe = new Int32Array(2);
     expect(binding.pipe(pipe)).toBe(0);
     const [acks, ackWriteEnd] = pipe as unknown as [number, number];
+    // The worker writes one acknowledgement per wake-up of its channel, however many messages
+    // it brought: fill the pipe with records that acknowledge nothing, all but a page (a pipe
+    // takes a write once a whole page of it is free).
+    const room = 4096;
+    const filler = encodeAck(Buffer.alloc(ACK_BYTES), 0, 0);
+    for (;;) {
+      try {
+        writeSync(ackWriteEnd, filler);
+      } catch {
+        break; // EAGAIN: full
+      }
+    }
+    expect(binding.read(acks, Buffer.alloc(room), 0, room)).toBe(room);
     await channel.send({ data: encodeHello(0), fds: [ackWriteEnd] });
     closeFd(ackWriteEnd);
     const devNull = openSync('/dev/null', 'r');
-    const sent = 10_000; // more than a pipe (8192 records) and a socket (some hundred messages) hold
+    // One connection at a time, each sent once the worker has taken the one before (so that
+    // each comes with a wake-up and an acknowledgement of its own), until it takes no more:
+    // its acknowledgements have filled the pipe's room, then its channel's socket.
+    // A worker that has not taken one within a second is taken to be waiting.
+    const patience = 1000;
+    let sent = 0;
+    const takes = async (count: number): Promise<boolean> => {
+      for (const deadline = Date.now() + patience; Date.now() < deadline;) {
+        if (taken.length >= count) return true;
+        await new Promise((resolve) => setTimeout(resolve, 1));
+      }
+      return false;
+    };
     try {
-      for (let i = 0; i < sent; i++) await channel.send({ data: encodeConnections(1, [Buffer.from(String(i))]), fds: [devNull] });
+      do {
+        await channel.send({ data: encodeConnections(1, [Buffer.from(String(sent))]), fds: [devNull] });
+        sent++;
+        if (sent > 20_000) throw new Error('the worker never stopped taking connections');
+      } while (await takes(sent));
+      // It holds back these too.
+      for (let i = 0; i < 10; i++) await channel.send({ data: encodeConnections(1, [Buffer.from(String(sent++))]), fds: [devNull] });
     } finally {
       closeSync(devNull);
     }
-    // It takes connections until its acknowledgements fill the pipe, then the socket; then no more.
-    let before = -1;
-    while (before !== taken.length) {
-      before = taken.length;
-      await new Promise((resolve) => setTimeout(resolve, 300));
-    }
+    await new Promise((resolve) => setTimeout(resolve, patience));
     const stuckAt = taken.length;
-    expect(stuckAt).toBeGreaterThan(0);
+    expect(stuckAt).toBeGreaterThan(room / ACK_BYTES);
     expect(stuckAt).toBeLessThan(sent);
     // Read both, and it takes the rest; the last acknowledgement counts them all.
     let acknowledged = 0;
@@ -258,8 +284,9 @@ describe('WorkerPool', () => {
     const record = Buffer.alloc(ACK_BYTES);
     const drain = setInterval(() => {
       while (binding.read(acks, record, 0, ACK_BYTES) === ACK_BYTES) {
-        acknowledged = Math.max(acknowledged, record.readUInt32LE(0));
-        records.pipe++;
+        const taken = record.readUInt32LE(0);
+        acknowledged = Math.max(acknowledged, taken);
+        if (taken > 0) records.pipe++; // the worker's, not the filler
       }
     }, 20);
     try {

@@ -41,6 +41,41 @@ async function until(check: () => boolean, ms: number, what: string): Promise<vo
 }
 
 describe('RawStream in one process', () => {
+  it("reads many writes of many sizes in one wake-up: every byte where it was written, each write's fd with it", async () => {
+    const [writer, reader] = RawStream.pair();
+    const fd = openSync(file, 'r');
+    const sent: Buffer[] = [];
+    let sentFds = 0;
+    // All in the kernel before the reader reads: an idle stream sends in write() itself.
+    for (let i = 0; i < 48; i++) {
+      const data = randomBytes(1 + ((i * 37) % 300));
+      sent.push(data);
+      if (i % 4 === 3) {
+        writer.write(data);
+      } else {
+        writer.writeWithFds(data, [fd]);
+        sentFds++;
+      }
+    }
+    closeSync(fd);
+    const expected = Buffer.concat(sent);
+    let fds = 0;
+    reader.on('fds', (received: number[]) => {
+      fds += received.length;
+      reader.closeFds(received);
+    });
+    const chunks: Buffer[] = [];
+    reader.on('data', (chunk: Buffer) => chunks.push(chunk));
+    await until(() => Buffer.concat(chunks).length >= expected.length, 5000, 'every byte');
+    expect(Buffer.concat(chunks).equals(expected)).toBe(true);
+    expect(fds).toBe(sentFds);
+    // Several reads (one per write with an fd) went into each chunk.
+    expect(chunks.length).toBeLessThan(sentFds / 2);
+    writer.destroy();
+    reader.destroy();
+    await Promise.all([closed(writer), closed(reader)]);
+  });
+
   it("keeps bytes in order, makes each write's fds available before its bytes, takes them FIFO, close-on-exec", async () => {
     const [a, b] = RawStream.pair();
     const fd = openSync(file, 'r');

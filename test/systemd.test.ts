@@ -568,6 +568,6 @@ function fillQueue(address: string): { sock: number; count: number } {
   expect(binding.connectUnix(sock, Buffer.from(address), false)).toBe(0);
   const text = Buffer.from('filler');
   let count = 0;
-  while (binding.sendmsg(sock, text, 0, text.length, new Int32Array(0), 0, 0) >= 0) count++;
+  while (binding.sendmsg(sock, text, 0, text.length, new Int32Array(0), 0) >= 0) count++;
   return { sock, count };
 }
