@@ -183,6 +183,15 @@ describe('worker threads', () => {
     return new Promise((resolve) => worker.once('exit', resolve));
   }
 
+  /** The worker's first message; a worker that fails or exits before it sends one says why. */
+  function firstMessage(worker: Worker): Promise<unknown> {
+    return new Promise((resolve, reject) => {
+      worker.once('message', resolve);
+      worker.once('error', reject);
+      worker.once('exit', (code) => reject(new Error(`the worker exited with code ${code} before it sent a message`)));
+    });
+  }
+
   it('spawnWorker: the worker opens its end in one call, reads through a passed fd and sends one back', async () => {
     const { worker, channel } = spawnWorker(
       workerCode(`
@@ -233,7 +242,7 @@ describe('worker threads', () => {
         await mine.close();`),
       { eval: true },
     );
-    const reply = await new Promise((resolve) => worker.once('message', resolve));
+    const reply = await firstMessage(worker);
     expect(await workerExit(worker)).toBe(0);
     await channel.close();
     expect(reply).toEqual({ errors: ['ERR_FDPASS_NO_PARENT_CHANNEL', 'ERR_FDPASS_NO_PARENT_CHANNEL'] });
@@ -247,7 +256,7 @@ describe('worker threads', () => {
         catch (e) { parentPort.postMessage(e.code + ': ' + e.message); }`),
       { eval: true, workerData: { fd: there.fd } },
     );
-    const reply = await new Promise((resolve) => worker.once('message', resolve));
+    const reply = await firstMessage(worker);
     await workerExit(worker);
     expect(reply).toMatch(/^EEXIST: .*already owned by another Channel/);
     await Promise.all([here.close(), there.close()]);
