@@ -12,7 +12,7 @@
 // if the pipe is full, as a STATUS on the channel. One acknowledgement covers every message a
 // wake-up of the channel brought: it is written once they have all been read.
 import { writeSync } from 'node:fs';
-import { Server, Socket } from 'node:net';
+import { Server, Socket, type SocketConstructorOpts } from 'node:net';
 import EventEmitter from 'eventemitter3';
 import { emitSafely } from './emit-safely';
 import { binding } from './binding';
@@ -34,10 +34,10 @@ import {
   encodeStatus,
   type PoolMessage,
 } from './pool-protocol';
-import { tcpSocket, type TcpSocketOptions } from './tcp-socket';
+import { tcpSocket } from './tcp-socket';
 
 /** What a net.Socket made from a pool connection may be given (its fd and its ends are the pool's to set). */
-export type PoolSocketOptions = TcpSocketOptions;
+export type PoolSocketOptions = Omit<SocketConstructorOpts, 'fd' | 'readable' | 'writable'>;
 
 /** The events a PoolMember emits, each with its listener's arguments. */
 export interface PoolMemberEvents {

@@ -8,9 +8,6 @@
 // when a Node version changes what this relies on.
 import { Socket, type SocketConstructorOpts } from 'node:net';
 
-/** What a net.Socket made here may be given (its fd and its ends are set here). */
-export type TcpSocketOptions = Omit<SocketConstructorOpts, 'fd' | 'readable' | 'writable'>;
-
 interface TcpHandle {
   open(fd: number): number;
   close(): void;
@@ -27,7 +24,7 @@ let handleClass: TcpHandleClass | null | undefined;
  * A net.Socket that owns `fd`, a connected TCP socket, from here on. Throws Node's error if
  * Node cannot open it; the fd is then still the caller's.
  */
-export function tcpSocket(fd: number, options: TcpSocketOptions): Socket {
+export function tcpSocket(fd: number, options: Omit<SocketConstructorOpts, 'fd' | 'readable' | 'writable'>): Socket {
   if (handleClass) {
     const handle = new handleClass(TCP_SOCKET);
     if (handle.open(fd) === 0) return new Socket({ ...options, handle, readable: true, writable: true } as SocketConstructorOpts);
