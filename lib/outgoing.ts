@@ -5,7 +5,7 @@ import { binding } from './binding';
 import { fdpassError, invalidArgType, outOfRange } from './errors';
 import { closeHandedFd, toSendableFd, type FdLike } from './fd';
 import { MAX_FDS_PER_FRAME, MAX_PAYLOAD_BYTES, MESSAGE_HEADER_BYTES, isBareFd, putHeader } from './framing';
-import { MAX_FD } from './validators';
+import { isFdNumber } from './validators';
 
 /** A message to send: a payload and the fds that travel with it. */
 export interface Message {
@@ -82,7 +82,7 @@ export function toOutgoing(value: FdLike | Message, close: boolean): Outgoing {
   for (let i = 0; i < handed.length; i++) {
     const fd = handed[i];
     // A plain fd number, checked without building its name for an error that will not come.
-    fds[i] = typeof fd === 'number' && Number.isInteger(fd) && fd >= 0 && fd <= MAX_FD ? fd : toSendableFd(fd, `message.fds[${i}]`);
+    fds[i] = isFdNumber(fd) ? fd : toSendableFd(fd, `message.fds[${i}]`);
   }
   if (payload.length > MAX_PAYLOAD_BYTES) {
     throw outOfRange('message.data.length', `at most ${MAX_PAYLOAD_BYTES}`, payload.length);

@@ -18,7 +18,7 @@ import { FdLedger } from './fd-ledger';
 import { ReceiveBudget } from './receive-budget';
 import { socketAddress } from './socket-address';
 import { socketpair } from './socketpair';
-import { MAX_FD, validateAbortSignal, validateFd, validateInteger, validateOptions } from './validators';
+import { isFdNumber, validateAbortSignal, validateFd, validateInteger, validateOptions } from './validators';
 
 /** Options of a {@link RawStream}: how much it reads ahead and holds. */
 export interface RawStreamOptions {
@@ -254,7 +254,7 @@ export class RawStream extends Duplex {
     for (let i = 0; i < fds.length; i++) {
       const fd: unknown = fds[i];
       // An fd that is fine takes no name for an error it will not have (a string per fd).
-      if (!(typeof fd === 'number' && Number.isInteger(fd) && fd >= 0 && fd <= MAX_FD)) validateFd(fd, `fds[${i}]`);
+      if (!isFdNumber(fd)) validateFd(fd, `fds[${i}]`);
     }
     if (fds.length > 0) closeFds(fds);
   }
@@ -695,7 +695,7 @@ function fdNumbers(fds: unknown, bytes: number): number[] {
   for (let i = 0; i < fds.length; i++) {
     const fd: unknown = fds[i];
     // A plain fd number takes no name for an error it will not have.
-    numbers[i] = typeof fd === 'number' && Number.isInteger(fd) && fd >= 0 && fd <= MAX_FD ? fd : toSendableFd(fd, `fds[${i}]`);
+    numbers[i] = isFdNumber(fd) ? fd : toSendableFd(fd, `fds[${i}]`);
   }
   return numbers;
 }

@@ -23,6 +23,11 @@ export function validateFd(value: unknown, name: string): number {
   return validateInteger(value, name, 0, MAX_FD);
 }
 
+/** Whether value is a valid fd number: the check of validateFd, for hot paths that name the value only when it fails. */
+export function isFdNumber(value: unknown): value is number {
+  return typeof value === 'number' && Number.isInteger(value) && value >= 0 && value <= MAX_FD;
+}
+
 export function validateBoolean(value: unknown, name: string): boolean {
   if (typeof value !== 'boolean') throw invalidArgType(name, 'of type boolean', value);
   return value;
