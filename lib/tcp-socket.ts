@@ -26,10 +26,10 @@ let handleClass: TcpHandleClass | null | undefined;
  */
 export function tcpSocket(fd: number, options: Omit<SocketConstructorOpts, 'fd' | 'readable' | 'writable'>): Socket {
   if (handleClass) {
-    const handle = new handleClass(TCP_SOCKET);
-    if (handle.open(fd) === 0) return new Socket({ ...options, handle, readable: true, writable: true } as SocketConstructorOpts);
-    handle.close();
+    const handle = newHandle(handleClass);
+    if (handle?.open(fd) === 0) return new Socket({ ...options, handle, readable: true, writable: true } as SocketConstructorOpts);
     // Not opened: the public way below throws Node's own error for it.
+    handle?.close();
   }
   const socket = new Socket({ ...options, fd, readable: true, writable: true });
   handleClass ??= handleClassOf(socket);
@@ -39,6 +39,16 @@ export function tcpSocket(fd: number, options: Omit<SocketConstructorOpts, 'fd' 
 /** Whether sockets are made without the type check (after the first one): for tests. */
 export function skipsTypeCheck(): boolean {
   return typeof handleClass === 'function';
+}
+
+/** A new handle of the class, or undefined (and the public way from here on) if it will not make one. */
+function newHandle(made: TcpHandleClass): TcpHandle | undefined {
+  try {
+    return new made(TCP_SOCKET);
+  } catch {
+    handleClass = null;
+    return undefined;
+  }
 }
 
 function handleClassOf(socket: Socket): TcpHandleClass | null {
