@@ -448,6 +448,12 @@ Napi::Value JsSetSocketOption(const Napi::CallbackInfo& info) {
   return Napi::Number::New(info.Env(), err);
 }
 
+// getSocketOption(sock, level, name) -> value | -errno
+Napi::Value JsGetSocketOption(const Napi::CallbackInfo& info) {
+  return Napi::Number::New(info.Env(),
+                           GetSocketOption(ArgInt(info, 0), ArgInt(info, 1), ArgInt(info, 2)));
+}
+
 // bindInet(sock, family: 4 | 6, address: Uint8Array (text), port) -> 0 | -errno
 Napi::Value JsBindInet(const Napi::CallbackInfo& info) {
   SocketName text = ArgName(info, 2);
@@ -508,6 +514,7 @@ Napi::Object Init(Napi::Env env, Napi::Object exports) {
   exports["peerCredentials"] = Napi::Function::New<JsPeerCredentials>(env, "peerCredentials");
   exports["inetSocket"] = Napi::Function::New<JsInetSocket>(env, "inetSocket");
   exports["setSocketOption"] = Napi::Function::New<JsSetSocketOption>(env, "setSocketOption");
+  exports["getSocketOption"] = Napi::Function::New<JsGetSocketOption>(env, "getSocketOption");
   exports["bindInet"] = Napi::Function::New<JsBindInet>(env, "bindInet");
   exports["localAddress"] = Napi::Function::New<JsLocalAddress>(env, "localAddress");
   exports["openDirectoryAt"] = Napi::Function::New<JsOpenDirectoryAt>(env, "openDirectoryAt");

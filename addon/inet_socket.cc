@@ -23,6 +23,14 @@ int SetSocketOption(int sock, int level, int name, int value) {
   return setsockopt(sock, level, name, &value, sizeof(value)) == -1 ? -errno : 0;
 }
 
+int GetSocketOption(int sock, int level, int name) {
+  int value = 0;
+  socklen_t len = sizeof(value);
+  if (getsockopt(sock, level, name, &value, &len) == -1) return -errno;
+  // A negative option value would read as an errno: none of the int options asked for has one.
+  return value < 0 ? -EINVAL : value;
+}
+
 int BindInet(int sock, int family, const char* text, size_t len, int port) {
   if (port < 0 || port > 65535) return -EINVAL;
   std::string address(text, len);  // inet_pton wants a NUL-terminated string

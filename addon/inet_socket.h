@@ -24,6 +24,8 @@ int InetSocket(int family);
 
 // setsockopt(2) of an int option.
 int SetSocketOption(int sock, int level, int name, int value);
+// getsockopt(2) of a non-negative int option: its value, or -errno.
+int GetSocketOption(int sock, int level, int name);
 
 // bind(2) to the IPv4 or IPv6 address written as text (inet_pton's forms) and port.
 // -EINVAL if the text is no address of that family.

@@ -146,6 +146,8 @@ export interface Binding {
   inetSocket(family: 4 | 6): number;
   /** setsockopt(2) of an int option: 0 or -errno. */
   setSocketOption(sock: number, level: number, name: number, value: number): number;
+  /** getsockopt(2) of a non-negative int option: its value, or -errno. */
+  getSocketOption(sock: number, level: number, name: number): number;
   /** bind(2) to an IP address given as text (inet_pton), and a port: 0, or -EINVAL for no such address. */
   bindInet(sock: number, family: 4 | 6, address: Uint8Array, port: number): number;
   /** getsockname(2) into out, INET_ADDRESS_BYTES long, in the accept slot's layout (see above). */

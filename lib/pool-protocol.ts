@@ -23,6 +23,8 @@ export const STATUS = 3;
 export const REPORT_CLOSES = 1;
 /** HELLO flag: every connection is a TCP socket (the pool listens on TCP), so the worker need not ask each fd what it is. */
 export const TCP_CONNECTIONS = 2;
+/** HELLO flag: every connection has TCP_NODELAY set already (inherited from the listening socket). */
+export const NO_DELAY = 4;
 /** The environment variable that names a worker's slot in the pool: 0 .. workers - 1. */
 export const WORKER_ID_VARIABLE = 'FDPASS_POOL_WORKER_ID';
 

@@ -25,6 +25,7 @@ import {
   ACK_BYTES,
   CONNECTIONS,
   HELLO,
+  NO_DELAY,
   PROTOCOL_VERSION,
   REPORT_CLOSES,
   TCP_CONNECTIONS,
@@ -60,15 +61,15 @@ export class PoolConnection {
   readonly data: Buffer;
   #fd: number;
   readonly #member: PoolMember;
-  /** The master said it is a TCP socket. */
-  readonly #tcp: boolean;
+  /** What the master said of every connection (HELLO flags): TCP_CONNECTIONS, NO_DELAY. */
+  readonly #flags: number;
 
   /** Made by the pool. */
-  constructor(fd: number, data: Buffer, member: PoolMember, tcp: boolean) {
+  constructor(fd: number, data: Buffer, member: PoolMember, flags: number) {
     this.#fd = fd;
     this.data = data;
     this.#member = member;
-    this.#tcp = tcp;
+    this.#flags = flags;
   }
 
   /**
@@ -87,7 +88,11 @@ export class PoolConnection {
     const fd = this.#take('toSocket');
     let socket: Socket;
     try {
-      socket = this.#tcp ? tcpSocket(fd, options ?? {}) : new Socket({ ...options, fd, readable: true, writable: true });
+      socket =
+        this.#flags & TCP_CONNECTIONS
+          ? // A socket told it has TCP_NODELAY, which it has, makes no setsockopt when asked to set it.
+            tcpSocket(fd, this.#flags & NO_DELAY ? { noDelay: true, ...options } : (options ?? {}))
+          : new Socket({ ...options, fd, readable: true, writable: true });
     } catch (error) {
       binding.close(fd);
       this.#member[released]();
@@ -123,8 +128,8 @@ export class PoolMember extends EventEmitter<PoolMemberEvents> {
   #taken = 0;
   #open = 0;
   #reportCloses = false;
-  /** The master said every connection is a TCP socket. */
-  #tcp = false;
+  /** What the master said of every connection (HELLO flags): TCP_CONNECTIONS, NO_DELAY. */
+  #connectionFlags = 0;
   #statusScheduled = false;
   /** Taken, not yet acknowledged nor handed to onConnection: this wake-up's connections. */
   #arrived: PoolConnection[] = [];
@@ -202,7 +207,7 @@ export class PoolMember extends EventEmitter<PoolMemberEvents> {
       return;
     }
     this.#reportCloses = (decoded.flags & REPORT_CLOSES) !== 0;
-    this.#tcp = (decoded.flags & TCP_CONNECTIONS) !== 0;
+    this.#connectionFlags = decoded.flags & (TCP_CONNECTIONS | NO_DELAY);
     // The acknowledgement pipe is ours from here (closed with the channel); without one,
     // acknowledgements go on the channel.
     const [acks, ...extra] = message.fds;
@@ -221,7 +226,7 @@ export class PoolMember extends EventEmitter<PoolMemberEvents> {
       );
       return;
     }
-    for (let i = 0; i < count; i++) this.#arrived.push(new PoolConnection(fds[i]!, data?.[i] ?? noData, this, this.#tcp));
+    for (let i = 0; i < count; i++) this.#arrived.push(new PoolConnection(fds[i]!, data?.[i] ?? noData, this, this.#connectionFlags));
     this.#taken = (this.#taken + count) >>> 0;
     this.#open += count;
     // The channel emits a wake-up's messages one after another, then microtasks run: one

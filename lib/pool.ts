@@ -28,6 +28,7 @@ import { MAX_FDS_PER_FRAME } from './framing';
 import type { ReceivedMessage } from './message';
 import {
   ACK_BYTES,
+  NO_DELAY,
   REPORT_CLOSES,
   STATUS,
   TCP_CONNECTIONS,
@@ -37,7 +38,7 @@ import {
   encodeHello,
   type PoolMessage,
 } from './pool-protocol';
-import { checkListeningSocket, listenTcp, type InetAddress, type TcpListenOptions } from './tcp-listener';
+import { checkListeningSocket, hasNoDelay, listenTcp, type InetAddress, type TcpListenOptions } from './tcp-listener';
 import { validateFunction, validateInteger, validateOneOf, validateOptions, validateString } from './validators';
 
 /** A Node.js module to fork, or any program (its end of the channel is named by FDPASS_CHANNEL_FD). */
@@ -256,6 +257,8 @@ export class WorkerPool extends EventEmitter<WorkerPoolEvents> {
   #state: 'new' | 'starting' | 'listening' | 'closing' | 'closed' = 'new';
   #acceptor: Acceptor | undefined;
   #address: InetAddress | undefined;
+  /** What the HELLO tells workers of every connection: TCP_CONNECTIONS, NO_DELAY. */
+  #connectionFlags = 0;
   /** Every connection the master holds, oldest first: entry i's fd is the ledger's i-th. */
   #entries: Entry[] = [];
   /** Connections waiting for a worker, oldest first. */
@@ -326,6 +329,7 @@ export class WorkerPool extends EventEmitter<WorkerPoolEvents> {
     }
     // From here the pool owns the socket, and closes it in close().
     this.#address = listener.address;
+    if (listener.address !== undefined) this.#connectionFlags = TCP_CONNECTIONS | (hasNoDelay(listener.fd) ? NO_DELAY : 0);
     const allOnline = new Promise<void>((resolve, reject) => (this.#whenAllOnline = { resolve, reject }));
     for (const slot of this.#slots) this.#start(slot);
     await allOnline;
@@ -447,7 +451,7 @@ export class WorkerPool extends EventEmitter<WorkerPoolEvents> {
       this.#emitError(error);
       if (child.pid === undefined) this.#onExit(slot, child, null, null);
     });
-    const flags = (this.#strategy === 'least-busy' ? REPORT_CLOSES : 0) | (this.#address !== undefined ? TCP_CONNECTIONS : 0);
+    const flags = (this.#strategy === 'least-busy' ? REPORT_CLOSES : 0) | this.#connectionFlags;
     // The worker gets its pipe's write end with the HELLO; ours goes once the kernel has it.
     // (A worker gone at once ends its channel: the send fails, nothing to do.)
     const sent = (): void => closeFds([ackWriteEnd]);

@@ -55,6 +55,11 @@ export function readInetAddress(data: Uint8Array, offset: number): InetAddress |
   return { address, family: family === 4 ? 'IPv4' : 'IPv6', port };
 }
 
+/** Whether a TCP socket has TCP_NODELAY set (a listener's connections inherit it). */
+export function hasNoDelay(fd: number): boolean {
+  return binding.getSocketOption(fd, constants.IPPROTO_TCP, constants.TCP_NODELAY) > 0;
+}
+
 /** The socket's own address (getsockname), or undefined for a socket that is not TCP/IP. */
 export function localAddress(fd: number): InetAddress | undefined {
   const err = binding.localAddress(fd, addressScratch);

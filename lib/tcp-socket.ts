@@ -24,7 +24,12 @@ let handleClass: TcpHandleClass | null | undefined;
  * A net.Socket that owns `fd`, a connected TCP socket, from here on. Throws Node's error if
  * Node cannot open it; the fd is then still the caller's.
  */
-export function tcpSocket(fd: number, options: Omit<SocketConstructorOpts, 'fd' | 'readable' | 'writable'>): Socket {
+export function tcpSocket(
+  fd: number,
+  // noDelay: true tells the socket the fd has TCP_NODELAY already (its setNoDelay(true) is then
+  // no setsockopt); net.Socket takes it, though @types/node 20 does not list it.
+  options: Omit<SocketConstructorOpts, 'fd' | 'readable' | 'writable'> & { noDelay?: boolean },
+): Socket {
   if (handleClass) {
     const handle = newHandle(handleClass);
     if (handle?.open(fd) === 0) return new Socket({ ...options, handle, readable: true, writable: true } as SocketConstructorOpts);

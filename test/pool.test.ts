@@ -360,6 +360,15 @@ describe('WorkerPool', () => {
     await pool.close();
   });
 
+  it('serveFromPool: TCP_NODELAY is set on connections whose listener did not have it (they inherit it when it had)', async () => {
+    // The master tells its workers when every connection has TCP_NODELAY already, and they skip
+    // setting it again: a listener without it must not be taken for one with it.
+    const pool = new WorkerPool(httpWorker, { workers: 1 });
+    const { port } = (await pool.listen({ port: 0, host: '127.0.0.1', noDelay: false }))!;
+    expect((await get(port)).headers['x-no-delay']).toBe('true');
+    await pool.close();
+  });
+
   it('listen({ fd }): serves on a listening socket handed over by another process, and owns it', async () => {
     // A Python process binds and listens, and passes the socket as systemd or an old server would.
     const [mine, theirs] = Channel.pair();
