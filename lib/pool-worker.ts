@@ -324,17 +324,14 @@ export function serveFromPool(server: Server): PoolMember {
     keepAliveInitialDelay?: number;
   };
   const options = { allowHalfOpen, pauseOnCreate: pauseOnConnect } as PoolSocketOptions;
-  const sockets = new Set<Socket>();
   const member = joinPool((connection) => {
     const socket = connection.toSocket(options);
     // What net.Server does to each connection it accepts (an http.Server sets noDelay by default).
     if (noDelay) socket.setNoDelay(true);
     if (keepAlive) socket.setKeepAlive(true, keepAliveInitialDelay);
-    sockets.add(socket);
-    socket.once('close', () => sockets.delete(socket));
     server.emit('connection', socket);
   });
-  member.once('end', () => drain(server, sockets));
+  member.once('end', () => drain(server, member));
   server.emit('listening');
   return member;
 }
@@ -346,7 +343,8 @@ interface HttpLike {
 // How often a draining http.Server looks for connections whose last response is done.
 const DRAIN_CHECK_MS = 100;
 
-function drain(server: Server, sockets: Set<Socket>): void {
+/** Closes the server, and its connections once idle; `member` counts those still open. */
+function drain(server: Server, member: PoolMember): void {
   server.close(); // an http.Server also closes its idle connections here
   const http = server as Server & Partial<HttpLike>;
   if (typeof http.closeIdleConnections !== 'function') return;
@@ -358,7 +356,7 @@ function drain(server: Server, sockets: Set<Socket>): void {
   // the connection once idle.
   const timer = setInterval(() => {
     http.closeIdleConnections!();
-    if (sockets.size === 0) clearInterval(timer);
+    if (member.connections === 0) clearInterval(timer);
   }, DRAIN_CHECK_MS);
   timer.unref();
 }
