@@ -9,7 +9,9 @@
 // keeps the socket from filling), and so does the fdpass row it is compared with.
 //   npm run bench:raw [-- --rounds R] [--scale X] [CONTENDER...]
 // Each run times a fixed number of records (after WARM untimed ones, while the JIT compiles),
-// about 0.3 to 0.6 s on a 2-vCPU VM; --scale multiplies them. --deadline S (default 20): the
+// about 0.3 to 0.6 s on a 2-vCPU VM; --scale multiplies them. The JavaScript contenders take
+// tens of thousands of writes to reach their steady pace: timed over 30,000 writes after
+// 10,000 untimed ones, fdpass measured 0.55 of C; over 300,000, 0.74. --deadline S (default 20): the
 // longest any one wait may take.
 // Contenders: c, fdpass, fdpass-window, usocket-window (the default set) and usocket (without
 // a window: fails, as it loses fds). Every run checks every record's number, the byte and fd
@@ -26,7 +28,7 @@ import { openFds } from './proc';
 
 const RECORD_BYTES = 64;
 const WINDOW = 128;
-const WARM = 10_000;
+const WARM = 50_000;
 
 function option(name: string, fallback: number): number {
   const at = process.argv.indexOf(`--${name}`);
@@ -43,11 +45,11 @@ const named = process.argv.slice(2).filter((word, i, words) => !word.startsWith(
 for (const word of named) if (!ALL.includes(word as Contender)) throw new Error(`unknown contender ${word}; one of ${ALL.join(', ')}`);
 const contenders: Contender[] = named.length > 0 ? (named as Contender[]) : ['c', 'fdpass', 'fdpass-window', 'usocket-window'];
 const RECORDS: Record<Contender, number> = {
-  c: 80_000,
-  fdpass: 30_000,
-  'fdpass-window': 25_000,
-  'usocket-window': 20_000,
-  usocket: 20_000,
+  c: 300_000,
+  fdpass: 200_000,
+  'fdpass-window': 150_000,
+  'usocket-window': 80_000,
+  usocket: 80_000,
 };
 
 interface Measured {
