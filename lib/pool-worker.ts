@@ -90,8 +90,7 @@ export class PoolConnection {
     try {
       socket =
         this.#flags & TCP_CONNECTIONS
-          ? // A socket told it has TCP_NODELAY, which it has, makes no setsockopt when asked to set it.
-            tcpSocket(fd, this.#flags & NO_DELAY ? { noDelay: true, ...options } : (options ?? {}))
+          ? tcpSocket(fd, options ?? {}, (this.#flags & NO_DELAY) !== 0)
           : new Socket({ ...options, fd, readable: true, writable: true });
     } catch (error) {
       binding.close(fd);
@@ -299,8 +298,8 @@ export function joinPool(onConnection: (connection: PoolConnection) => void): Po
 
 /**
  * Serves the pool's connections with `server` (an http.Server, or any net.Server), as if it
- * had accepted them: each becomes a net.Socket with the server's allowHalfOpen and
- * pauseOnConnect, emitted as 'connection'. The server emits 'listening' at once, as a cluster
+ * had accepted them: each becomes a net.Socket with the server's allowHalfOpen,
+ * pauseOnConnect, noDelay, keepAlive and highWaterMark, emitted as 'connection'. The server emits 'listening' at once, as a cluster
  * worker's does (an http.Server starts its request timeouts then); it does not listen itself.
  * When the master closes this worker's channel, the server drains: it takes no more, closes
  * its idle connections, answers the next request on each keep-alive connection with
@@ -316,14 +315,19 @@ export function serveFromPool(server: Server): PoolMember {
     noDelay = false,
     keepAlive = false,
     keepAliveInitialDelay = 0,
+    highWaterMark,
   } = server as Server & {
     allowHalfOpen?: boolean;
     pauseOnConnect?: boolean;
     noDelay?: boolean;
     keepAlive?: boolean;
     keepAliveInitialDelay?: number;
+    highWaterMark?: number;
   };
   const options = { allowHalfOpen, pauseOnCreate: pauseOnConnect } as PoolSocketOptions;
+  // net.Server's highWaterMark option (Node 20.1+), which it gives the sockets it accepts.
+  if (typeof highWaterMark === 'number')
+    Object.assign(options, { readableHighWaterMark: highWaterMark, writableHighWaterMark: highWaterMark });
   const member = joinPool((connection) => {
     const socket = connection.toSocket(options);
     // What net.Server does to each connection it accepts (an http.Server sets noDelay by default).

@@ -57,6 +57,7 @@ export function readInetAddress(data: Uint8Array, offset: number): InetAddress |
 
 /** Whether a TCP socket has TCP_NODELAY set (a listener's connections inherit it). */
 export function hasNoDelay(fd: number): boolean {
+  // A failure (a stream socket that is not TCP, say) reads as no: the answer that costs a syscall, not Nagle's delay.
   return binding.getSocketOption(fd, constants.IPPROTO_TCP, constants.TCP_NODELAY) > 0;
 }
 
