@@ -13,6 +13,7 @@
 // wake-up of the channel brought: it is written once they have all been read.
 import { writeSync } from 'node:fs';
 import { Server, Socket, type SocketConstructorOpts } from 'node:net';
+import { getDefaultHighWaterMark } from 'node:stream';
 import EventEmitter from 'eventemitter3';
 import { emitSafely } from './emit-safely';
 import { binding } from './binding';
@@ -90,7 +91,8 @@ export class PoolConnection {
     try {
       socket =
         this.#flags & TCP_CONNECTIONS
-          ? tcpSocket(fd, options ?? {}, (this.#flags & NO_DELAY) !== 0)
+          ? // A socket told it has TCP_NODELAY, which it has, makes no setsockopt when asked to set it.
+            tcpSocket(fd, this.#flags & NO_DELAY ? { noDelay: true, ...options } : (options ?? {}))
           : new Socket({ ...options, fd, readable: true, writable: true });
     } catch (error) {
       binding.close(fd);
@@ -299,8 +301,9 @@ export function joinPool(onConnection: (connection: PoolConnection) => void): Po
 /**
  * Serves the pool's connections with `server` (an http.Server, or any net.Server), as if it
  * had accepted them: each becomes a net.Socket with the server's allowHalfOpen,
- * pauseOnConnect, noDelay, keepAlive and highWaterMark, emitted as 'connection'. The server emits 'listening' at once, as a cluster
- * worker's does (an http.Server starts its request timeouts then); it does not listen itself.
+ * pauseOnConnect, noDelay, keepAlive and highWaterMark, emitted as 'connection'. The server
+ * emits 'listening' at once, as a cluster worker's does (an http.Server starts its request
+ * timeouts then); it does not listen itself.
  * When the master closes this worker's channel, the server drains: it takes no more, closes
  * its idle connections, answers the next request on each keep-alive connection with
  * `Connection: close`, and emits 'close'. The process then exits once nothing else holds it.
@@ -325,8 +328,9 @@ export function serveFromPool(server: Server): PoolMember {
     highWaterMark?: number;
   };
   const options = { allowHalfOpen, pauseOnCreate: pauseOnConnect } as PoolSocketOptions;
-  // net.Server's highWaterMark option (Node 20.1+), which it gives the sockets it accepts.
-  if (typeof highWaterMark === 'number')
+  // net.Server's highWaterMark option (Node 20.1+), which it gives the sockets it accepts; only
+  // when set, as the default costs nothing to leave out (and measurably more GC to pass on).
+  if (typeof highWaterMark === 'number' && highWaterMark !== getDefaultHighWaterMark(false))
     Object.assign(options, { readableHighWaterMark: highWaterMark, writableHighWaterMark: highWaterMark });
   const member = joinPool((connection) => {
     const socket = connection.toSocket(options);
