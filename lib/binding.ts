@@ -97,10 +97,11 @@ export interface Binding {
   /** shutdown(SHUT_WR): the peer reads EOF once what was sent is read; 0 or -errno. */
   shutdownWrite(sock: number): number;
   /**
-   * One sendmsg of data[offset, offset + length) with the first nfds of fds, never blocking
-   * (MSG_DONTWAIT: six arguments, which node-addon-api keeps on the stack): bytes sent, or -errno.
+   * One sendmsg of data[offset, offset + length) with the first nfds of fds (null: of the fds
+   * registered with setSendScratch), never blocking (MSG_DONTWAIT: six arguments, which
+   * node-addon-api keeps on the stack): bytes sent, or -errno.
    */
-  sendmsg(sock: number, data: Uint8Array, offset: number, length: number, fds: Int32Array, nfds: number): number;
+  sendmsg(sock: number, data: Uint8Array, offset: number, length: number, fds: Int32Array | null, nfds: number): number;
   /**
    * Registers, for this thread, where sendFrame finds its frame header (MESSAGE_HEADER_BYTES)
    * and fds: memory of its own (new ArrayBuffer), kept for the thread's life. 0 or -EINVAL.

@@ -16,6 +16,7 @@ import { errnoException, invalidArgType, invalidArgValue, outOfRange, truncatedE
 import { closeFds, toSendableFd, type FdLike } from './fd';
 import { FdLedger } from './fd-ledger';
 import { ReceiveBudget } from './receive-budget';
+import { sendFdScratch } from './send-queue';
 import { socketAddress } from './socket-address';
 import { socketpair } from './socketpair';
 import { isFdNumber, validateAbortSignal, validateFd, validateInteger, validateOptions } from './validators';
@@ -80,7 +81,6 @@ const receive = {
 };
 /** receive.data as a Buffer, for Buffer.copy out of it. */
 const receivedBytes = Buffer.from(receive.data.buffer, receive.data.byteOffset, receive.data.byteLength);
-const fdScratch = new Int32Array(MAX_FDS_PER_MESSAGE);
 
 // Queued writes go out a sendmmsg at a time: small ones copied into one array, so that a
 // backlog costs a syscall per batch, not per write, and the copies of their fds one close
@@ -298,8 +298,8 @@ export class RawStream extends Duplex {
   /** One sendmsg of data from offset, with fds: the bytes sent, or -errno. */
   #send(data: Uint8Array, offset: number, fds: readonly number[]): number {
     const nfds = fds.length;
-    for (let i = 0; i < nfds; i++) fdScratch[i] = fds[i]!;
-    return binding.sendmsg(this.#fd, data, offset, data.length - offset, fdScratch, nfds);
+    for (let i = 0; i < nfds; i++) sendFdScratch[i] = fds[i]!;
+    return binding.sendmsg(this.#fd, data, offset, data.length - offset, null, nfds);
   }
 
   /** write(chunk) as Duplex takes it, or write({ data, fds }). */

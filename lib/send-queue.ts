@@ -39,10 +39,11 @@ const LARGEST_GATHERED_FRAME = 1024;
 const { MSG_DONTWAIT, MAX_FDS_PER_MESSAGE } = constants;
 
 // A send's header and fds, written here just before the native call; one set per thread,
-// registered with the addon once, so that a send passes it only the payload.
+// registered with the addon once, so that a send passes it only the payload (sendFrame, and
+// sendmsg given null for its fds, as RawStream's writes are too).
 const header = new Uint8Array(new ArrayBuffer(MESSAGE_HEADER_BYTES));
-const fdScratch = new Int32Array(new ArrayBuffer(4 * MAX_FDS_PER_MESSAGE));
-if (process.platform !== 'win32') binding.setSendScratch(header, fdScratch);
+export const sendFdScratch = new Int32Array(new ArrayBuffer(4 * MAX_FDS_PER_MESSAGE));
+if (process.platform !== 'win32') binding.setSendScratch(header, sendFdScratch);
 
 // One sendmmsg: per message [dataOffset, dataLength, fdsOffset, nfds, sent (out)], every
 // message's data in one array (a bare fd's zero byte, or one slab of frames).
@@ -192,7 +193,7 @@ export class SendQueue {
       return sent < 0 ? sent : 0; // one byte: taken whole or not at all
     }
     writeFrameHeader(outgoing, header, 0);
-    const nfds = copyFds(outgoing.fds, fdScratch, 0);
+    const nfds = copyFds(outgoing.fds, sendFdScratch, 0);
     const sent = binding.sendFrame(this.#fd, outgoing.payload, nfds, MSG_DONTWAIT);
     if (sent < 0) return sent;
     outgoing.offset = sent;
@@ -203,8 +204,8 @@ export class SendQueue {
   #sendRest(outgoing: Outgoing): number {
     if (outgoing.bare) return this.#sendFirst(outgoing);
     const { frame, frameStart, frameBytes, offset } = outgoing;
-    const nfds = offset === 0 ? copyFds(outgoing.fds, fdScratch, 0) : 0; // the fds went with the first part
-    const sent = binding.sendmsg(this.#fd, frame!, frameStart + offset, frameBytes - offset, fdScratch, nfds);
+    const nfds = offset === 0 ? copyFds(outgoing.fds, sendFdScratch, 0) : 0; // the fds went with the first part
+    const sent = binding.sendmsg(this.#fd, frame!, frameStart + offset, frameBytes - offset, null, nfds);
     if (sent < 0) return sent;
     outgoing.offset += sent;
     return outgoing.offset === frameBytes ? 0 : EAGAIN;

@@ -236,6 +236,9 @@ describe('the addon refuses bad buffer offsets', () => {
     expect(binding.sendmsg(x, data, 2 ** 31 - 1, 2, noFds, 0)).toBe(-22);
     expect(binding.sendmsg(x, data, 0, 4, noFds, -1)).toBe(-22);
     expect(binding.sendmsg(x, data, 0, 4, noFds, 0)).toBe(4);
+    // null: the fds registered for this thread (MAX_FDS_PER_MESSAGE of them), no more.
+    expect(binding.sendmsg(x, data, 0, 4, null, binding.constants.MAX_FDS_PER_MESSAGE + 1)).toBe(-22);
+    expect(binding.sendmsg(x, data, 0, 4, null, 0)).toBe(4);
     closeSync(x);
     closeSync(y);
   });
