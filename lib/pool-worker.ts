@@ -37,6 +37,7 @@ import {
   type PoolMessage,
 } from './pool-protocol';
 import { tcpSocket } from './tcp-socket';
+import { validateAbortSignal } from './validators';
 
 /** What a net.Socket made from a pool connection may be given (its fd and its ends are the pool's to set). */
 export type PoolSocketOptions = Omit<SocketConstructorOpts, 'fd' | 'readable' | 'writable'>;
@@ -86,6 +87,10 @@ export class PoolConnection {
    * closes it). The pool counts the connection open until the socket closes.
    */
   toSocket(options?: PoolSocketOptions): Socket {
+    // net.Socket checks its signal only once the fd is its handle's: a bad one would leave
+    // that handle holding an fd we close here. Checked first, it costs nothing.
+    // (A falsy one net.Socket ignores, and so does this.)
+    if (options?.signal) validateAbortSignal(options.signal, 'options.signal');
     const fd = this.#take('toSocket');
     let socket: Socket;
     try {
