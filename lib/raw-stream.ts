@@ -16,7 +16,7 @@ import { errnoException, invalidArgType, invalidArgValue, outOfRange, truncatedE
 import { closeFds, toSendableFd, type FdLike } from './fd';
 import { FdLedger } from './fd-ledger';
 import { ReceiveBudget } from './receive-budget';
-import { sendFdScratch } from './send-queue';
+import { copyFds, sendFdScratch } from './send-queue';
 import { socketAddress } from './socket-address';
 import { socketpair } from './socketpair';
 import { isFdNumber, validateAbortSignal, validateFd, validateInteger, validateOptions } from './validators';
@@ -297,8 +297,7 @@ export class RawStream extends Duplex {
 
   /** One sendmsg of data from offset, with fds: the bytes sent, or -errno. */
   #send(data: Uint8Array, offset: number, fds: readonly number[]): number {
-    const nfds = fds.length;
-    for (let i = 0; i < nfds; i++) sendFdScratch[i] = fds[i]!;
+    const nfds = copyFds(fds, sendFdScratch, 0);
     return binding.sendmsg(this.#fd, data, offset, data.length - offset, null, nfds);
   }
 
@@ -532,9 +531,8 @@ export class RawStream extends Duplex {
       records[at + 2] = nfds;
       records[at + 3] = part.fds.length;
       records[at + SENT] = 0;
-      for (let i = 0; i < part.fds.length; i++) fds[nfds + i] = part.fds[i]!;
       bytes += length;
-      nfds += part.fds.length;
+      nfds += copyFds(part.fds, fds, nfds);
       count++;
     }
     return count;
@@ -567,7 +565,7 @@ export class RawStream extends Duplex {
     let copies = 0;
     for (const part of done) {
       if (!part.ownsFds) continue;
-      for (let i = 0; i < part.fds.length; i++) gather.sentCopies[copies++] = part.fds[i]!;
+      copies += copyFds(part.fds, gather.sentCopies, copies);
     }
     if (copies > 0) closeFds(gather.sentCopies, copies);
     for (const part of done) part.done?.();

@@ -268,7 +268,7 @@ export class SendQueue {
 }
 
 /** Copies fds into target at `at`; returns how many. */
-function copyFds(fds: readonly number[], target: Int32Array, at: number): number {
+export function copyFds(fds: readonly number[], target: Int32Array, at: number): number {
   for (let i = 0; i < fds.length; i++) target[at + i] = fds[i]!;
   return fds.length;
 }
