@@ -5,6 +5,10 @@
  *                           bytes up, its sequence number, and closes each fd; prints fds per
  *                           second, then "cpu S R": the sender's and the receiver's CPU time
  *                           (user + system) in microseconds per message
+ *   baseline throughput N FDS BYTES WINDOW ACK_EVERY
+ *                           the same with at most WINDOW messages unacknowledged, the receiver
+ *                           acknowledging every ACK_EVERY with a byte back (bench/raw-peer.ts's
+ *                           window, which usocket needs)
  *   baseline pingpong N     N round trips of one fd there and back; prints microseconds each
  * Time runs from the first send until the receiver reports, through a pipe, that it is done.
  * A message that arrives wrong ends the run with exit status 1 and a line on stderr. */
@@ -88,6 +92,16 @@ static int recv_fd(int sock) {
   return fd;
 }
 
+/* Reads the acknowledgements that have come (at least one, waiting for it): their count. */
+static long read_acks(int sock, char *buffer) {
+  ssize_t n = read(sock, buffer, 256);
+  if (n <= 0) {
+    perror("read");
+    exit(1);
+  }
+  return (long)n;
+}
+
 static double cpu_seconds(int who) {
   struct rusage usage;
   getrusage(who, &usage);
@@ -103,13 +117,21 @@ static double now(void) {
 
 int main(int argc, char **argv) {
   if (argc < 3) {
-    fprintf(stderr, "usage: baseline throughput|pingpong N [FDS [BYTES]]\n");
+    fprintf(stderr, "usage: baseline throughput|pingpong N [FDS [BYTES [WINDOW ACK_EVERY]]]\n");
     return 2;
   }
   int pingpong = strcmp(argv[1], "pingpong") == 0;
   long n = atol(argv[2]);
   int fds_per_message = argc > 3 ? atoi(argv[3]) : 1;
   size_t bytes = argc > 4 ? (size_t)atol(argv[4]) : 1;
+  long window = argc > 6 ? atol(argv[5]) : 0;
+  long ack_every = argc > 6 ? atol(argv[6]) : 1;
+  if (ack_every < 1 || window < 0) {
+    fprintf(stderr, "ACK_EVERY must be at least 1, WINDOW at least 0\n");
+    return 2;
+  }
+  /* As bench/raw-peer.ts: enough acknowledgements to send the last message, and no more. */
+  long acks_needed = window > 0 && n > window ? (n - window + ack_every - 1) / ack_every : 0;
   char *data = calloc(bytes, 1);
   int received[MAX_FDS];
   int sv[2], done[2];
@@ -141,6 +163,11 @@ int main(int argc, char **argv) {
                 (unsigned)sequence);
         _exit(1);
       }
+      if ((i + 1) % ack_every == 0 && (i + 1) / ack_every <= acks_needed &&
+          write(sv[1], "", 1) != 1) {
+        perror("write");
+        _exit(1);
+      }
     }
     if (write(done[1], "d", 1) != 1) _exit(1);
     _exit(0);
@@ -150,7 +177,10 @@ int main(int argc, char **argv) {
   close(done[1]);
   double start = now();
   double cpu_start = cpu_seconds(RUSAGE_SELF);
+  long acks = 0;
+  char ack_bytes[256];
   for (long i = 0; i < n; i++) {
+    while (window > 0 && i - acks * ack_every >= window) acks += read_acks(sv[0], ack_bytes);
     if (pingpong) {
       send_fd(sv[0], passed);
       close(recv_fd(sv[0]));
@@ -161,6 +191,8 @@ int main(int argc, char **argv) {
     }
   }
   double cpu_sender = cpu_seconds(RUSAGE_SELF) - cpu_start;
+  /* Every acknowledgement read, as bench/raw-peer.ts's sender does. */
+  while (acks < acks_needed) acks += read_acks(sv[0], ack_bytes);
   char byte;
   /* A receiver that found a message wrong exits without writing: read() sees EOF. */
   if (read(done[0], &byte, 1) != 1) {
