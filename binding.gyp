@@ -11,7 +11,7 @@
           "libraries": ["ws2_32.lib", "iphlpapi.lib"],
           "msvs_settings": {"VCCLCompilerTool": {"AdditionalOptions": ["/std:c++17"]}}
         }, {
-          "sources": ["addon/fdpass.cc", "addon/posix_io.cc", "addon/poll_wrap.cc", "addon/unix_socket.cc", "addon/inet_socket.cc", "addon/socket_file.cc", "addon/fd_registry.cc", "addon/describe.cc"],
+          "sources": ["addon/fdpass.cc", "addon/posix_io.cc", "addon/poll_wrap.cc", "addon/unix_socket.cc", "addon/inet_socket.cc", "addon/socket_file.cc", "addon/fd_registry.cc", "addon/describe.cc", "addon/scheduling.cc"],
           "cflags_cc": ["-std=c++17", "-Wall", "-Wextra"],
           "xcode_settings": {
             "CLANG_CXX_LANGUAGE_STANDARD": "c++17",

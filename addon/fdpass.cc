@@ -6,6 +6,7 @@
 #include <napi.h>
 #include <netinet/in.h>
 #include <netinet/tcp.h>
+#include <sched.h>
 #include <sys/socket.h>
 
 #include <algorithm>
@@ -17,6 +18,7 @@
 #include "inet_socket.h"
 #include "poll_wrap.h"
 #include "posix_io.h"
+#include "scheduling.h"
 #include "socket_file.h"
 #include "unix_socket.h"
 
@@ -460,6 +462,16 @@ Napi::Value JsSetSocketOption(const Napi::CallbackInfo& info) {
   return Napi::Number::New(info.Env(), err);
 }
 
+// schedulingPolicy() -> SCHED_* of the calling thread | -errno
+Napi::Value JsSchedulingPolicy(const Napi::CallbackInfo& info) {
+  return Napi::Number::New(info.Env(), ThreadSchedulingPolicy());
+}
+
+// setSchedulingPolicy(policy) -> 0 | -errno: SCHED_OTHER or SCHED_BATCH for the calling thread
+Napi::Value JsSetSchedulingPolicy(const Napi::CallbackInfo& info) {
+  return Napi::Number::New(info.Env(), SetThreadSchedulingPolicy(ArgInt(info, 0)));
+}
+
 // getSocketOption(sock, level, name) -> value | -errno
 Napi::Value JsGetSocketOption(const Napi::CallbackInfo& info) {
   return Napi::Number::New(info.Env(),
@@ -527,6 +539,9 @@ Napi::Object Init(Napi::Env env, Napi::Object exports) {
   exports["inetSocket"] = Napi::Function::New<JsInetSocket>(env, "inetSocket");
   exports["setSocketOption"] = Napi::Function::New<JsSetSocketOption>(env, "setSocketOption");
   exports["getSocketOption"] = Napi::Function::New<JsGetSocketOption>(env, "getSocketOption");
+  exports["schedulingPolicy"] = Napi::Function::New<JsSchedulingPolicy>(env, "schedulingPolicy");
+  exports["setSchedulingPolicy"] =
+      Napi::Function::New<JsSetSchedulingPolicy>(env, "setSchedulingPolicy");
   exports["bindInet"] = Napi::Function::New<JsBindInet>(env, "bindInet");
   exports["localAddress"] = Napi::Function::New<JsLocalAddress>(env, "localAddress");
   exports["openDirectoryAt"] = Napi::Function::New<JsOpenDirectoryAt>(env, "openDirectoryAt");
@@ -544,6 +559,10 @@ Napi::Object Init(Napi::Env env, Napi::Object exports) {
   constants["SOCK_DGRAM"] = Napi::Number::New(env, SOCK_DGRAM);
   constants["SOCK_SEQPACKET"] = Napi::Number::New(env, SOCK_SEQPACKET);
   constants["MSG_DONTWAIT"] = Napi::Number::New(env, DontWaitFlag());
+  constants["SCHED_OTHER"] = Napi::Number::New(env, SCHED_OTHER);
+#if defined(SCHED_BATCH)
+  constants["SCHED_BATCH"] = Napi::Number::New(env, SCHED_BATCH);
+#endif
   constants["MSG_CTRUNC"] = Napi::Number::New(env, MSG_CTRUNC);
   constants["MSG_TRUNC"] = Napi::Number::New(env, MSG_TRUNC);
   constants["MAX_FDS_PER_MESSAGE"] = Napi::Number::New(env, kMaxFdsPerMessage);

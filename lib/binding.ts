@@ -149,6 +149,10 @@ export interface Binding {
   setSocketOption(sock: number, level: number, name: number, value: number): number;
   /** getsockopt(2) of a non-negative int option: its value, or -errno. */
   getSocketOption(sock: number, level: number, name: number): number;
+  /** The calling thread's scheduling policy (constants.SCHED_*), or -errno. */
+  schedulingPolicy(): number;
+  /** Sets the calling thread's policy to SCHED_OTHER or SCHED_BATCH: 0, or -errno (-ENOSYS without SCHED_BATCH). */
+  setSchedulingPolicy(policy: number): number;
   /** bind(2) to an IP address given as text (inet_pton), and a port: 0, or -EINVAL for no such address. */
   bindInet(sock: number, family: 4 | 6, address: Uint8Array, port: number): number;
   /** getsockname(2) into out, INET_ADDRESS_BYTES long, in the accept slot's layout (see above). */
@@ -192,6 +196,9 @@ export interface Binding {
     /** An address's size in an accept slot (see above). */
     INET_ADDRESS_BYTES: number;
     MSG_DONTWAIT: number;
+    SCHED_OTHER: number;
+    /** Linux's batch policy; undefined where the system has none. */
+    SCHED_BATCH: number | undefined;
     MSG_CTRUNC: number;
     MSG_TRUNC: number;
     MAX_FDS_PER_MESSAGE: number;

@@ -11,6 +11,7 @@
 // worker that never claimed it exits).
 import { spawn, type ChildProcess, type SpawnOptions } from 'node:child_process';
 import { Worker, getEnvironmentData, setEnvironmentData, type WorkerOptions } from 'node:worker_threads';
+import { withoutBatchScheduling } from './batch-scheduling';
 import { binding } from './binding';
 import { Channel, type ChannelOptions } from './channel';
 import { errnoException, fdpassError, invalidArgType } from './errors';
@@ -71,11 +72,14 @@ export function spawnWithChannel(command: string, args: readonly string[] = [], 
     const err = binding.setNonBlocking(theirs, false);
     if (err < 0) throw errnoException(err, 'fcntl');
     channel = new Channel(mine, channelOptions);
-    const child = spawn(command, args, {
-      ...spawnOptions,
-      stdio: [...stdio, theirs],
-      env: { ...(spawnOptions.env ?? process.env), [CHANNEL_FD_VARIABLE]: String(stdio.length) },
-    });
+    // A WorkerPool's master may run under SCHED_BATCH: the child starts under SCHED_OTHER.
+    const child = withoutBatchScheduling(() =>
+      spawn(command, args, {
+        ...spawnOptions,
+        stdio: [...stdio, theirs],
+        env: { ...(spawnOptions.env ?? process.env), [CHANNEL_FD_VARIABLE]: String(stdio.length) },
+      }),
+    );
     return { child, channel };
   } catch (error) {
     if (channel) void channel.close();

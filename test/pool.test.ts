@@ -9,7 +9,7 @@ import { tmpdir } from 'node:os';
 import path from 'node:path';
 import { afterAll, beforeAll, describe, expect, it } from 'vitest';
 import { binding } from '../lib/binding.js';
-import { Channel, WorkerPool, closeFd, forkWithChannel, type PoolStrategy, type WorkerExit } from '../lib/index.js';
+import { Channel, WorkerPool, closeFd, forkWithChannel, type PoolStrategy, type PoolWorker, type WorkerExit } from '../lib/index.js';
 import { ACK_BYTES, STATUS, decodePoolMessage, encodeAck, encodeConnections, encodeHello } from '../lib/pool-protocol.js';
 import { expectNoFdLeakAroundEachTest, fixtures, openFds, python, spawnNodePeer, spawnPeer, within } from './helpers.js';
 
@@ -45,6 +45,17 @@ function get(port: number, agent: http.Agent | false = false, urlPath = '/'): Pr
       })
       .on('error', reject);
   });
+}
+
+// Linux's scheduling policies (sched.h), as /proc shows them.
+const SCHED_OTHER = 0;
+const SCHED_BATCH = 3;
+
+/** The scheduling policy of a process's main thread, or of this thread, as /proc/<pid>/stat shows it (its 41st field). */
+function policyOf(who: number | 'thread-self'): number {
+  const stat = readFileSync(`/proc/${who}/stat`, 'utf8');
+  // Fields from the 3rd on follow the command name's closing parenthesis.
+  return Number(stat.slice(stat.lastIndexOf(')') + 2).split(' ')[41 - 3]);
 }
 
 const pidOf = (response: Response): number => Number(/^served by (\d+)/.exec(response.body)?.[1]);
@@ -416,6 +427,39 @@ describe('WorkerPool', () => {
     agent.destroy();
   });
 
+  it('batchScheduling: this thread runs under SCHED_BATCH while the pool accepts, its workers (a replacement too) under SCHED_OTHER; close() gives it back', async () => {
+    expect(policyOf('thread-self')).toBe(SCHED_OTHER);
+    const { pool, port } = await startPool();
+    expect(policyOf('thread-self')).toBe(SCHED_BATCH);
+    const pids = pool.workers.map((worker) => worker.pid!);
+    for (const pid of pids) expect(policyOf(pid), `worker ${pid}`).toBe(SCHED_OTHER);
+    // Started while this thread runs under SCHED_BATCH, which processes inherit.
+    const replaced = new Promise<PoolWorker>((resolve) => pool.once('online', resolve));
+    process.kill(pids[0]!, 'SIGKILL');
+    const replacement = await within(replaced, 10_000, 'a replacement');
+    expect(policyOf(replacement.pid!), 'the replacement').toBe(SCHED_OTHER);
+    expect(policyOf('thread-self')).toBe(SCHED_BATCH);
+    expect((await get(port)).status).toBe(200);
+    await pool.close();
+    expect(policyOf('thread-self')).toBe(SCHED_OTHER);
+
+    const plain = new WorkerPool(httpWorker, { workers: 1, batchScheduling: false });
+    await plain.listen({ port: 0, host: '127.0.0.1' });
+    expect(policyOf('thread-self')).toBe(SCHED_OTHER);
+    await plain.close();
+
+    // A policy the thread had already is the caller's: the pool leaves it as it found it.
+    expect(binding.setSchedulingPolicy(SCHED_BATCH)).toBe(0);
+    try {
+      const chosen = new WorkerPool(httpWorker, { workers: 1 });
+      await chosen.listen({ port: 0, host: '127.0.0.1' });
+      await chosen.close();
+      expect(policyOf('thread-self')).toBe(SCHED_BATCH);
+    } finally {
+      binding.setSchedulingPolicy(SCHED_OTHER);
+    }
+  });
+
   it('a worker script that fails at start: listen() rejects with ERR_FDPASS_WORKER_EXITED and closes the pool', async () => {
     const pool = new WorkerPool({ command: process.execPath, args: ['-e', 'process.exit(3)'] }, { workers: 2 });
     await expect(pool.listen({ port: 0, host: '127.0.0.1' })).rejects.toMatchObject({
@@ -456,6 +500,9 @@ describe('WorkerPool', () => {
     expect(() => new WorkerPool(httpWorker, { workers: 0 })).toThrow(expect.objectContaining({ code: 'ERR_OUT_OF_RANGE' }));
     expect(() => new WorkerPool(httpWorker, { strategy: 'random' as PoolStrategy })).toThrow(
       expect.objectContaining({ code: 'ERR_INVALID_ARG_VALUE' }),
+    );
+    expect(() => new WorkerPool(httpWorker, { batchScheduling: 'yes' as unknown as boolean })).toThrow(
+      expect.objectContaining({ code: 'ERR_INVALID_ARG_TYPE' }),
     );
     const pool = new WorkerPool(httpWorker, { workers: 1 });
     await expect(pool.listen({ port: 70_000 })).rejects.toMatchObject({ code: 'ERR_OUT_OF_RANGE' });
