@@ -5,16 +5,19 @@
 // (one thread over epoll: about 60 µs of CPU per request with a new connection each, against
 // autocannon's 330 on the same 2 vCPUs, so that the servers get most of the machine), or
 // autocannon with `--client autocannon` (bench/http-load.ts). Every contender meets the same
-// one. All three servers run side by side, idle but for the one under load. Each
+// one. Two more contenders show what the pool's master gains from running under SCHED_BATCH
+// (its batchScheduling option, on by default): the pool without it, and cluster's master
+// with it. All the servers run side by side, idle but for the one under load. Each
 // round loads each of them in turn for a few seconds, in alternating order (the pool first in
 // even rounds, last in odd ones), so that on a shared machine the contenders of a round see
-// the same noise; the ratio pool / cluster is taken within each round, and the report gives
-// every round's ratio and their median. Beside requests per second, each run reports the CPU
+// the same noise; each ratio to cluster round-robin is taken within each round, and the report
+// gives every round's ratios and their medians. Beside requests per second, each run reports the CPU
 // time the server's processes (master and workers) used per request, from /proc: a figure
 // that the machine's other work disturbs less, and the CPU time the load generator used per
 // request (it shares the machine: the more it takes, the closer to 1 every ratio comes).
 //   npm run bench:http -- [--rounds 9] [--seconds 3] [--connections 50] [--workers 2]
-//                         [--client c|autocannon]
+//                         [--client c|autocannon] [--contenders pool,cluster-rr,...]
+// Contenders (all by default; cluster-rr always): see bench/http-server.ts.
 import { spawn, type ChildProcess } from 'node:child_process';
 import { writeFileSync } from 'node:fs';
 import path from 'node:path';
@@ -25,8 +28,10 @@ import { exited, watchLines } from './peer-process';
 import { children, cpuMilliseconds } from './proc';
 
 const here = __dirname;
-const CONTENDERS = ['pool', 'cluster-rr', 'cluster-none'] as const;
+const CONTENDERS = ['pool', 'pool-sched-other', 'cluster-rr', 'cluster-rr-batch', 'cluster-none'] as const;
 type Contender = (typeof CONTENDERS)[number];
+/** Every ratio is to this one: Node's cluster as it comes. */
+const BASE: Contender = 'cluster-rr';
 const MODES = ['close', 'keep-alive'] as const;
 type Mode = (typeof MODES)[number];
 
@@ -58,6 +63,10 @@ const rounds = option('rounds', 9);
 const seconds = option('seconds', 3);
 const connections = option('connections', 50);
 const workers = option('workers', 2);
+const contendersAt = process.argv.indexOf('--contenders');
+const contenders = (contendersAt === -1 ? [...CONTENDERS] : process.argv[contendersAt + 1]!.split(',')) as Contender[];
+for (const c of contenders) if (!CONTENDERS.includes(c)) throw new Error(`unknown contender ${c}; one of ${CONTENDERS.join(', ')}`);
+if (!contenders.includes(BASE)) throw new Error(`--contenders must include ${BASE}: every ratio is to it`);
 const clientAt = process.argv.indexOf('--client');
 const client = clientAt === -1 ? 'c' : process.argv[clientAt + 1];
 if (client !== 'c' && client !== 'autocannon') throw new Error(`--client must be c or autocannon, not ${client}`);
@@ -107,54 +116,51 @@ async function main(): Promise<void> {
   const generator = client === 'c' ? 'bench/http-client.c' : 'autocannon';
   console.log(`${rounds} rounds of ${seconds} s per contender, ${connections} connections, ${workers} workers, load from ${generator}`);
   const servers = {} as Record<Contender, Contending>;
-  for (const contender of CONTENDERS) servers[contender] = await startServer(contender);
+  for (const contender of contenders) servers[contender] = await startServer(contender);
   const load = startLoad();
   const report: Record<string, unknown> = { rounds, seconds, connections, workers, client: generator };
   try {
     for (const mode of MODES) {
       console.log(`\n${mode === 'close' ? 'new connection per request (Connection: close)' : 'keep-alive'}`);
-      for (const contender of CONTENDERS) await load.run(servers[contender].port, mode, 2); // warm-up
+      for (const contender of contenders) await load.run(servers[contender].port, mode, 2); // warm-up
+      const compared = contenders.filter((c) => c !== BASE);
+      const columns = (cells: string[]): string => cells.map((cell, i) => cell.padStart(Math.max(6, contenders[i]?.length ?? 0))).join(' ');
+      const ratioColumns = (cells: string[]): string => cells.map((cell, i) => cell.padStart(compared[i]!.length + 3)).join(' ');
       console.log(
-        'round | pool req/s | cluster rr | cluster none | pool/rr | pool/none | errors | CPU µs/request pool/rr/none | client µs/request pool/rr/none',
+        `round | req/s: ${columns([...contenders])} | / rr: ${ratioColumns(compared.map((c) => `${c}/rr`))} | errors | ` +
+          `CPU µs/request | client µs/request`,
       );
       const results: Record<Contender, LoadResult>[] = [];
       for (let round = 0; round < rounds; round++) {
-        const order = round % 2 === 0 ? CONTENDERS : [...CONTENDERS].reverse();
+        const order = round % 2 === 0 ? contenders : [...contenders].reverse();
         const result = {} as Record<Contender, LoadResult>;
         for (const contender of order) result[contender] = await measure(load, servers[contender], mode, seconds);
         results.push(result);
-        const errors = CONTENDERS.map((c) => result[c].errors + result[c].timeouts + result[c].non2xx).join('/');
-        const { pool, 'cluster-rr': rr, 'cluster-none': none } = result;
+        const errors = contenders.map((c) => result[c].errors + result[c].timeouts + result[c].non2xx).join('/');
         console.log(
-          `${String(round + 1).padStart(5)} | ${fixed(pool.requestsPerSecond, 0).padStart(10)} | ${fixed(rr.requestsPerSecond, 0).padStart(10)} | ` +
-            `${fixed(none.requestsPerSecond, 0).padStart(12)} | ${fixed(pool.requestsPerSecond / rr.requestsPerSecond).padStart(7)} | ` +
-            `${fixed(pool.requestsPerSecond / none.requestsPerSecond).padStart(9)} | ${errors.padStart(6)} | ` +
-            CONTENDERS.map((c) => fixed(result[c].cpuMicroseconds!, 0)).join('/') +
-            ' | ' +
-            CONTENDERS.map((c) => fixed(result[c].clientCpuMicroseconds, 0)).join('/'),
+          `${String(round + 1).padStart(5)} |        ${columns(contenders.map((c) => fixed(result[c].requestsPerSecond, 0)))} |       ` +
+            `${ratioColumns(compared.map((c) => fixed(result[c].requestsPerSecond / result[BASE].requestsPerSecond)))} | ${errors} | ` +
+            `${contenders.map((c) => fixed(result[c].cpuMicroseconds!, 0)).join('/')} | ` +
+            contenders.map((c) => fixed(result[c].clientCpuMicroseconds, 0)).join('/'),
         );
       }
-      const ratios = results.map((r) => r.pool.requestsPerSecond / r['cluster-rr'].requestsPerSecond);
-      const ratiosNone = results.map((r) => r.pool.requestsPerSecond / r['cluster-none'].requestsPerSecond);
-      const medians = Object.fromEntries(CONTENDERS.map((c) => [c, median(results.map((r) => r[c].requestsPerSecond))]));
-      const cpu = CONTENDERS.map((c) => median(results.map((r) => r[c].cpuMicroseconds!)));
-      const clientCpu = CONTENDERS.map((c) => median(results.map((r) => r[c].clientCpuMicroseconds)));
+      const ratios = Object.fromEntries(
+        compared.map((c) => [c, results.map((r) => r[c].requestsPerSecond / r[BASE].requestsPerSecond)]),
+      ) as Record<Contender, number[]>;
+      const medians = Object.fromEntries(contenders.map((c) => [c, median(results.map((r) => r[c].requestsPerSecond))]));
+      const medianRatios = Object.fromEntries(compared.map((c) => [c, median(ratios[c])]));
+      const cpu = contenders.map((c) => median(results.map((r) => r[c].cpuMicroseconds!)));
+      const clientCpu = contenders.map((c) => median(results.map((r) => r[c].clientCpuMicroseconds)));
       console.log(
-        `median | ${fixed(medians.pool!, 0).padStart(10)} | ${fixed(medians['cluster-rr']!, 0).padStart(10)} | ` +
-          `${fixed(medians['cluster-none']!, 0).padStart(12)} | ${fixed(median(ratios)).padStart(7)} | ${fixed(median(ratiosNone)).padStart(9)} |` +
-          ` ahead of rr in ${ratios.filter((r) => r > 1).length} of ${rounds} | ${cpu.map((c) => fixed(c, 0)).join('/')} | ` +
-          clientCpu.map((c) => fixed(c, 0)).join('/'),
+        `median |        ${columns(contenders.map((c) => fixed(medians[c]!, 0)))} |       ` +
+          `${ratioColumns(compared.map((c) => fixed(medianRatios[c]!)))} |        | ` +
+          `${cpu.map((c) => fixed(c, 0)).join('/')} | ${clientCpu.map((c) => fixed(c, 0)).join('/')}`,
       );
-      report[mode] = {
-        results,
-        ratios,
-        ratiosNone,
-        medianRatio: median(ratios),
-        medianRatioNone: median(ratiosNone),
-        medians,
-        cpu,
-        clientCpu,
-      };
+      if (contenders.includes('pool'))
+        console.log(
+          `pool ahead of rr in ${ratios.pool.filter((r) => r > 1).length} of ${rounds} rounds (CPU and client columns: ${contenders.join('/')})`,
+        );
+      report[mode] = { contenders, results, ratios, medianRatios, medians, cpu, clientCpu };
     }
   } finally {
     await load.stop();
