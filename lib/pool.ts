@@ -97,10 +97,10 @@ export interface WorkerPoolOptions {
    * Linux: while the pool accepts, the thread that called listen() runs under SCHED_BATCH
    * (if it ran under SCHED_OTHER; back to it in close()), so that waking for new connections
    * does not preempt busy workers, and each wake-up finds more connections waiting. With a
-   * new connection per request and every CPU busy, that measured 20 to 30% more requests a
-   * second. The master's own work then waits for a free CPU while every CPU is busy; processes
-   * it starts inherit the policy, except through spawnWithChannel (the workers too start under
-   * SCHED_OTHER). Default true; false leaves the scheduling alone.
+   * new connection per request and every CPU busy, that measured 1.2 to 1.3 times the
+   * requests a second. The master's own work then waits for a CPU's turn while every CPU is
+   * busy; processes it starts inherit the policy, except through spawnWithChannel (the
+   * workers too start under SCHED_OTHER). Default true; false leaves the scheduling alone.
    */
   batchScheduling?: boolean;
 }
