@@ -17,6 +17,7 @@
 // request (it shares the machine: the more it takes, the closer to 1 every ratio comes).
 //   npm run bench:http -- [--rounds 9] [--seconds 3] [--connections 50] [--workers 2]
 //                         [--client c|autocannon] [--contenders pool,cluster-rr,...]
+//                         [--modes close,keep-alive]
 // Contenders (all by default; cluster-rr always): see bench/http-server.ts.
 import { spawn, type ChildProcess } from 'node:child_process';
 import { writeFileSync } from 'node:fs';
@@ -67,6 +68,9 @@ const contendersAt = process.argv.indexOf('--contenders');
 const contenders = (contendersAt === -1 ? [...CONTENDERS] : process.argv[contendersAt + 1]!.split(',')) as Contender[];
 for (const c of contenders) if (!CONTENDERS.includes(c)) throw new Error(`unknown contender ${c}; one of ${CONTENDERS.join(', ')}`);
 if (!contenders.includes(BASE)) throw new Error(`--contenders must include ${BASE}: every ratio is to it`);
+const modesAt = process.argv.indexOf('--modes');
+const modes = (modesAt === -1 ? [...MODES] : process.argv[modesAt + 1]!.split(',')) as Mode[];
+for (const m of modes) if (!MODES.includes(m)) throw new Error(`unknown mode ${m}; one of ${MODES.join(', ')}`);
 const clientAt = process.argv.indexOf('--client');
 const client = clientAt === -1 ? 'c' : process.argv[clientAt + 1];
 if (client !== 'c' && client !== 'autocannon') throw new Error(`--client must be c or autocannon, not ${client}`);
@@ -120,7 +124,7 @@ async function main(): Promise<void> {
   const load = startLoad();
   const report: Record<string, unknown> = { rounds, seconds, connections, workers, client: generator };
   try {
-    for (const mode of MODES) {
+    for (const mode of modes) {
       console.log(`\n${mode === 'close' ? 'new connection per request (Connection: close)' : 'keep-alive'}`);
       for (const contender of contenders) await load.run(servers[contender].port, mode, 2); // warm-up
       const compared = contenders.filter((c) => c !== BASE);
