@@ -9,7 +9,16 @@ import { tmpdir } from 'node:os';
 import path from 'node:path';
 import { afterAll, beforeAll, describe, expect, it } from 'vitest';
 import { binding } from '../lib/binding.js';
-import { Channel, WorkerPool, closeFd, forkWithChannel, type PoolStrategy, type PoolWorker, type WorkerExit } from '../lib/index.js';
+import {
+  Channel,
+  WorkerPool,
+  closeFd,
+  forkWithChannel,
+  spawnWorker,
+  type PoolStrategy,
+  type PoolWorker,
+  type WorkerExit,
+} from '../lib/index.js';
 import { ACK_BYTES, STATUS, decodePoolMessage, encodeAck, encodeConnections, encodeHello } from '../lib/pool-protocol.js';
 import { expectNoFdLeakAroundEachTest, fixtures, openFds, python, spawnNodePeer, spawnPeer, within } from './helpers.js';
 
@@ -457,6 +466,28 @@ describe('WorkerPool', () => {
       expect(policyOf('thread-self')).toBe(SCHED_BATCH);
     } finally {
       binding.setSchedulingPolicy(SCHED_OTHER);
+    }
+  });
+
+  it('batchScheduling: a worker thread started with spawnWorker while the pool accepts runs under SCHED_OTHER', async () => {
+    // Threads inherit the policy of the thread that creates them, as processes do, and keep it
+    // after close(), which gives back only this thread's.
+    const { pool } = await startPool();
+    expect(policyOf('thread-self')).toBe(SCHED_BATCH);
+    const { worker, channel } = spawnWorker(
+      `const { parentPort } = require('node:worker_threads');
+       const stat = require('node:fs').readFileSync('/proc/thread-self/stat', 'utf8');
+       parentPort.postMessage(Number(stat.slice(stat.lastIndexOf(')') + 2).split(' ')[41 - 3]));`,
+      { eval: true },
+    );
+    try {
+      const [policy] = (await within(once(worker, 'message'), 10_000, "the worker's policy")) as [number];
+      expect(policy).toBe(SCHED_OTHER);
+      expect(policyOf('thread-self')).toBe(SCHED_BATCH);
+    } finally {
+      await worker.terminate();
+      await channel.close();
+      await pool.close();
     }
   });
 
