@@ -150,7 +150,8 @@ export function spawnWorker(filename: string | URL, options: SpawnWorkerOptions 
   let worker: Worker;
   try {
     channel = new Channel(mine, channelOptions);
-    worker = withEnvironmentData(WORKER_CHANNEL_KEY, end, () => new Worker(filename, workerOptions));
+    // Threads inherit the policy too, and keep it after the pool's close(): see spawnWithChannel.
+    worker = withEnvironmentData(WORKER_CHANNEL_KEY, end, () => withoutBatchScheduling(() => new Worker(filename, workerOptions)));
   } catch (error) {
     if (channel) void channel.close();
     else binding.close(mine);
