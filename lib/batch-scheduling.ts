@@ -7,8 +7,9 @@
 // CPU per connection falling from 15 to 8 µs and the workers' from 53 to 41. The policy keeps
 // the nice value and the CPU share; it costs the master's work a wait for a free CPU, only
 // while every CPU is busy.
-// Processes inherit the policy: spawnWithChannel starts them under SCHED_OTHER (see
-// withoutBatchScheduling). The switch needs no privilege; where the system refuses it, or
+// Processes and threads inherit the policy: spawnWithChannel and spawnWorker start theirs
+// under SCHED_OTHER (see withoutBatchScheduling); others started meanwhile, libuv's threadpool
+// included if first used then, keep SCHED_BATCH after the pool's close(). The switch needs no privilege; where the system refuses it, or
 // the thread runs under a policy someone chose (SCHED_IDLE, a real-time one), nothing changes.
 import { binding, constants } from './binding';
 
@@ -37,7 +38,7 @@ export function holdBatchScheduling(): () => void {
   };
 }
 
-/** Runs start (which starts a process) with this thread under SCHED_OTHER, so that the process does not inherit SCHED_BATCH. */
+/** Runs start (which starts a process or a thread) with this thread under SCHED_OTHER, so that it does not inherit SCHED_BATCH. */
 export function withoutBatchScheduling<T>(start: () => T): T {
   if (!switched || !switchPolicy(SCHED_BATCH, SCHED_OTHER)) return start();
   try {

@@ -99,8 +99,11 @@ export interface WorkerPoolOptions {
    * does not preempt busy workers, and each wake-up finds more connections waiting. With a
    * new connection per request and every CPU busy, that measured 1.2 to 1.3 times the
    * requests a second. The master's own work then waits for a CPU's turn while every CPU is
-   * busy; processes it starts inherit the policy, except through spawnWithChannel (the
-   * workers too start under SCHED_OTHER). Default true; false leaves the scheduling alone.
+   * busy; processes and threads it starts inherit the policy, except through
+   * spawnWithChannel (the workers too) and spawnWorker, which start them under SCHED_OTHER.
+   * A thread keeps what it inherited after close(): a `new Worker()` of its own, or libuv's
+   * threadpool if first used (fs, dns.lookup, crypto, zlib) while the pool accepts. Default
+   * true; false leaves the scheduling alone.
    */
   batchScheduling?: boolean;
 }
