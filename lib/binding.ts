@@ -149,9 +149,9 @@ export interface Binding {
   setSocketOption(sock: number, level: number, name: number, value: number): number;
   /** getsockopt(2) of a non-negative int option: its value, or -errno. */
   getSocketOption(sock: number, level: number, name: number): number;
-  /** The calling thread's scheduling policy (constants.SCHED_*), or -errno. */
+  /** The calling thread's scheduling policy (constants.SCHED_*), or -errno (-ENOSYS but on Linux). */
   schedulingPolicy(): number;
-  /** Sets the calling thread's policy to SCHED_OTHER or SCHED_BATCH: 0, or -errno (-ENOSYS without SCHED_BATCH). */
+  /** Sets the calling thread's policy to SCHED_OTHER or SCHED_BATCH: 0, or -errno (-ENOSYS but on Linux). */
   setSchedulingPolicy(policy: number): number;
   /** bind(2) to an IP address given as text (inet_pton), and a port: 0, or -EINVAL for no such address. */
   bindInet(sock: number, family: 4 | 6, address: Uint8Array, port: number): number;
