@@ -124,7 +124,7 @@ int main(int argc, char **argv) {
   long n = atol(argv[2]);
   int fds_per_message = argc > 3 ? atoi(argv[3]) : 1;
   size_t bytes = argc > 4 ? (size_t)atol(argv[4]) : 1;
-  long window = argc > 6 ? atol(argv[5]) : 0;
+  long window = argc > 5 ? atol(argv[5]) : 0;
   long ack_every = argc > 6 ? atol(argv[6]) : 1;
   if (ack_every < 1 || window < 0) {
     fprintf(stderr, "ACK_EVERY must be at least 1, WINDOW at least 0\n");

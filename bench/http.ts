@@ -64,13 +64,19 @@ const rounds = option('rounds', 9);
 const seconds = option('seconds', 3);
 const connections = option('connections', 50);
 const workers = option('workers', 2);
-const contendersAt = process.argv.indexOf('--contenders');
-const contenders = (contendersAt === -1 ? [...CONTENDERS] : process.argv[contendersAt + 1]!.split(',')) as Contender[];
-for (const c of contenders) if (!CONTENDERS.includes(c)) throw new Error(`unknown contender ${c}; one of ${CONTENDERS.join(', ')}`);
+/** A comma-separated list option's words, or all of them. */
+function list(name: string, all: readonly string[]): string[] {
+  const at = process.argv.indexOf(`--${name}`);
+  if (at === -1) return [...all];
+  const words = process.argv[at + 1]?.split(',') ?? [];
+  for (const word of words) if (!all.includes(word)) throw new Error(`--${name}: unknown ${word}; one of ${all.join(', ')}`);
+  if (words.length === 0) throw new Error(`--${name} needs a list: one or more of ${all.join(', ')}`);
+  return words;
+}
+
+const contenders = list('contenders', CONTENDERS) as Contender[];
 if (!contenders.includes(BASE)) throw new Error(`--contenders must include ${BASE}: every ratio is to it`);
-const modesAt = process.argv.indexOf('--modes');
-const modes = (modesAt === -1 ? [...MODES] : process.argv[modesAt + 1]!.split(',')) as Mode[];
-for (const m of modes) if (!MODES.includes(m)) throw new Error(`unknown mode ${m}; one of ${MODES.join(', ')}`);
+const modes = list('modes', MODES) as Mode[];
 const clientAt = process.argv.indexOf('--client');
 const client = clientAt === -1 ? 'c' : process.argv[clientAt + 1];
 if (client !== 'c' && client !== 'autocannon') throw new Error(`--client must be c or autocannon, not ${client}`);

@@ -3,14 +3,16 @@
 // worker (a context switch there and back) and finds only the connection or two that came
 // since the last. Under SCHED_BATCH its wake-ups wait for a CPU's turn instead: a worker
 // keeps its CPU, and the master finds more connections waiting each time it runs. With a new
-// connection per request on 2 vCPUs that was 20 to 30% more requests a second, the master's
-// CPU per connection falling from 15 to 8 µs and the workers' from 53 to 41. The policy keeps
-// the nice value and the CPU share; it costs the master's work a wait for a free CPU, only
-// while every CPU is busy.
+// connection per request on 2 vCPUs, npm run bench:http measured 1.21 and 1.35 times the
+// requests a second (the master's CPU per connection fell from about 15 to 8 µs, the
+// workers' from 53 to 41). The policy keeps the nice value and the CPU share; it costs the
+// master's work a wait for a CPU's turn, up to a scheduler time slice, while the CPUs near it
+// are busy.
 // Processes and threads inherit the policy: spawnWithChannel and spawnWorker start theirs
-// under SCHED_OTHER (see withoutBatchScheduling); others started meanwhile, libuv's threadpool
-// included if first used then, keep SCHED_BATCH after the pool's close(). The switch needs no privilege; where the system refuses it, or
-// the thread runs under a policy someone chose (SCHED_IDLE, a real-time one), nothing changes.
+// under SCHED_OTHER (see withoutBatchScheduling); others started meanwhile (libuv's
+// threadpool too, if first used then) keep SCHED_BATCH after the pool's close(). The switch
+// needs no privilege; where the system refuses it, or the thread runs under a policy someone
+// chose (SCHED_IDLE, a real-time one), nothing changes.
 import { binding, constants } from './binding';
 
 const { SCHED_OTHER, SCHED_BATCH } = constants;

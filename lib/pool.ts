@@ -97,13 +97,13 @@ export interface WorkerPoolOptions {
    * Linux: while the pool accepts, the thread that called listen() runs under SCHED_BATCH
    * (if it ran under SCHED_OTHER; back to it in close()), so that waking for new connections
    * does not preempt busy workers, and each wake-up finds more connections waiting. With a
-   * new connection per request and every CPU busy, that measured 1.2 to 1.3 times the
-   * requests a second. The master's own work then waits for a CPU's turn while every CPU is
-   * busy; processes and threads it starts inherit the policy, except through
-   * spawnWithChannel (the workers too) and spawnWorker, which start them under SCHED_OTHER.
-   * A thread keeps what it inherited after close(): a `new Worker()` of its own, or libuv's
-   * threadpool if first used (fs, dns.lookup, crypto, zlib) while the pool accepts. Default
-   * true; false leaves the scheduling alone.
+   * new connection per request and every CPU busy, that measured 1.21 and 1.35 times the
+   * requests a second. The master's own work then waits for a CPU's turn (up to a scheduler
+   * time slice) while the CPUs are busy; processes and threads it starts inherit the policy,
+   * except through spawnWithChannel (the workers too) and spawnWorker, which start them under
+   * SCHED_OTHER. A thread keeps what it inherited after close(): a `new Worker()` of its own,
+   * or libuv's threadpool if first used (fs, dns.lookup, crypto, zlib) while the pool accepts.
+   * Default true; false leaves the scheduling alone.
    */
   batchScheduling?: boolean;
 }
