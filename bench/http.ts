@@ -7,14 +7,15 @@
 // autocannon with `--client autocannon` (bench/http-load.ts). Every contender meets the same
 // one. Two more contenders show what the pool's master gains from running under SCHED_BATCH
 // (its batchScheduling option, on by default): the pool without it, and cluster's master
-// with it. All the servers run side by side, idle but for the one under load. Each
-// round loads each of them in turn for a few seconds, in alternating order (the pool first in
-// even rounds, last in odd ones), so that on a shared machine the contenders of a round see
-// the same noise; each ratio to cluster round-robin is taken within each round, and the report
-// gives every round's ratios and their medians. Beside requests per second, each run reports the CPU
-// time the server's processes (master and workers) used per request, from /proc: a figure
-// that the machine's other work disturbs less, and the CPU time the load generator used per
-// request (it shares the machine: the more it takes, the closer to 1 every ratio comes).
+// with it. All the servers run side by side, idle but for the one under load. Each round
+// loads each of them in turn for a few seconds, in alternating order (the listed order in
+// even rounds, reversed in odd ones: by default the pool first, then last), so that on a
+// shared machine the contenders of a round see the same noise; each ratio to cluster
+// round-robin is taken within each round, and the report gives every round's ratios and their
+// medians. Beside requests per second, each run reports the CPU time the server's processes
+// (master and workers) used per request, from /proc: a figure that the machine's other work
+// disturbs less, and the CPU time the load generator used per request (it shares the
+// machine: the more it takes, the closer to 1 every ratio comes).
 //   npm run bench:http -- [--rounds 9] [--seconds 3] [--connections 50] [--workers 2]
 //                         [--client c|autocannon] [--contenders pool,cluster-rr,...]
 //                         [--modes close,keep-alive]
