@@ -98,12 +98,13 @@ export interface WorkerPoolOptions {
    * (if it ran under SCHED_OTHER; back to it in close()), so that waking for new connections
    * does not preempt busy workers, and each wake-up finds more connections waiting. With a
    * new connection per request and every CPU busy, that measured 1.21 and 1.35 times the
-   * requests a second. The master's own work then waits for a CPU's turn (up to a scheduler
-   * time slice) while the CPUs are busy; processes and threads it starts inherit the policy,
-   * except through spawnWithChannel (the workers too) and spawnWorker, which start them under
-   * SCHED_OTHER. A thread keeps what it inherited after close(): a `new Worker()` of its own,
-   * or libuv's threadpool if first used (fs, dns.lookup, crypto, zlib) while the pool accepts.
-   * Default true; false leaves the scheduling alone.
+   * requests a second; with one client at a time, 0.94 of the rate without it. The master's
+   * own work waits for a CPU's turn (up to a scheduler time slice) while the CPUs are busy;
+   * processes and threads it starts inherit the policy, except through spawnWithChannel (the
+   * workers too) and spawnWorker, which start them under SCHED_OTHER. A thread keeps what it
+   * inherited after close(): a `new Worker()` of its own, or libuv's threadpool if first used
+   * (fs, dns.lookup, crypto, zlib) while the pool accepts. Default true; false leaves the
+   * scheduling alone.
    */
   batchScheduling?: boolean;
 }
