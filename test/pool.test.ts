@@ -40,6 +40,8 @@ interface Response {
   status: number;
   headers: http.IncomingHttpHeaders;
   body: string;
+  /** The client's port: the pool's `data` callback sees it as remotePort. */
+  localPort: number | undefined;
 }
 
 /** One request on a connection of its own, or on `agent`'s. */
@@ -47,10 +49,11 @@ function get(port: number, agent: http.Agent | false = false, urlPath = '/'): Pr
   return new Promise((resolve, reject) => {
     http
       .get({ host: '127.0.0.1', port, agent, path: urlPath }, (response) => {
+        const { localPort } = response.socket;
         let body = '';
         response.setEncoding('utf8');
         response.on('data', (chunk: string) => (body += chunk));
-        response.on('end', () => resolve({ status: response.statusCode!, headers: response.headers, body }));
+        response.on('end', () => resolve({ status: response.statusCode!, headers: response.headers, body, localPort }));
       })
       .on('error', reject);
   });
@@ -336,7 +339,16 @@ describe('WorkerPool', () => {
   }, 60_000);
 
   it('least-busy: a new connection goes to the worker with the fewest open, as the workers report them', async () => {
-    const { pool, port } = await startPool('least-busy');
+    // The client port of every connection the pool accepts: were a client of some other test
+    // to reach this port, a failure would show it.
+    const accepted: (number | undefined)[] = [];
+    const pool = new WorkerPool(httpWorker, {
+      workers: 2,
+      strategy: 'least-busy',
+      stdio: ['ignore', 'inherit', 'inherit'],
+      data: ({ remotePort }) => void accepted.push(remotePort),
+    });
+    const { port } = (await pool.listen({ port: 0, host: '127.0.0.1' }))!;
     // Six connections kept open: three on each worker.
     const agents = Array.from({ length: 6 }, () => new http.Agent({ keepAlive: true, maxSockets: 1 }));
     const first = await Promise.all(agents.map((agent) => get(port, agent)));
@@ -344,7 +356,12 @@ describe('WorkerPool', () => {
     expect(first.map(pidOf).filter((pid) => pid === a)).toHaveLength(3);
     // Close the three on worker a; once it has said so, the next three go to it.
     first.forEach((response, i) => pidOf(response) === a && agents[i]!.destroy());
-    await eventually(() => expect(pool.workers.map((worker) => worker.connections)).toEqual([0, 3]));
+    await eventually(() =>
+      expect(
+        pool.workers.map((worker) => worker.connections),
+        `workers ${JSON.stringify(pool.workers)}; connections from client ports ${accepted.join(', ')}, ours ${first.map((r) => r.localPort).join(', ')}`,
+      ).toEqual([0, 3]),
+    );
     // One at a time, each kept open: a has 0, 1, then 2 against b's 3.
     const more = Array.from({ length: 3 }, () => new http.Agent({ keepAlive: true, maxSockets: 1 }));
     const next = [];
