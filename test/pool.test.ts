@@ -372,6 +372,25 @@ describe('WorkerPool', () => {
     await pool.close();
   });
 
+  it('least-busy: a worker reports a closed connection at once, not when something else next wakes it', async () => {
+    const { pool, port } = await startPool('least-busy');
+    // One connection at a time: its close is the last thing its worker has to do.
+    const waits: number[] = [];
+    for (let i = 0; i < 4; i++) {
+      const agent = new http.Agent({ keepAlive: true, maxSockets: 1 });
+      await get(port, agent);
+      expect(pool.workers.reduce((sum, worker) => sum + worker.connections, 0)).toBe(1);
+      const closed = Date.now();
+      agent.destroy();
+      await eventually(() => expect(pool.workers.map((worker) => worker.connections)).toEqual([0, 0]), 5000);
+      waits.push(Date.now() - closed);
+    }
+    // A few ms each (the poll is every 50); a report left for the worker's next wake-up took
+    // about a second, or longer.
+    expect(Math.max(...waits), `ms from each close to the master's count: ${waits.join(', ')}`).toBeLessThan(400);
+    await pool.close();
+  });
+
   it('data: each connection arrives with what the data callback returned for it (the client address here)', async () => {
     const pool = new WorkerPool(httpWorker, {
       workers: 2,
