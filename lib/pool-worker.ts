@@ -181,10 +181,13 @@ export class PoolMember extends EventEmitter<PoolMemberEvents> {
     this.#open--;
     if (!this.#reportCloses || this.#statusScheduled) return;
     this.#statusScheduled = true;
+    // Ref'd: the loop runs an unref'd immediate only when something else wakes it, and a
+    // worker whose last connections just closed may wait on nothing for seconds, the master
+    // meanwhile counting them open. This holds a worker's exit back by one turn of its loop.
     setImmediate(() => {
       this.#statusScheduled = false;
       this.#report().catch(() => {}); // the master is gone: nobody to tell
-    }).unref();
+    });
   }
 
   #onMessage(message: ReceivedMessage): void {
