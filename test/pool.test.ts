@@ -18,6 +18,7 @@ import {
   type PoolStrategy,
   type PoolWorker,
   type WorkerExit,
+  type WorkerPoolOptions,
 } from '../lib/index.js';
 import { ACK_BYTES, STATUS, decodePoolMessage, encodeAck, encodeConnections, encodeHello } from '../lib/pool-protocol.js';
 import { expectNoFdLeakAroundEachTest, fixtures, openFds, python, spawnNodePeer, spawnPeer, within } from './helpers.js';
@@ -115,8 +116,12 @@ async function eventually(check: () => void, ms = 5000): Promise<void> {
   }
 }
 
-async function startPool(strategy: PoolStrategy = 'round-robin', script: ConstructorParameters<typeof WorkerPool>[0] = httpWorker) {
-  const pool = new WorkerPool(script, { workers: 2, strategy, stdio: ['ignore', 'inherit', 'inherit'] });
+async function startPool(
+  strategy: PoolStrategy = 'round-robin',
+  script: ConstructorParameters<typeof WorkerPool>[0] = httpWorker,
+  options: WorkerPoolOptions = {},
+) {
+  const pool = new WorkerPool(script, { workers: 2, strategy, stdio: ['ignore', 'inherit', 'inherit'], ...options });
   const errors: Error[] = [];
   pool.on('error', (error) => errors.push(error));
   const address = await pool.listen({ port: 0, host: '127.0.0.1' });
@@ -339,16 +344,10 @@ describe('WorkerPool', () => {
   }, 60_000);
 
   it('least-busy: a new connection goes to the worker with the fewest open, as the workers report them', async () => {
-    // The client port of every connection the pool accepts: were a client of some other test
-    // to reach this port, a failure would show it.
+    // The client port of every connection the pool accepts, for the failure message: it tells
+    // a count that did not fall from one raised by connections that were not the test's.
     const accepted: (number | undefined)[] = [];
-    const pool = new WorkerPool(httpWorker, {
-      workers: 2,
-      strategy: 'least-busy',
-      stdio: ['ignore', 'inherit', 'inherit'],
-      data: ({ remotePort }) => void accepted.push(remotePort),
-    });
-    const { port } = (await pool.listen({ port: 0, host: '127.0.0.1' }))!;
+    const { pool, port } = await startPool('least-busy', httpWorker, { data: ({ remotePort }) => void accepted.push(remotePort) });
     // Six connections kept open: three on each worker.
     const agents = Array.from({ length: 6 }, () => new http.Agent({ keepAlive: true, maxSockets: 1 }));
     const first = await Promise.all(agents.map((agent) => get(port, agent)));
