@@ -60,7 +60,14 @@ for (const version of NODE_WINDOWS_VERSIONS.split(/\s+/).filter(Boolean)) {
   const nodeExe = path.join(FDPASS_WINDOWS_CACHE, `node-${version}`, 'bin', 'node.exe');
   for (const file of files) {
     const fileStarted = Date.now();
-    const { code, signal, report } = await runFile(nodeExe, file, path.join(scratch, `${version}-${file}.tap`));
+    const reportPath = path.join(scratch, `${version}-${file}.tap`);
+    let { code, signal, report } = await runFile(nodeExe, file, reportPath);
+    // A node.exe that failed and wrote nothing at all never ran a test: Wine did not start it
+    // (seen once, exit code 1 at once). Once more, said in the log; a second time counts.
+    if (code !== 0 && report.trim() === '') {
+      console.log(`retry Node ${version} ${file}: node.exe ended with ${signal ?? `exit code ${code}`} and wrote nothing`);
+      ({ code, signal, report } = await runFile(nodeExe, file, reportPath));
+    }
     const results = parseReport(report);
     let fileFailed = 0;
     for (const result of results) {
